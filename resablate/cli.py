@@ -1,0 +1,175 @@
+"""The ``resablate`` command line: argument parsing only; each subcommand calls the library.
+
+Every mistake a user can make ends in one line on stderr and exit code 2, before anything starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from resablate import __version__
+from resablate.errors import UserError
+
+SET_HELP = (
+    "Override a field before validation, YAML-typed; repeatable. A grid axis takes a list:"
+    " --set grid.model.depth=[2,4]. Setting a field that is a grid axis fixes it to that value."
+)
+EXAMPLES = """
+\b
+Examples:
+  resablate plan sweeps/smoke.yaml                 # what would run, no training
+  resablate sweep sweeps/smoke.yaml                # run on a local Ray, record in ./mlflow.db
+  resablate sweep sweeps/smoke.yaml --set train.epochs=2 --set grid.seed=[0]
+  resablate ui                                     # browse the runs in MLflow's UI
+"""
+
+
+@click.group(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="resablate")
+def cli() -> None:
+    """Ablation studies of deep residual networks.
+
+    A sweep file (YAML) names a grid over depth, shortcut, activation placement, normalization,
+    initialization and seed; resablate validates it, runs every trial on Ray Tune and records
+    each one as a nested MLflow run under the sweep's parent run.
+    """
+
+
+def _overrides(func: click.decorators.FC) -> click.decorators.FC:
+    return click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE", help=SET_HELP)(
+        func
+    )
+
+
+@cli.command()
+@click.argument("sweep_file", metavar="SWEEP.yaml")
+@_overrides
+@click.option("--tracking-uri", metavar="URI",
+              help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).")
+@click.option("--results-dir", default="resablate-runs", show_default=True, metavar="DIR",
+              help="Where Ray Tune keeps its trial folders (DIR/<sweep name>).")
+@click.option("--inline", is_flag=True,
+              help="Run trials one by one in this process, without Ray (for debuggers).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table (for scripts).")
+def sweep(sweep_file: str, overrides: tuple[str, ...], tracking_uri: str | None,
+          results_dir: str, inline: bool, quiet: bool) -> int:
+    """Run every trial of SWEEP.yaml and record it in MLflow.
+
+    Prints a progress bar while trials run, then the mean ± std over seeds of the final metrics
+    of every grid cell. Exits 0 when every trial finished or diverged (divergence is a result),
+    1 when a trial failed, 2 on bad input.
+    """
+    from resablate import runner
+    from resablate.plan import make_plan
+    from resablate.progress import SweepProgress
+    from resablate.summary import markdown, summarize, table, to_csv
+    from resablate.tracking import SweepTracker, resolve_uri
+
+    plan = make_plan(sweep_file, overrides)
+    spec = plan.spec
+    tracker = SweepTracker(resolve_uri(tracking_uri, spec.tracking.uri),
+                           spec.tracking.experiment or spec.name)
+    err = Console(stderr=True, quiet=quiet)
+    tracker.start_sweep(spec.name, spec.model_dump(mode="json"), spec.hash(), Path(sweep_file),
+                        plan.trials)
+    records: list = []
+    interrupted = True
+    try:
+        progress = SweepProgress(spec.name, len(plan.trials), err)
+        with contextlib.nullcontext() if quiet else progress:
+            records = runner.run(plan, [tracker] if quiet else [tracker, progress],
+                                 Path(results_dir), "inline" if inline else "ray")
+        interrupted = len(records) < len(plan.trials)
+    finally:
+        cells = summarize(records)
+        tracker.end_sweep({"summary.md": markdown(cells), "summary.csv": to_csv(cells)},
+                          interrupted)
+    failed = tracker.counts["failed"]
+    if not quiet:
+        out = Console() if sys.stdout.isatty() else Console(width=140)
+        out.print(table(cells, f"{spec.name}: final metrics, mean ± std over seeds"))
+        out.print(f"MLflow: experiment '{spec.tracking.experiment or spec.name}' "
+                  f"(id {tracker.experiment_id}), parent run {tracker.parent_id} in {tracker.uri}")
+        out.print("Browse: resablate ui")
+    if interrupted:
+        click.echo(f"resablate: sweep interrupted after {len(records)} of {len(plan.trials)}"
+                   " trials", err=True)
+        return 130
+    if failed:
+        click.echo(f"resablate: {failed} trial(s) failed; their tracebacks are the error.txt"
+                   " artifacts of the child runs tagged resablate.status=failed", err=True)
+        return 1
+    return 0
+
+
+@cli.command()
+@click.argument("sweep_file", metavar="SWEEP.yaml")
+@_overrides
+@click.option("--json", "as_json", is_flag=True,
+              help='One JSON object: {"sweep", "n_trials", "trials": [{"id", "config", "params"}]}.')
+def plan(sweep_file: str, overrides: tuple[str, ...], as_json: bool) -> int:
+    """Validate SWEEP.yaml and list its trials (ids, grid values, parameter counts).
+
+    Nothing is trained and nothing is recorded: use it to check a sweep before running it.
+    """
+    from resablate.plan import make_plan, to_json
+
+    found = to_json(make_plan(sweep_file, overrides))
+    if as_json:
+        click.echo(json.dumps(found))
+        return 0
+    shown = Table(title=f"{found['sweep']}: {found['n_trials']} trials", title_justify="left")
+    for column in ("#", "id", "grid", "params"):
+        shown.add_column(column, justify="right" if column in ("#", "params") else "left")
+    for i, trial in enumerate(found["trials"][:200]):
+        values = " ".join(f"{k}={v}" for k, v in trial["grid"].items()) or "(no grid)"
+        shown.add_row(str(i), trial["id"], values, f"{trial['params']:,}")
+    console = Console()
+    console.print(shown)
+    if found["n_trials"] > 200:
+        console.print(f"... and {found['n_trials'] - 200} more (use --json for all)")
+    return 0
+
+
+@cli.command()
+@click.option("--tracking-uri", metavar="URI",
+              help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind; anything but 127.0.0.1 exposes your runs to the network.")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
+def ui(tracking_uri: str | None, host: str, port: int) -> int:
+    """Start the MLflow UI on this machine's store and print its address.
+
+    Each sweep is an experiment; its parent run holds the sweep file and the summary table, and
+    one child run per trial holds the trial's params (model.depth, init.c, ...) and its
+    per-epoch metrics. Stop with Ctrl-C.
+    """
+    from resablate.tracking import resolve_uri, serve_ui
+
+    return serve_ui(resolve_uri(tracking_uri), host, port, click.echo)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = cli.main(args=argv, prog_name="resablate", standalone_mode=False)
+    except UserError as exc:
+        click.echo(f"resablate: error: {exc}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("resablate: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Planning: sweep file -> validated spec -> expanded, validated trials with stable ids.
+
+Everything a user can get wrong is found here, before Ray starts or MLflow is touched: ``resablate
+sweep`` and ``resablate plan`` both begin with :func:`make_plan`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from resablate.errors import SpecError
+from resablate.grid import EmptyGridError, Trial, canonical, cell_id, config_id, expand
+from resablate.spec import SweepSpec, TrialConfig, explain, load_sweep
+
+
+@dataclass(frozen=True)
+class Plan:
+    source: str
+    spec: SweepSpec
+    trials: list[Trial]
+
+    def axes(self) -> list[str]:
+        return self.spec.grid.paths()
+
+
+def make_plan(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Plan:
+    """Load ``path`` with ``overrides``, expand its grid and validate every trial's config."""
+    source = str(path)
+    spec = load_sweep(path, overrides)
+    try:
+        points = expand(spec)
+    except EmptyGridError as exc:
+        raise SpecError(source, exc.field, exc.problem) from None
+    trials: list[Trial] = []
+    seen: dict[str, dict[str, Any]] = {}
+    checked: dict[str, dict[str, Any]] = {}  # raw config -> resolved (grids repeat sub-configs)
+    for point in points:
+        key = canonical(point.config)
+        if key not in checked:
+            checked[key] = _resolve(source, point.config, point.assignment)
+        config = checked[key]
+        trial_id = config_id(config)
+        if trial_id in seen:
+            raise SpecError(
+                source,
+                "grid",
+                f"grid points {seen[trial_id]} and {point.assignment} resolve to the same trial;"
+                " remove one of the duplicate values",
+            )
+        seen[trial_id] = point.assignment
+        trials.append(Trial(trial_id, config, point.assignment, cell_id(config)))
+    return Plan(source, spec, trials)
+
+
+def _resolve(source: str, config: dict[str, Any], assignment: dict[str, Any]) -> dict[str, Any]:
+    try:
+        resolved = TrialConfig.model_validate(config)
+    except ValidationError as exc:
+        field, problem = explain(exc)
+        if field in assignment:
+            field = f"grid.{field}"
+        where = "" if not assignment else f" (grid point {_point(assignment)})"
+        raise SpecError(source, field, problem + where) from None
+    return resolved.model_dump(mode="json")
+
+
+def _point(assignment: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in assignment.items())
+
+
+def params(trial: Trial) -> int:
+    """Trainable parameters of the network ``trial`` builds (counted without training)."""
+    from resablate import data, models
+
+    cfg = TrialConfig.model_validate(trial.config)
+    return models.count_params(cfg.model, data.DATASETS[cfg.data.name].shape(cfg.data))
+
+
+def to_json(plan: Plan) -> dict[str, Any]:
+    """The ``resablate plan --json`` contract: ``{"sweep", "n_trials", "trials": [{id, config,
+    params}]}``; later issues add keys, never remove these."""
+    counted: dict[str, int] = {}
+    trials = []
+    for trial in plan.trials:
+        key = canonical({"model": trial.config["model"], "data": trial.config["data"]})
+        if key not in counted:
+            counted[key] = params(trial)
+        trials.append(
+            {
+                "id": trial.id,
+                "cell": trial.cell,
+                "grid": trial.assignment,
+                "config": trial.config,
+                "params": counted[key],
+            }
+        )
+    return {"sweep": plan.spec.name, "n_trials": len(trials), "trials": trials}

@@ -1,0 +1,63 @@
+"""The driver's progress bar: done / running / failed / diverged, elapsed time and ETA (rich)."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from resablate.grid import Trial
+from resablate.results import DIVERGED, FAILED, TrialRecord
+
+
+class SweepProgress:
+    """A :class:`~resablate.results.Listener` that draws one bar for the whole sweep."""
+
+    def __init__(self, name: str, total: int, console: Console) -> None:
+        self.counts = {"running": 0, FAILED: 0, DIVERGED: 0}
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[state]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task = self.bar.add_task(name, total=total, state=self._state())
+
+    def _state(self) -> str:
+        c = self.counts
+        return f"running {c['running']} · failed {c[FAILED]} · diverged {c[DIVERGED]}"
+
+    def __enter__(self) -> SweepProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.bar.stop()
+
+    def trial_started(self, trial: Trial) -> None:
+        self.counts["running"] += 1
+        self.bar.update(self.task, state=self._state())
+
+    def trial_result(self, trial: Trial, result: dict[str, Any]) -> None:
+        return None
+
+    def trial_finished(self, record: TrialRecord) -> None:
+        self.counts["running"] = max(0, self.counts["running"] - 1)
+        if record.status in (FAILED, DIVERGED):
+            self.counts[record.status] += 1
+        self.bar.update(self.task, advance=1, state=self._state())

@@ -1,0 +1,72 @@
+"""What trials report and how they end; the events a sweep's listeners receive.
+
+Pure Python, shared by the runner (which emits events), tracking (MLflow), progress (the console)
+and the summary. A listener has the three methods of :class:`Listener`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from resablate.grid import Trial
+
+RUNNING, FINISHED, DIVERGED, FAILED = "running", "finished", "diverged", "failed"
+METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+
+
+def epoch_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The finite scalar metrics of one report (NaN/inf losses are not logged as values)."""
+    out = {}
+    for key, value in result.items():
+        if key in ("epoch", "status") or isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[key] = float(value)
+    return out
+
+
+@dataclass
+class TrialRecord:
+    """A trial's end: its status, the metrics of its last report, and the error if it failed."""
+
+    trial: Trial
+    status: str = RUNNING
+    epoch: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+class Listener(Protocol):
+    def trial_started(self, trial: Trial) -> None: ...
+
+    def trial_result(self, trial: Trial, result: dict[str, Any]) -> None: ...
+
+    def trial_finished(self, record: TrialRecord) -> None: ...
+
+
+class Collector:
+    """Keeps each trial's latest report and final record (the runner's return value)."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, TrialRecord] = {}
+
+    def trial_started(self, trial: Trial) -> None:
+        self.records[trial.id] = TrialRecord(trial)
+
+    def trial_result(self, trial: Trial, result: dict[str, Any]) -> None:
+        record = self.records.setdefault(trial.id, TrialRecord(trial))
+        record.epoch = int(result.get("epoch", record.epoch))
+        record.metrics.update(epoch_metrics(result))
+        record.status = str(result.get("status", RUNNING))
+
+    def finish(self, trial: Trial, status: str | None = None, error: str | None = None) -> TrialRecord:
+        """Close a trial: its status is the one given, else the one its last report named."""
+        record = self.records.setdefault(trial.id, TrialRecord(trial))
+        if status is not None:
+            record.status = status
+        elif record.status == RUNNING:
+            record.status = FINISHED
+        record.error = error
+        return record

@@ -1,0 +1,179 @@
+"""Running a plan's trials: on Ray Tune (the default), or in-process for debugging.
+
+The only module that imports ray (lazily, so ``--inline`` and ``plan`` never pay for it). Ray Tune
+schedules one function trainable per trial with the sweep's per-trial resources; trial configs travel
+once through the object store (``tune.with_parameters``), and Tune sees only the trial id. Events from
+Tune's driver-side callbacks are forwarded to the sweep's listeners (MLflow tracking, progress), so
+every MLflow write happens in this one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from resablate.grid import Trial
+from resablate.plan import Plan
+from resablate.results import FAILED, Collector, Listener, TrialRecord
+
+BACKENDS = ("ray", "inline")
+
+
+class Events:
+    """Fans trial events out to listeners; the collector sees each event first."""
+
+    def __init__(self, listeners: Sequence[Listener]) -> None:
+        self.collector = Collector()
+        self.listeners = list(listeners)
+
+    def started(self, trial: Trial) -> None:
+        self.collector.trial_started(trial)
+        for listener in self.listeners:
+            listener.trial_started(trial)
+
+    def result(self, trial: Trial, result: dict[str, Any]) -> None:
+        self.collector.trial_result(trial, result)
+        for listener in self.listeners:
+            listener.trial_result(trial, result)
+
+    def finished(self, trial: Trial, status: str | None = None, error: str | None = None) -> None:
+        record = self.collector.finish(trial, status, error)
+        for listener in self.listeners:
+            listener.trial_finished(record)
+
+
+def run(
+    plan: Plan,
+    listeners: Sequence[Listener],
+    results_dir: Path,
+    backend: str = "ray",
+) -> list[TrialRecord]:
+    """Run every trial of ``plan``; returns the records of the trials that ended."""
+    events = Events(listeners)
+    if backend == "inline":
+        _run_inline(plan, events)
+    else:
+        _run_ray(plan, events, results_dir)
+    return list(events.collector.records.values())
+
+
+def _run_inline(plan: Plan, events: Events) -> None:
+    """Trials one after another in this process: a breakpoint in train.py just works."""
+    from resablate.train import run_trial
+
+    for trial in plan.trials:
+        events.started(trial)
+        try:
+            run_trial(trial.config, report=lambda result, t=trial: events.result(t, result))
+        except Exception:
+            events.finished(trial, FAILED, traceback.format_exc())
+        else:
+            events.finished(trial)
+
+
+def _trainable(tune_config: dict[str, Any], configs: dict[str, dict[str, Any]], threads: int,
+               device: str) -> None:
+    """Ray Tune's function trainable: one trial, reporting every epoch to Tune."""
+    import torch
+    from ray import tune
+
+    from resablate.train import run_trial
+
+    torch.set_num_threads(threads)
+    run_trial(configs[tune_config["trial_id"]], report=tune.report, device=device)
+
+
+def _forwarder(events: Events, trials: dict[str, Trial]) -> Any:
+    """A Tune callback that forwards trial events (Tune runs callbacks in this driver process)."""
+    from ray import tune
+    from ray.tune.result import AUTO_RESULT_KEYS
+
+    class Forward(tune.Callback):
+        # Tune pickles its state (callbacks included) for resuming; the events and trials live
+        # only in this process, so they are instance state that pickling leaves out.
+        def __init__(self, events: Events, trials: dict[str, Trial], tune_keys: set[str]) -> None:
+            self.events, self.trials, self.tune_keys = events, trials, tune_keys
+
+        def __getstate__(self) -> dict[str, Any]:
+            return {}
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.events.started(self.trials[trial.config["trial_id"]])
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                            **info: Any) -> None:
+            ours = {k: v for k, v in result.items() if k not in self.tune_keys}
+            self.events.result(self.trials[trial.config["trial_id"]], ours)
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.events.finished(self.trials[trial.config["trial_id"]])
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            error = None
+            if trial.error_file and os.path.exists(trial.error_file):
+                error = Path(trial.error_file).read_text(errors="replace")
+            self.events.finished(self.trials[trial.config["trial_id"]], FAILED, error)
+
+    keys = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
+    return Forward(events, trials, keys)
+
+
+def _start_ray() -> bool:
+    """Start a local Ray on 127.0.0.1 (no dashboard) unless one is running; True if started."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+        _node_ip_address="127.0.0.1",
+    )
+    return True
+
+
+def _run_ray(plan: Plan, events: Events, results_dir: Path) -> None:
+    # Tune's own CSV/JSON/TensorBoard loggers duplicate what MLflow records.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import ray
+    from ray import tune
+    trials = {t.id: t for t in plan.trials}
+
+    for name in ("ray", "ray.tune", "ray.train", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    resources = plan.spec.resources
+    device = "cuda" if resources.gpu > 0 else "cpu"
+    trainable = tune.with_parameters(
+        _trainable,
+        configs={t.id: t.config for t in plan.trials},
+        threads=max(1, int(resources.cpu)),
+        device=device,
+    )
+    started = _start_ray()
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, {"cpu": resources.cpu, "gpu": resources.gpu}),
+            param_space={"trial_id": tune.grid_search([t.id for t in plan.trials])},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=resources.max_concurrent_trials,
+                reuse_actors=True,
+                trial_name_creator=lambda t: t.config["trial_id"],
+                trial_dirname_creator=lambda t: t.config["trial_id"],
+            ),
+            run_config=tune.RunConfig(
+                name=plan.spec.name,
+                storage_path=str(results_dir.resolve()),
+                verbose=0,
+                callbacks=[_forwarder(events, trials)],
+            ),
+        )
+        tuner.fit()
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,459 @@
+"""The sweep file: YAML -> frozen, validated spec.
+
+A sweep file has the sections of one trial's config (``seed``, ``model``, ``init``, ``data``,
+``train``: the base every trial starts from), a ``grid`` of dotted paths into that config, and the
+sections that belong to the whole sweep (``name``, ``description``, ``resources``, ``tracking``).
+Field names are the YAML names of ../shared/science.md.
+
+Every mistake becomes a :class:`~resablate.errors.SpecError`: one line naming the file, the field,
+the bad value and the fix. Names of variants are checked against the registries of the modules that
+build them (imported lazily, so that this module and grid.py stay free of torch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from resablate.errors import ConfigError, SpecError
+from resablate.registry import did_you_mean
+
+# Sections later issues add; naming them here turns "unknown field" into "not yet, see issue N".
+RESERVED_SECTIONS = {"search": 6, "probes": 5, "scheduler": 6}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _registry_name(kind: str, value: str) -> str:
+    """Check ``value`` against the registry ``kind`` (torch-side modules are imported here)."""
+    from resablate import data, models, train
+
+    registries = {
+        "family": models.FAMILIES,
+        "shortcut": models.SHORTCUTS,
+        "norm": models.NORMS,
+        "act": models.ACTS,
+        "scheme": models.INITS,
+        "dataset": data.DATASETS,
+        "optimizer": train.OPTIMIZERS,
+    }
+    return registries[kind].check(value)
+
+
+class ModelSpec(Section):
+    family: str = "mlp"
+    depth: int = Field(4, ge=1)
+    width: int = Field(10, ge=1)
+    shortcut: str = "identity"
+    shortcut_depth: int = Field(2, ge=1)
+    activation: str = "mid"
+    norm: str = "none"
+    act: str = "relu"
+    downsample: Literal["A", "B"] = "A"
+
+    @field_validator("family", "shortcut", "norm", "act")
+    @classmethod
+    def _known(cls, value: str, info: Any) -> str:
+        return _registry_name(info.field_name, value)
+
+    @field_validator("activation")
+    @classmethod
+    def _placement(cls, value: str) -> str:
+        from resablate.models import parse_placement
+
+        parse_placement(value)
+        return value
+
+
+class InitSpec(Section):
+    scheme: str = "he"
+    c: float = Field(1.0, ge=0.0, allow_inf_nan=False)
+    eps: float = Field(1e-3, ge=0.0, allow_inf_nan=False)
+
+    @field_validator("scheme")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return _registry_name("scheme", value)
+
+
+class DataSpec(Section):
+    name: str = "digits"
+    whiten: int | None = Field(None, ge=1)
+    target: Literal["label", "onehot"] = "label"
+    test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+    split_seed: int = 0
+    # `synthetic` only: Gaussian inputs labelled by a fixed random teacher.
+    samples: int = Field(2000, ge=10)
+    features: int = Field(20, ge=1)
+    classes: int = Field(10, ge=2)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return _registry_name("dataset", value)
+
+
+class TrainSpec(Section):
+    loss: Literal["ce", "mse"] = "ce"
+    optimizer: str = "sgd"
+    lr: float = Field(0.1, gt=0.0, allow_inf_nan=False)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    epochs: int = Field(10, ge=1)
+    batch_size: Union[int, Literal["full"]] = "full"
+    # A training loss above this (or NaN/inf) ends the trial as `diverged` (science.md §4).
+    diverge_above: float = Field(1e6, gt=0.0)
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return _registry_name("optimizer", value)
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be a positive integer or 'full'")
+        return value
+
+
+class TrialConfig(Section):
+    """Everything one trial needs; the resolved form of this is what the trial id hashes."""
+
+    seed: int = 0
+    model: ModelSpec = ModelSpec()
+    init: InitSpec = InitSpec()
+    data: DataSpec = DataSpec()
+    train: TrainSpec = TrainSpec()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrialConfig:
+        from resablate import data, models
+
+        if self.train.loss == "mse" and self.data.target != "onehot":
+            raise ConfigError(
+                "data.target", "loss mse needs one-hot targets; set data.target: onehot"
+            )
+        shape = data.DATASETS[self.data.name].shape(self.data)  # raises ConfigError
+        models.check(self.model, self.init, shape)  # raises ConfigError
+        return self
+
+
+class ResourcesSpec(Section):
+    cpu: float = Field(1.0, gt=0.0)
+    gpu: float = Field(0.0, ge=0.0)
+    max_concurrent_trials: int | None = Field(None, ge=1)
+
+
+class TrackingSpec(Section):
+    uri: str | None = None
+    experiment: str | None = None
+
+
+class GridSpec(Section):
+    """Axes (dotted path -> values) multiplied out, ``zip`` groups walked in step, ``exclude`` rules."""
+
+    axes: dict[str, list[Any]] = {}
+    zip: list[dict[str, list[Any]]] = []
+    exclude: list[dict[str, Any]] = []
+
+    def paths(self) -> list[str]:
+        return list(self.axes) + [p for group in self.zip for p in group]
+
+
+class SweepSpec(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    description: str = ""
+    seed: int = 0
+    model: ModelSpec = ModelSpec()
+    init: InitSpec = InitSpec()
+    data: DataSpec = DataSpec()
+    train: TrainSpec = TrainSpec()
+    grid: GridSpec = GridSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    tracking: TrackingSpec = TrackingSpec()
+
+    def base_config(self) -> dict[str, Any]:
+        """The trial config every grid point starts from, as plain nested dicts."""
+        return self.model_dump(mode="json", include=set(TrialConfig.model_fields))
+
+    def hash(self) -> str:
+        """Stable hash of the resolved spec (what ran, whatever the YAML's formatting)."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Field paths
+
+
+def _section_of(model: type[BaseModel], name: str) -> type[BaseModel] | None:
+    annotation = model.model_fields[name].annotation
+    return annotation if isinstance(annotation, type) and issubclass(annotation, Section) else None
+
+
+def trial_paths() -> list[str]:
+    """Every dotted path a grid axis may name: ``seed``, ``model.depth``, ..."""
+    paths = []
+    for name in TrialConfig.model_fields:
+        section = _section_of(TrialConfig, name)
+        paths += [f"{name}.{f}" for f in section.model_fields] if section else [name]
+    return paths
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """Names of the fields of the section at ``loc`` (for did-you-mean), or []."""
+    model: type[BaseModel] = SweepSpec
+    for part in loc:
+        if not isinstance(part, str) or part not in model.model_fields:
+            return []
+        section = _section_of(model, part)
+        if section is None:
+            return []
+        model = section
+    return list(model.model_fields)
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def explain(error: ValidationError, prefix: tuple[Any, ...] = ()) -> tuple[str, str]:
+    """The first pydantic error as (dotted field, one-line problem with the value and the fix)."""
+    first = error.errors()[0]
+    loc = tuple(p for p in first["loc"] if p not in ("int", "constrained-str"))
+    # Union branches add their type name to the location; keep only real field names.
+    loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("literal[")))
+    kind, value = first["type"], first.get("input")
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, ConfigError):
+        return cause.field, cause.problem
+    field = _dotted(prefix + loc)
+    if kind == "extra_forbidden":
+        name = str(loc[-1])
+        if not loc[:-1] and name in RESERVED_SECTIONS:
+            issue = RESERVED_SECTIONS[name]
+            return field, f"the '{name}' section is not supported yet (planned in issue {issue})"
+        legal = _fields_at(prefix + loc[:-1])
+        hint = did_you_mean(name, legal)
+        return field, f"unknown field '{name}'{hint} (fields here: {', '.join(legal)})"
+    if kind == "missing":
+        return field, "this field is required"
+    if kind == "literal_error":
+        expected = first.get("ctx", {}).get("expected", "")
+        return field, f"{_short(value)} is not allowed; use {expected}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return field, f"expected a mapping of fields, got {_short(value)}"
+    if kind == "string_pattern_mismatch":
+        return field, (
+            f"{_short(value)} is not a valid name; use letters, digits, '_', '.', '-' "
+            "(at most 100 characters, starting with a letter or digit)"
+        )
+    if cause is not None:
+        return field, f"{_short(value)}: {cause}"
+    return field, f"{_short(value)}: {first['msg'][:1].lower()}{first['msg'][1:]}"
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a sweep file with ``yaml.safe_load``; every failure is a one-line SpecError."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(source, "", "no such file; check the path (ready sweeps are in sweeps/)")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(source, "", f"cannot read the file ({exc.__class__.__name__}: {exc})")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(source, "", f"{where}invalid YAML ({problem}); fix the syntax there")
+    if not isinstance(raw, dict):
+        raise SpecError(
+            source, "", f"a sweep file is a YAML mapping with at least 'name', got {_short(raw)}"
+        )
+    bad = [k for k in raw if not isinstance(k, str)]
+    if bad:
+        raise SpecError(source, _short(bad[0]), "field names must be strings")
+    return raw
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``'model.depth=8'`` -> ``('model.depth', 8)``; the value is read as YAML."""
+    source = f"--set {text}"
+    path, sep, value_text = text.partition("=")
+    path = path.strip()
+    if not sep or not path:
+        raise SpecError(source, "", "expected FIELD=VALUE, e.g. --set model.depth=8")
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else None
+    except yaml.YAMLError:
+        raise SpecError(source, path, f"cannot read {value_text!r} as a YAML value")
+    if value is None:
+        raise SpecError(source, path, "empty value; write e.g. --set model.depth=8")
+    top = path.split(".")[0]
+    if top == "grid":
+        if path == "grid" or path.count(".") == 0:
+            raise SpecError(source, path, "name a grid axis, e.g. --set grid.model.depth=[2,4]")
+        return path, value
+    known = [f for f in SweepSpec.model_fields] + trial_paths() + [
+        f"{s}.{f}" for s in ("resources", "tracking") for f in _fields_at((s,))
+    ]
+    if path not in known:
+        raise SpecError(source, path, f"unknown field{did_you_mean(path, known)}")
+    return path, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides to the raw YAML mapping, before validation.
+
+    ``--set grid.<axis>=[...]`` replaces (or adds) a grid axis; setting a field that is a plain grid
+    axis removes the axis, so the trial config takes the one value given.
+    """
+    out = json.loads(json.dumps(raw, default=str)) if overrides else raw
+    for text in overrides:
+        path, value = parse_override(text)
+        grid = out.get("grid")
+        if grid is None:
+            grid = out["grid"] = {}
+        if not isinstance(grid, dict):
+            raise SpecError(f"--set {text}", "grid", "the sweep's grid is not a mapping")
+        if path.startswith("grid."):
+            grid[path[len("grid.") :]] = value
+            continue
+        for group in grid.get("zip") or []:
+            if isinstance(group, dict) and path in group:
+                raise SpecError(
+                    f"--set {text}", path, f"is part of a zip group; override it with --set grid.zip=..."
+                )
+        grid.pop(path, None)
+        parts = path.split(".")
+        node = out
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise SpecError(f"--set {text}", part, "is not a section in the sweep file")
+            node = child
+        node[parts[-1]] = value
+    if out.get("grid") == {} and "grid" not in raw:
+        del out["grid"]
+    return out
+
+
+def _parse_values(source: str, field: str, values: Any) -> list[Any]:
+    if not isinstance(values, list):
+        raise SpecError(source, field, f"{_short(values)} is not a list; write e.g. [2, 4, 8]")
+    if not values:
+        raise SpecError(source, field, "an empty list gives no trial; give at least one value")
+    seen: list[str] = []
+    for value in values:
+        key = json.dumps(value, sort_keys=True, default=str)
+        if key in seen:
+            raise SpecError(source, field, f"value {_short(value)} is listed twice")
+        seen.append(key)
+    return values
+
+
+def _check_axis(source: str, path: str) -> None:
+    legal = trial_paths()
+    if path not in legal:
+        raise SpecError(
+            source,
+            f"grid.{path}",
+            f"not a field of the trial config{did_you_mean(path, legal)}"
+            " (grid axes are dotted paths such as model.depth, init.c, seed)",
+        )
+
+
+def parse_grid(raw: Any, source: str) -> GridSpec:
+    """The ``grid`` mapping -> GridSpec, checking every path, list and rule."""
+    if raw is None:
+        return GridSpec()
+    if not isinstance(raw, dict):
+        raise SpecError(source, "grid", "must be a mapping of axis -> list of values")
+    axes: dict[str, list[Any]] = {}
+    zips: list[dict[str, list[Any]]] = []
+    taken: set[str] = set()
+    for path, values in raw.items():
+        if path in ("zip", "exclude"):
+            continue
+        _check_axis(source, str(path))
+        axes[path] = _parse_values(source, f"grid.{path}", values)
+        taken.add(path)
+    groups = raw.get("zip") or []
+    if not isinstance(groups, list):
+        raise SpecError(source, "grid.zip", "must be a list of mappings axis -> values")
+    for i, group in enumerate(groups):
+        where = f"grid.zip[{i}]"
+        if not isinstance(group, dict) or not group:
+            raise SpecError(source, where, "must be a non-empty mapping axis -> list of values")
+        lengths = set()
+        parsed: dict[str, list[Any]] = {}
+        for path, values in group.items():
+            _check_axis(source, str(path))
+            if path in taken:
+                raise SpecError(source, f"{where}.{path}", "this axis is already in the grid")
+            parsed[path] = _parse_values(source, f"{where}.{path}", values)
+            lengths.add(len(values))
+            taken.add(path)
+        if len(lengths) > 1:
+            sizes = ", ".join(f"{p}: {len(v)}" for p, v in parsed.items())
+            raise SpecError(source, where, f"zipped lists must have one length, got {sizes}")
+        zips.append(parsed)
+    rules = raw.get("exclude") or []
+    if not isinstance(rules, list):
+        raise SpecError(source, "grid.exclude", "must be a list of mappings axis -> value(s)")
+    for i, rule in enumerate(rules):
+        where = f"grid.exclude[{i}]"
+        if not isinstance(rule, dict) or not rule:
+            raise SpecError(source, where, "must be a non-empty mapping axis -> value or list")
+        for path in rule:
+            if path not in taken:
+                raise SpecError(
+                    source,
+                    f"{where}.{path}",
+                    f"not a grid axis{did_you_mean(str(path), sorted(taken))}"
+                    f" (axes: {', '.join(sorted(taken)) or 'none'})",
+                )
+    return GridSpec(axes=axes, zip=zips, exclude=list(rules))
+
+
+def parse_sweep(raw: dict[str, Any], source: str) -> SweepSpec:
+    """A raw mapping (YAML after overrides) -> SweepSpec, or one SpecError."""
+    grid = parse_grid(raw.get("grid"), source)
+    try:
+        return SweepSpec.model_validate({**raw, "grid": grid})
+    except ValidationError as exc:
+        field, problem = explain(exc)
+        raise SpecError(source, field, problem) from None
+
+
+def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
+    """Read, override and validate a sweep file (the grid is expanded by grid.py / plan.py)."""
+    raw = read_yaml(path)
+    return parse_sweep(apply_overrides(raw, list(overrides)), str(path))

@@ -1,0 +1,274 @@
+"""MLflow tracking: one parent run per sweep invocation, one nested child run per trial.
+
+The only module that imports mlflow. All writes happen in the driver process, in the order the
+runner's events arrive, so concurrent trials never write to the store at once (sqlite rejects
+concurrent writers with "database is locked"). The default store is ``sqlite:///mlflow.db`` in the
+working directory; ``--tracking-uri`` or MLFLOW_TRACKING_URI choose another.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from resablate.errors import UserError
+from resablate.grid import Trial
+from resablate.results import DIVERGED, FAILED, FINISHED, TrialRecord, epoch_metrics
+
+DEFAULT_DB = "mlflow.db"
+# Lands MLflow 3's UI on the training-runs table instead of its GenAI (traces) view.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+PACKAGES = ("resablate", "torch", "ray", "mlflow", "optuna", "pydantic", "numpy", "scikit-learn")
+_STATUS = {FINISHED: "FINISHED", DIVERGED: "FINISHED", FAILED: "FAILED"}
+
+
+def resolve_uri(cli_uri: str | None = None, spec_uri: str | None = None) -> str:
+    """--tracking-uri, then MLFLOW_TRACKING_URI, then the sweep's ``tracking.uri``, then the
+    sqlite file ``mlflow.db`` in the working directory."""
+    uri = cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or spec_uri
+    return uri or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
+def check_store(uri: str) -> None:
+    """Fail with one line if the store cannot be written (sqlite) or reached (http)."""
+    path = sqlite_path(uri)
+    if path is not None:
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise UserError(
+                f"tracking store {uri}: folder {folder} does not exist or is not writable;"
+                " pass --tracking-uri sqlite:///<writable path>/mlflow.db"
+            )
+        return
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as response:
+                response.read()
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise UserError(
+                f"tracking server {uri} is unreachable ({reason}); start it (mlflow server) or"
+                " check --tracking-uri / MLFLOW_TRACKING_URI"
+            ) from None
+
+
+def _client(uri: str) -> Any:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from mlflow.tracking import MlflowClient
+
+    # after the import: mlflow configures its own loggers when it is first imported
+    for name in ("mlflow", "alembic", "sqlalchemy", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return MlflowClient(tracking_uri=uri)
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_commit(folder: Path) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"model": {"depth": 4}}`` -> ``{"model.depth": "4"}``: params named by their YAML path,
+    so that the MLflow UI's compare views group by ablation axis."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{path}."))
+        else:
+            out[path] = json.dumps(value) if not isinstance(value, str) else value
+    return out
+
+
+def experiment_url(base: str, experiment_id: str) -> str:
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
+
+
+class SweepTracker:
+    """Records one sweep invocation; a :class:`~resablate.results.Listener` for its trials."""
+
+    def __init__(self, uri: str, experiment: str) -> None:
+        check_store(uri)
+        self.uri = uri
+        self.client = _client(uri)
+        try:
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                self.experiment_id = self.client.create_experiment(experiment, tags=EXPERIMENT_KIND)
+            elif found.lifecycle_stage == "deleted":
+                raise UserError(
+                    f"MLflow experiment '{experiment}' is deleted in {uri}; restore it in the UI,"
+                    " or set tracking.experiment to another name"
+                )
+            else:
+                self.experiment_id = found.experiment_id
+        except UserError:
+            raise
+        except Exception as exc:  # any store failure: one line, nothing started
+            raise UserError(f"tracking store {uri}: {exc.__class__.__name__}: {exc}") from None
+        self.parent_id: str | None = None
+        self.runs: dict[str, str] = {}  # trial id -> child run id
+        self.counts = {FINISHED: 0, DIVERGED: 0, FAILED: 0}
+
+    # -- the sweep ----------------------------------------------------------------------------
+
+    def start_sweep(self, name: str, spec: dict[str, Any], spec_hash: str, source: Path,
+                    trials: list[Trial]) -> str:
+        tags = {
+            "mlflow.runName": f"{name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+            "mlflow.source.name": str(source),
+            "resablate.kind": "sweep",
+            "resablate.spec_hash": spec_hash,
+            "resablate.n_trials": str(len(trials)),
+            **{f"resablate.version.{k}": v for k, v in versions().items()},
+        }
+        commit = git_commit(source.resolve().parent)
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        run = self.client.create_run(self.experiment_id, tags=tags)
+        self.parent_id = run.info.run_id
+        try:
+            text = source.read_text(encoding="utf-8")
+        except OSError:
+            text = ""
+        self.client.log_text(self.parent_id, text, "sweep.yaml")
+        self.client.log_dict(self.parent_id, spec, "sweep.resolved.json")
+        plan = [{"id": t.id, "cell": t.cell, "grid": t.assignment} for t in trials]
+        self.client.log_dict(self.parent_id, plan, "plan.json")
+        return self.parent_id
+
+    def end_sweep(self, summary: dict[str, str] | None = None, interrupted: bool = False) -> None:
+        """Close the parent run and any child run still open (a killed or crashed sweep)."""
+        if self.parent_id is None:
+            return
+        for run_id in self.runs.values():
+            if self.client.get_run(run_id).info.status == "RUNNING":
+                self.client.set_tag(run_id, "resablate.status", "killed")
+                self.client.set_terminated(run_id, "KILLED")
+        for artifact, text in (summary or {}).items():
+            self.client.log_text(self.parent_id, text, artifact)
+        tags = {f"resablate.{k}": str(v) for k, v in self.counts.items()}
+        for key, value in tags.items():
+            self.client.set_tag(self.parent_id, key, value)
+        status = "KILLED" if interrupted else ("FAILED" if self.counts[FAILED] else "FINISHED")
+        self.client.set_terminated(self.parent_id, status)
+
+    # -- listener -----------------------------------------------------------------------------
+
+    def trial_started(self, trial: Trial) -> None:
+        if trial.id in self.runs:  # a retried attempt continues the same run
+            return
+        from mlflow.entities import Param
+
+        tags = {
+            "mlflow.parentRunId": self.parent_id or "",
+            "mlflow.runName": trial.label(),
+            "trial_id": trial.id,
+            "cell": trial.cell,
+            "resablate.status": "running",
+        }
+        run = self.client.create_run(self.experiment_id, tags=tags)
+        self.runs[trial.id] = run.info.run_id
+        params = [Param(k, v) for k, v in flatten(trial.config).items()]
+        self.client.log_batch(run.info.run_id, params=params)
+
+    def trial_result(self, trial: Trial, result: dict[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        run_id = self.runs.get(trial.id)
+        if run_id is None:
+            return
+        step = int(result.get("epoch", 0))
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, step) for k, v in epoch_metrics(result).items()]
+        if metrics:
+            self.client.log_batch(run_id, metrics=metrics)
+
+    def trial_finished(self, record: TrialRecord) -> None:
+        run_id = self.runs.get(record.trial.id)
+        if run_id is None:
+            self.trial_started(record.trial)
+            run_id = self.runs[record.trial.id]
+        self.counts[record.status] = self.counts.get(record.status, 0) + 1
+        self.client.set_tag(run_id, "resablate.status", record.status)
+        if record.error:
+            self.client.log_text(run_id, record.error, "error.txt")
+        self.client.set_terminated(run_id, _STATUS.get(record.status, "FAILED"))
+
+
+def experiments(uri: str) -> list[tuple[str, str]]:
+    """(name, id) of the store's active experiments that hold runs, newest first."""
+    client = _client(uri)
+    found = client.search_experiments(order_by=["creation_time DESC"])
+    return [(e.name, e.experiment_id) for e in found if e.name != "Default"]
+
+
+def serve_ui(uri: str, host: str, port: int, say: Callable[[str], Any]) -> int:
+    """Run ``mlflow server`` on ``uri`` bound to ``host:port`` until Ctrl-C; print where to look."""
+    path = sqlite_path(uri)
+    if path is not None and not path.exists():
+        raise UserError(
+            f"no MLflow store at {path}; run a sweep here first, or pass --tracking-uri"
+        )
+    check_store(uri)
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+               "--host", host, "--port", str(port), "--workers", "1"]
+    server = subprocess.Popen(command)
+    base = f"http://{host}:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if server.poll() is not None:
+                raise UserError(f"mlflow server exited with code {server.returncode};"
+                                f" is port {port} free? Try --port {port + 1}")
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2):
+                    break
+            except (urllib.error.URLError, OSError):
+                if time.monotonic() > deadline:
+                    raise UserError(f"mlflow server did not answer on {base} within 120 s")
+                time.sleep(0.5)
+        say(f"MLflow UI: {base}")
+        for name, experiment_id in experiments(uri):
+            say(f"  {name}: {experiment_url(base, experiment_id)}")
+        say("Stop with Ctrl-C.")
+        return server.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
