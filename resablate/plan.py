@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from resablate.errors import SpecError
 from resablate.grid import EmptyGridError, Trial, canonical, cell_id, config_id, expand
-from resablate.spec import SweepSpec, TrialConfig, explain, load_sweep
+from resablate.spec import SweepSpec, TrialConfig, blame, explain, load_sweep
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,11 @@ def make_plan(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     for point in points:
         key = canonical(point.config)
         if key not in checked:
-            checked[key] = _resolve(source, point.config, point.assignment)
+            try:
+                checked[key] = _resolve(source, point.config, point.assignment)
+            except SpecError as exc:
+                blamed = blame(source, overrides, exc.field)
+                raise SpecError(blamed, exc.field, exc.problem) from None
         config = checked[key]
         trial_id = config_id(config)
         if trial_id in seen:

@@ -116,12 +116,12 @@ class TrainSpec(Section):
     def _known(cls, value: str) -> str:
         return _registry_name("optimizer", value)
 
-    @field_validator("batch_size")
+    @field_validator("batch_size", mode="before")
     @classmethod
-    def _positive(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("must be a positive integer or 'full'")
-        return value
+    def _batch(cls, value: Any) -> int | str:
+        if value == "full" or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            return value
+        raise ValueError("use a positive integer or 'full' (the whole training set per step)")
 
 
 class TrialConfig(Section):
@@ -317,6 +317,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     if value is None:
         raise SpecError(source, path, "empty value; write e.g. --set model.depth=8")
     top = path.split(".")[0]
+    if top in RESERVED_SECTIONS:
+        issue = RESERVED_SECTIONS[top]
+        raise SpecError(source, path, f"the '{top}' section is not supported yet (issue {issue})")
     if top == "grid":
         if path == "grid" or path.count(".") == 0:
             raise SpecError(source, path, "name a grid axis, e.g. --set grid.model.depth=[2,4]")
@@ -453,7 +456,25 @@ def parse_sweep(raw: dict[str, Any], source: str) -> SweepSpec:
         raise SpecError(source, field, problem) from None
 
 
+def blame(source: str, overrides: list[str] | tuple[str, ...], field: str) -> str:
+    """The override that set ``field`` (``--set model.depth=7``), else the file ``source``."""
+    for text in reversed(list(overrides)):
+        path = text.partition("=")[0].strip()
+        if field == path or field.startswith(path + ".") or field.startswith(path + "["):
+            return f"--set {text}"
+    return source
+
+
 def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
-    """Read, override and validate a sweep file (the grid is expanded by grid.py / plan.py)."""
+    """Read, override and validate a sweep file (the grid is expanded by grid.py / plan.py).
+
+    An error in a field that an override set names the override instead of the file.
+    """
     raw = read_yaml(path)
-    return parse_sweep(apply_overrides(raw, list(overrides)), str(path))
+    try:
+        return parse_sweep(apply_overrides(raw, list(overrides)), str(path))
+    except SpecError as exc:
+        source = blame(str(path), overrides, exc.field)
+        if exc.source != str(path) or source == exc.source:
+            raise
+        raise SpecError(source, exc.field, exc.problem) from None
