@@ -243,7 +243,7 @@ def serve_ui(uri: str, host: str, port: int, say: Callable[[str], Any]) -> int:
     check_store(uri)
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
                "--host", host, "--port", str(port), "--workers", "1"]
-    server = subprocess.Popen(command)
+    server = subprocess.Popen(command, stdout=sys.stderr)  # our stdout: the addresses only
     base = f"http://{host}:{port}"
     try:
         deadline = time.monotonic() + 120

@@ -1,0 +1,81 @@
+"""`resablate ui`: a real MLflow server on 127.0.0.1 over the sweep's store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import run_process, write
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses (hex, as in /proc/net/tcp) in LISTEN state on ``port``."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if int(hex_port, 16) == port and state == "0A":
+                found.add(address)
+    return found
+
+
+def test_ui_serves_the_store_on_localhost_and_prints_the_runs_link(tmp_path: Path) -> None:
+    sweep = write(tmp_path / "ui.yaml", "name: ui-demo\nmodel: {depth: 2, width: 8}\n"
+                                        "train: {epochs: 1}\n")
+    assert run_process("sweep", str(sweep), "--inline", "--quiet", cwd=tmp_path).code == 0
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "resablate.cli", "ui", "--port", str(port)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        start_new_session=True,
+    )
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 180
+        while not any("Stop with Ctrl-C" in line for line in lines):
+            assert time.monotonic() < deadline, lines
+            line = server.stdout.readline()
+            assert line, f"ui exited: {lines}"
+            lines.append(line.strip())
+        base = f"http://127.0.0.1:{port}"
+        assert lines[0] == f"MLflow UI: {base}"
+        assert any(line.startswith("ui-demo: ") and line.endswith("/runs") and
+                   f"{base}/#/experiments/" in line for line in lines), lines
+        with urllib.request.urlopen(base, timeout=30) as response:
+            assert response.status == 200
+        request = urllib.request.Request(
+            f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ui-demo")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert b"ui-demo" in response.read()
+        assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1 only
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+def test_ui_without_a_store_is_one_line(tmp_path: Path) -> None:
+    ran = run_process("ui", cwd=tmp_path)
+    assert ran.code == 2
+    assert ran.err.strip() == (
+        f"resablate: error: no MLflow store at {tmp_path / 'mlflow.db'}; run a sweep here first,"
+        " or pass --tracking-uri"
+    )
