@@ -57,9 +57,11 @@ def _overrides(func: click.decorators.FC) -> click.decorators.FC:
               help="Where Ray Tune keeps its trial folders (DIR/<sweep name>).")
 @click.option("--inline", is_flag=True,
               help="Run trials one by one in this process, without Ray (for debuggers).")
+@click.option("--dashboard", is_flag=True,
+              help="Start Ray's dashboard too (bound to 127.0.0.1) and print its address.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table (for scripts).")
 def sweep(sweep_file: str, overrides: tuple[str, ...], tracking_uri: str | None,
-          results_dir: str, inline: bool, quiet: bool) -> int:
+          results_dir: str, inline: bool, dashboard: bool, quiet: bool) -> int:
     """Run every trial of SWEEP.yaml and record it in MLflow.
 
     Prints a progress bar while trials run, then the mean ± std over seeds of the final metrics
@@ -74,23 +76,26 @@ def sweep(sweep_file: str, overrides: tuple[str, ...], tracking_uri: str | None,
 
     plan = make_plan(sweep_file, overrides)
     spec = plan.spec
-    tracker = SweepTracker(resolve_uri(tracking_uri, spec.tracking.uri),
-                           spec.tracking.experiment or spec.name)
     err = Console(stderr=True, quiet=quiet)
-    tracker.start_sweep(spec.name, spec.model_dump(mode="json"), spec.hash(), Path(sweep_file),
-                        plan.trials)
-    records: list = []
-    interrupted = True
-    try:
-        progress = SweepProgress(spec.name, len(plan.trials), err)
-        with contextlib.nullcontext() if quiet else progress:
-            records = runner.run(plan, [tracker] if quiet else [tracker, progress],
-                                 Path(results_dir), "inline" if inline else "ray")
-        interrupted = len(records) < len(plan.trials)
-    finally:
-        cells = summarize(records)
-        tracker.end_sweep({"summary.md": markdown(cells), "summary.csv": to_csv(cells)},
-                          interrupted)
+    with runner.Session(plan, "inline" if inline else "ray", Path(results_dir),
+                        dashboard) as session:
+        if session.dashboard_url:
+            err.print(f"Ray dashboard: {session.dashboard_url}")
+        tracker = SweepTracker(resolve_uri(tracking_uri, spec.tracking.uri),
+                               spec.tracking.experiment or spec.name)
+        tracker.start_sweep(spec.name, spec.model_dump(mode="json"), spec.hash(),
+                            Path(sweep_file), plan.trials)
+        records: list = []
+        interrupted = True
+        try:
+            progress = SweepProgress(spec.name, len(plan.trials), err)
+            with contextlib.nullcontext() if quiet else progress:
+                records = session.run([tracker] if quiet else [tracker, progress])
+            interrupted = len(records) < len(plan.trials)
+        finally:
+            cells = summarize(records)
+            tracker.end_sweep({"summary.md": markdown(cells), "summary.csv": to_csv(cells)},
+                              interrupted)
     failed = tracker.counts["failed"]
     if not quiet:
         out = Console() if sys.stdout.isatty() else Console(width=140)

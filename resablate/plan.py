@@ -22,6 +22,11 @@ class Plan:
     source: str
     spec: SweepSpec
     trials: list[Trial]
+    overrides: tuple[str, ...] = ()
+
+    def error(self, field: str, problem: str) -> SpecError:
+        """A one-line error about ``field``, naming the override that set it, else the file."""
+        return SpecError(blame(self.source, self.overrides, field), field, problem)
 
     def axes(self) -> list[str]:
         return self.spec.grid.paths()
@@ -57,7 +62,7 @@ def make_plan(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
             )
         seen[trial_id] = point.assignment
         trials.append(Trial(trial_id, config, point.assignment, cell_id(config)))
-    return Plan(source, spec, trials)
+    return Plan(source, spec, trials, tuple(overrides))
 
 
 def _resolve(source: str, config: dict[str, Any], assignment: dict[str, Any]) -> dict[str, Any]:

@@ -9,13 +9,16 @@ every MLflow write happens in this one process.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from resablate.errors import UserError
 from resablate.grid import Trial
 from resablate.plan import Plan
 from resablate.results import FAILED, Collector, Listener, TrialRecord
@@ -46,19 +49,67 @@ class Events:
             listener.trial_finished(record)
 
 
-def run(
-    plan: Plan,
-    listeners: Sequence[Listener],
-    results_dir: Path,
-    backend: str = "ray",
-) -> list[TrialRecord]:
-    """Run every trial of ``plan``; returns the records of the trials that ended."""
-    events = Events(listeners)
-    if backend == "inline":
-        _run_inline(plan, events)
-    else:
-        _run_ray(plan, events, results_dir)
-    return list(events.collector.records.values())
+class Session:
+    """A backend made ready for a plan: ``with Session(plan) as session: session.run(listeners)``.
+
+    Entering starts a local Ray on 127.0.0.1 (unless one is already running in this process) and
+    checks that it can hold one trial's resources, so that a sweep that cannot run fails with one
+    line before anything is recorded. Leaving shuts down the Ray this session started.
+    """
+
+    def __init__(self, plan: Plan, backend: str = "ray", results_dir: Path = Path("resablate-runs"),
+                 dashboard: bool = False) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+        self.plan, self.backend, self.results_dir = plan, backend, results_dir
+        self.dashboard = dashboard
+        self.dashboard_url: str | None = None
+        self._started = False
+
+    def __enter__(self) -> Session:
+        if self.backend == "ray":
+            self._started, self.dashboard_url = _start_ray(self.dashboard)
+            try:
+                import ray
+
+                _check_resources(self.plan, ray.cluster_resources())
+            except BaseException:
+                self.__exit__(None, None, None)
+                raise
+        else:
+            import torch
+
+            _check_resources(self.plan, {"CPU": float(os.cpu_count() or 1),
+                                         "GPU": float(torch.cuda.device_count())})
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+
+    def run(self, listeners: Sequence[Listener]) -> list[TrialRecord]:
+        """Run every trial of the plan; returns the records of the trials that ended."""
+        events = Events(listeners)
+        if self.backend == "inline":
+            _run_inline(self.plan, events)
+        else:
+            _run_ray(self.plan, events, self.results_dir)
+        return list(events.collector.records.values())
+
+
+def _check_resources(plan: Plan, available: dict[str, float]) -> None:
+    wanted = plan.spec.resources
+    for key, field, amount in (("CPU", "cpu", wanted.cpu), ("GPU", "gpu", wanted.gpu)):
+        have = available.get(key, 0.0)
+        if amount > have:
+            fix = "set resources.gpu: 0 to train on CPUs" if key == "GPU" else (
+                f"set resources.cpu to at most {have:g}")
+            raise plan.error(f"resources.{field}",
+                             f"each trial asks for {amount:g} {key} but this machine has {have:g};"
+                             f" {fix}")
 
 
 def _run_inline(plan: Plan, events: Events) -> None:
@@ -68,11 +119,16 @@ def _run_inline(plan: Plan, events: Events) -> None:
     for trial in plan.trials:
         events.started(trial)
         try:
-            run_trial(trial.config, report=lambda result, t=trial: events.result(t, result))
+            run_trial(trial.config, report=lambda result, t=trial: events.result(t, result),
+                      device=_device(plan))
         except Exception:
             events.finished(trial, FAILED, traceback.format_exc())
         else:
             events.finished(trial)
+
+
+def _device(plan: Plan) -> str:
+    return "cuda" if plan.spec.resources.gpu > 0 else "cpu"
 
 
 def _trainable(tune_config: dict[str, Any], configs: dict[str, dict[str, Any]], threads: int,
@@ -84,7 +140,11 @@ def _trainable(tune_config: dict[str, Any], configs: dict[str, dict[str, Any]], 
     from resablate.train import run_trial
 
     torch.set_num_threads(threads)
-    run_trial(configs[tune_config["trial_id"]], report=tune.report, device=device)
+    try:
+        run_trial(configs[tune_config["trial_id"]], report=tune.report, device=device)
+    except Exception:
+        # Not every exception survives Ray's pickling (pydantic's do not): send the traceback text.
+        raise RuntimeError(traceback.format_exc()) from None
 
 
 def _forwarder(events: Events, trials: dict[str, Trial]) -> Any:
@@ -122,58 +182,61 @@ def _forwarder(events: Events, trials: dict[str, Trial]) -> Any:
     return Forward(events, trials, keys)
 
 
-def _start_ray() -> bool:
-    """Start a local Ray on 127.0.0.1 (no dashboard) unless one is running; True if started."""
+def _start_ray(dashboard: bool) -> tuple[bool, str | None]:
+    """Start a local Ray on 127.0.0.1 unless one is running: (started, dashboard URL or None)."""
+    # Ray resolves 127.0.0.1 to the machine's network address unless it runs single-machine,
+    # which this switch selects (read when ray is imported): every Ray server binds 127.0.0.1.
+    # A driver that joins a cluster must not set it (its workers must reach the driver).
+    if "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if ray.is_initialized():
-        return False
-    ray.init(
-        include_dashboard=False,
+        return False, None
+    if dashboard and importlib.util.find_spec("aiohttp_cors") is None:
+        raise UserError("the Ray dashboard needs Ray's full install: pip install 'resablate[dashboard]'"
+                        " (ray[default]), or run without --dashboard")
+    context = ray.init(
+        include_dashboard=dashboard,
+        dashboard_host="127.0.0.1",
         log_to_driver=False,
         logging_level=logging.ERROR,
-        _node_ip_address="127.0.0.1",
     )
-    return True
+    url = getattr(context, "dashboard_url", None) if dashboard else None
+    return True, (f"http://{url}" if url and not url.startswith("http") else url)
 
 
 def _run_ray(plan: Plan, events: Events, results_dir: Path) -> None:
     # Tune's own CSV/JSON/TensorBoard loggers duplicate what MLflow records.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    import ray
     from ray import tune
+
     trials = {t.id: t for t in plan.trials}
 
     for name in ("ray", "ray.tune", "ray.train", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
     resources = plan.spec.resources
-    device = "cuda" if resources.gpu > 0 else "cpu"
     trainable = tune.with_parameters(
         _trainable,
         configs={t.id: t.config for t in plan.trials},
         threads=max(1, int(resources.cpu)),
-        device=device,
+        device=_device(plan),
     )
-    started = _start_ray()
-    try:
-        tuner = tune.Tuner(
-            tune.with_resources(trainable, {"cpu": resources.cpu, "gpu": resources.gpu}),
-            param_space={"trial_id": tune.grid_search([t.id for t in plan.trials])},
-            tune_config=tune.TuneConfig(
-                max_concurrent_trials=resources.max_concurrent_trials,
-                reuse_actors=True,
-                trial_name_creator=lambda t: t.config["trial_id"],
-                trial_dirname_creator=lambda t: t.config["trial_id"],
-            ),
-            run_config=tune.RunConfig(
-                name=plan.spec.name,
-                storage_path=str(results_dir.resolve()),
-                verbose=0,
-                callbacks=[_forwarder(events, trials)],
-            ),
-        )
-        tuner.fit()
-    finally:
-        if started:
-            ray.shutdown()
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": resources.cpu, "gpu": resources.gpu}),
+        param_space={"trial_id": tune.grid_search([t.id for t in plan.trials])},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=resources.max_concurrent_trials,
+            reuse_actors=True,
+            trial_name_creator=lambda t: t.config["trial_id"],
+            trial_dirname_creator=lambda t: t.config["trial_id"],
+        ),
+        run_config=tune.RunConfig(
+            name=plan.spec.name,
+            storage_path=str(results_dir.resolve()),
+            verbose=0,
+            callbacks=[_forwarder(events, trials)],
+        ),
+    )
+    tuner.fit()

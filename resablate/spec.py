@@ -141,6 +141,10 @@ class TrialConfig(Section):
             raise ConfigError(
                 "data.target", "loss mse needs one-hot targets; set data.target: onehot"
             )
+        if self.model.norm == "batch" and self.train.batch_size == 1:
+            raise ConfigError(
+                "train.batch_size", "batch norm needs 2 or more samples per batch; use 2 or more"
+            )
         shape = data.DATASETS[self.data.name].shape(self.data)  # raises ConfigError
         models.check(self.model, self.init, shape)  # raises ConfigError
         return self

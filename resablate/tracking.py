@@ -67,6 +67,35 @@ def check_store(uri: str) -> None:
             ) from None
 
 
+class _Retrying:
+    """An MlflowClient whose calls wait out sqlite's "database is locked" instead of failing.
+
+    Our own writes are serialized in the driver, but another process (a second sweep on the same
+    store, ``resablate ui``) may hold the file's write lock for longer than sqlite's busy timeout.
+    """
+
+    def __init__(self, client: Any, patience_s: float = 120.0) -> None:
+        self._client, self._patience = client, patience_s
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        if not callable(method):
+            return method
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            deadline, pause = time.monotonic() + self._patience, 0.1
+            while True:
+                try:
+                    return method(*args, **kwargs)
+                except Exception as exc:
+                    if "database is locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                time.sleep(pause)
+                pause = min(2.0, pause * 2)
+
+        return call
+
+
 def _client(uri: str) -> Any:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow.tracking import MlflowClient
@@ -74,7 +103,7 @@ def _client(uri: str) -> Any:
     # after the import: mlflow configures its own loggers when it is first imported
     for name in ("mlflow", "alembic", "sqlalchemy", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    return MlflowClient(tracking_uri=uri)
+    return _Retrying(MlflowClient(tracking_uri=uri))
 
 
 def versions() -> dict[str, str]:

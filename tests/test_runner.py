@@ -1,0 +1,60 @@
+"""The runner on a real local Ray (and in-process): events, failures, resources."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from resablate.errors import SpecError
+from resablate.plan import make_plan
+from resablate.results import FAILED, FINISHED
+from resablate.runner import Session
+from resablate.tracking import SweepTracker
+from tests.conftest import write
+
+SWEEP = "name: runner\nmodel: {depth: 2, width: 8}\ntrain: {epochs: 2}\ngrid: {seed: [0, 1]}\n"
+
+
+@pytest.mark.parametrize("backend", ["ray", "inline"])
+def test_a_failing_trial_is_recorded_and_the_others_finish(tmp_path: Path, backend: str) -> None:
+    path = write(tmp_path / "runner.yaml", SWEEP)
+    plan = make_plan(path)
+    good, bad = plan.trials
+    # a trial that raises inside the worker (its config no longer fits the family)
+    broken_config = {**bad.config, "model": {**bad.config["model"], "depth": 3}}
+    plan = dataclasses.replace(plan, trials=[good, dataclasses.replace(bad, config=broken_config)])
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = SweepTracker(uri, "runner")
+    tracker.start_sweep("runner", {}, plan.spec.hash(), path, plan.trials)
+    with Session(plan, backend, tmp_path / "runs") as session:
+        if backend == "ray":
+            import ray
+
+            assert [n["NodeManagerAddress"] for n in ray.nodes()] == ["127.0.0.1"]
+        records = {r.trial.id: r for r in session.run([tracker])}
+    tracker.end_sweep()
+
+    assert records[good.id].status == FINISHED and records[good.id].epoch == 2
+    assert records[bad.id].status == FAILED
+    assert "does not fit family mlp" in (records[bad.id].error or "")
+    client = MlflowClient(tracking_uri=uri)
+    [failed] = client.search_runs([tracker.experiment_id], f"tags.trial_id = '{bad.id}'")
+    assert failed.info.status == "FAILED" and failed.data.tags["resablate.status"] == "failed"
+    error = Path(client.download_artifacts(failed.info.run_id, "error.txt", str(tmp_path)))
+    assert "does not fit family mlp" in error.read_text()
+    [ok] = client.search_runs([tracker.experiment_id], f"tags.trial_id = '{good.id}'")
+    assert ok.info.status == "FINISHED"
+    assert len(client.get_metric_history(ok.info.run_id, "test_acc")) == 2
+    assert client.get_run(tracker.parent_id).info.status == "FAILED"
+    if backend == "ray":
+        assert (tmp_path / "runs" / "runner" / good.id).is_dir()  # Tune's trial folders
+
+
+def test_a_gpu_request_on_a_machine_without_gpus_fails_before_anything_runs(tmp_path: Path) -> None:
+    plan = make_plan(write(tmp_path / "g.yaml", SWEEP), ["resources.gpu=0.25"])
+    with pytest.raises(SpecError, match="resources.gpu: each trial asks for 0.25 GPU"):
+        with Session(plan, "inline"):
+            pass

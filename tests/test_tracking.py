@@ -1,0 +1,51 @@
+"""MLflow tracking against a real sqlite store: locks from other processes are waited out."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from resablate.grid import Trial
+from resablate.results import FINISHED, TrialRecord
+from resablate.tracking import SweepTracker, flatten
+
+
+def test_a_locked_sqlite_store_is_waited_out_not_an_error(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    tracker = SweepTracker(uri, "locks")
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: locks\n")
+    trial = Trial("abc", {"seed": 0, "model": {"depth": 2}}, {"seed": 0}, "cell")
+    tracker.start_sweep("locks", {"name": "locks"}, "hash", sweep, [trial])
+
+    other = sqlite3.connect(db, timeout=30, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN EXCLUSIVE")  # another process holds the write lock ...
+    release = threading.Timer(7.0, lambda: other.execute("COMMIT"))  # ... beyond the busy timeout
+    release.start()
+    started = time.monotonic()
+    try:
+        tracker.trial_started(trial)
+        tracker.trial_result(trial, {"epoch": 1, "status": "running", "train_loss": 0.5})
+        tracker.trial_finished(TrialRecord(trial, FINISHED, 1, {"train_loss": 0.5}))
+        tracker.end_sweep({"summary.md": "| x |\n"})
+    finally:
+        release.join()
+        other.close()
+    assert time.monotonic() - started > 5.0  # it really waited for the lock
+
+    client = MlflowClient(tracking_uri=uri)
+    [child] = client.search_runs([tracker.experiment_id], "tags.trial_id = 'abc'")
+    assert child.info.status == "FINISHED"
+    assert child.data.tags["mlflow.parentRunId"] == tracker.parent_id
+    assert [m.value for m in client.get_metric_history(child.info.run_id, "train_loss")] == [0.5]
+    assert client.get_run(tracker.parent_id).info.status == "FINISHED"
+
+
+def test_params_are_flattened_yaml_paths() -> None:
+    assert flatten({"seed": 1, "model": {"depth": 4, "shortcut": "none"}, "data": {"whiten": None}}) \
+        == {"seed": "1", "model.depth": "4", "model.shortcut": "none", "data.whiten": "null"}
