@@ -24,6 +24,7 @@ SET_HELP = (
 EXAMPLES = """
 \b
 Examples:
+  resablate fields                                 # every field, its default and choices
   resablate plan sweeps/smoke.yaml                 # what would run, no training
   resablate sweep sweeps/smoke.yaml                # run on a local Ray, record in ./mlflow.db
   resablate sweep sweeps/smoke.yaml --set train.epochs=2 --set grid.seed=[0]
@@ -51,17 +52,38 @@ def _overrides(func: click.decorators.FC) -> click.decorators.FC:
 @cli.command()
 @click.argument("sweep_file", metavar="SWEEP.yaml")
 @_overrides
-@click.option("--tracking-uri", metavar="URI",
-              help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).")
-@click.option("--results-dir", default="resablate-runs", show_default=True, metavar="DIR",
-              help="Where Ray Tune keeps its trial folders (DIR/<sweep name>).")
-@click.option("--inline", is_flag=True,
-              help="Run trials one by one in this process, without Ray (for debuggers).")
-@click.option("--dashboard", is_flag=True,
-              help="Start Ray's dashboard too (bound to 127.0.0.1) and print its address.")
+@click.option(
+    "--tracking-uri",
+    metavar="URI",
+    help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).",
+)
+@click.option(
+    "--results-dir",
+    default="resablate-runs",
+    show_default=True,
+    metavar="DIR",
+    help="Where Ray Tune keeps its trial folders (DIR/<sweep name>).",
+)
+@click.option(
+    "--inline",
+    is_flag=True,
+    help="Run trials one by one in this process, without Ray (for debuggers).",
+)
+@click.option(
+    "--dashboard",
+    is_flag=True,
+    help="Start Ray's dashboard too (bound to 127.0.0.1) and print its address.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table (for scripts).")
-def sweep(sweep_file: str, overrides: tuple[str, ...], tracking_uri: str | None,
-          results_dir: str, inline: bool, dashboard: bool, quiet: bool) -> int:
+def sweep(
+    sweep_file: str,
+    overrides: tuple[str, ...],
+    tracking_uri: str | None,
+    results_dir: str,
+    inline: bool,
+    dashboard: bool,
+    quiet: bool,
+) -> int:
     """Run every trial of SWEEP.yaml and record it in MLflow.
 
     Prints a progress bar while trials run, then the mean ± std over seeds of the final metrics
@@ -71,45 +93,59 @@ def sweep(sweep_file: str, overrides: tuple[str, ...], tracking_uri: str | None,
     from resablate import runner
     from resablate.plan import make_plan
     from resablate.progress import SweepProgress
+    from resablate.results import RUNNING
     from resablate.summary import markdown, summarize, table, to_csv
     from resablate.tracking import SweepTracker, resolve_uri
 
     plan = make_plan(sweep_file, overrides)
     spec = plan.spec
     err = Console(stderr=True, quiet=quiet)
-    with runner.Session(plan, "inline" if inline else "ray", Path(results_dir),
-                        dashboard) as session:
+    with runner.Session(
+        plan, "inline" if inline else "ray", Path(results_dir), dashboard
+    ) as session:
         if session.dashboard_url:
             err.print(f"Ray dashboard: {session.dashboard_url}")
-        tracker = SweepTracker(resolve_uri(tracking_uri, spec.tracking.uri),
-                               spec.tracking.experiment or spec.name)
-        tracker.start_sweep(spec.name, spec.model_dump(mode="json"), spec.hash(),
-                            Path(sweep_file), plan.trials)
+        tracker = SweepTracker(
+            resolve_uri(tracking_uri, spec.tracking.uri), spec.tracking.experiment or spec.name
+        )
+        tracker.start_sweep(
+            spec.name, spec.model_dump(mode="json"), spec.hash(), Path(sweep_file), plan.trials
+        )
         records: list = []
         interrupted = True
         try:
             progress = SweepProgress(spec.name, len(plan.trials), err)
             with contextlib.nullcontext() if quiet else progress:
                 records = session.run([tracker] if quiet else [tracker, progress])
-            interrupted = len(records) < len(plan.trials)
+            interrupted = sum(r.status != RUNNING for r in records) < len(plan.trials)
         finally:
             cells = summarize(records)
-            tracker.end_sweep({"summary.md": markdown(cells), "summary.csv": to_csv(cells)},
-                              interrupted)
+            tracker.end_sweep(
+                {"summary.md": markdown(cells), "summary.csv": to_csv(cells)}, interrupted
+            )
     failed = tracker.counts["failed"]
     if not quiet:
         out = Console() if sys.stdout.isatty() else Console(width=140)
         out.print(table(cells, f"{spec.name}: final metrics, mean ± std over seeds"))
-        out.print(f"MLflow: experiment '{spec.tracking.experiment or spec.name}' "
-                  f"(id {tracker.experiment_id}), parent run {tracker.parent_id} in {tracker.uri}")
+        out.print(
+            f"MLflow: experiment '{spec.tracking.experiment or spec.name}' "
+            f"(id {tracker.experiment_id}), parent run {tracker.parent_id} in {tracker.uri}"
+        )
         out.print("Browse: resablate ui")
     if interrupted:
-        click.echo(f"resablate: sweep interrupted after {len(records)} of {len(plan.trials)}"
-                   " trials", err=True)
+        ended = sum(r.status != RUNNING for r in records)
+        click.echo(
+            f"resablate: sweep interrupted; {ended} of {len(plan.trials)} trials ended and"
+            " are recorded, the runs still going were marked killed",
+            err=True,
+        )
         return 130
     if failed:
-        click.echo(f"resablate: {failed} trial(s) failed; their tracebacks are the error.txt"
-                   " artifacts of the child runs tagged resablate.status=failed", err=True)
+        click.echo(
+            f"resablate: {failed} trial(s) failed; their tracebacks are the error.txt"
+            " artifacts of the child runs tagged resablate.status=failed",
+            err=True,
+        )
         return 1
     return 0
 
@@ -117,8 +153,12 @@ def sweep(sweep_file: str, overrides: tuple[str, ...], tracking_uri: str | None,
 @cli.command()
 @click.argument("sweep_file", metavar="SWEEP.yaml")
 @_overrides
-@click.option("--json", "as_json", is_flag=True,
-              help='One JSON object: {"sweep", "n_trials", "trials": [{"id", "config", "params"}]}.')
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='One JSON object: {"sweep", "n_trials", "trials": [{"id", "config", "params"}]}.',
+)
 def plan(sweep_file: str, overrides: tuple[str, ...], as_json: bool) -> int:
     """Validate SWEEP.yaml and list its trials (ids, grid values, parameter counts).
 
@@ -144,10 +184,38 @@ def plan(sweep_file: str, overrides: tuple[str, ...], as_json: bool) -> int:
 
 
 @cli.command()
-@click.option("--tracking-uri", metavar="URI",
-              help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Interface to bind; anything but 127.0.0.1 exposes your runs to the network.")
+def fields() -> int:
+    """List every field of a trial's config: its default and its legal values.
+
+    Any of them can be set in a sweep file's sections, overridden with --set, and swept as a
+    grid axis by its dotted path (grid: {model.depth: [2, 4, 8]}).
+    """
+    from resablate.spec import describe
+
+    shown = Table(
+        title="trial config fields (sweep sections seed, model, init, data, train)",
+        title_justify="left",
+    )
+    for column in ("field", "default", "legal values"):
+        shown.add_column(column)
+    for path, default, legal in describe():
+        shown.add_row(path, json.dumps(default), legal)
+    Console().print(shown)
+    return 0
+
+
+@cli.command()
+@click.option(
+    "--tracking-uri",
+    metavar="URI",
+    help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to bind; anything but 127.0.0.1 exposes your runs to the network.",
+)
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 def ui(tracking_uri: str | None, host: str, port: int) -> int:
     """Start the MLflow UI on this machine's store and print its address.

@@ -39,8 +39,11 @@ class Tensors:
 
     def to(self, device: torch.device | str) -> Tensors:
         return Tensors(
-            self.x_train.to(device), self.y_train.to(device),
-            self.x_test.to(device), self.y_test.to(device), self.shape,
+            self.x_train.to(device),
+            self.y_train.to(device),
+            self.x_test.to(device),
+            self.y_test.to(device),
+            self.shape,
         )
 
 
@@ -88,7 +91,7 @@ DATASETS.add("synthetic", DataSource(lambda s: s.features, lambda s: s.classes, 
 
 def _split(n: int, spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(spec.split_seed).permutation(n)
-    n_test = max(1, int(round(n * spec.test_fraction)))
+    n_test = max(1, round(n * spec.test_fraction))
     return order[n_test:], order[:n_test]
 
 

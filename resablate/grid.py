@@ -1,10 +1,10 @@
 """Grid expansion: spec -> grid points (product, zip, exclude) in a deterministic order.
 
 Pure dictionaries: this module imports neither ray nor torch. Axes multiply in the order the YAML
-names them (the first varies slowest, as in ``itertools.product``), each ``zip`` group counts as one
-axis placed after the plain axes, and ``exclude`` rules drop the points that match all their keys.
-Trial ids are short hashes of the resolved trial config, so the same config has the same id on any
-machine and in any sweep.
+names them (the first varies slowest, as in ``itertools.product``), each ``zip`` group counts as
+one axis placed after the plain axes, and ``exclude`` rules drop the points that match all their
+keys. Trial ids are short hashes of the resolved trial config, so the same config has the same id
+on any machine and in any sweep.
 """
 
 from __future__ import annotations
@@ -97,7 +97,9 @@ def assignments(grid: GridSpec) -> list[dict[str, Any]]:
     ]
     for group in grid.zip:
         paths = list(group)
-        factors.append([dict(zip(paths, row)) for row in zip(*group.values())])
+        factors.append(
+            [dict(zip(paths, row, strict=True)) for row in zip(*group.values(), strict=True)]
+        )
     points = []
     for combo in itertools.product(*factors):
         merged: dict[str, Any] = {}

@@ -61,7 +61,9 @@ class Collector:
         record.metrics.update(epoch_metrics(result))
         record.status = str(result.get("status", RUNNING))
 
-    def finish(self, trial: Trial, status: str | None = None, error: str | None = None) -> TrialRecord:
+    def finish(
+        self, trial: Trial, status: str | None = None, error: str | None = None
+    ) -> TrialRecord:
         """Close a trial: its status is the one given, else the one its last report named."""
         record = self.records.setdefault(trial.id, TrialRecord(trial))
         if status is not None:

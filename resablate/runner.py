@@ -1,14 +1,15 @@
 """Running a plan's trials: on Ray Tune (the default), or in-process for debugging.
 
 The only module that imports ray (lazily, so ``--inline`` and ``plan`` never pay for it). Ray Tune
-schedules one function trainable per trial with the sweep's per-trial resources; trial configs travel
-once through the object store (``tune.with_parameters``), and Tune sees only the trial id. Events from
-Tune's driver-side callbacks are forwarded to the sweep's listeners (MLflow tracking, progress), so
-every MLflow write happens in this one process.
+schedules one function trainable per trial with the sweep's per-trial resources; trial configs
+travel once through the object store (``tune.with_parameters``), and Tune sees only the trial id.
+Events from Tune's driver-side callbacks are forwarded to the sweep's listeners (MLflow tracking,
+progress), so every MLflow write happens in this one process.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -57,8 +58,13 @@ class Session:
     line before anything is recorded. Leaving shuts down the Ray this session started.
     """
 
-    def __init__(self, plan: Plan, backend: str = "ray", results_dir: Path = Path("resablate-runs"),
-                 dashboard: bool = False) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        backend: str = "ray",
+        results_dir: Path = Path("resablate-runs"),
+        dashboard: bool = False,
+    ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
         self.plan, self.backend, self.results_dir = plan, backend, results_dir
@@ -79,8 +85,10 @@ class Session:
         else:
             import torch
 
-            _check_resources(self.plan, {"CPU": float(os.cpu_count() or 1),
-                                         "GPU": float(torch.cuda.device_count())})
+            _check_resources(
+                self.plan,
+                {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())},
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -105,11 +113,15 @@ def _check_resources(plan: Plan, available: dict[str, float]) -> None:
     for key, field, amount in (("CPU", "cpu", wanted.cpu), ("GPU", "gpu", wanted.gpu)):
         have = available.get(key, 0.0)
         if amount > have:
-            fix = "set resources.gpu: 0 to train on CPUs" if key == "GPU" else (
-                f"set resources.cpu to at most {have:g}")
-            raise plan.error(f"resources.{field}",
-                             f"each trial asks for {amount:g} {key} but this machine has {have:g};"
-                             f" {fix}")
+            fix = (
+                "set resources.gpu: 0 to train on CPUs"
+                if key == "GPU"
+                else (f"set resources.cpu to at most {have:g}")
+            )
+            raise plan.error(
+                f"resources.{field}",
+                f"each trial asks for {amount:g} {key} but this machine has {have:g}; {fix}",
+            )
 
 
 def _run_inline(plan: Plan, events: Events) -> None:
@@ -119,8 +131,11 @@ def _run_inline(plan: Plan, events: Events) -> None:
     for trial in plan.trials:
         events.started(trial)
         try:
-            run_trial(trial.config, report=lambda result, t=trial: events.result(t, result),
-                      device=_device(plan))
+            run_trial(
+                trial.config,
+                report=functools.partial(events.result, trial),
+                device=_device(plan),
+            )
         except Exception:
             events.finished(trial, FAILED, traceback.format_exc())
         else:
@@ -131,8 +146,9 @@ def _device(plan: Plan) -> str:
     return "cuda" if plan.spec.resources.gpu > 0 else "cpu"
 
 
-def _trainable(tune_config: dict[str, Any], configs: dict[str, dict[str, Any]], threads: int,
-               device: str) -> None:
+def _trainable(
+    tune_config: dict[str, Any], configs: dict[str, dict[str, Any]], threads: int, device: str
+) -> None:
     """Ray Tune's function trainable: one trial, reporting every epoch to Tune."""
     import torch
     from ray import tune
@@ -164,8 +180,9 @@ def _forwarder(events: Events, trials: dict[str, Trial]) -> Any:
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.events.started(self.trials[trial.config["trial_id"]])
 
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
-                            **info: Any) -> None:
+        def on_trial_result(
+            self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+        ) -> None:
             ours = {k: v for k, v in result.items() if k not in self.tune_keys}
             self.events.result(self.trials[trial.config["trial_id"]], ours)
 
@@ -194,8 +211,10 @@ def _start_ray(dashboard: bool) -> tuple[bool, str | None]:
     if ray.is_initialized():
         return False, None
     if dashboard and importlib.util.find_spec("aiohttp_cors") is None:
-        raise UserError("the Ray dashboard needs Ray's full install: pip install 'resablate[dashboard]'"
-                        " (ray[default]), or run without --dashboard")
+        raise UserError(
+            "the Ray dashboard needs Ray's full install: pip install 'resablate[dashboard]'"
+            " (ray[default]), or run without --dashboard"
+        )
     context = ray.init(
         include_dashboard=dashboard,
         dashboard_host="127.0.0.1",

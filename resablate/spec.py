@@ -14,11 +14,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from resablate.errors import ConfigError, SpecError
 from resablate.registry import did_you_mean
@@ -31,20 +39,24 @@ class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-def _registry_name(kind: str, value: str) -> str:
-    """Check ``value`` against the registry ``kind`` (torch-side modules are imported here)."""
+def registries() -> dict[str, Any]:
+    """The registry that names the legal values of each field that picks a variant."""
     from resablate import data, models, train
 
-    registries = {
-        "family": models.FAMILIES,
-        "shortcut": models.SHORTCUTS,
-        "norm": models.NORMS,
-        "act": models.ACTS,
-        "scheme": models.INITS,
-        "dataset": data.DATASETS,
-        "optimizer": train.OPTIMIZERS,
+    return {
+        "model.family": models.FAMILIES,
+        "model.shortcut": models.SHORTCUTS,
+        "model.norm": models.NORMS,
+        "model.act": models.ACTS,
+        "init.scheme": models.INITS,
+        "data.name": data.DATASETS,
+        "train.optimizer": train.OPTIMIZERS,
     }
-    return registries[kind].check(value)
+
+
+def _registry_name(path: str, value: str) -> str:
+    """Check ``value`` against the registry of field ``path`` (torch-side modules load here)."""
+    return registries()[path].check(value)
 
 
 class ModelSpec(Section):
@@ -61,7 +73,7 @@ class ModelSpec(Section):
     @field_validator("family", "shortcut", "norm", "act")
     @classmethod
     def _known(cls, value: str, info: Any) -> str:
-        return _registry_name(info.field_name, value)
+        return _registry_name(f"model.{info.field_name}", value)
 
     @field_validator("activation")
     @classmethod
@@ -80,7 +92,7 @@ class InitSpec(Section):
     @field_validator("scheme")
     @classmethod
     def _known(cls, value: str) -> str:
-        return _registry_name("scheme", value)
+        return _registry_name("init.scheme", value)
 
 
 class DataSpec(Section):
@@ -97,7 +109,7 @@ class DataSpec(Section):
     @field_validator("name")
     @classmethod
     def _known(cls, value: str) -> str:
-        return _registry_name("dataset", value)
+        return _registry_name("data.name", value)
 
 
 class TrainSpec(Section):
@@ -107,19 +119,21 @@ class TrainSpec(Section):
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     epochs: int = Field(10, ge=1)
-    batch_size: Union[int, Literal["full"]] = "full"
+    batch_size: int | Literal["full"] = "full"
     # A training loss above this (or NaN/inf) ends the trial as `diverged` (science.md §4).
     diverge_above: float = Field(1e6, gt=0.0)
 
     @field_validator("optimizer")
     @classmethod
     def _known(cls, value: str) -> str:
-        return _registry_name("optimizer", value)
+        return _registry_name("train.optimizer", value)
 
     @field_validator("batch_size", mode="before")
     @classmethod
     def _batch(cls, value: Any) -> int | str:
-        if value == "full" or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        if value == "full" or (
+            isinstance(value, int) and not isinstance(value, bool) and value > 0
+        ):
             return value
         raise ValueError("use a positive integer or 'full' (the whole training set per step)")
 
@@ -162,7 +176,7 @@ class TrackingSpec(Section):
 
 
 class GridSpec(Section):
-    """Axes (dotted path -> values) multiplied out, ``zip`` groups walked in step, ``exclude`` rules."""
+    """Axes (path -> values) multiplied out, ``zip`` groups walked in step, ``exclude`` rules."""
 
     axes: dict[str, list[Any]] = {}
     zip: list[dict[str, list[Any]]] = []
@@ -210,6 +224,39 @@ def trial_paths() -> list[str]:
         section = _section_of(TrialConfig, name)
         paths += [f"{name}.{f}" for f in section.model_fields] if section else [name]
     return paths
+
+
+def describe() -> list[tuple[str, Any, str]]:
+    """(dotted path, default, legal values) of every trial-config field (``resablate fields``)."""
+    from resablate.models.placement import POSITIONS
+
+    names = {path: ", ".join(r.names()) for path, r in registries().items()}
+    names["model.activation"] = f"{', '.join(POSITIONS)}, combinations joined by '+', linear"
+    out = []
+    for path in trial_paths():
+        section, _, leaf = path.partition(".")
+        model = _section_of(TrialConfig, section) if leaf else None
+        field = model.model_fields[leaf] if model else TrialConfig.model_fields[section]
+        bounds = [_bound(m) for m in field.metadata]
+        legal = names.get(path) or " ".join([_type_name(field.annotation), *filter(None, bounds)])
+        out.append((path, field.default, legal))
+    return out
+
+
+def _type_name(annotation: Any) -> str:
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is Literal:
+        return " | ".join(str(a) for a in args)
+    if args:
+        return " or ".join(_type_name(a) for a in args)
+    return "null" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
+
+
+def _bound(constraint: Any) -> str:
+    for attr, sign in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
+        if hasattr(constraint, attr):
+            return f"{sign} {getattr(constraint, attr)}"
+    return ""
 
 
 def _fields_at(loc: tuple[Any, ...]) -> list[str]:
@@ -287,16 +334,22 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpecError(source, "", "no such file; check the path (ready sweeps are in sweeps/)")
+        raise SpecError(
+            source, "", "no such file; check the path (ready sweeps are in sweeps/)"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(source, "", f"cannot read the file ({exc.__class__.__name__}: {exc})")
+        raise SpecError(
+            source, "", f"cannot read the file ({exc.__class__.__name__}: {exc})"
+        ) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(source, "", f"{where}invalid YAML ({problem}); fix the syntax there")
+        raise SpecError(
+            source, "", f"{where}invalid YAML ({problem}); fix the syntax there"
+        ) from None
     if not isinstance(raw, dict):
         raise SpecError(
             source, "", f"a sweep file is a YAML mapping with at least 'name', got {_short(raw)}"
@@ -317,7 +370,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(value_text) if value_text.strip() else None
     except yaml.YAMLError:
-        raise SpecError(source, path, f"cannot read {value_text!r} as a YAML value")
+        raise SpecError(source, path, f"cannot read {value_text!r} as a YAML value") from None
     if value is None:
         raise SpecError(source, path, "empty value; write e.g. --set model.depth=8")
     top = path.split(".")[0]
@@ -328,9 +381,11 @@ def parse_override(text: str) -> tuple[str, Any]:
         if path == "grid" or path.count(".") == 0:
             raise SpecError(source, path, "name a grid axis, e.g. --set grid.model.depth=[2,4]")
         return path, value
-    known = [f for f in SweepSpec.model_fields] + trial_paths() + [
-        f"{s}.{f}" for s in ("resources", "tracking") for f in _fields_at((s,))
-    ]
+    known = (
+        [f for f in SweepSpec.model_fields]
+        + trial_paths()
+        + [f"{s}.{f}" for s in ("resources", "tracking") for f in _fields_at((s,))]
+    )
     if path not in known:
         raise SpecError(source, path, f"unknown field{did_you_mean(path, known)}")
     return path, value
@@ -339,8 +394,8 @@ def parse_override(text: str) -> tuple[str, Any]:
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``--set`` overrides to the raw YAML mapping, before validation.
 
-    ``--set grid.<axis>=[...]`` replaces (or adds) a grid axis; setting a field that is a plain grid
-    axis removes the axis, so the trial config takes the one value given.
+    ``--set grid.<axis>=[...]`` replaces (or adds) a grid axis; setting a field that is a plain
+    grid axis removes the axis, so the trial config takes the one value given.
     """
     out = json.loads(json.dumps(raw, default=str)) if overrides else raw
     for text in overrides:
@@ -356,7 +411,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         for group in grid.get("zip") or []:
             if isinstance(group, dict) and path in group:
                 raise SpecError(
-                    f"--set {text}", path, f"is part of a zip group; override it with --set grid.zip=..."
+                    f"--set {text}",
+                    path,
+                    "is part of a zip group; override it with --set grid.zip=...",
                 )
         grid.pop(path, None)
         parts = path.split(".")

@@ -61,8 +61,9 @@ COUNTS = "finished/diverged/failed"
 
 
 def table(cells: list[CellStats], title: str) -> Table:
-    out = Table(title=title, title_justify="left", caption=f"trials: {COUNTS}",
-                caption_justify="left")
+    out = Table(
+        title=title, title_justify="left", caption=f"trials: {COUNTS}", caption_justify="left"
+    )
     out.add_column("cell", no_wrap=True)
     out.add_column("trials", justify="right", no_wrap=True)
     for metric in METRICS:

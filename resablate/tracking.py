@@ -153,7 +153,9 @@ class SweepTracker:
         try:
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
-                self.experiment_id = self.client.create_experiment(experiment, tags=EXPERIMENT_KIND)
+                self.experiment_id = self.client.create_experiment(
+                    experiment, tags=EXPERIMENT_KIND
+                )
             elif found.lifecycle_stage == "deleted":
                 raise UserError(
                     f"MLflow experiment '{experiment}' is deleted in {uri}; restore it in the UI,"
@@ -171,8 +173,9 @@ class SweepTracker:
 
     # -- the sweep ----------------------------------------------------------------------------
 
-    def start_sweep(self, name: str, spec: dict[str, Any], spec_hash: str, source: Path,
-                    trials: list[Trial]) -> str:
+    def start_sweep(
+        self, name: str, spec: dict[str, Any], spec_hash: str, source: Path, trials: list[Trial]
+    ) -> str:
         tags = {
             "mlflow.runName": f"{name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
             "mlflow.source.name": str(source),
@@ -263,29 +266,45 @@ def experiments(uri: str) -> list[tuple[str, str]]:
 
 
 def serve_ui(uri: str, host: str, port: int, say: Callable[[str], Any]) -> int:
-    """Run ``mlflow server`` on ``uri`` bound to ``host:port`` until Ctrl-C; print where to look."""
+    """Run ``mlflow server`` on ``uri`` at ``host:port`` until Ctrl-C; print where to look."""
     path = sqlite_path(uri)
     if path is not None and not path.exists():
         raise UserError(
             f"no MLflow store at {path}; run a sweep here first, or pass --tracking-uri"
         )
     check_store(uri)
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-               "--host", host, "--port", str(port), "--workers", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     server = subprocess.Popen(command, stdout=sys.stderr)  # our stdout: the addresses only
     base = f"http://{host}:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
             if server.poll() is not None:
-                raise UserError(f"mlflow server exited with code {server.returncode};"
-                                f" is port {port} free? Try --port {port + 1}")
+                raise UserError(
+                    f"mlflow server exited with code {server.returncode};"
+                    f" is port {port} free? Try --port {port + 1}"
+                )
             try:
                 with urllib.request.urlopen(f"{base}/health", timeout=2):
                     break
             except (urllib.error.URLError, OSError):
                 if time.monotonic() > deadline:
-                    raise UserError(f"mlflow server did not answer on {base} within 120 s")
+                    raise UserError(
+                        f"mlflow server did not answer on {base} within 120 s"
+                    ) from None
                 time.sleep(0.5)
         say(f"MLflow UI: {base}")
         for name, experiment_id in experiments(uri):

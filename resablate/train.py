@@ -1,8 +1,8 @@
 """One trial: data + model + optimizer -> per-epoch metrics through a report callback.
 
-No ray, no mlflow: the runner passes ``report`` (Ray Tune's, or a plain function in-process). A loss
-that becomes NaN/inf or exceeds ``train.diverge_above`` ends the trial as ``diverged``: a result to
-analyse, not a crash (science.md §4).
+No ray, no mlflow: the runner passes ``report`` (Ray Tune's, or a plain function in-process).
+A loss that becomes NaN/inf or exceeds ``train.diverge_above`` ends the trial as ``diverged``:
+a result to analyse, not a crash (science.md §4).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def evaluate(
     """(mean loss, accuracy) over the whole set, in eval mode."""
     net.eval()
     total, correct = 0.0, 0
-    for xb, yb in zip(x.split(batch), y.split(batch)):
+    for xb, yb in zip(x.split(batch), y.split(batch), strict=True):
         out = net(xb)
         total += float(loss(out, yb)) * len(yb)
         correct += int((out.argmax(dim=1) == yb).sum())
@@ -113,9 +113,7 @@ def run_trial(
             }
             report(result)
             return result
-        test_loss, test_acc = evaluate(
-            net, tensors.x_test, tensors.y_test, loss, max(batch, 1024)
-        )
+        test_loss, test_acc = evaluate(net, tensors.x_test, tensors.y_test, loss, max(batch, 1024))
         result = {
             "epoch": epoch,
             "status": FINISHED if epoch == cfg.train.epochs else RUNNING,

@@ -25,7 +25,7 @@ class Ran:
 
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]):
-    """``cli(*args)`` runs ``resablate ARGS`` in this process and returns (code, stdout, stderr)."""
+    """``cli(*args)`` runs ``resablate ARGS`` in this process: (code, stdout, stderr)."""
 
     def run(*args: str) -> Ran:
         try:
@@ -45,7 +45,11 @@ def run_process(*args: str, cwd: Path, timeout: float = 600, env: dict | None = 
     full_env.pop("MLFLOW_TRACKING_URI", None) if env is None else None
     done = subprocess.run(
         [sys.executable, "-m", "resablate.cli", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
     )
     return Ran(done.returncode, done.stdout, done.stderr)
 

@@ -34,14 +34,26 @@ def test_product_zip_and_exclude_in_deterministic_order(tmp_path: Path) -> None:
     # 2 depths x 2 shortcuts x 2 seeds x 2 zipped (lr, c) pairs = 16, minus the 2 excluded seeds
     assert len(points) == 14
     # plain axes in YAML order, first slowest; the zip group is one axis after them
-    assert points[0] == {"model.depth": 2, "model.shortcut": "identity", "seed": 0,
-                         "train.lr": 0.1, "init.c": 1.0}
-    assert points[1] == {"model.depth": 2, "model.shortcut": "identity", "seed": 0,
-                         "train.lr": 0.01, "init.c": 0.5}
+    assert points[0] == {
+        "model.depth": 2,
+        "model.shortcut": "identity",
+        "seed": 0,
+        "train.lr": 0.1,
+        "init.c": 1.0,
+    }
+    assert points[1] == {
+        "model.depth": 2,
+        "model.shortcut": "identity",
+        "seed": 0,
+        "train.lr": 0.01,
+        "init.c": 0.5,
+    }
     assert points[2]["seed"] == 1
     assert {(p["train.lr"], p["init.c"]) for p in points} == {(0.1, 1.0), (0.01, 0.5)}
-    assert not any(p["model.depth"] == 4 and p["model.shortcut"] == "none"
-                   and p["train.lr"] == 0.01 for p in points)
+    assert not any(
+        p["model.depth"] == 4 and p["model.shortcut"] == "none" and p["train.lr"] == 0.01
+        for p in points
+    )
     for trial in plan.trials:
         for path, value in trial.assignment.items():
             section, _, leaf = path.partition(".")
@@ -78,7 +90,9 @@ def test_no_grid_is_one_trial(tmp_path: Path) -> None:
 
 
 def test_grid_module_imports_neither_ray_nor_torch() -> None:
-    code = ("import sys, resablate.grid, resablate.spec; "
-            "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))")
+    code = (
+        "import sys, resablate.grid, resablate.spec; "
+        "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

@@ -13,7 +13,9 @@ from resablate.spec import InitSpec, ModelSpec
 DIGITS = DataShape((64,), 10)
 
 
-def build(seed: int = 0, shape: DataShape = DIGITS, init: dict | None = None, **model) -> torch.nn.Module:
+def build(
+    seed: int = 0, shape: DataShape = DIGITS, init: dict | None = None, **model
+) -> torch.nn.Module:
     gen = torch.Generator().manual_seed(seed)
     return models.build(ModelSpec(**model), InitSpec(**(init or {})), shape, gen)
 
@@ -40,15 +42,24 @@ def test_paper_network_has_no_stem_or_head() -> None:
     assert models.count_params(spec, DataShape((10,), 10)) == 6 * 10 * 10
 
 
-@pytest.mark.parametrize("scheme,c,variance", [
-    ("he", 1.0, 2 / 256), ("he", 0.25, 0.25 * 2 / 256),
-    ("xavier", 1.0, 2 / 512), ("xavier", 3.0, 3 * 2 / 512),
-])
-def test_branch_weight_variance_is_c_times_the_scheme(scheme: str, c: float, variance: float) -> None:
+@pytest.mark.parametrize(
+    "scheme,c,variance",
+    [
+        ("he", 1.0, 2 / 256),
+        ("he", 0.25, 0.25 * 2 / 256),
+        ("xavier", 1.0, 2 / 512),
+        ("xavier", 3.0, 3 * 2 / 512),
+    ],
+)
+def test_branch_weight_variance_is_c_times_the_scheme(
+    scheme: str, c: float, variance: float
+) -> None:
     net = build(depth=4, width=256, init={"scheme": scheme, "c": c})
     weights = torch.cat([w.flatten() for w in branch_weights(net)])
     assert weights.var().item() == pytest.approx(variance, rel=0.03)
-    assert weights.mean().item() == pytest.approx(0.0, abs=4 * variance**0.5 / weights.numel()**0.5)
+    assert weights.mean().item() == pytest.approx(
+        0.0, abs=4 * variance**0.5 / weights.numel() ** 0.5
+    )
     # stem and head stay He with c = 1 whatever the branch scale
     assert net.stem.weight.var().item() == pytest.approx(2 / 64, rel=0.1)
 
@@ -67,8 +78,14 @@ def test_zero_init_is_the_exact_zero_point_and_eps_perturbs_it() -> None:
 
 
 def test_init_is_seeded_and_bit_identical() -> None:
-    a, b, c = build(seed=3, depth=4, width=16), build(seed=3, depth=4, width=16), build(seed=4, depth=4, width=16)
-    for (name, pa), pb, pc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
+    a, b, c = (
+        build(seed=3, depth=4, width=16),
+        build(seed=3, depth=4, width=16),
+        build(seed=4, depth=4, width=16),
+    )
+    for (name, pa), pb, _pc in zip(
+        a.state_dict().items(), b.state_dict().values(), c.state_dict().values(), strict=True
+    ):
         assert torch.equal(pa, pb), name
     assert not torch.equal(a.units[0].weights[0].weight, c.units[0].weights[0].weight)
 
@@ -82,7 +99,7 @@ def test_placements_parse_and_linear_network_is_linear() -> None:
     x = torch.randn(4, 64)
     assert torch.allclose(net(3 * x), 3 * net(x), atol=1e-5)
     relu = build(depth=6, width=8, shortcut_depth=3, activation="mid")
-    assert not torch.allclose(relu(-x) , -relu(x), atol=1e-3)
+    assert not torch.allclose(relu(-x), -relu(x), atol=1e-3)
 
 
 def test_mid_relu_unit_computes_its_equation() -> None:
@@ -106,10 +123,19 @@ def test_batch_norm_sits_after_each_branch_weight() -> None:
 @pytest.mark.parametrize("shortcut", models.SHORTCUTS.names())
 @pytest.mark.parametrize("norm", models.NORMS.names())
 @pytest.mark.parametrize("act", models.ACTS.names())
-def test_every_registered_variant_builds_and_runs(family: str, shortcut: str, norm: str, act: str) -> None:
+def test_every_registered_variant_builds_and_runs(
+    family: str, shortcut: str, norm: str, act: str
+) -> None:
     for scheme in models.INITS.names():
-        net = build(family=family, depth=4, width=8, shortcut=shortcut, norm=norm, act=act,
-                    init={"scheme": scheme})
+        net = build(
+            family=family,
+            depth=4,
+            width=8,
+            shortcut=shortcut,
+            norm=norm,
+            act=act,
+            init={"scheme": scheme},
+        )
         out = net(torch.randn(4, 64))
         assert out.shape == (4, 10) and bool(torch.isfinite(out).all())
 

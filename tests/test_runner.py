@@ -53,8 +53,12 @@ def test_a_failing_trial_is_recorded_and_the_others_finish(tmp_path: Path, backe
         assert (tmp_path / "runs" / "runner" / good.id).is_dir()  # Tune's trial folders
 
 
-def test_a_gpu_request_on_a_machine_without_gpus_fails_before_anything_runs(tmp_path: Path) -> None:
+def test_a_gpu_request_on_a_machine_without_gpus_fails_before_anything_runs(
+    tmp_path: Path,
+) -> None:
     plan = make_plan(write(tmp_path / "g.yaml", SWEEP), ["resources.gpu=0.25"])
-    with pytest.raises(SpecError, match="resources.gpu: each trial asks for 0.25 GPU"):
-        with Session(plan, "inline"):
-            pass
+    with (
+        pytest.raises(SpecError, match=r"resources\.gpu: each trial asks for 0\.25 GPU"),
+        Session(plan, "inline"),
+    ):
+        pass

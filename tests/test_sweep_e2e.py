@@ -37,7 +37,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_smoke_sweep_records_one_parent_and_one_finished_child_per_trial(smoke) -> None:
-    cwd, ran, client = smoke
+    cwd, _ran, client = smoke
     plan = make_plan(SMOKE)
     experiment = client.get_experiment_by_name("smoke")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
@@ -48,7 +48,13 @@ def test_smoke_sweep_records_one_parent_and_one_finished_child_per_trial(smoke) 
     assert "resablate.version.torch" in parent.data.tags
     assert "resablate.version.ray" in parent.data.tags
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"sweep.yaml", "sweep.resolved.json", "plan.json", "summary.md", "summary.csv"} <= artifacts
+    assert {
+        "sweep.yaml",
+        "sweep.resolved.json",
+        "plan.json",
+        "summary.md",
+        "summary.csv",
+    } <= artifacts
     yaml_text = Path(client.download_artifacts(parent.info.run_id, "sweep.yaml", str(cwd)))
     assert yaml_text.read_text() == SMOKE.read_text()
 
@@ -73,7 +79,7 @@ def test_smoke_sweep_records_one_parent_and_one_finished_child_per_trial(smoke) 
 
 
 def test_smoke_sweep_shows_the_science(smoke) -> None:
-    cwd, _, client = smoke
+    _cwd, _, client = smoke
     experiment = client.get_experiment_by_name("smoke")
     [parent] = parents(client, experiment.experiment_id)
     acc: dict[tuple[str, str], list[float]] = {}
@@ -99,26 +105,38 @@ def test_smoke_sweep_prints_progress_and_the_cell_table(smoke) -> None:
 
 
 def test_quiet_inline_sweep_records_divergence_as_a_result(tmp_path: Path) -> None:
-    sweep = write(tmp_path / "div.yaml", """
+    sweep = write(
+        tmp_path / "div.yaml",
+        """
 name: div
 model: {depth: 8, width: 16}
 init: {c: 0.25}
 train: {epochs: 3, batch_size: 64}
 grid:
   train.lr: [0.01, 50.0]
-""")
+""",
+    )
     store = tmp_path / "elsewhere" / "store.db"
     store.parent.mkdir()
-    ran = run_process("sweep", str(sweep), "--inline", "--quiet",
-                      "--tracking-uri", f"sqlite:///{store}", cwd=tmp_path)
+    ran = run_process(
+        "sweep",
+        str(sweep),
+        "--inline",
+        "--quiet",
+        "--tracking-uri",
+        f"sqlite:///{store}",
+        cwd=tmp_path,
+    )
     assert ran.code == 0, ran.err[-3000:]
     assert ran.out == "" and ran.err == ""
     assert not (tmp_path / "mlflow.db").exists()
     client = MlflowClient(tracking_uri=f"sqlite:///{store}")
     experiment = client.get_experiment_by_name("div")
     [parent] = parents(client, experiment.experiment_id)
-    runs = {r.data.params["train.lr"]: r for r in children(client, experiment.experiment_id,
-                                                            parent.info.run_id)}
+    runs = {
+        r.data.params["train.lr"]: r
+        for r in children(client, experiment.experiment_id, parent.info.run_id)
+    }
     assert runs["0.01"].data.tags["resablate.status"] == "finished"
     diverged = runs["50.0"]
     assert diverged.data.tags["resablate.status"] == "diverged"

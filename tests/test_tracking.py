@@ -47,5 +47,6 @@ def test_a_locked_sqlite_store_is_waited_out_not_an_error(tmp_path: Path) -> Non
 
 
 def test_params_are_flattened_yaml_paths() -> None:
-    assert flatten({"seed": 1, "model": {"depth": 4, "shortcut": "none"}, "data": {"whiten": None}}) \
-        == {"seed": "1", "model.depth": "4", "model.shortcut": "none", "data.whiten": "null"}
+    assert flatten(
+        {"seed": 1, "model": {"depth": 4, "shortcut": "none"}, "data": {"whiten": None}}
+    ) == {"seed": "1", "model.depth": "4", "model.shortcut": "none", "data.whiten": "null"}

@@ -7,8 +7,11 @@ import math
 from resablate.results import DIVERGED, FINISHED, RUNNING
 from resablate.train import run_trial
 
-BASE = {"model": {"depth": 4, "width": 32}, "init": {"c": 0.5},
-        "train": {"epochs": 4, "batch_size": 64, "lr": 0.02}}
+BASE = {
+    "model": {"depth": 4, "width": 32},
+    "init": {"c": 0.5},
+    "train": {"epochs": 4, "batch_size": 64, "lr": 0.02},
+}
 
 
 def test_identity_mlp_learns_digits_and_reports_every_epoch() -> None:
@@ -32,8 +35,11 @@ def test_same_config_and_seed_give_identical_results() -> None:
 
 def test_exploding_loss_ends_as_diverged_not_a_crash() -> None:
     reports: list[dict] = []
-    config = {"model": {"depth": 16, "width": 32}, "init": {"c": 2.0},
-              "train": {"epochs": 5, "lr": 1.0, "batch_size": 64}}
+    config = {
+        "model": {"depth": 16, "width": 32},
+        "init": {"c": 2.0},
+        "train": {"epochs": 5, "lr": 1.0, "batch_size": 64},
+    }
     last = run_trial(config, report=reports.append)
     assert last["status"] == DIVERGED
     assert reports[-1] is last and last["diverged_epoch"] == len(reports)
@@ -45,11 +51,18 @@ def test_full_batch_mse_from_the_zero_point_depends_on_shortcut_depth() -> None:
     for n = 2 every gradient is O(eps), so full-batch GD barely moves in 30 steps."""
     last: dict[int, list[dict]] = {}
     for n in (1, 2):
-        config = {"model": {"depth": 4, "width": 10, "activation": "linear", "shortcut_depth": n},
-                  "init": {"scheme": "zero", "eps": 1e-3},
-                  "data": {"whiten": 10, "target": "onehot"},
-                  "train": {"loss": "mse", "batch_size": "full", "epochs": 30, "lr": 0.05,
-                            "momentum": 0.0}}
+        config = {
+            "model": {"depth": 4, "width": 10, "activation": "linear", "shortcut_depth": n},
+            "init": {"scheme": "zero", "eps": 1e-3},
+            "data": {"whiten": 10, "target": "onehot"},
+            "train": {
+                "loss": "mse",
+                "batch_size": "full",
+                "epochs": 30,
+                "lr": 0.05,
+                "momentum": 0.0,
+            },
+        }
         last[n] = []
         run_trial(config, report=last[n].append)
         # at the zero point the identity network outputs its whitened input: loss ≈ 10 + 1

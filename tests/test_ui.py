@@ -35,14 +35,19 @@ def listening_addresses(port: int) -> set[str]:
 
 
 def test_ui_serves_the_store_on_localhost_and_prints_the_runs_link(tmp_path: Path) -> None:
-    sweep = write(tmp_path / "ui.yaml", "name: ui-demo\nmodel: {depth: 2, width: 8}\n"
-                                        "train: {epochs: 1}\n")
+    sweep = write(
+        tmp_path / "ui.yaml", "name: ui-demo\nmodel: {depth: 2, width: 8}\ntrain: {epochs: 1}\n"
+    )
     assert run_process("sweep", str(sweep), "--inline", "--quiet", cwd=tmp_path).code == 0
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     server = subprocess.Popen(
         [sys.executable, "-m", "resablate.cli", "ui", "--port", str(port)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
         start_new_session=True,
     )
     try:
@@ -55,12 +60,17 @@ def test_ui_serves_the_store_on_localhost_and_prints_the_runs_link(tmp_path: Pat
             lines.append(line.strip())
         base = f"http://127.0.0.1:{port}"
         assert lines[0] == f"MLflow UI: {base}"
-        assert any(line.startswith("ui-demo: ") and line.endswith("/runs") and
-                   f"{base}/#/experiments/" in line for line in lines), lines
+        assert any(
+            line.startswith("ui-demo: ")
+            and line.endswith("/runs")
+            and f"{base}/#/experiments/" in line
+            for line in lines
+        ), lines
         with urllib.request.urlopen(base, timeout=30) as response:
             assert response.status == 200
         request = urllib.request.Request(
-            f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ui-demo")
+            f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ui-demo"
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             assert b"ui-demo" in response.read()
         assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1 only

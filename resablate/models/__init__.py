@@ -24,7 +24,14 @@ if TYPE_CHECKING:
     from resablate.spec import InitSpec, ModelSpec
 
 __all__ = [
-    "ACTS", "FAMILIES", "INITS", "NORMS", "SHORTCUTS", "build", "check", "count_params",
+    "ACTS",
+    "FAMILIES",
+    "INITS",
+    "NORMS",
+    "SHORTCUTS",
+    "build",
+    "check",
+    "count_params",
     "parse_placement",
 ]
 

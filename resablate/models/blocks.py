@@ -6,6 +6,8 @@ calls ``unit.init_branch(...)`` and never inspects the unit's layers itself.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -35,7 +37,7 @@ class DenseUnit(nn.Module):
         """F(x) = N_n W_n σ ... σ N_1 W_1 x, with σ where the placement puts it."""
         z = self.act(x) if self.placement.pre else x
         last = len(self.weights) - 1
-        for i, (weight, norm) in enumerate(zip(self.weights, self.norms)):
+        for i, (weight, norm) in enumerate(zip(self.weights, self.norms, strict=True)):
             z = norm(weight(z))
             if self.placement.mid and i < last:
                 z = self.act(z)
@@ -49,4 +51,4 @@ class DenseUnit(nn.Module):
     ) -> None:
         rule = INITS[scheme]
         for weight in self.weights:
-            rule(weight.weight, generator, c, eps, ctx)
+            rule(cast(Tensor, weight.weight), generator, c, eps, ctx)

@@ -56,7 +56,9 @@ INITS.add("xavier", lambda w, g, c, eps, ctx: xavier_(w, g, c))
 
 
 @INITS.register("zero")
-def zero_(weight: Tensor, generator: torch.Generator, c: float, eps: float, ctx: InitContext) -> None:
+def zero_(
+    weight: Tensor, generator: torch.Generator, c: float, eps: float, ctx: InitContext
+) -> None:
     """Xavier times ε: the zero point with a small perturbation; ε = 0 is the exact zero point
     whose Hessian Demystifying ResNet's theorems describe (arXiv 1611.01186)."""
     xavier_(weight, generator, c)

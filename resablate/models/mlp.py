@@ -2,14 +2,14 @@
 
 ``depth`` counts the weight layers inside the units (depth = n × units). Square, bias-free layers
 keep input and output d-dimensional; where the data's input or output size differs from d, a linear
-stem (in -> d) and head (d -> out) are added outside the units. With d whitened inputs and d one-hot
-outputs there are none, which is exactly the paper's network.
+stem (in -> d) and head (d -> out) are added outside the units. With d whitened inputs and d
+one-hot outputs there are none, which is exactly the paper's network.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +33,9 @@ class MLPNet(nn.Module):
             DenseUnit(d, n, spec.activation, spec.norm, spec.act, spec.shortcut)
             for _ in range(spec.depth // n)
         )
-        self.head = nn.Linear(d, shape.classes, bias=False) if shape.classes != d else nn.Identity()
+        self.head = (
+            nn.Linear(d, shape.classes, bias=False) if shape.classes != d else nn.Identity()
+        )
         self.n = n
 
     def forward(self, x: Tensor) -> Tensor:
@@ -45,7 +47,7 @@ class MLPNet(nn.Module):
     def init_weights(self, init: InitSpec, generator: torch.Generator) -> None:
         ctx = InitContext(units=len(self.units), layers_per_branch=self.n)
         for unit in self.units:
-            unit.init_branch(init.scheme, init.c, init.eps, generator, ctx)
+            cast(DenseUnit, unit).init_branch(init.scheme, init.c, init.eps, generator, ctx)
         for layer in (self.stem, self.head):
             if isinstance(layer, nn.Linear):
                 he_(layer.weight, generator)

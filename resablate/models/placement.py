@@ -1,9 +1,9 @@
 """Where the activation σ sits in a residual unit (science.md §1.4).
 
 Demystifying ResNet's position vocabulary: ``pre`` (before the first weight), ``mid`` (between
-weights), ``post_branch`` (after the last weight), any combination joined by ``+`` (``pre+mid``), or
-``linear`` (no activation in the branch). Identity Mappings' named placements (``post``, ``full_preact``,
-...) are issue 4.
+weights), ``post_branch`` (after the last weight), any combination joined by ``+``
+(``pre+mid``), or ``linear`` (no activation in the branch). Identity Mappings' named placements
+(``post``, ``full_preact``, ...) are issue 4.
 """
 
 from __future__ import annotations
