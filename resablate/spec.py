@@ -454,6 +454,19 @@ def _check_axis(source: str, path: str) -> None:
         )
 
 
+def _mappings(
+    grid: dict[str, Any], key: str, source: str, shape: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """``grid[key]`` as (field path, non-empty mapping) pairs: zip groups, exclude rules."""
+    items = grid.get(key) or []
+    if not isinstance(items, list):
+        raise SpecError(source, f"grid.{key}", f"must be a list of mappings {shape}")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not item:
+            raise SpecError(source, f"grid.{key}[{i}]", f"must be a non-empty mapping {shape}")
+    return [(f"grid.{key}[{i}]", item) for i, item in enumerate(items)]
+
+
 def parse_grid(raw: Any, source: str) -> GridSpec:
     """The ``grid`` mapping -> GridSpec, checking every path, list and rule."""
     if raw is None:
@@ -469,13 +482,7 @@ def parse_grid(raw: Any, source: str) -> GridSpec:
         _check_axis(source, str(path))
         axes[path] = _parse_values(source, f"grid.{path}", values)
         taken.add(path)
-    groups = raw.get("zip") or []
-    if not isinstance(groups, list):
-        raise SpecError(source, "grid.zip", "must be a list of mappings axis -> values")
-    for i, group in enumerate(groups):
-        where = f"grid.zip[{i}]"
-        if not isinstance(group, dict) or not group:
-            raise SpecError(source, where, "must be a non-empty mapping axis -> list of values")
+    for where, group in _mappings(raw, "zip", source, "axis -> list of values"):
         lengths = set()
         parsed: dict[str, list[Any]] = {}
         for path, values in group.items():
@@ -489,13 +496,8 @@ def parse_grid(raw: Any, source: str) -> GridSpec:
             sizes = ", ".join(f"{p}: {len(v)}" for p, v in parsed.items())
             raise SpecError(source, where, f"zipped lists must have one length, got {sizes}")
         zips.append(parsed)
-    rules = raw.get("exclude") or []
-    if not isinstance(rules, list):
-        raise SpecError(source, "grid.exclude", "must be a list of mappings axis -> value(s)")
-    for i, rule in enumerate(rules):
-        where = f"grid.exclude[{i}]"
-        if not isinstance(rule, dict) or not rule:
-            raise SpecError(source, where, "must be a non-empty mapping axis -> value or list")
+    rules = _mappings(raw, "exclude", source, "axis -> value or list of values")
+    for where, rule in rules:
         for path in rule:
             if path not in taken:
                 raise SpecError(
@@ -504,7 +506,7 @@ def parse_grid(raw: Any, source: str) -> GridSpec:
                     f"not a grid axis{did_you_mean(str(path), sorted(taken))}"
                     f" (axes: {', '.join(sorted(taken)) or 'none'})",
                 )
-    return GridSpec(axes=axes, zip=zips, exclude=list(rules))
+    return GridSpec(axes=axes, zip=zips, exclude=[rule for _, rule in rules])
 
 
 def parse_sweep(raw: dict[str, Any], source: str) -> SweepSpec:
