@@ -170,9 +170,12 @@ class ResourcesSpec(Section):
     max_concurrent_trials: int | None = Field(None, ge=1)
 
 
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # safe as a folder name and in a URL
+
+
 class TrackingSpec(Section):
     uri: str | None = None
-    experiment: str | None = None
+    experiment: str | None = Field(None, pattern=NAME_PATTERN)
 
 
 class GridSpec(Section):
@@ -187,7 +190,7 @@ class GridSpec(Section):
 
 
 class SweepSpec(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     seed: int = 0
     model: ModelSpec = ModelSpec()

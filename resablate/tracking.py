@@ -44,6 +44,13 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Artifacts of a sqlite store live beside it (``<db folder>/mlruns/<experiment>``), not in
+    whatever folder the sweep was started from; other stores choose their own."""
+    path = sqlite_path(uri)
+    return (path.resolve().parent / "mlruns" / experiment).as_uri() if path else None
+
+
 def check_store(uri: str) -> None:
     """Fail with one line if the store cannot be written (sqlite) or reached (http)."""
     path = sqlite_path(uri)
@@ -154,7 +161,9 @@ class SweepTracker:
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
                 self.experiment_id = self.client.create_experiment(
-                    experiment, tags=EXPERIMENT_KIND
+                    experiment,
+                    artifact_location=artifact_location(uri, experiment),
+                    tags=EXPERIMENT_KIND,
                 )
             elif found.lifecycle_stage == "deleted":
                 raise UserError(

@@ -27,6 +27,11 @@ BAD_FILES = [
     ("- just\n- a list\n", [], "YAML mapping"),
     ("description: no name\n", [], "name: this field is required"),
     ("name: bad/name\n", [], "name: 'bad/name' is not a valid name"),
+    (
+        "name: x\ntracking: {experiment: ../up}\n",
+        [],
+        "tracking.experiment: '../up' is not a valid",
+    ),
     ("name: x\nmodle: {depth: 2}\n", [], "unknown field 'modle'; did you mean 'model'?"),
     ("name: x\nmodel: {dpth: 2}\n", [], "model.dpth: unknown field 'dpth'; did you mean 'depth'?"),
     ("name: x\nmodel: {depth: two}\n", [], "model.depth: 'two'"),

@@ -129,7 +129,8 @@ grid:
     )
     assert ran.code == 0, ran.err[-3000:]
     assert ran.out == "" and ran.err == ""
-    assert not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+    assert (store.parent / "mlruns" / "div").is_dir()  # artifacts live beside the store
     client = MlflowClient(tracking_uri=f"sqlite:///{store}")
     experiment = client.get_experiment_by_name("div")
     [parent] = parents(client, experiment.experiment_id)
