@@ -86,7 +86,7 @@ def params(trial: Trial) -> int:
     from resablate import data, models
 
     cfg = TrialConfig.model_validate(trial.config)
-    return models.count_params(cfg.model, data.DATASETS[cfg.data.name].shape(cfg.data))
+    return models.count_params(cfg.model, cfg.init, data.DATASETS[cfg.data.name].shape(cfg.data))
 
 
 def to_json(plan: Plan) -> dict[str, Any]:
@@ -95,7 +95,7 @@ def to_json(plan: Plan) -> dict[str, Any]:
     counted: dict[str, int] = {}
     trials = []
     for trial in plan.trials:
-        key = canonical({"model": trial.config["model"], "data": trial.config["data"]})
+        key = canonical({k: trial.config[k] for k in ("model", "init", "data")})
         if key not in counted:
             counted[key] = params(trial)
         trials.append(

@@ -60,15 +60,34 @@ def _registry_name(path: str, value: str) -> str:
 
 
 class ModelSpec(Section):
+    """The network (science.md §1, §2). Fields a family sets itself (its depth convention,
+    placement, norm, ...) take the family's defaults in a trial's config when left out."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_by_name=True, serialize_by_alias=True
+    )
+
     family: str = "mlp"
     depth: int = Field(4, ge=1)
-    width: int = Field(10, ge=1)
+    width: int = Field(10, ge=1)  # mlp: d
+    channels: int | None = Field(None, ge=1)  # conv families: base width (mnist 16, cifar 16, ...)
+    kernel: int = Field(3, ge=1)  # mnist family
+    block: Literal["basic", "bottleneck"] = "basic"
+    stem: Literal["imagenet", "cifar"] = "imagenet"  # imagenet family: cifar = 3×3, no max-pool
     shortcut: str = "identity"
     shortcut_depth: int = Field(2, ge=1)
     activation: str = "mid"
     norm: str = "none"
+    groups: int = Field(8, ge=1)  # GroupNorm
     act: str = "relu"
     downsample: Literal["A", "B"] = "A"
+    # shortcut parameters (science.md §1.2)
+    lambda_: float = Field(0.5, alias="lambda")  # scale: λ
+    branch_scale: float = 1.0  # scale: β
+    gate_bias: float = -6.0  # gate, shortcut_gate: b
+    p: float = Field(0.5, ge=0.0, lt=1.0)  # dropout
+    alpha_init: float = 1.0  # scalar
+    drop_path: float = Field(0.0, ge=0.0, lt=1.0)  # stochastic depth: 1 − p_L, linear decay
 
     @field_validator("family", "shortcut", "norm", "act")
     @classmethod
@@ -87,7 +106,8 @@ class ModelSpec(Section):
 class InitSpec(Section):
     scheme: str = "he"
     c: float = Field(1.0, ge=0.0, allow_inf_nan=False)
-    eps: float = Field(1e-3, ge=0.0, allow_inf_nan=False)
+    eps: float = Field(1e-3, ge=0.0, allow_inf_nan=False)  # zero: the perturbation
+    alpha: float = Field(0.2, gt=0.0)  # nf: α (c multiplies α²)
 
     @field_validator("scheme")
     @classmethod
@@ -147,6 +167,20 @@ class TrialConfig(Section):
     data: DataSpec = DataSpec()
     train: TrainSpec = TrainSpec()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _family_defaults(cls, data: Any) -> Any:
+        """Fields of ``model`` the user left out take the family's defaults."""
+        from resablate.models import FAMILIES
+
+        if not isinstance(data, dict) or not isinstance(data.get("model", {}), dict):
+            return data
+        model = data.get("model", {})
+        family = model.get("family", "mlp")
+        if family not in FAMILIES:
+            return data  # the field validator names the choices
+        return {**data, "model": {**FAMILIES[family].defaults(model), **model}}
+
     @model_validator(mode="after")
     def _consistent(self) -> TrialConfig:
         from resablate import data, models
@@ -203,7 +237,9 @@ class SweepSpec(Section):
 
     def base_config(self) -> dict[str, Any]:
         """The trial config every grid point starts from, as plain nested dicts."""
-        return self.model_dump(mode="json", include=set(TrialConfig.model_fields))
+        return self.model_dump(
+            mode="json", include=set(TrialConfig.model_fields), exclude_unset=True
+        )
 
     def hash(self) -> str:
         """Stable hash of the resolved spec (what ran, whatever the YAML's formatting)."""
@@ -225,21 +261,24 @@ def trial_paths() -> list[str]:
     paths = []
     for name in TrialConfig.model_fields:
         section = _section_of(TrialConfig, name)
-        paths += [f"{name}.{f}" for f in section.model_fields] if section else [name]
+        paths += [f"{name}.{f}" for f in _names(section)] if section else [name]
     return paths
 
 
 def describe() -> list[tuple[str, Any, str]]:
     """(dotted path, default, legal values) of every trial-config field (``resablate fields``)."""
-    from resablate.models.placement import POSITIONS
+    from resablate.models.placement import NAMED, POSITIONS
 
     names = {path: ", ".join(r.names()) for path, r in registries().items()}
-    names["model.activation"] = f"{', '.join(POSITIONS)}, combinations joined by '+', linear"
+    names["model.activation"] = (
+        f"{', '.join(NAMED)}; or {', '.join(POSITIONS)}, combined with '+', or linear"
+    )
     out = []
     for path in trial_paths():
         section, _, leaf = path.partition(".")
         model = _section_of(TrialConfig, section) if leaf else None
-        field = model.model_fields[leaf] if model else TrialConfig.model_fields[section]
+        by_name = {f.alias or n: f for n, f in model.model_fields.items()} if model else {}
+        field = by_name[leaf] if model else TrialConfig.model_fields[section]
         bounds = [_bound(m) for m in field.metadata]
         legal = names.get(path) or " ".join([_type_name(field.annotation), *filter(None, bounds)])
         out.append((path, field.default, legal))
@@ -262,6 +301,11 @@ def _bound(constraint: Any) -> str:
     return ""
 
 
+def _names(model: type[BaseModel]) -> list[str]:
+    """The YAML names of a section's fields (``lambda`` for ``lambda_``)."""
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
 def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     """Names of the fields of the section at ``loc`` (for did-you-mean), or []."""
     model: type[BaseModel] = SweepSpec
@@ -272,7 +316,7 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
         if section is None:
             return []
         model = section
-    return list(model.model_fields)
+    return _names(model)
 
 
 # --------------------------------------------------------------------------------------------

@@ -137,7 +137,8 @@ def test_real_process_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
     assert ran.code == 2
     assert ran.err.strip().splitlines() == [
         f"resablate: error: {sweep}: model.shortcut: 'identiy': unknown shortcut 'identiy';"
-        " did you mean 'identity'? (choices: identity, none)"
+        " did you mean 'identity'? (choices: identity, none, scale, gate, shortcut_gate,"
+        " conv, dropout, scalar)"
     ]
     assert ran.out == ""
     assert sorted(os.listdir(tmp_path)) == ["bad.yaml"]

@@ -1,22 +1,26 @@
-"""Residual-network families, blocks and initializations; imports only torch.
+"""Residual-network families, units and initializations; imports only torch.
 
-``build(config, shape, generator)`` builds and initializes a trial's network; ``count_params``
-builds it on the meta device (no memory, no init) for ``resablate plan``.
+``build(model, init, shape, generator)`` builds and initializes a trial's network;
+``count_params`` builds it on the meta device (no memory, no init) for ``resablate plan``;
+``check`` raises ConfigError for a config that does not fit its family or is undefined.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from resablate.models import mlp
+from resablate.errors import ConfigError
+from resablate.models import cifar, imagenet, mlp, mnist
 from resablate.models.init import INITS
-from resablate.models.layers import ACTS, NORMS, SHORTCUTS
-from resablate.models.placement import parse_placement
+from resablate.models.layers import ACTS, NORMS
+from resablate.models.network import ResNet
+from resablate.models.placement import NAMED, POSITIONS, parse_placement
+from resablate.models.shortcuts import SHORTCUTS
 from resablate.registry import Registry
 
 if TYPE_CHECKING:
@@ -28,6 +32,7 @@ __all__ = [
     "FAMILIES",
     "INITS",
     "NORMS",
+    "POSITIONS",
     "SHORTCUTS",
     "build",
     "check",
@@ -38,30 +43,77 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Family:
-    build: Callable[[ModelSpec, DataShape], nn.Module]  # returns a module with init_weights()
-    check: Callable[[ModelSpec, DataShape], None]  # raises ConfigError
+    defaults: Callable[[dict[str, Any]], dict[str, Any]]  # model fields the family sets
+    check: Callable[[ModelSpec, InitSpec, DataShape], None]  # raises ConfigError
+    build: Callable[[ModelSpec, InitSpec, DataShape], ResNet]
 
 
 FAMILIES: Registry[Family] = Registry("model family")
-FAMILIES.add("mlp", Family(build=mlp.build, check=mlp.check))
+for _name, _module in (("mlp", mlp), ("mnist", mnist), ("cifar", cifar), ("imagenet", imagenet)):
+    FAMILIES.add(_name, Family(_module.defaults, _module.check, _module.build))
+
+
+def _check_combination(model: ModelSpec, init: InitSpec) -> None:
+    """Combinations that are undefined, with the reason (science.md §1.6, §3)."""
+    placement = parse_placement(model.activation)
+    if model.act == "crelu" and (placement.widens_output or placement.stem == "conv_norm_act"):
+        raise ConfigError(
+            "model.act",
+            f"crelu doubles the width, so it cannot act on a unit's output or the stem as"
+            f" placement {model.activation} needs; use full_preact or positions pre/mid",
+        )
+    if init.scheme == "looks_linear" and model.act != "crelu":
+        raise ConfigError(
+            "init.scheme", "looks_linear mirrors weights [W, −W] for a CReLU; set model.act: crelu"
+        )
+    if init.scheme in ("fixup", "nf") and model.norm != "none":
+        raise ConfigError(
+            "init.scheme", f"{init.scheme} replaces normalization; set model.norm: none"
+        )
+    if init.scheme == "fixup" and model.shortcut_depth < 2:
+        raise ConfigError(
+            "init.scheme", "fixup scales by L^(−1/(2m−2)), undefined for shortcut_depth 1"
+        )
+    if init.scheme == "nf" and model.activation not in ("relu_preact", "full_preact"):
+        raise ConfigError(
+            "model.activation",
+            "nf units are pre-activation, x + α·F(x/β); use relu_preact or full_preact",
+        )
+    if init.scheme == "zero_last" and model.norm == "none":
+        raise ConfigError("init.scheme", "zero_last zeros the last norm's γ; it needs a norm")
+    if init.scheme == "skipinit" and model.shortcut == "scalar":
+        raise ConfigError(
+            "init.scheme",
+            "shortcut scalar already is SkipInit's α; use shortcut"
+            " identity, or scalar with alpha_init: 0",
+        )
 
 
 def check(model: ModelSpec, init: InitSpec, shape: DataShape) -> None:
-    """Raise ConfigError if the model config does not fit its family and the data."""
-    FAMILIES[model.family].check(model, shape)
+    """Raise ConfigError if the config does not fit its family and the data, or is undefined."""
+    _check_combination(model, init)
+    FAMILIES[model.family].check(model, init, shape)
+    try:
+        count_params(model, init, shape)
+    except (ValueError, RuntimeError) as exc:  # e.g. GroupNorm groups that do not divide
+        field = "model.groups" if "group" in str(exc).lower() else "model"
+        raise ConfigError(field, f"the network cannot be built: {exc}") from None
 
 
 def build(
     model: ModelSpec, init: InitSpec, shape: DataShape, generator: torch.Generator
-) -> nn.Module:
+) -> ResNet:
     """The trial's network, initialized by ``init`` from ``generator``."""
-    net = FAMILIES[model.family].build(model, shape)
-    net.init_weights(init, generator)  # type: ignore[operator]
+    net = FAMILIES[model.family].build(model, init, shape)
+    net.init_weights(init, generator)
     return net
 
 
-def count_params(model: ModelSpec, shape: DataShape) -> int:
+def count_params(model: ModelSpec, init: InitSpec, shape: DataShape) -> int:
     """Trainable parameters of the network, counted without allocating or initializing it."""
     with torch.device("meta"):
-        net = FAMILIES[model.family].build(model, shape)
+        net: nn.Module = FAMILIES[model.family].build(model, init, shape)
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+PLACEMENTS = [*NAMED, *POSITIONS, "linear"]

@@ -1,54 +1,180 @@
-"""Residual units: y = h(x) + F(x), assembled from the registries in layers.py.
+"""The residual unit: y = h(x) + F(x), x' = f(y) (science.md §1), for maps and for vectors.
 
-Each unit owns the initialization of its branch (timm's ``zero_init_last`` habit): the network
-calls ``unit.init_branch(...)`` and never inspects the unit's layers itself.
+F is ``n`` weight layers (the shortcut depth); where σ and N sit is the placement (placement.py),
+how h joins F is the shortcut type (shortcuts.py). Each unit owns the initialization of its branch
+(timm's ``zero_init_last`` habit): the network calls ``unit.init_branch(...)`` and never inspects
+the unit's layers itself.
 """
 
 from __future__ import annotations
 
-from typing import cast
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
-from resablate.models.init import INITS, InitContext
-from resablate.models.layers import ACTS, NORMS, SHORTCUTS
+from resablate.models.init import INITS, LayerContext, ScaledWS, mirrored_
+from resablate.models.layers import ACTS, NORMS, weight
 from resablate.models.placement import parse_placement
+from resablate.models.shortcuts import SHORTCUTS, Geometry
+
+if TYPE_CHECKING:
+    from resablate.spec import InitSpec, ModelSpec
 
 
-class DenseUnit(nn.Module):
-    """One unit of Demystifying ResNet's n-shortcut dense network (arXiv 1611.01186).
+@dataclass(frozen=True)
+class UnitPlan:
+    """A unit's layers: channels before and after each weight, kernels, and the stride."""
 
-    F is ``n`` square bias-free linear layers of width d, each followed by the norm N; σ sits at
-    the positions the placement names. The shortcut module forms the sum h(x) + F(x).
-    """
+    widths: tuple[int, ...]  # n + 1 channel counts: input, then after each weight
+    kernels: tuple[int, ...]  # n kernel sizes (1 for dense units)
+    stride: int = 1
+    stride_at: int = 0  # the weight that carries the stride (torchvision: the 3×3 of a bottleneck)
+    spatial: bool = True
+    bias: bool = False  # conv biases (the mnist family has them)
+    survival: float = 1.0  # stochastic depth: probability that F is kept while training
+    nf_beta: float = 1.0  # normalizer-free: expected std of the unit's input
 
-    def __init__(
-        self, width: int, n: int, activation: str, norm: str, act: str, shortcut: str
-    ) -> None:
+
+def raw_weight(layer: nn.Module) -> Tensor:
+    """The stored weight of a layer (under a weight-standardization parametrization too)."""
+    if parametrize.is_parametrized(layer):
+        return cast(Tensor, layer.parametrizations.weight.original)  # type: ignore[union-attr]
+    return cast(Tensor, layer.weight)
+
+
+class ResidualUnit(nn.Module):
+    def __init__(self, plan: UnitPlan, spec: ModelSpec, init: InitSpec) -> None:
         super().__init__()
-        self.placement = parse_placement(activation)
-        self.weights = nn.ModuleList(nn.Linear(width, width, bias=False) for _ in range(n))
-        self.norms = nn.ModuleList(NORMS[norm](width) for _ in range(n))
-        self.act = ACTS[act]()
-        self.shortcut = SHORTCUTS[shortcut](width)
+        self.plan, self.placement = plan, parse_placement(spec.activation)
+        self.scheme_name, scheme = init.scheme, INITS[init.scheme]
+        act = ACTS[spec.act]
+        p, n = self.placement, len(plan.kernels)
+        self.acted = [p.pre if i == 0 else p.mid for i in range(n)]  # σ before weight i
+        self.weights = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        for i in range(n):
+            cin, cout = plan.widths[i], plan.widths[i + 1]
+            stride = plan.stride if i == plan.stride_at else 1
+            wide = cin * (act.widen if self.acted[i] else 1)
+            self.weights.append(
+                weight(plan.spatial, wide, cout, plan.kernels[i], stride, plan.bias)
+            )
+            has_norm = p.norm_first or i < n - 1 or p.last_norm
+            channels = cin if p.norm_first else cout
+            norm = spec.norm if has_norm else "none"
+            self.norms.append(NORMS[norm](channels, plan.spatial, spec.groups))
+        self.act, self.widen = act.make(), act.widen
+        cout = plan.widths[-1]
+        self.after_add = NORMS[spec.norm if p.norm_after_add else "none"](
+            cout, plan.spatial, spec.groups
+        )
+        # He et al.'s pre-activation nets feed a unit's learned projection with σ(N(x)); the
+        # parameter-free option A subsamples x itself.
+        learned = spec.shortcut == "conv" or spec.downsample == "B"
+        self.preact_shortcut = p.preact_shortcut and learned and self.changes_shape
+        reads = plan.widths[0] * (act.widen if self.preact_shortcut and p.pre else 1)
+        self.shortcut = SHORTCUTS[spec.shortcut](
+            Geometry(reads, cout, plan.stride, plan.spatial), spec
+        )
+        self.lesioned = False  # Veit et al.: evaluate with F removed, h kept
+        # What the init scheme adds to the architecture (init.py's Scheme).
+        self.gain = (
+            nn.Parameter(torch.tensor(scheme.branch_gain))
+            if scheme.branch_gain is not None
+            else None
+        )
+        self.fixup = scheme.fixup
+        if scheme.fixup:  # scalar biases before each weight and σ, a multiplier and a bias last
+            self.bias_in = nn.ParameterList(nn.Parameter(torch.zeros(())) for _ in range(n))
+            self.bias_out = nn.ParameterList(nn.Parameter(torch.zeros(())) for _ in range(n))
+            self.scale = nn.Parameter(torch.ones(()))
+        self.nf_alpha = math.sqrt(init.c) * init.alpha if scheme.normalizer_free else None
+        if scheme.normalizer_free:
+            for layer in self.weights:
+                parametrize.register_parametrization(layer, "weight", ScaledWS())
+
+    # -- the equations ------------------------------------------------------------------------
+
+    def layer(self, i: int, z: Tensor) -> Tensor:
+        """One branch layer: W N (σ before it where the placement says), or N σ W pre-activated."""
+        if self.placement.norm_first:
+            z = self.norms[i](z)
+        if self.acted[i]:
+            z = self.act(z)
+        if self.fixup:
+            z = z + self.bias_in[i]
+        z = self.weights[i](z)
+        if self.fixup:
+            last = i == len(self.weights) - 1
+            z = (z * self.scale if last else z) + self.bias_out[i]
+        if not self.placement.norm_first:
+            z = self.norms[i](z)
+        return z
 
     def branch(self, x: Tensor) -> Tensor:
-        """F(x) = N_n W_n σ ... σ N_1 W_1 x, with σ where the placement puts it."""
-        z = self.act(x) if self.placement.pre else x
-        last = len(self.weights) - 1
-        for i, (weight, norm) in enumerate(zip(self.weights, self.norms, strict=True)):
-            z = norm(weight(z))
-            if self.placement.mid and i < last:
-                z = self.act(z)
+        """F(x), ending with σ when the placement is relu_before_add / post_branch."""
+        z = x
+        for i in range(len(self.weights)):
+            z = self.layer(i, z)
         return self.act(z) if self.placement.post_branch else z
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.shortcut(x, self.branch(x))
+        if self.nf_alpha is not None:  # Brock et al.: x' = x + α·F(x/β), h reads x/β too
+            x_in = x / self.plan.nf_beta
+            hx_in = x_in if self.changes_shape else x
+        else:
+            x_in = hx_in = x
+        if self.preact_shortcut:  # full pre-activation: a projecting h reads σ(N(x))
+            hx_in = self.act(self.norms[0](x)) if self.placement.norm_first else self.act(x)
+        fx = self.dropped_branch(x_in)
+        if self.nf_alpha is not None:
+            fx = self.nf_alpha * fx
+        if self.gain is not None:
+            fx = self.gain * fx
+        y = self.after_add(self.shortcut(hx_in, fx))
+        return self.act(y) if self.placement.act_after_add else y
 
-    def init_branch(
-        self, scheme: str, c: float, eps: float, generator: torch.Generator, ctx: InitContext
-    ) -> None:
-        rule = INITS[scheme]
-        for weight in self.weights:
-            rule(cast(Tensor, weight.weight), generator, c, eps, ctx)
+    @property
+    def changes_shape(self) -> bool:
+        return self.plan.widths[0] != self.plan.widths[-1] or self.plan.stride > 1
+
+    def dropped_branch(self, x: Tensor) -> Tensor:
+        """F(x), or zeros when lesioned or dropped by stochastic depth (Huang et al. 2016: the
+        whole branch per mini-batch while training, F scaled by its survival rate at test)."""
+        survival = self.plan.survival
+        dropped = self.lesioned or (
+            self.training and survival < 1.0 and float(torch.rand(())) >= survival
+        )
+        if dropped:
+            return x.new_zeros(self.output_shape(x))
+        fx = self.branch(x)
+        return fx * survival if (not self.training and survival < 1.0) else fx
+
+    def output_shape(self, x: Tensor) -> tuple[int, ...]:
+        s = self.plan.stride
+        spatial = tuple(-(-d // s) for d in x.shape[2:])  # ceil: 'same' padding
+        return (x.shape[0], self.plan.widths[-1], *spatial)
+
+    # -- initialization -----------------------------------------------------------------------
+
+    def init_branch(self, init: InitSpec, generator: torch.Generator, units: int) -> None:
+        scheme = INITS[init.scheme]
+        n = len(self.weights)
+        for i, layer in enumerate(self.weights):
+            ctx = LayerContext(units, n, i, mirrored=self.acted[i] and self.widen > 1)
+            scheme.rule(raw_weight(layer), generator, init.c, init.eps, ctx)
+        if scheme.zero_last_norm:
+            last = self.norms[-1]
+            with torch.no_grad():
+                cast(Tensor, last.weight).zero_()
+        if scheme.mirror and self.preact_shortcut and self.widen > 1:
+            for module in self.shortcut.modules():  # the projection reads σ(N(x)) too
+                if isinstance(module, (nn.Conv2d, nn.Linear)):
+                    mirrored_(module.weight, generator)
+        extra = getattr(self.shortcut, "init_extra", None)
+        if extra is not None:
+            extra()

@@ -1,8 +1,12 @@
 """Initialization schemes for residual-branch weights, with init scale c (science.md §3).
 
-c multiplies the variance of the branch weights; c = 1 is the scheme itself. Stem and head layers
-use ``he`` with c = 1 (science.md: "Stem, classifier and shortcut projections use he"). Every draw
-takes an explicit ``torch.Generator``, so a config and seed give bit-identical weights on a device.
+c multiplies the variance of the branch weights; c = 1 is the scheme itself. Stem, classifier and
+shortcut projections use ``he`` with c = 1 unless the scheme says otherwise. Every draw takes an
+explicit ``torch.Generator``, so a config and seed give bit-identical weights on a device.
+
+A scheme is a rule for each branch weight plus what it adds to the architecture (SkipInit's α,
+Fixup's scalars, the normalizer-free α/β and weight standardization), declared as data so that
+units read it instead of testing scheme names.
 """
 
 from __future__ import annotations
@@ -12,17 +16,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from resablate.registry import Registry
 
 
 @dataclass(frozen=True)
-class InitContext:
-    """What a depth-aware scheme needs to know about the network."""
+class LayerContext:
+    """Where a branch weight sits: what depth-aware and structural rules need."""
 
-    units: int  # L, the number of residual units
-    layers_per_branch: int  # m (= shortcut depth n)
+    units: int  # L, residual units in the network
+    layers: int  # m, weight layers per branch
+    index: int = 0  # this weight's position in its branch
+    mirrored: bool = False  # it reads a CReLU output (twice the channels)
+
+    @property
+    def last(self) -> bool:
+        return self.index == self.layers - 1
 
 
 def fans(weight: Tensor) -> tuple[int, int]:
@@ -48,19 +58,105 @@ def xavier_(weight: Tensor, generator: torch.Generator, c: float = 1.0) -> None:
     normal_(weight, math.sqrt(c * 2.0 / (fan_in + fan_out)), generator)
 
 
-# scheme name -> rule(weight, generator, c, eps, context) for one branch weight.
-BranchInit = Callable[[Tensor, torch.Generator, float, float, InitContext], None]
-INITS: Registry[BranchInit] = Registry("init scheme")
-INITS.add("he", lambda w, g, c, eps, ctx: he_(w, g, c))
-INITS.add("xavier", lambda w, g, c, eps, ctx: xavier_(w, g, c))
+@torch.no_grad()
+def orthogonal_(weight: Tensor, generator: torch.Generator, c: float = 1.0) -> None:
+    """Orthogonal with gain √c (Saxe et al. 2014)."""
+    nn.init.orthogonal_(weight, gain=math.sqrt(c), generator=generator)
 
 
-@INITS.register("zero")
-def zero_(
-    weight: Tensor, generator: torch.Generator, c: float, eps: float, ctx: InitContext
+Rule = Callable[[Tensor, torch.Generator, float, float, LayerContext], None]
+
+
+@dataclass(frozen=True)
+class Scheme:
+    rule: Rule  # (weight, generator, c, eps, context) for one branch weight
+    branch_gain: float | None = None  # a learnable α on F, initialized to this (SkipInit)
+    fixup: bool = False  # scalar biases before each layer and a multiplier per branch
+    zero_last_norm: bool = False  # γ of each branch's last norm starts at 0
+    normalizer_free: bool = False  # x + α·F(x/β) with scaled weight standardization
+    zero_head: bool = False  # the classifier starts at 0
+    mirror: bool = False  # every weight that reads a CReLU output is [W0, −W0] (Looks-Linear)
+
+
+INITS: Registry[Scheme] = Registry("init scheme")
+INITS.add("he", Scheme(lambda w, g, c, eps, ctx: he_(w, g, c)))
+INITS.add("xavier", Scheme(lambda w, g, c, eps, ctx: xavier_(w, g, c)))
+INITS.add("orthogonal", Scheme(lambda w, g, c, eps, ctx: orthogonal_(w, g, c)))
+
+
+def _zero(
+    weight: Tensor, generator: torch.Generator, c: float, eps: float, ctx: LayerContext
 ) -> None:
     """Xavier times ε: the zero point with a small perturbation; ε = 0 is the exact zero point
     whose Hessian Demystifying ResNet's theorems describe (arXiv 1611.01186)."""
     xavier_(weight, generator, c)
     with torch.no_grad():
         weight.mul_(eps)
+
+
+def _taki(
+    weight: Tensor, generator: torch.Generator, c: float, eps: float, ctx: LayerContext
+) -> None:
+    """N(0, c/(fan_in·L)): depth-aware; keeps the output variance bounded as L grows (Taki)."""
+    fan_in, _ = fans(weight)
+    normal_(weight, math.sqrt(c / (fan_in * ctx.units)), generator)
+
+
+def _fixup(
+    weight: Tensor, generator: torch.Generator, c: float, eps: float, ctx: LayerContext
+) -> None:
+    """He scaled by L^(−1/(2m−2)); the branch's last layer starts at zero (Zhang et al. 2019)."""
+    if ctx.last:
+        with torch.no_grad():
+            weight.zero_()
+        return
+    he_(weight, generator, c)
+    with torch.no_grad():
+        weight.mul_(ctx.units ** (-1.0 / (2 * ctx.layers - 2)))
+
+
+def mirrored_(weight: Tensor, generator: torch.Generator, c: float = 1.0) -> None:
+    """[W0, −W0] with W0 orthogonal, gain √c, for a weight that reads a CReLU output."""
+    _looks_linear(weight, generator, c, 0.0, LayerContext(1, 1, mirrored=True))
+
+
+@torch.no_grad()
+def _looks_linear(
+    weight: Tensor, generator: torch.Generator, c: float, eps: float, ctx: LayerContext
+) -> None:
+    """W = [W0, −W0] on a CReLU input, W0 orthogonal with gain √c: W·crelu(z) = W0·z, so the
+    network is exactly linear at initialization (Balduzzi et al. 2017)."""
+    if not ctx.mirrored:
+        orthogonal_(weight, generator, c)
+        return
+    half = weight.shape[1] // 2
+    w0 = torch.empty_like(weight[:, :half])
+    orthogonal_(w0, generator, c)
+    weight.copy_(torch.cat([w0, -w0], dim=1))
+
+
+INITS.add("zero", Scheme(_zero))
+INITS.add("taki", Scheme(_taki))
+INITS.add("fixup", Scheme(_fixup, fixup=True, zero_head=True))
+INITS.add("skipinit", Scheme(lambda w, g, c, eps, ctx: he_(w, g, c), branch_gain=0.0))
+INITS.add("zero_last", Scheme(lambda w, g, c, eps, ctx: he_(w, g, c), zero_last_norm=True))
+INITS.add("looks_linear", Scheme(_looks_linear, mirror=True))
+INITS.add("nf", Scheme(lambda w, g, c, eps, ctx: he_(w, g), normalizer_free=True))
+
+
+class ScaledWS(nn.Module):
+    """Scaled Weight Standardization, a parametrization of a branch weight (Brock et al. 2021):
+    Ŵ = γ·(W − mean(W))/(std(W)·√fan_in) per output channel, γ = √(2/(1 − 1/π)) for ReLU."""
+
+    GAMMA_RELU = math.sqrt(2.0 / (1.0 - 1.0 / math.pi))
+
+    def __init__(self, gamma: float = GAMMA_RELU, eps: float = 1e-4) -> None:
+        super().__init__()
+        self.gamma, self.eps = gamma, eps
+
+    def forward(self, w: Tensor) -> Tensor:
+        dims = tuple(range(1, w.dim()))
+        fan_in = math.prod(w.shape[1:])
+        mean = w.mean(dim=dims, keepdim=True)
+        var = w.var(dim=dims, keepdim=True, unbiased=False)
+        return self.gamma * (w - mean) / torch.sqrt(var * fan_in + self.eps)

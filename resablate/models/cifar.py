@@ -1,0 +1,85 @@
+"""The ``cifar`` family: He et al. 2015's CIFAR ResNets (arXiv 1512.03385 §4.2).
+
+conv3×3 with 16 channels -> three stages of k units (16, 32, 64 channels; stride 2 at the first
+unit of stages 2 and 3) -> global average pool -> linear. ``block: basic`` units have n 3×3 layers
+(depth 6k+2 for n = 2: 20, 32, 44, 56, 110, 1202); ``block: bottleneck`` units are 1×1, 3×3 ... 1×1
+with 4× expansion (stage outputs 64, 128, 256: depth 9k+2 for n = 3: 164, 1001, pre-act ResNet).
+In general depth = 3·n·k + 2, so a study may fix the weight layers while varying n.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from resablate.errors import ConfigError
+from resablate.models.blocks import UnitPlan
+from resablate.models.network import ResNet, build_units, head, stem_tail
+
+if TYPE_CHECKING:
+    from resablate.data import DataShape
+    from resablate.spec import InitSpec, ModelSpec
+
+STAGES = 3
+
+
+def defaults(model: dict[str, Any]) -> dict[str, Any]:
+    bottleneck = model.get("block") == "bottleneck"
+    return {
+        "depth": 164 if bottleneck else 20,
+        "channels": 16,
+        "shortcut_depth": 3 if bottleneck else 2,
+        "activation": "post",
+        "norm": "batch",
+        "downsample": "A",
+    }
+
+
+def check(spec: ModelSpec, init: InitSpec, shape: DataShape) -> None:
+    n = spec.shortcut_depth
+    if spec.block == "bottleneck" and n < 2:
+        raise ConfigError("model.shortcut_depth", "a bottleneck unit has at least 2 layers")
+    if (spec.depth - 2) % (STAGES * n) or spec.depth < STAGES * n + 2:
+        legal = ", ".join(str(STAGES * n * k + 2) for k in (1, 2, 3, 6, 18))
+        raise ConfigError(
+            "model.depth",
+            f"{spec.depth} does not fit family cifar with shortcut_depth {n}: depth = 3·n·k + 2,"
+            f" legal depths are {legal}, ...",
+        )
+    if len(shape.input_shape) != 3:
+        raise ConfigError(
+            "model.family", f"the cifar family needs images, got {shape.input_shape}"
+        )
+
+
+def unit_plans(
+    spec: ModelSpec, cin: int, base: int, per_stage: list[int], first_stride: int = 1
+) -> list[UnitPlan]:
+    """Units of a staged ResNet: widths double per stage, stride 2 at each later stage's start."""
+    n, plans = spec.shortcut_depth, []
+    expansion = 4 if spec.block == "bottleneck" else 1
+    for stage, count in enumerate(per_stage):
+        width = base * 2**stage
+        for j in range(count):
+            stride = (2 if stage else first_stride) if j == 0 else 1
+            if spec.block == "bottleneck":
+                widths = (cin, *(width,) * (n - 1), width * expansion)
+                kernels = (1, *(3,) * (n - 2), 1)
+                plans.append(UnitPlan(widths, kernels, stride, stride_at=1 if n > 2 else 0))
+            else:
+                plans.append(UnitPlan((cin, *(width,) * n), (3,) * n, stride))
+            cin = width * expansion
+    return plans
+
+
+def build(spec: ModelSpec, init: InitSpec, shape: DataShape) -> ResNet:
+    c = spec.channels or 16
+    k = (spec.depth - 2) // (STAGES * spec.shortcut_depth)
+    stem = nn.Sequential(
+        nn.Conv2d(shape.input_shape[0], c, 3, padding=1, bias=False),
+        *stem_tail(spec, c, spatial=True),
+    )
+    plans = unit_plans(spec, c, c, [k] * STAGES)
+    units = build_units(plans, spec, init)
+    return ResNet(stem, units, head(spec, plans[-1].widths[-1], shape.classes, True, bias=True))

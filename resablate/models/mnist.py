@@ -1,0 +1,56 @@
+"""The ``mnist`` family (the lecture network of science.md §2, after Veit et al. 2016).
+
+``conv0`` 1×1 (C_in -> C, bias) -> ``depth`` units of [conv k×k (bias) -> N -> σ -> conv k×k
+(bias) -> N -> +x -> σ] (the ``post`` placement, the default) -> average pool over the whole map
+-> σ -> linear C -> classes. ``depth`` counts units; ``channels`` (16) and ``kernel`` (3) as given.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from resablate.errors import ConfigError
+from resablate.models.blocks import UnitPlan
+from resablate.models.layers import ACTS
+from resablate.models.network import ResNet, build_units
+
+if TYPE_CHECKING:
+    from resablate.data import DataShape
+    from resablate.spec import InitSpec, ModelSpec
+
+
+def defaults(model: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "depth": 25,
+        "channels": 16,
+        "kernel": 3,
+        "shortcut_depth": 2,
+        "activation": "post",
+        "norm": "batch",
+    }
+
+
+def check(spec: ModelSpec, init: InitSpec, shape: DataShape) -> None:
+    if len(shape.input_shape) != 3:
+        raise ConfigError(
+            "model.family",
+            f"the mnist family convolves images (C×H×W) but the data gives {shape.input_shape};"
+            " use image data without data.whiten, or family mlp",
+        )
+
+
+def build(spec: ModelSpec, init: InitSpec, shape: DataShape) -> ResNet:
+    c, n, k = spec.channels or 16, spec.shortcut_depth, spec.kernel
+    stem = nn.Conv2d(shape.input_shape[0], c, 1, bias=True)
+    plan = UnitPlan((c,) * (n + 1), (k,) * n, bias=True)
+    units = build_units([plan] * spec.depth, spec, init)
+    act = ACTS[spec.act]
+    head = nn.Sequential(
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        act.make(),
+        nn.Linear(c * act.widen, shape.classes, bias=True),
+    )
+    return ResNet(stem, units, head)

@@ -1,0 +1,135 @@
+"""Shortcut types (science.md §1.2): h and the way it is summed with the branch F.
+
+Each registered factory takes the unit's geometry and the model spec and returns a module whose
+``forward(x, fx)`` is the unit's sum. ``self.h`` is the identity, or a downsampling map where the
+unit changes shape (``downsample: A`` subsampling with zero channels, ``B`` 1×1 projection).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from resablate.models.layers import SubsampleA, projection, weight
+from resablate.registry import Registry
+
+if TYPE_CHECKING:
+    from resablate.spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class Geometry:
+    cin: int  # channels the shortcut reads
+    cout: int  # channels of the unit's output
+    stride: int
+    spatial: bool
+
+    @property
+    def changes_shape(self) -> bool:
+        return self.cin != self.cout or self.stride != 1
+
+
+def downsample(g: Geometry, spec: ModelSpec, always: bool = False) -> nn.Module:
+    """h for a unit: identity, or option A / B where the unit changes shape (always B if asked)."""
+    if not always and not g.changes_shape:
+        return nn.Identity()
+    if not always and spec.downsample == "A" and g.spatial and g.cout >= g.cin:
+        return SubsampleA(g.cin, g.cout, g.stride)
+    return projection(g.spatial, g.cin, g.cout, g.stride, spec.norm, spec.groups)
+
+
+class Identity(nn.Module):
+    """``identity``: x' = h(x) + F(x) (He et al. 2015); ``conv`` is this with h a 1×1 projection
+    in every unit ("ConvShort")."""
+
+    def __init__(self, h: nn.Module) -> None:
+        super().__init__()
+        self.h = h
+
+    def forward(self, x: Tensor, fx: Tensor) -> Tensor:
+        return self.h(x) + fx
+
+
+class Plain(nn.Module):
+    """``none``: x' = F(x), the plain network with the same layers."""
+
+    def forward(self, x: Tensor, fx: Tensor) -> Tensor:
+        return fx
+
+
+class Scale(nn.Module):
+    """``scale``: x' = λ·h(x) + β·F(x), Identity Mappings' constant scaling."""
+
+    def __init__(self, h: nn.Module, lam: float, beta: float) -> None:
+        super().__init__()
+        self.h, self.lam, self.beta = h, lam, beta
+
+    def forward(self, x: Tensor, fx: Tensor) -> Tensor:
+        return self.lam * self.h(x) + self.beta * fx
+
+
+class Gate(nn.Module):
+    """``gate``: x' = g⊙F(x) + (1−g)⊙h(x); ``shortcut_gate``: x' = F(x) + (1−g)⊙h(x);
+    g = σ(1×1 conv(x) + b), element-wise (Identity Mappings §3.1, highway-like)."""
+
+    def __init__(self, h: nn.Module, gate: nn.Module, bias: float, exclusive: bool) -> None:
+        super().__init__()
+        self.h, self.gate, self.bias, self.exclusive = h, gate, bias, exclusive
+
+    def forward(self, x: Tensor, fx: Tensor) -> Tensor:
+        g = torch.sigmoid(self.gate(x))
+        branch = g * fx if self.exclusive else fx
+        return branch + (1 - g) * self.h(x)
+
+    def init_extra(self) -> None:
+        with torch.no_grad():
+            cast(Tensor, self.gate.bias).fill_(self.bias)  # b = −6: gate almost closed on F
+
+
+class Dropout(nn.Module):
+    """``dropout``: x' = dropout(h(x), p) + F(x)."""
+
+    def __init__(self, h: nn.Module, p: float) -> None:
+        super().__init__()
+        self.h, self.p = h, p
+
+    def forward(self, x: Tensor, fx: Tensor) -> Tensor:
+        return F.dropout(self.h(x), self.p, self.training) + fx
+
+
+class Scalar(nn.Module):
+    """``scalar``: x' = h(x) + α·F(x), α learnable per unit ("LearnScalar"; α = 0 is SkipInit)."""
+
+    def __init__(self, h: nn.Module, alpha: float) -> None:
+        super().__init__()
+        self.h = h
+        self.alpha = nn.Parameter(torch.tensor(alpha))
+        self.alpha_init = alpha
+
+    def forward(self, x: Tensor, fx: Tensor) -> Tensor:
+        return self.h(x) + self.alpha * fx
+
+    def init_extra(self) -> None:
+        with torch.no_grad():
+            self.alpha.fill_(self.alpha_init)
+
+
+def _gate(g: Geometry, spec: ModelSpec, exclusive: bool) -> nn.Module:
+    gate = weight(g.spatial, g.cin, g.cout, 1, g.stride, bias=True)
+    return Gate(downsample(g, spec), gate, spec.gate_bias, exclusive)
+
+
+SHORTCUTS: Registry[Callable[[Geometry, ModelSpec], nn.Module]] = Registry("shortcut")
+SHORTCUTS.add("identity", lambda g, s: Identity(downsample(g, s)))
+SHORTCUTS.add("none", lambda g, s: Plain())
+SHORTCUTS.add("scale", lambda g, s: Scale(downsample(g, s), s.lambda_, s.branch_scale))
+SHORTCUTS.add("gate", lambda g, s: _gate(g, s, exclusive=True))
+SHORTCUTS.add("shortcut_gate", lambda g, s: _gate(g, s, exclusive=False))
+SHORTCUTS.add("conv", lambda g, s: Identity(downsample(g, s, always=True)))
+SHORTCUTS.add("dropout", lambda g, s: Dropout(downsample(g, s), s.p))
+SHORTCUTS.add("scalar", lambda g, s: Scalar(downsample(g, s), s.alpha_init))
