@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -89,6 +90,7 @@ def _check_combination(model: ModelSpec, init: InitSpec) -> None:
         )
 
 
+@functools.lru_cache(maxsize=4096)  # a grid repeats each network over seeds and recipes
 def check(model: ModelSpec, init: InitSpec, shape: DataShape) -> None:
     """Raise ConfigError if the config does not fit its family and the data, or is undefined."""
     _check_combination(model, init)
@@ -109,6 +111,7 @@ def build(
     return net
 
 
+@functools.lru_cache(maxsize=4096)
 def count_params(model: ModelSpec, init: InitSpec, shape: DataShape) -> int:
     """Trainable parameters of the network, counted without allocating or initializing it."""
     with torch.device("meta"):
