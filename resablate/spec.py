@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from resablate.errors import ConfigError, SpecError
-from resablate.registry import did_you_mean
+from resablate.registry import Registry, did_you_mean
 
 # Sections later issues add; naming them here turns "unknown field" into "not yet, see issue N".
 RESERVED_SECTIONS = {"search": 6, "probes": 5, "scheduler": 6}
@@ -112,6 +112,25 @@ class DataSpec(Section):
         return _registry_name("data.name", value)
 
 
+# Presets of train fields (science.md §6); the fields a user writes in `train:` override them.
+RECIPES: Registry[dict[str, Any]] = Registry("recipe")
+RECIPES.add(
+    "he_cifar",  # He et al. 2015, §4.2: CIFAR-10 ResNets (ResNet-110 adds the warm-up fields)
+    {
+        "optimizer": "sgd",
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "batch_size": 128,
+        "lr": 0.1,
+        "schedule": "step",
+        "milestones": (32000, 48000),
+        "milestone_unit": "iteration",
+        "gamma": 0.1,
+        "max_iterations": 64000,
+    },
+)
+
+
 class TrainSpec(Section):
     loss: Literal["ce", "mse"] = "ce"
     optimizer: str = "sgd"
@@ -136,8 +155,21 @@ class TrainSpec(Section):
     # falls below warmup_until_error, then lr x schedule.
     warmup_lr: float | None = Field(None, gt=0.0, allow_inf_nan=False)
     warmup_until_error: float | None = Field(None, gt=0.0, le=1.0)
+    recipe: str | None = None  # a preset from RECIPES; the fields written here override it
     # A training loss above this (or NaN/inf) ends the trial as `diverged` (science.md §4).
     diverge_above: float = Field(1e6, gt=0.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_recipe(cls, data: Any) -> Any:
+        recipe = data.get("recipe") if isinstance(data, dict) else None
+        if not isinstance(recipe, str):
+            return data
+        try:
+            preset = RECIPES[recipe]
+        except ValueError as exc:
+            raise ConfigError("train.recipe", f"{_short(recipe)}: {exc}") from None
+        return {**preset, **data}
 
     @field_validator("optimizer")
     @classmethod

@@ -1,4 +1,4 @@
-"""Training recipes: lr schedules and warm-ups on a real optimizer, and their errors."""
+"""Training recipes: lr schedules and warm-ups on a real optimizer, presets, their errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from pydantic import ValidationError
 
 from resablate.errors import SpecError
-from resablate.spec import TrainSpec, TrialConfig, explain, load_sweep
+from resablate.spec import RECIPES, TrainSpec, TrialConfig, explain, load_sweep
 from resablate.train import OPTIMIZERS, SCHEDULES, Clock, lr_schedule
 from tests.conftest import write
 
@@ -139,7 +139,41 @@ def test_optimizers_get_nesterov_and_weight_decay() -> None:
         assert optimizer.defaults["weight_decay"] == 0.05
 
 
+def test_he_cifar_expands_to_the_papers_settings() -> None:
+    train = TrainSpec(recipe="he_cifar")
+    assert (train.optimizer, train.momentum, train.weight_decay) == ("sgd", 0.9, 1e-4)
+    assert (train.batch_size, train.lr, train.gamma) == (128, 0.1, 0.1)
+    assert (train.schedule, train.milestones, train.milestone_unit) == (
+        "step",
+        [32000, 48000],
+        "iteration",
+    )
+    assert train.max_iterations == 64000
+    assert RECIPES.names() == ["he_cifar"]
+
+
+def test_fields_written_by_the_user_override_the_recipe_one_by_one(tmp_path: Path) -> None:
+    sweep = write(
+        tmp_path / "s.yaml",
+        "name: x\ntrain: {recipe: he_cifar, lr: 0.05, warmup_lr: 0.01, warmup_until_error: 0.8}"
+        "\ngrid: {train.weight_decay: [0.0, 0.001]}\n",
+    )
+    spec = load_sweep(sweep)
+    assert spec.train.lr == 0.05 and spec.train.warmup_lr == 0.01
+    assert spec.train.milestones == [32000, 48000] and spec.train.batch_size == 128
+    # the resolved config validates back to itself, and a grid axis still overrides the recipe
+    resolved = TrialConfig.model_validate(spec.base_config())
+    assert TrialConfig.model_validate(resolved.model_dump()) == resolved
+    overridden = TrialConfig.model_validate(
+        {**spec.base_config(), "train": {**spec.base_config()["train"], "weight_decay": 0.001}}
+    )
+    assert overridden.train.weight_decay == 0.001 and overridden.train.momentum == 0.9
+    assert load_sweep(sweep, ["train.momentum=0.5"]).train.momentum == 0.5
+
+
 BAD_TRAIN = [
+    ({"recipe": "he_cifr"}, "train.recipe", "unknown recipe 'he_cifr'; did you mean 'he_cifar'?"),
+    ({"recipe": "he"}, "train.recipe", "(choices: he_cifar)"),
     ({"nesterov": True, "momentum": 0}, "train.nesterov", "needs train.momentum > 0"),
     ({"nesterov": True, "optimizer": "adam"}, "train.nesterov", "sgd only"),
     ({"schedule": "step", "milestones": [48, 32]}, "train.milestones", "strictly increasing"),

@@ -56,6 +56,7 @@ BAD_FILES = [
     ("name: x\ntrain: {batch_size: fulll}\n", [], "positive integer or 'full'"),
     ("name: x\ntrain: {epochs: 1.5}\n", [], "train.epochs: 1.5"),
     ("name: x\nmodel: {norm: batch}\ntrain: {batch_size: 1}\n", [], "batch norm needs 2"),
+    ("name: x\ntrain: {recipe: he_cifr}\n", [], "train.recipe: 'he_cifr': unknown recipe"),
     ("name: x\ntrain: {nesterov: true, momentum: 0}\n", [], "train.nesterov: Nesterov"),
     (
         "name: x\ntrain: {schedule: step, milestones: [48, 32]}\n",
