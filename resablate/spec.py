@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from resablate.errors import ConfigError, SpecError
-from resablate.registry import did_you_mean
+from resablate.registry import Registry, did_you_mean
 
 # Sections later issues add; naming them here turns "unknown field" into "not yet, see issue N".
 RESERVED_SECTIONS = {"search": 6, "probes": 5, "scheduler": 6}
@@ -51,6 +51,8 @@ def registries() -> dict[str, Any]:
         "init.scheme": models.INITS,
         "data.name": data.DATASETS,
         "train.optimizer": train.OPTIMIZERS,
+        "train.schedule": train.SCHEDULES,
+        "train.recipe": RECIPES,
     }
 
 
@@ -132,21 +134,76 @@ class DataSpec(Section):
         return _registry_name("data.name", value)
 
 
+# Presets of train fields (science.md §6); the fields a user writes in `train:` override them.
+RECIPES: Registry[dict[str, Any]] = Registry("recipe")
+RECIPES.add(
+    "he_cifar",  # He et al. 2015, §4.2: CIFAR-10 ResNets (ResNet-110 adds the warm-up fields)
+    {
+        "optimizer": "sgd",
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+        "batch_size": 128,
+        "lr": 0.1,
+        "schedule": "step",
+        "milestones": (32000, 48000),
+        "milestone_unit": "iteration",
+        "gamma": 0.1,
+        "max_iterations": 64000,
+    },
+)
+
+
 class TrainSpec(Section):
     loss: Literal["ce", "mse"] = "ce"
     optimizer: str = "sgd"
     lr: float = Field(0.1, gt=0.0, allow_inf_nan=False)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = False  # sgd only
     weight_decay: float = Field(0.0, ge=0.0)
     epochs: int = Field(10, ge=1)
+    # When set, the run is this many optimizer steps (the last epoch may be partial); `epochs`
+    # is then not used.
+    max_iterations: int | None = Field(None, ge=1)
     batch_size: int | Literal["full"] = "full"
+    # The lr schedule, stepped once per optimizer iteration (train.SCHEDULES). Milestones count
+    # from the start of training, warm-up included.
+    schedule: str = "constant"
+    milestones: list[int] = []
+    milestone_unit: Literal["epoch", "iteration"] = "epoch"
+    gamma: float = Field(0.1, gt=0.0, allow_inf_nan=False)
+    # Linear warm-up: lr x (k+1)/(warmup_iterations+1) at iteration k, then lr x schedule.
+    warmup_iterations: int = Field(0, ge=0)
+    # He et al.'s ResNet-110 warm-up: warmup_lr until the running training error of the epoch
+    # falls below warmup_until_error, then lr x schedule.
+    warmup_lr: float | None = Field(None, gt=0.0, allow_inf_nan=False)
+    warmup_until_error: float | None = Field(None, gt=0.0, le=1.0)
+    recipe: str | None = None  # a preset from RECIPES; the fields written here override it
     # A training loss above this (or NaN/inf) ends the trial as `diverged` (science.md §4).
     diverge_above: float = Field(1e6, gt=0.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_recipe(cls, data: Any) -> Any:
+        recipe = data.get("recipe") if isinstance(data, dict) else None
+        if not isinstance(recipe, str):
+            return data
+        try:
+            preset = RECIPES[recipe]
+        except ValueError as exc:
+            raise ConfigError("train.recipe", f"{_short(recipe)}: {exc}") from None
+        return {**preset, **data}
 
     @field_validator("optimizer")
     @classmethod
     def _known(cls, value: str) -> str:
         return _registry_name("train.optimizer", value)
+
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, value: str) -> str:
+        from resablate.train import SCHEDULES
+
+        return SCHEDULES.check(value)
 
     @field_validator("batch_size", mode="before")
     @classmethod
@@ -156,6 +213,40 @@ class TrainSpec(Section):
         ):
             return value
         raise ValueError("use a positive integer or 'full' (the whole training set per step)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainSpec:
+        if self.nesterov and self.optimizer != "sgd":
+            raise ConfigError(
+                "train.nesterov", f"applies to optimizer sgd only, not {self.optimizer}"
+            )
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError(
+                "train.nesterov",
+                "Nesterov momentum needs train.momentum > 0, got 0; set momentum (e.g. 0.9)"
+                " or nesterov: false",
+            )
+        if self.milestones != sorted(set(self.milestones)) or min(self.milestones, default=1) < 1:
+            raise ConfigError(
+                "train.milestones",
+                f"{self.milestones} must be strictly increasing counts ≥ 1, e.g. [32000, 48000]",
+            )
+        if self.schedule == "step" and not self.milestones:
+            raise ConfigError(
+                "train.milestones", "schedule step needs at least one milestone, e.g. [30, 60]"
+            )
+        if (self.warmup_lr is None) != (self.warmup_until_error is None):
+            raise ConfigError(
+                "train.warmup_lr",
+                "set warmup_lr and warmup_until_error together (e.g. 0.01 and 0.8), or neither",
+            )
+        if self.warmup_lr is not None and self.warmup_iterations:
+            raise ConfigError(
+                "train.warmup_iterations",
+                "choose one warm-up: warmup_iterations (linear) or warmup_lr with"
+                " warmup_until_error (He et al.); set warmup_iterations: 0",
+            )
+        return self
 
 
 class TrialConfig(Section):

@@ -1,8 +1,12 @@
-"""One trial: data + model + optimizer -> per-epoch metrics through a report callback.
+"""One trial: data + model + optimizer + lr schedule -> per-epoch metrics via a report callback.
 
 No ray, no mlflow: the runner passes ``report`` (Ray Tune's, or a plain function in-process).
 A loss that becomes NaN/inf or exceeds ``train.diverge_above`` ends the trial as ``diverged``:
 a result to analyse, not a crash (science.md §4).
+
+The lr schedule steps once per optimizer iteration, on a clock that starts at iteration 0, so
+milestones are exact and count the warm-up in (He et al.'s "÷10 at 32k and 48k iterations").
+A warm-up multiplies the schedule rather than delaying it.
 """
 
 from __future__ import annotations
@@ -10,11 +14,21 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import (
+    ChainedScheduler,
+    CosineAnnealingLR,
+    LinearLR,
+    LRScheduler,
+    MultiplicativeLR,
+    MultiStepLR,
+)
 
 from resablate import data, models
 from resablate.registry import Registry
@@ -22,15 +36,103 @@ from resablate.results import DIVERGED, FINISHED, RUNNING
 from resablate.spec import TrainSpec, TrialConfig
 
 Report = Callable[[dict[str, Any]], None]
-OPTIMIZERS: Registry[Callable[[Iterable[Tensor], TrainSpec], torch.optim.Optimizer]] = Registry(
-    "optimizer"
-)
+OPTIMIZERS: Registry[Callable[[Iterable[Tensor], TrainSpec], Optimizer]] = Registry("optimizer")
 OPTIMIZERS.add(
     "sgd",
-    lambda p, t: torch.optim.SGD(p, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay),
+    lambda p, t: torch.optim.SGD(
+        p, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay
+    ),
 )
 OPTIMIZERS.add("adam", lambda p, t: torch.optim.Adam(p, lr=t.lr, weight_decay=t.weight_decay))
 OPTIMIZERS.add("adamw", lambda p, t: torch.optim.AdamW(p, lr=t.lr, weight_decay=t.weight_decay))
+
+
+@dataclass(frozen=True)
+class Clock:
+    """The length of a run in optimizer iterations: the unit every lr schedule steps in."""
+
+    steps_per_epoch: int
+    total: int
+
+    @classmethod
+    def of(cls, train: TrainSpec, steps_per_epoch: int) -> Clock:
+        """``train.max_iterations`` steps when set, else ``train.epochs`` whole epochs."""
+        return cls(steps_per_epoch, train.max_iterations or train.epochs * steps_per_epoch)
+
+    @property
+    def epochs(self) -> int:
+        return math.ceil(self.total / self.steps_per_epoch)
+
+    def steps_in(self, epoch: int) -> int:
+        """Iterations in (1-based) ``epoch``: all of its batches but in a last, partial one."""
+        return min(self.steps_per_epoch, self.total - (epoch - 1) * self.steps_per_epoch)
+
+    def iterations(self, count: int, unit: str) -> int:
+        return count * self.steps_per_epoch if unit == "epoch" else count
+
+
+# Every schedule rescales the current lr (torch's "chainable" form), so warm-ups multiply into it.
+SCHEDULES: Registry[Callable[[Optimizer, TrainSpec, Clock], LRScheduler]] = Registry("schedule")
+SCHEDULES.add("constant", lambda o, t, c: MultiplicativeLR(o, lambda k: 1.0))
+SCHEDULES.add(
+    "step",
+    lambda o, t, c: MultiStepLR(
+        o, [c.iterations(m, t.milestone_unit) for m in t.milestones], gamma=t.gamma
+    ),
+)
+SCHEDULES.add("cosine", lambda o, t, c: CosineAnnealingLR(o, T_max=c.total))  # to 0 at the end
+
+
+class WarmupUntilError(LRScheduler):
+    """He et al. 2015, §4.2 (ResNet-110): "we use 0.01 to warm up the training until the
+    training error is below 80% (about 400 iterations), and then go back to 0.1".
+
+    Like torch's ConstantLR, it scales the lr by ``factor`` (warmup_lr / lr) from iteration 0 and
+    undoes that once, but the end is an event, not a count: the first :meth:`observe` of a
+    training error below ``until_error``. ``ended_at`` is then the number of warm-up iterations.
+    """
+
+    def __init__(self, optimizer: Optimizer, factor: float, until_error: float) -> None:
+        self.factor = factor
+        self.until_error = until_error
+        self.ended_at: int | None = None
+        super().__init__(optimizer)
+
+    def observe(self, train_error: float) -> None:
+        """Called after each optimizer step, before :meth:`step`, with the training error."""
+        if self.ended_at is None and train_error < self.until_error:
+            self.ended_at = self.last_epoch + 1
+
+    def get_lr(self) -> list[float | Tensor]:
+        scale = 1.0
+        if self.last_epoch == 0:
+            scale = self.factor
+        elif self.last_epoch == self.ended_at:
+            scale = 1.0 / self.factor
+        return [group["lr"] * scale for group in self.optimizer.param_groups]
+
+
+def linear_warmup(optimizer: Optimizer, iterations: int) -> LinearLR:
+    """lr x (k+1)/(iterations+1) at iteration k, full lr from k = iterations on (gradual warm-up,
+    Goyal et al. 2017, arXiv 1706.02677)."""
+    return LinearLR(optimizer, start_factor=1.0 / (iterations + 1), total_iters=iterations)
+
+
+def lr_schedule(
+    optimizer: Optimizer, train: TrainSpec, clock: Clock
+) -> tuple[LRScheduler, WarmupUntilError | None]:
+    """The named schedule times the warm-up that ``train`` switches on; step it after every
+    optimizer step. The error-driven warm-up is also returned, to be fed the training error."""
+    schedulers = [SCHEDULES[train.schedule](optimizer, train, clock)]
+    if train.warmup_iterations:
+        schedulers.append(linear_warmup(optimizer, train.warmup_iterations))
+    error_warmup = None
+    if train.warmup_lr is not None and train.warmup_until_error is not None:
+        error_warmup = WarmupUntilError(
+            optimizer, train.warmup_lr / train.lr, train.warmup_until_error
+        )
+        schedulers.append(error_warmup)
+    return ChainedScheduler(schedulers, optimizer), error_warmup
 
 
 def loss_fn(kind: str, classes: int) -> Callable[[Tensor, Tensor], Tensor]:
@@ -66,10 +168,17 @@ def run_trial(
 ) -> dict[str, Any]:
     """Train one trial, calling ``report`` after every epoch; returns the last report.
 
-    Each report holds ``epoch`` (1-based), ``status`` (``running``, then ``finished`` or
-    ``diverged`` on the last one), ``train_loss``/``train_acc`` (mean over the epoch's batches),
-    ``test_loss``/``test_acc`` and ``epoch_time``. A diverged report adds ``diverged_epoch`` and
+    The run lasts ``train.epochs`` epochs, or ``train.max_iterations`` optimizer steps when that
+    is set (its last epoch may then be partial). Each report holds ``epoch`` (1-based),
+    ``status`` (``running``, then ``finished`` or ``diverged`` on the last one),
+    ``train_loss``/``train_acc`` (mean over the epoch's batches), ``test_loss``/``test_acc``,
+    ``lr`` (the learning rate at the end of the epoch: the one the next step would use, 0 after
+    a whole cosine run) and ``epoch_time``. A diverged report adds ``diverged_epoch`` and
     ``last_finite_loss``.
+
+    He et al.'s warm-up (``train.warmup_lr``) ends after the first step at which the running
+    training error of the current epoch, 1 - (correct so far / samples so far), falls below
+    ``train.warmup_until_error``; the next step uses the scheduled lr.
     """
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.model_validate(config)
     torch.manual_seed(cfg.seed)  # for any draw not made from the explicit generators below
@@ -80,16 +189,18 @@ def run_trial(
     loss = loss_fn(cfg.train.loss, tensors.shape.classes)
     n = len(tensors.y_train)
     batch = n if cfg.train.batch_size == "full" else min(cfg.train.batch_size, n)
+    clock = Clock.of(cfg.train, steps_per_epoch=math.ceil(n / batch))
+    scheduler, error_warmup = lr_schedule(optimizer, cfg.train, clock)
     shuffle = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)
     last_finite = math.nan
     result: dict[str, Any] = {}
-    for epoch in range(1, cfg.train.epochs + 1):
+    for epoch in range(1, clock.epochs + 1):
         start = time.perf_counter()
         net.train()
-        total, correct, diverged = 0.0, 0, False
+        total, correct, seen, diverged = 0.0, 0, 0, False
         order = torch.randperm(n, generator=shuffle).to(device)
         # near-equal batches: never a last batch of one sample (BatchNorm cannot train on it)
-        for idx in order.tensor_split(math.ceil(n / batch)):
+        for idx in order.tensor_split(clock.steps_per_epoch)[: clock.steps_in(epoch)]:
             xb, yb = tensors.x_train[idx], tensors.y_train[idx]
             out = net(xb)
             value = loss(out, yb)
@@ -103,6 +214,10 @@ def run_trial(
             optimizer.step()
             total += current * len(idx)
             correct += int((out.argmax(dim=1) == yb).sum())
+            seen += len(idx)
+            if error_warmup is not None:
+                error_warmup.observe(1 - correct / seen)
+            scheduler.step()
         if diverged:
             result = {
                 "epoch": epoch,
@@ -116,11 +231,12 @@ def run_trial(
         test_loss, test_acc = evaluate(net, tensors.x_test, tensors.y_test, loss, max(batch, 1024))
         result = {
             "epoch": epoch,
-            "status": FINISHED if epoch == cfg.train.epochs else RUNNING,
-            "train_loss": total / n,
-            "train_acc": correct / n,
+            "status": FINISHED if epoch == clock.epochs else RUNNING,
+            "train_loss": total / seen,
+            "train_acc": correct / seen,
             "test_loss": test_loss,
             "test_acc": test_acc,
+            "lr": float(optimizer.param_groups[0]["lr"]),
             "epoch_time": time.perf_counter() - start,
         }
         report(result)

@@ -56,6 +56,13 @@ BAD_FILES = [
     ("name: x\ntrain: {batch_size: fulll}\n", [], "positive integer or 'full'"),
     ("name: x\ntrain: {epochs: 1.5}\n", [], "train.epochs: 1.5"),
     ("name: x\nmodel: {norm: batch}\ntrain: {batch_size: 1}\n", [], "batch norm needs 2"),
+    ("name: x\ntrain: {recipe: he_cifr}\n", [], "train.recipe: 'he_cifr': unknown recipe"),
+    ("name: x\ntrain: {nesterov: true, momentum: 0}\n", [], "train.nesterov: Nesterov"),
+    (
+        "name: x\ntrain: {schedule: step, milestones: [48, 32]}\n",
+        [],
+        "train.milestones: [48, 32] must be strictly increasing",
+    ),
     ("name: x\nresources: {cpu: 0}\n", [], "resources.cpu: 0"),
     ("name: x\nprobes: {spp: {}}\n", [], "not supported yet (planned in issue 5)"),
     ("name: x\ngrid: [1, 2]\n", [], "grid: must be a mapping"),

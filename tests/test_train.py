@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from resablate.results import DIVERGED, FINISHED, RUNNING
 from resablate.train import run_trial
 
@@ -70,3 +72,56 @@ def test_full_batch_mse_from_the_zero_point_depends_on_shortcut_depth() -> None:
     assert last[1][-1]["train_loss"] < 0.2 * last[1][0]["train_loss"]
     assert last[1][-1]["test_acc"] > 0.5
     assert last[2][-1]["train_loss"] > 0.99 * last[2][0]["train_loss"]
+
+
+def test_each_report_records_the_lr_at_the_end_of_its_epoch() -> None:
+    step = {**BASE["train"], "epochs": 3, "schedule": "step", "milestones": [1, 2]}
+    reports: list[dict] = []
+    run_trial({**BASE, "train": step}, report=reports.append)
+    assert [r["lr"] for r in reports] == pytest.approx([0.002, 0.0002, 0.0002])
+    cosine = {**BASE["train"], "schedule": "cosine"}  # digits: 1347 samples, 22 batches of 64
+    reports = []
+    run_trial({**BASE, "train": cosine}, report=reports.append)
+    expected = [0.01 * (1 + math.cos(math.pi * e / 4)) for e in (1, 2, 3)]
+    assert [r["lr"] for r in reports] == pytest.approx([*expected, 0.0])
+
+
+def test_max_iterations_stops_after_exactly_that_many_steps() -> None:
+    # ÷2 after 29, 30 and 31 steps: an lr of lr/4 at the end means exactly 30 steps were taken
+    train = {
+        **BASE["train"],
+        "epochs": 1,  # not used once max_iterations is set
+        "max_iterations": 30,
+        "schedule": "step",
+        "milestones": [29, 30, 31],
+        "milestone_unit": "iteration",
+        "gamma": 0.5,
+    }
+    reports: list[dict] = []
+    last = run_trial({**BASE, "train": train}, report=reports.append)
+    assert [(r["epoch"], r["status"]) for r in reports] == [(1, RUNNING), (2, FINISHED)]
+    assert last["lr"] == pytest.approx(0.02 / 4)
+    assert 0.0 <= last["train_acc"] <= 1.0 and math.isfinite(last["train_loss"])
+    at_boundary = run_trial({**BASE, "train": {**BASE["train"], "max_iterations": 44}})
+    assert (at_boundary["epoch"], at_boundary["status"]) == (2, FINISHED)
+
+
+def test_he_warmup_switches_to_lr_at_the_first_step_with_error_below_threshold() -> None:
+    """Full batch: one step per epoch, and the epoch's train_acc is the running accuracy the
+    warm-up saw, so the reports show exactly when it had to switch."""
+    train = {"epochs": 12, "batch_size": "full", "lr": 0.1, "warmup_lr": 0.01}
+    reports: list[dict] = []
+    run_trial({**BASE, "train": {**train, "warmup_until_error": 0.5}}, report=reports.append)
+    below = [1 - r["train_acc"] < 0.5 for r in reports]
+    switch = below.index(True)
+    assert 2 < switch < len(reports) - 2  # a real warm-up, then training at lr
+    assert [r["lr"] for r in reports] == [0.01] * switch + [0.1] * (len(reports) - switch)
+    reports = []
+    run_trial({**BASE, "train": {**train, "warmup_until_error": 0.01}}, report=reports.append)
+    assert all(1 - r["train_acc"] >= 0.01 for r in reports)
+    assert [r["lr"] for r in reports] == [0.01] * 12
+
+
+def test_nesterov_sgd_learns() -> None:
+    last = run_trial({**BASE, "train": {**BASE["train"], "nesterov": True}})
+    assert last["status"] == FINISHED and last["test_acc"] > 0.9
