@@ -343,10 +343,11 @@ def test_lesion_keeps_the_shortcut_and_drops_the_branch() -> None:
     unit = net.units[1]
     inner = net.stem(x)
     inner = net.units[0](inner)
-    unit.lesioned = True
-    with torch.no_grad():
+    whole = net(x)
+    with torch.no_grad(), net.lesioned([1]):
         assert torch.allclose(unit(inner), F.relu(unit.shortcut.h(inner)))
-        assert net(x).shape == (2, 10)
+        assert not torch.allclose(net(x), whole)
+    assert torch.equal(net(x), whole) and not unit.lesioned  # whole again
 
 
 # -- initializations -----------------------------------------------------------------------------

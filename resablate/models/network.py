@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 
@@ -29,6 +31,19 @@ class ResNet(nn.Module):
         for unit in self.units:
             x = unit(x)
         return self.head(x)
+
+    @contextlib.contextmanager
+    def lesioned(self, units: Iterable[int]) -> Iterator[ResNet]:
+        """Evaluate with the branches of ``units`` removed, their shortcuts kept (Veit et al.
+        2016); the network is whole again on leaving."""
+        chosen = [cast(ResidualUnit, self.units[i]) for i in units]
+        for unit in chosen:
+            unit.lesioned = True
+        try:
+            yield self
+        finally:
+            for unit in chosen:
+                unit.lesioned = False
 
     def init_weights(self, init: InitSpec, generator: torch.Generator) -> None:
         """He (c = 1) for every weight outside the branches, zero biases, norms at γ = 1, β = 0;
