@@ -1,31 +1,46 @@
-"""Data sets as tensors (science.md §5): fixed seeded splits, standardized or whitened inputs.
+"""Data sets as tensors (science.md §5): fixed seeded splits, normalized or whitened inputs.
 
-Each data set is a registry entry with ``shape(spec)`` (cheap: sizes only, used at plan time) and
-``load(spec)`` (the tensors, cached per process so reused Ray actors load once). Trials move the
-tensors to their device and batch there: no DataLoader workers inside trials.
+Each data set is a registry entry with ``shape(spec)`` (cheap: sizes only, no file access, used at
+plan time for every trial) and ``load(spec)`` (the tensors, cached per process so reused Ray actors
+load once). The bundled sets (``digits``, ``synthetic``) are split with ``data.test_fraction``;
+torchvision's keep their official train/test split and are read from ``data.root``, which
+:func:`prepare` fills before any trial starts. Trials move the tensors to their device, batch there
+and augment whole batches there with :func:`augment_batch`: no DataLoader workers inside trials.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import math
+import os
+import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from resablate.errors import ConfigError
+from resablate.errors import ConfigError, UserError
 from resablate.registry import Registry
 
 if TYPE_CHECKING:
     from resablate.spec import DataSpec
 
+# x_train, y_train, x_test, y_test: inputs in their natural shape (n, *input_shape), labels int64
+Splits = tuple[Tensor, Tensor, Tensor, Tensor]
+
+CROP_PADDING = 4  # pixels of zeros on each side before the random crop (CIFAR's standard)
+DOWNLOAD_TIMEOUT_S = 5.0  # per socket operation: an offline machine fails in seconds, not minutes
+
 
 @dataclass(frozen=True)
 class DataShape:
-    input_shape: tuple[int, ...]
+    input_shape: tuple[int, ...]  # (C, H, W) for images, (d,) for flat inputs
     classes: int
 
 
@@ -36,6 +51,7 @@ class Tensors:
     x_test: Tensor
     y_test: Tensor
     shape: DataShape
+    augment: bool = False  # training batches go through augment_batch
 
     def to(self, device: torch.device | str) -> Tensors:
         return Tensors(
@@ -44,37 +60,90 @@ class Tensors:
             self.x_test.to(device),
             self.y_test.to(device),
             self.shape,
+            self.augment,
         )
+
+
+def _nothing_to_fetch(spec: DataSpec) -> None:
+    return None
 
 
 @dataclass(frozen=True)
 class DataSource:
-    raw_features: Callable[[DataSpec], int]  # input features before whitening
+    input_shape: Callable[[DataSpec], tuple[int, ...]]  # natural shape, before whitening
     classes: Callable[[DataSpec], int]
-    arrays: Callable[[DataSpec], tuple[np.ndarray, np.ndarray]]  # (x: n × features, y: n)
+    train_size: Callable[[DataSpec], int]  # training examples before data.subset
+    splits: Callable[[DataSpec], Splits]  # raw inputs, not yet normalized
+    per_channel: bool = False  # normalize each channel (images) rather than each feature
+    standard_augment: bool = False  # what data.augment: null means
+    prepare: Callable[[DataSpec], None] = _nothing_to_fetch  # make sure the files are on disk
 
     def shape(self, spec: DataSpec) -> DataShape:
-        features = self.raw_features(spec)
+        natural = self.input_shape(spec)
+        features = math.prod(natural)
         if spec.whiten is not None and spec.whiten > features:
             raise ConfigError(
                 "data.whiten",
                 f"{spec.whiten} components asked but {spec.name} has {features} input features;"
                 f" use at most {features}",
             )
-        return DataShape((spec.whiten or features,), self.classes(spec))
+        available = self.train_size(spec)
+        if spec.subset is not None and spec.subset > available:
+            raise ConfigError(
+                "data.subset",
+                f"{spec.subset} training examples asked but {spec.name} has {available};"
+                f" use at most {available}",
+            )
+        input_shape = natural if spec.whiten is None else (spec.whiten,)  # whitening flattens
+        if spec.augment and len(input_shape) != 3:
+            raise ConfigError(
+                "data.augment",
+                f"augmentation (pad, crop, flip) needs image inputs but {spec.name}"
+                f"{' whitened' if spec.whiten else ''} gives flat inputs of shape {input_shape};"
+                " set data.augment: false",
+            )
+        return DataShape(input_shape, self.classes(spec))
+
+    def augments(self, spec: DataSpec) -> bool:
+        """``data.augment``, or where null the data set's standard (never on whitened inputs)."""
+        if spec.augment is not None:
+            return spec.augment
+        return self.standard_augment and spec.whiten is None
 
 
 DATASETS: Registry[DataSource] = Registry("data set")
 
 
-def _digits(spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
+# --- bundled: split here with data.test_fraction -------------------------------------------------
+
+DIGITS_EXAMPLES = 1797  # scikit-learn's 8×8 digits
+
+
+def _n_test(n: int, spec: DataSpec) -> int:
+    return max(1, round(n * spec.test_fraction))
+
+
+def _split(x: np.ndarray, y: np.ndarray, spec: DataSpec) -> Splits:
+    order = np.random.default_rng(spec.split_seed).permutation(len(x))
+    n_test = _n_test(len(x), spec)
+    test, train = order[:n_test], order[n_test:]
+    return (
+        torch.from_numpy(x[train]),
+        torch.from_numpy(y[train]),
+        torch.from_numpy(x[test]),
+        torch.from_numpy(y[test]),
+    )
+
+
+def _digits(spec: DataSpec) -> Splits:
     from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
 
     bunch = load_digits()
-    return bunch.data.astype(np.float64), bunch.target.astype(np.int64)
+    images = bunch.data.astype(np.float64).reshape(-1, 1, 8, 8)
+    return _split(images, bunch.target.astype(np.int64), spec)
 
 
-def _synthetic(spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
+def _synthetic(spec: DataSpec) -> Splits:
     """Gaussian inputs labelled by a fixed random one-hidden-layer tanh teacher."""
     rng = np.random.default_rng(spec.split_seed)
     x = rng.standard_normal((spec.samples, spec.features))
@@ -82,47 +151,259 @@ def _synthetic(spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
     w1 = rng.standard_normal((spec.features, hidden)) / np.sqrt(spec.features)
     w2 = rng.standard_normal((hidden, spec.classes)) / np.sqrt(hidden)
     y = np.argmax(np.tanh(x @ w1) @ w2, axis=1)
-    return x, y.astype(np.int64)
+    return _split(x, y.astype(np.int64), spec)
 
 
-DATASETS.add("digits", DataSource(lambda s: 64, lambda s: 10, _digits))
-DATASETS.add("synthetic", DataSource(lambda s: s.features, lambda s: s.classes, _synthetic))
+DATASETS.add(
+    "digits",
+    DataSource(
+        input_shape=lambda s: (1, 8, 8),
+        classes=lambda s: 10,
+        train_size=lambda s: DIGITS_EXAMPLES - _n_test(DIGITS_EXAMPLES, s),
+        splits=_digits,
+    ),
+)
+DATASETS.add(
+    "synthetic",
+    DataSource(
+        input_shape=lambda s: (s.features,),
+        classes=lambda s: s.classes,
+        train_size=lambda s: s.samples - _n_test(s.samples, s),
+        splits=_synthetic,
+    ),
+)
 
 
-def _split(n: int, spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
-    order = np.random.default_rng(spec.split_seed).permutation(n)
-    n_test = max(1, round(n * spec.test_fraction))
-    return order[n_test:], order[:n_test]
+# --- torchvision: official splits, files under data.root -----------------------------------------
 
 
-def _preprocess(train: np.ndarray, test: np.ndarray, whiten: int | None) -> tuple[np.ndarray, ...]:
-    """Standardize per feature on the training set; or project onto the first ``whiten`` principal
-    components, whitened (unit variance each), as Demystifying ResNet does with MNIST."""
+def data_root(spec: DataSpec) -> Path:
+    """The absolute folder torchvision reads: ``data.root``, else $RESABLATE_DATA, else ./data."""
+    root = spec.root or os.environ.get("RESABLATE_DATA") or "data"
+    return Path(root).expanduser().resolve()
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    # torchvision's urlopen calls pass no timeout: a firewalled machine would hang for minutes
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(before)
+
+
+@dataclass(frozen=True)
+class Torchvision:
+    """A ``torchvision.datasets`` class, its sizes and the files it reads."""
+
+    name: str  # the YAML name
+    dataset: str  # class in torchvision.datasets
+    input_shape: tuple[int, int, int]
+    classes: int
+    train_size: int  # official training split; the official test split is the test set
+    folder: str  # where under data.root torchvision looks for the files
+    files: tuple[str, ...]  # what it expects there
+    fetch: str  # how to get them by hand
+
+    def source(self) -> DataSource:
+        return DataSource(
+            input_shape=lambda s: self.input_shape,
+            classes=lambda s: self.classes,
+            train_size=lambda s: self.train_size,
+            splits=self.splits,
+            per_channel=True,
+            standard_augment=self.name.startswith("cifar"),  # pad, crop, flip: He et al. 2016
+            prepare=self.prepare,
+        )
+
+    def missing(self, spec: DataSpec) -> list[str]:
+        folder = data_root(spec) / self.folder
+        return [name for name in self.files if not (folder / name).is_file()]
+
+    def error(self, spec: DataSpec, failure: str) -> UserError:
+        """One line: the data set, the folder, the files expected there, what failed, the fix."""
+        folder = data_root(spec) / self.folder
+        missing = self.missing(spec)
+        if missing:
+            lacks = "" if len(missing) == len(self.files) else f" (missing: {', '.join(missing)})"
+            problem = f"data set {self.name} is not in {folder}{lacks}"
+        else:
+            problem = f"data set {self.name} could not be read from {folder}"
+        return UserError(
+            f"{problem}{failure}; torchvision expects the files {', '.join(self.files)} there:"
+            f" download them elsewhere ({self.fetch}) and copy them into that folder, or set"
+            f" data.root (or RESABLATE_DATA) to a folder that holds {self.folder}"
+        )
+
+    def _read(self, spec: DataSpec, download: bool) -> Splits:
+        import torchvision.datasets
+
+        cls = getattr(torchvision.datasets, self.dataset)
+        root = str(data_root(spec))
+        train = cls(root, train=True, download=download)
+        test = cls(root, train=False)
+        return (*_images(train.data, train.targets), *_images(test.data, test.targets))
+
+    def splits(self, spec: DataSpec) -> Splits:
+        try:
+            return self._read(spec, download=False)
+        except Exception as exc:  # torchvision raises RuntimeError, OSError, ValueError, ...
+            raise self.error(spec, "" if self.missing(spec) else _why(exc)) from exc
+
+    def prepare(self, spec: DataSpec) -> None:
+        """Download the files where missing (torchvision's own download), then check they load."""
+        try:
+            with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+                self._read(spec, download=True)
+        except Exception as exc:
+            if self.missing(spec):
+                raise self.error(spec, f" and downloading them failed{_why(exc)}") from exc
+            raise self.error(spec, _why(exc)) from exc
+
+
+def _why(exc: Exception) -> str:
+    reason = " ".join(str(exc).split())  # torchvision's download errors span several lines
+    return f" ({type(exc).__name__}: {reason[:300]})" if reason else f" ({type(exc).__name__})"
+
+
+def _images(data: Tensor | np.ndarray, targets: Tensor | list[int]) -> tuple[Tensor, Tensor]:
+    """uint8 images as float (n, C, H, W): MNIST's are (n, H, W), CIFAR's (n, H, W, C)."""
+    x = torch.as_tensor(data)
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    x = x.to(torch.float32, memory_format=torch.contiguous_format)
+    return x, torch.as_tensor(targets, dtype=torch.int64)
+
+
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+TORCHVISION = (
+    Torchvision(
+        "mnist",
+        "MNIST",
+        (1, 28, 28),
+        10,
+        60_000,
+        "MNIST/raw",
+        MNIST_FILES,
+        "https://ossci-datasets.s3.amazonaws.com/mnist/, then gunzip them",
+    ),
+    Torchvision(
+        "fashion_mnist",
+        "FashionMNIST",
+        (1, 28, 28),
+        10,
+        60_000,
+        "FashionMNIST/raw",
+        MNIST_FILES,
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/, then gunzip them",
+    ),
+    Torchvision(
+        "cifar10",
+        "CIFAR10",
+        (3, 32, 32),
+        10,
+        50_000,
+        "cifar-10-batches-py",
+        (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"),
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, then unpack it",
+    ),
+    Torchvision(
+        "cifar100",
+        "CIFAR100",
+        (3, 32, 32),
+        100,
+        50_000,
+        "cifar-100-python",
+        ("train", "test", "meta"),
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz, then unpack it",
+    ),
+)
+for _vision in TORCHVISION:
+    DATASETS.add(_vision.name, _vision.source())
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def prepare(spec: DataSpec) -> None:
+    """Make sure the files of ``spec``'s data set are on disk, before any trial starts.
+
+    Missing files are fetched with torchvision's own download (socket timeout
+    ``DOWNLOAD_TIMEOUT_S``); where that fails, or the files do not load, raises a one-line
+    UserError naming the folder, the files torchvision expects there and the fix. Bundled sets
+    need nothing.
+    """
+    DATASETS[spec.name].prepare(spec)
+
+
+def _whiten(train: np.ndarray, test: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Project onto the first ``k`` principal components of the training set, each scaled to unit
+    variance, as Demystifying ResNet does with MNIST."""
     mean = train.mean(axis=0)
     train, test = train - mean, test - mean
-    if whiten is None:
-        std = train.std(axis=0)
-        std[std < 1e-8] = 1.0  # constant pixels (digits' borders) stay zero
-        return train / std, test / std
     cov = train.T @ train / len(train)
     values, vectors = np.linalg.eigh(cov)  # ascending
-    top = np.argsort(values)[::-1][:whiten]
+    top = np.argsort(values)[::-1][:k]
     projection = vectors[:, top] / np.sqrt(np.maximum(values[top], 1e-12))
     return train @ projection, test @ projection
 
 
+def _preprocess(
+    train: Tensor, test: Tensor, per_channel: bool, whiten: int | None
+) -> tuple[Tensor, Tensor]:
+    """Fitted on the training set: standardize each feature (each channel for torchvision's
+    images), or flatten and whiten. Returns float32."""
+    if whiten is not None:
+        white_train, white_test = _whiten(
+            train.flatten(1).double().numpy(), test.flatten(1).double().numpy(), whiten
+        )
+        return torch.from_numpy(white_train).float(), torch.from_numpy(white_test).float()
+    dims = (0, 2, 3) if per_channel else (0,)
+    std, mean = torch.std_mean(train, dim=dims, keepdim=True, correction=0)
+    std[std < 1e-8] = 1.0  # constant pixels (digits' borders) stay zero
+    return (train - mean).div_(std).float(), (test - mean).div_(std).float()
+
+
 @functools.lru_cache(maxsize=4)
 def load(spec: DataSpec) -> Tensors:
-    """The data set of ``spec`` as float32 / int64 CPU tensors, split and preprocessed."""
+    """The data set of ``spec`` as float32 / int64 CPU tensors, split, subset and preprocessed.
+
+    ``data.subset`` keeps that many training examples, the first of a permutation seeded with
+    ``data.split_seed`` (so a smaller subset is part of a larger one); the test set stays whole.
+    Normalization is fitted on the training examples kept.
+    """
     source = DATASETS[spec.name]
-    shape = source.shape(spec)
-    x, y = source.arrays(spec)
-    train_idx, test_idx = _split(len(x), spec)
-    x_train, x_test = _preprocess(x[train_idx], x[test_idx], spec.whiten)
-    return Tensors(
-        torch.as_tensor(x_train, dtype=torch.float32),
-        torch.as_tensor(y[train_idx]),
-        torch.as_tensor(x_test, dtype=torch.float32),
-        torch.as_tensor(y[test_idx]),
-        shape,
-    )
+    shape = source.shape(spec)  # raises ConfigError
+    x_train, y_train, x_test, y_test = source.splits(spec)  # raises UserError
+    if spec.subset is not None:
+        order = np.random.default_rng(spec.split_seed).permutation(len(y_train))
+        keep = torch.from_numpy(order[: spec.subset])
+        x_train, y_train = x_train[keep], y_train[keep]
+    x_train, x_test = _preprocess(x_train, x_test, source.per_channel, spec.whiten)
+    return Tensors(x_train, y_train, x_test, y_test, shape, source.augments(spec))
+
+
+def augment_batch(x: Tensor, generator: torch.Generator) -> Tensor:
+    """CIFAR's standard augmentation of a whole (N, C, H, W) batch on its device: zero-pad
+    ``CROP_PADDING`` pixels on each side, crop a random H×W window per image, flip each image
+    left-right with probability 1/2 (He et al. 2016, arXiv 1512.03385 §4.2).
+
+    ``generator`` must live on x's device; it draws the offsets (N, 2: row, column) first, then
+    the flips (N,). Inputs are normalized, so the zeros shifted in are the training-set mean.
+    """
+    n, c, h, w = x.shape
+    p = CROP_PADDING
+    padded = F.pad(x, (p, p, p, p))  # (N, C, H + 2p, W + 2p)
+    offsets = torch.randint(0, 2 * p + 1, (n, 2), generator=generator, device=x.device)
+    flips = torch.rand(n, generator=generator, device=x.device) < 0.5
+    rows = offsets[:, :1] + torch.arange(h, device=x.device)  # (N, H) rows of padded to keep
+    cols = offsets[:, 1:] + torch.arange(w, device=x.device)  # (N, W) columns, in output order
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    cropped = padded.gather(2, rows[:, None, :, None].expand(n, c, h, w + 2 * p))
+    return cropped.gather(3, cols[:, None, None, :].expand(n, c, h, w))

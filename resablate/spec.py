@@ -121,8 +121,15 @@ class DataSpec(Section):
     name: str = "digits"
     whiten: int | None = Field(None, ge=1)
     target: Literal["label", "onehot"] = "label"
+    # `digits`, `synthetic`: share of the examples held out; torchvision sets keep their own split.
     test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
     split_seed: int = 0
+    # Folder of the torchvision sets' files; null: $RESABLATE_DATA, else ./data.
+    root: str | None = Field(None, min_length=1)
+    # Keep this many training examples (seeded by split_seed): CPU-scale runs of big sets.
+    subset: int | None = Field(None, ge=10)
+    # Pad-crop-flip the training batches; null: the data set's standard (on for cifar10/100).
+    augment: bool | None = None
     # `synthetic` only: Gaussian inputs labelled by a fixed random teacher.
     samples: int = Field(2000, ge=10)
     features: int = Field(20, ge=1)
