@@ -91,7 +91,7 @@ def sweep(
     1 when a trial failed, 2 on bad input.
     """
     from resablate import runner
-    from resablate.plan import make_plan
+    from resablate.plan import make_plan, prepare_data
     from resablate.progress import SweepProgress
     from resablate.results import RUNNING
     from resablate.summary import markdown, summarize, table, to_csv
@@ -99,6 +99,7 @@ def sweep(
 
     plan = make_plan(sweep_file, overrides)
     spec = plan.spec
+    prepare_data(plan)
     err = Console(stderr=True, quiet=quiet)
     with runner.Session(
         plan, "inline" if inline else "ray", Path(results_dir), dashboard

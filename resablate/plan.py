@@ -81,6 +81,23 @@ def _point(assignment: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in assignment.items())
 
 
+def prepare_data(plan: Plan) -> None:
+    """Make sure every data set the trials read is on disk (downloading it if it can) before
+    anything starts; a missing one is a one-line UserError saying which files to put where.
+
+    Trials resolve a relative data folder against the driver's working directory, which the
+    runner keeps as their working directory too."""
+    from resablate import data
+
+    seen: set[str] = set()
+    for trial in plan.trials:
+        spec = TrialConfig.model_validate(trial.config).data
+        key = canonical(trial.config["data"])
+        if key not in seen:
+            seen.add(key)
+            data.prepare(spec)
+
+
 def params(trial: Trial) -> int:
     """Trainable parameters of the network ``trial`` builds (counted without training)."""
     from resablate import data, models

@@ -206,6 +206,12 @@ def _start_ray(dashboard: bool) -> tuple[bool, str | None]:
     # A driver that joins a cluster must not set it (its workers must reach the driver).
     if "ray" not in sys.modules:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # Read by the trial processes, which inherit this environment when Ray starts here:
+    # Tune's own CSV/JSON/TensorBoard loggers duplicate what MLflow records, and trials run in
+    # the driver's working directory, so relative paths (data.root, ./data) mean the same there.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     import ray
 
     if ray.is_initialized():
@@ -226,9 +232,6 @@ def _start_ray(dashboard: bool) -> tuple[bool, str | None]:
 
 
 def _run_ray(plan: Plan, events: Events, results_dir: Path) -> None:
-    # Tune's own CSV/JSON/TensorBoard loggers duplicate what MLflow records.
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     from ray import tune
 
     trials = {t.id: t for t in plan.trials}

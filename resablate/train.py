@@ -192,6 +192,7 @@ def run_trial(
     clock = Clock.of(cfg.train, steps_per_epoch=math.ceil(n / batch))
     scheduler, error_warmup = lr_schedule(optimizer, cfg.train, clock)
     shuffle = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)
+    augment = torch.Generator(device=device).manual_seed(cfg.seed + 2) if tensors.augment else None
     last_finite = math.nan
     result: dict[str, Any] = {}
     for epoch in range(1, clock.epochs + 1):
@@ -202,6 +203,8 @@ def run_trial(
         # near-equal batches: never a last batch of one sample (BatchNorm cannot train on it)
         for idx in order.tensor_split(clock.steps_per_epoch)[: clock.steps_in(epoch)]:
             xb, yb = tensors.x_train[idx], tensors.y_train[idx]
+            if augment is not None:  # on the device, in batches (pad 4, random crop, flip)
+                xb = data.augment_batch(xb, augment)
             out = net(xb)
             value = loss(out, yb)
             current = float(value.detach())

@@ -125,3 +125,29 @@ def test_he_warmup_switches_to_lr_at_the_first_step_with_error_below_threshold()
 def test_nesterov_sgd_learns() -> None:
     last = run_trial({**BASE, "train": {**BASE["train"], "nesterov": True}})
     assert last["status"] == FINISHED and last["test_acc"] > 0.9
+
+
+def test_mnist_family_learns_digits_as_8x8_images() -> None:
+    config = {
+        "model": {"family": "mnist", "depth": 3, "channels": 16},
+        "train": {"optimizer": "adam", "lr": 0.01, "epochs": 5, "batch_size": 64},
+    }
+    reports: list[dict] = []
+    run_trial(config, report=reports.append)
+    assert reports[-1]["test_acc"] > 0.8  # chance is 0.1
+    assert reports[-1]["train_loss"] < 0.5 * reports[0]["train_loss"]
+
+
+def test_cifar_family_trains_with_on_device_augmentation() -> None:
+    def config(augment: bool) -> dict:
+        return {
+            "model": {"family": "cifar", "depth": 8, "channels": 8},
+            "data": {"augment": augment},  # pad 4, random crop, flip: hard on 8×8 digits
+            "train": {"lr": 0.05, "epochs": 3, "batch_size": 64},
+        }
+
+    plain, augmented = run_trial(config(False)), run_trial(config(True))
+    assert plain["test_acc"] > 0.85
+    assert augmented["status"] == "finished" and augmented["test_acc"] > 0.2  # chance: 0.1
+    assert augmented["train_acc"] < plain["train_acc"]  # the batches really were transformed
+    assert run_trial(config(True))["train_loss"] == augmented["train_loss"]  # seeded
