@@ -68,6 +68,11 @@ def _nothing_to_fetch(spec: DataSpec) -> None:
     return None
 
 
+def _at_most(field: str, asked: int | None, have: int, why: str) -> None:
+    if asked is not None and asked > have:
+        raise ConfigError(field, f"{asked} {why}; use at most {have}")
+
+
 @dataclass(frozen=True)
 class DataSource:
     input_shape: Callable[[DataSpec], tuple[int, ...]]  # natural shape, before whitening
@@ -80,20 +85,19 @@ class DataSource:
 
     def shape(self, spec: DataSpec) -> DataShape:
         natural = self.input_shape(spec)
-        features = math.prod(natural)
-        if spec.whiten is not None and spec.whiten > features:
-            raise ConfigError(
-                "data.whiten",
-                f"{spec.whiten} components asked but {spec.name} has {features} input features;"
-                f" use at most {features}",
-            )
-        available = self.train_size(spec)
-        if spec.subset is not None and spec.subset > available:
-            raise ConfigError(
-                "data.subset",
-                f"{spec.subset} training examples asked but {spec.name} has {available};"
-                f" use at most {available}",
-            )
+        features, examples = math.prod(natural), self.train_size(spec)
+        _at_most(
+            "data.whiten",
+            spec.whiten,
+            features,
+            f"components asked but {spec.name} has {features} input features",
+        )
+        _at_most(
+            "data.subset",
+            spec.subset,
+            examples,
+            f"training examples asked but {spec.name} has {examples}",
+        )
         input_shape = natural if spec.whiten is None else (spec.whiten,)  # whitening flattens
         if spec.augment and len(input_shape) != 3:
             raise ConfigError(
