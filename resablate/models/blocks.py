@@ -81,6 +81,7 @@ class ResidualUnit(nn.Module):
             Geometry(reads, cout, plan.stride, plan.spatial), spec
         )
         self.lesioned = False  # Veit et al.: evaluate with F removed, h kept
+        self.branch_out = nn.Identity()  # F(x) as it joins the sum: where probes hook
         # What the init scheme adds to the architecture (init.py's Scheme).
         self.gain = (
             nn.Parameter(torch.tensor(scheme.branch_gain))
@@ -135,7 +136,7 @@ class ResidualUnit(nn.Module):
             fx = self.nf_alpha * fx
         if self.gain is not None:
             fx = self.gain * fx
-        y = self.after_add(self.shortcut(hx_in, fx))
+        y = self.after_add(self.shortcut(hx_in, self.branch_out(fx)))
         return self.act(y) if self.placement.act_after_add else y
 
     @property
