@@ -9,6 +9,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -182,6 +183,91 @@ def plan(sweep_file: str, overrides: tuple[str, ...], as_json: bool) -> int:
     if found["n_trials"] > 200:
         console.print(f"... and {found['n_trials'] - 200} more (use --json for all)")
     return 0
+
+
+@cli.command()
+@click.argument("sweep_file", metavar="SWEEP.yaml")
+@_overrides
+@click.option(
+    "--trial",
+    "trial_ids",
+    multiple=True,
+    metavar="ID",
+    help="Probe only this trial (an id from `resablate plan`); repeatable.",
+)
+@click.option(
+    "--epochs",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Train this many epochs of the trial's recipe first (0: at initialization).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (the stable contract).")
+def probe(
+    sweep_file: str,
+    overrides: tuple[str, ...],
+    trial_ids: tuple[str, ...],
+    epochs: int,
+    as_json: bool,
+) -> int:
+    """Run the probes of SWEEP.yaml's `probes:` section on its trials, in this process.
+
+    No Ray and no MLflow: a quick look at signal propagation, the Hessian spectrum, weight
+    norms, shattered gradients or lesions at initialization (or after --epochs of training).
+    --json prints {"sweep", "trials": [{"id", "config", "params", "<probe>": {...}}]}.
+    """
+    from resablate.plan import make_plan, params, prepare_data
+    from resablate.train import probe_trial
+
+    plan = make_plan(sweep_file, overrides)
+    if not plan.spec.probes.chosen():
+        raise plan.error(
+            "probes",
+            "no probe chosen; add e.g. probes: {spp: {}, hessian: {}}"
+            " to the sweep, or --set probes.spp={}",
+        )
+    known = {t.id: t for t in plan.trials}
+    for trial_id in trial_ids:
+        if trial_id not in known:
+            raise UserError(
+                f"--trial {trial_id}: no such trial in {sweep_file};"
+                " `resablate plan` lists the ids"
+            )
+    chosen = [known[i] for i in trial_ids] if trial_ids else plan.trials
+    prepare_data(plan)
+    trials: list[dict[str, Any]] = []
+    for trial in chosen:
+        found = probe_trial(trial.config, plan.spec.probes, epochs)
+        trials.append({"id": trial.id, "config": trial.config, "params": params(trial), **found})
+    out = {"sweep": plan.spec.name, "trials": trials}
+    if as_json:
+        click.echo(json.dumps(out))
+        return 0
+    shown = Table(
+        title=f"{plan.spec.name}: probes at "
+        f"{'initialization' if not epochs else f'epoch {epochs}'}",
+        title_justify="left",
+    )
+    for column in ("id", "grid", "probe", "results"):
+        shown.add_column(column)
+    for trial, entry in zip(chosen, trials, strict=True):
+        for name in plan.spec.probes.chosen():
+            shown.add_row(trial.id, trial.label(), name, _brief(entry[name]))
+    Console().print(shown)
+    return 0
+
+
+def _brief(found: dict) -> str:
+    """Scalars as numbers, curves as their first and last values."""
+    parts = []
+    for key, value in found.items():
+        if isinstance(value, list) and value and isinstance(value[0], (int, float)):
+            parts.append(f"{key}: {value[0]:.3g} … {value[-1]:.3g} ({len(value)})")
+        elif isinstance(value, (int, float)):
+            parts.append(f"{key}: {value:.4g}")
+        elif isinstance(value, str):
+            parts.append(f"{key}: {value}")
+    return "\n".join(parts)
 
 
 @cli.command()

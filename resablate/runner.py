@@ -135,6 +135,7 @@ def _run_inline(plan: Plan, events: Events) -> None:
                 trial.config,
                 report=functools.partial(events.result, trial),
                 device=_device(plan),
+                probes=plan.spec.probes,
             )
         except Exception:
             events.finished(trial, FAILED, traceback.format_exc())
@@ -147,17 +148,27 @@ def _device(plan: Plan) -> str:
 
 
 def _trainable(
-    tune_config: dict[str, Any], configs: dict[str, dict[str, Any]], threads: int, device: str
+    tune_config: dict[str, Any],
+    configs: dict[str, dict[str, Any]],
+    threads: int,
+    device: str,
+    probes: dict[str, Any],
 ) -> None:
     """Ray Tune's function trainable: one trial, reporting every epoch to Tune."""
     import torch
     from ray import tune
 
+    from resablate.spec import ProbesSpec
     from resablate.train import run_trial
 
     torch.set_num_threads(threads)
     try:
-        run_trial(configs[tune_config["trial_id"]], report=tune.report, device=device)
+        run_trial(
+            configs[tune_config["trial_id"]],
+            report=tune.report,
+            device=device,
+            probes=ProbesSpec.model_validate(probes),
+        )
     except Exception:
         # Not every exception survives Ray's pickling (pydantic's do not): send the traceback text.
         raise RuntimeError(traceback.format_exc()) from None
@@ -244,6 +255,7 @@ def _run_ray(plan: Plan, events: Events, results_dir: Path) -> None:
         configs={t.id: t.config for t in plan.trials},
         threads=max(1, int(resources.cpu)),
         device=_device(plan),
+        probes=plan.spec.probes.model_dump(mode="json"),
     )
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": resources.cpu, "gpu": resources.gpu}),

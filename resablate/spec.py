@@ -32,7 +32,7 @@ from resablate.errors import ConfigError, SpecError
 from resablate.registry import Registry, did_you_mean
 
 # Sections later issues add; naming them here turns "unknown field" into "not yet, see issue N".
-RESERVED_SECTIONS = {"search": 6, "probes": 5, "scheduler": 6}
+RESERVED_SECTIONS = {"search": 6, "scheduler": 6}
 
 
 class Section(BaseModel):
@@ -321,6 +321,76 @@ class GridSpec(Section):
         return list(self.axes) + [p for group in self.zip for p in group]
 
 
+When = Literal["init", "end"]
+
+
+class Probe(Section):
+    """When a probe runs: at ``init`` (before training, step 0), at the ``end``, and every
+    ``every`` epochs. Probes measure a copy of the network: they never change training."""
+
+    at: list[When] = ["init", "end"]
+    every: int | None = Field(None, ge=1)
+
+    def due(self, epoch: int, last: int) -> bool:
+        if epoch == 0:
+            return "init" in self.at
+        return (epoch == last and "end" in self.at) or bool(self.every and epoch % self.every == 0)
+
+
+class SppProbe(Probe):
+    """Signal propagation per unit: forward, branch and backward variance, channel squared mean."""
+
+    input: Literal["data", "noise"] = "data"  # noise: a white-noise batch (Brock et al. 2021)
+    batch: int = Field(256, ge=2)
+
+
+class HessianProbe(Probe):
+    """The training loss's Hessian spectrum: max |λ|, P10 |λ|, condition number, index."""
+
+    method: Literal["auto", "exact", "lanczos"] = "auto"
+    max_exact: int = Field(3000, ge=1)  # parameters up to which auto computes the full matrix
+    batch: int | Literal["full"] = 512
+    dtype: Literal["float64", "float32"] = "float64"
+
+
+class WeightsProbe(Probe):
+    """Mean Frobenius norm of the weights per layer kind (Demystifying ResNet Figs. 2-3)."""
+
+    every: int | None = Field(1, ge=1)
+
+
+class ShatteredProbe(Probe):
+    """Autocorrelation of input gradients along a line of inputs (Balduzzi et al. 2017)."""
+
+    at: list[When] = ["init"]
+    points: int = Field(256, ge=16)
+
+
+class LesionProbe(Probe):
+    """Test accuracy with single units, and k random units, removed (Veit et al. 2016)."""
+
+    at: list[When] = ["end"]
+    k: int = Field(2, ge=1)
+    draws: int = Field(10, ge=1)
+
+
+class ProbesSpec(Section):
+    """``probes:`` maps a probe's name to its options (``{}`` takes the defaults)."""
+
+    spp: SppProbe | None = None
+    hessian: HessianProbe | None = None
+    weights: WeightsProbe | None = None
+    shattered: ShatteredProbe | None = None
+    lesion: LesionProbe | None = None
+
+    def chosen(self) -> dict[str, Probe]:
+        return {
+            name: getattr(self, name)
+            for name in type(self).model_fields
+            if getattr(self, name) is not None
+        }
+
+
 class SweepSpec(Section):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
@@ -330,6 +400,7 @@ class SweepSpec(Section):
     data: DataSpec = DataSpec()
     train: TrainSpec = TrainSpec()
     grid: GridSpec = GridSpec()
+    probes: ProbesSpec = ProbesSpec()  # measurements, not part of a trial's config or id
     resources: ResourcesSpec = ResourcesSpec()
     tracking: TrackingSpec = TrackingSpec()
 
@@ -525,6 +596,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     if top == "grid":
         if path == "grid" or path.count(".") == 0:
             raise SpecError(source, path, "name a grid axis, e.g. --set grid.model.depth=[2,4]")
+        return path, value
+    if top == "probes":  # probes.<name>[.<option>]: checked by the schema like the file is
         return path, value
     known = (
         [f for f in SweepSpec.model_fields]

@@ -146,6 +146,11 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+def probe_artifact(probe: str, epoch: int) -> str:
+    """Where a probe's result at an epoch lives among a trial run's artifacts."""
+    return f"probes/{probe}/epoch_{epoch:04d}.json"
+
+
 def experiment_url(base: str, experiment_id: str) -> str:
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
 
@@ -254,6 +259,9 @@ class SweepTracker:
         metrics = [Metric(k, v, now, step) for k, v in epoch_metrics(result).items()]
         if metrics:
             self.client.log_batch(run_id, metrics=metrics)
+        for name, found in (result.get("probes") or {}).items():
+            # per-unit curves and the full result: probes/<probe>/epoch_<k>.json
+            self.client.log_dict(run_id, {"epoch": step, **found}, probe_artifact(name, step))
 
     def trial_finished(self, record: TrialRecord) -> None:
         run_id = self.runs.get(record.trial.id)

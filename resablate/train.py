@@ -32,8 +32,8 @@ from torch.optim.lr_scheduler import (
 
 from resablate import data, models
 from resablate.registry import Registry
-from resablate.results import DIVERGED, FINISHED, RUNNING
-from resablate.spec import TrainSpec, TrialConfig
+from resablate.results import DIVERGED, FINISHED, METRICS, RUNNING
+from resablate.spec import ProbesSpec, TrainSpec, TrialConfig
 
 Report = Callable[[dict[str, Any]], None]
 OPTIMIZERS: Registry[Callable[[Iterable[Tensor], TrainSpec], Optimizer]] = Registry("optimizer")
@@ -161,10 +161,54 @@ def evaluate(
     return total / len(y), correct / len(y)
 
 
+class Prober:
+    """Runs the probes due at an epoch on a copy of the network and adds their results to the
+    epoch's report; a fixed, seeded probe batch is drawn once from the training set."""
+
+    def __init__(
+        self,
+        probes: ProbesSpec | None,
+        tensors: data.Tensors,
+        loss: Callable[[Tensor, Tensor], Tensor],
+        seed: int,
+        last: int,
+    ) -> None:
+        self.chosen = probes.chosen() if probes else {}
+        self.last, self.seed = last, seed
+        if not self.chosen:
+            return
+        from resablate.probes.measure import ProbeData
+
+        order = torch.randperm(len(tensors.y_train), generator=torch.Generator().manual_seed(seed))
+        order = order.to(tensors.x_train.device)
+        self.data = ProbeData(
+            tensors.x_train[order],
+            tensors.y_train[order],
+            tensors.x_train,
+            tensors.y_train,
+            tensors.x_test,
+            tensors.y_test,
+            loss,
+            tensors.shape.classes,
+        )
+
+    def __call__(self, result: dict[str, Any], net: nn.Module) -> dict[str, Any]:
+        epoch = result["epoch"]
+        due = {n: p.model_dump() for n, p in self.chosen.items() if p.due(epoch, self.last)}
+        if not due:
+            return result
+        from resablate.probes.measure import measure, scalars
+
+        found = measure(net, self.data, due, self.seed + 3)
+        return {**result, **scalars(found), "probes": found}
+
+
 def run_trial(
     config: TrialConfig | dict[str, Any],
     report: Report = lambda result: None,
     device: str | torch.device = "cpu",
+    probes: ProbesSpec | None = None,
+    probe_only: bool = False,
 ) -> dict[str, Any]:
     """Train one trial, calling ``report`` after every epoch; returns the last report.
 
@@ -175,6 +219,10 @@ def run_trial(
     ``lr`` (the learning rate at the end of the epoch: the one the next step would use, 0 after
     a whole cosine run) and ``epoch_time``. A diverged report adds ``diverged_epoch`` and
     ``last_finite_loss``.
+
+    ``probes`` run on a copy of the network at the epochs they are due (``init`` is epoch 0,
+    reported before training); a report then holds ``probes`` (probe name -> its results) and
+    each numeric result as ``<probe>.<key>``. ``probe_only`` stops after the init probes.
 
     He et al.'s warm-up (``train.warmup_lr``) ends after the first step at which the running
     training error of the current epoch, 1 - (correct so far / samples so far), falls below
@@ -194,7 +242,12 @@ def run_trial(
     shuffle = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)
     augment = torch.Generator(device=device).manual_seed(cfg.seed + 2) if tensors.augment else None
     last_finite = math.nan
-    result: dict[str, Any] = {}
+    probe = Prober(probes, tensors, loss, cfg.seed, clock.epochs)
+    result = probe({"epoch": 0, "status": RUNNING}, net)
+    if "probes" in result:
+        report(result)
+    if probe_only:
+        return result
     for epoch in range(1, clock.epochs + 1):
         start = time.perf_counter()
         net.train()
@@ -227,7 +280,7 @@ def run_trial(
                 "status": DIVERGED,
                 "diverged_epoch": epoch,
                 "last_finite_loss": last_finite,
-                **{k: v for k, v in result.items() if k not in ("epoch", "status")},
+                **{k: v for k, v in result.items() if k in METRICS},
             }
             report(result)
             return result
@@ -242,5 +295,29 @@ def run_trial(
             "lr": float(optimizer.param_groups[0]["lr"]),
             "epoch_time": time.perf_counter() - start,
         }
+        result = probe(result, net)
         report(result)
     return result
+
+
+def probe_trial(
+    config: TrialConfig | dict[str, Any],
+    probes: ProbesSpec,
+    epochs: int = 0,
+    device: str | torch.device = "cpu",
+) -> dict[str, dict[str, Any]]:
+    """Every chosen probe on a trial's network: at initialization, or after ``epochs`` epochs
+    of the trial's training recipe (whatever the probes' own ``at``/``every`` say)."""
+    cfg = config if isinstance(config, TrialConfig) else TrialConfig.model_validate(config)
+    when: list[str] = ["end"] if epochs else ["init"]
+    forced = ProbesSpec.model_validate(
+        {
+            name: {**p.model_dump(), "at": when, "every": None}
+            for name, p in probes.chosen().items()
+        }
+    )
+    if epochs:
+        recipe = cfg.train.model_copy(update={"epochs": epochs, "max_iterations": None})
+        cfg = cfg.model_copy(update={"train": recipe})
+    last = run_trial(cfg, device=device, probes=forced, probe_only=not epochs)
+    return dict(last.get("probes", {}))

@@ -80,7 +80,10 @@ BAD_FILES = [
         "train.milestones: [48, 32] must be strictly increasing",
     ),
     ("name: x\nresources: {cpu: 0}\n", [], "resources.cpu: 0"),
-    ("name: x\nprobes: {spp: {}}\n", [], "not supported yet (planned in issue 5)"),
+    ("name: x\nprobes: {hesian: {}}\n", [], "unknown field 'hesian'; did you mean 'hessian'?"),
+    ("name: x\nprobes: {spp: {input: nois}}\n", [], "probes.spp.input: 'nois' is not allowed"),
+    ("name: x\nprobes: {lesion: {at: [start]}}\n", [], "probes.lesion.at[0]: 'start'"),
+    ("name: x\nsearch: {param: init.c}\n", [], "not supported yet (planned in issue 6)"),
     ("name: x\ngrid: [1, 2]\n", [], "grid: must be a mapping"),
     ("name: x\ngrid: {model.dept: [2]}\n", [], "grid.model.dept: not a field"),
     ("name: x\ngrid: {seed: 3}\n", [], "grid.seed: 3 is not a list"),
@@ -123,7 +126,8 @@ BAD_FILES = [
     (GOOD, ["--set", "model.depth"], "expected FIELD=VALUE"),
     (GOOD, ["--set", "model.depth="], "empty value"),
     (GOOD, ["--set", "train.lr=[1"], "cannot read '[1' as a YAML value"),
-    (GOOD, ["--set", "probes.spp={}"], "not supported yet (issue 5)"),
+    (GOOD, ["--set", "probes.hessian.method=exakt"], "probes.hessian.method: 'exakt'"),
+    (GOOD, ["--set", "scheduler.kind=asha"], "not supported yet (issue 6)"),
 ]
 
 

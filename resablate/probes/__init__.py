@@ -1,0 +1,1 @@
+"""Probes of science.md §4; each imports only torch."""
