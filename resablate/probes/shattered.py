@@ -37,9 +37,8 @@ def shattered_gradients(
     t = torch.linspace(0.0, 1.0, points).view(-1, *([1] * len(input_shape)))
     line = (a + t * (b - a)).to(device).requires_grad_(True)
     was_training = net.training
-    net.eval()
-    try:
-        out = net(line)
+    try:  # eval mode: each point's gradient depends on that point alone
+        out = net.eval()(line)
         r = torch.randn(out.shape[1], generator=generator).to(device)
         (grad,) = torch.autograd.grad((out @ r).sum(), line)
     finally:

@@ -1,0 +1,199 @@
+"""Each probe proved on a case with a known answer before it is trusted (science.md §4)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from typing import Any
+
+import pytest
+import torch
+
+from resablate import data, models
+from resablate.data import DataShape
+from resablate.probes.hessian import hessian_spectrum
+from resablate.probes.lesion import lesion
+from resablate.probes.shattered import autocorrelation, shattered_gradients
+from resablate.probes.spp import signal_propagation
+from resablate.probes.weights import weight_norms
+from resablate.spec import DataSpec, InitSpec, ModelSpec
+from resablate.train import loss_fn
+
+CE = loss_fn("ce", 10)
+
+
+def net_of(shape: DataShape, init: dict | None = None, seed: int = 0, **raw: Any) -> Any:
+    family = raw.setdefault("family", "mlp")
+    model = ModelSpec(**{**models.FAMILIES[family].defaults(raw), **raw})
+    return models.build(
+        model, InitSpec(**(init or {})), shape, torch.Generator().manual_seed(seed)
+    )
+
+
+# -- Hessian ---------------------------------------------------------------------------------
+
+
+class Quadratic(torch.nn.Module):
+    """loss = ½ wᵀAw through a fake 'network' whose output is the loss itself."""
+
+    def __init__(self, w: torch.Tensor, a: torch.Tensor) -> None:
+        super().__init__()
+        self.w, self.a = torch.nn.Parameter(w), a
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * self.w @ self.a @ self.w + 0 * x.sum()
+
+
+def test_hessian_of_a_known_quadratic() -> None:
+    q, _ = torch.linalg.qr(
+        torch.randn(20, 20, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    )
+    eig = torch.tensor([-3.0, -1.0] + [0.5 + i for i in range(18)], dtype=torch.float64)
+    a = q @ torch.diag(eig) @ q.T
+    found = hessian_spectrum(
+        Quadratic(torch.randn(20, dtype=torch.float64), a),
+        lambda out, y: out,
+        torch.zeros(1),
+        torch.zeros(1),
+    )
+    magnitudes = eig.abs()
+    assert found["max_abs"] == pytest.approx(17.5, rel=1e-9)
+    assert found["p10_abs"] == pytest.approx(float(torch.quantile(magnitudes, 0.1)), rel=1e-9)
+    assert found["cond"] == pytest.approx(found["max_abs"] / found["p10_abs"])
+    assert found["index"] == pytest.approx(2 / 20)
+    assert (found["n_params"], found["method"], found["zero"]) == (20, "exact", False)
+
+
+def test_exact_and_lanczos_agree_on_a_network_of_four_thousand_parameters() -> None:
+    digits = data.load(DataSpec())
+    net = net_of(digits.shape, depth=4, width=24)
+    x, y = digits.x_train[:256], digits.y_train[:256]
+    before = [p.detach().clone() for p in net.parameters()]
+    exact = hessian_spectrum(net, CE, x, y, method="exact")
+    slq = hessian_spectrum(
+        net, CE, x, y, method="lanczos", generator=torch.Generator().manual_seed(0)
+    )
+    assert exact["n_params"] == slq["n_params"] == 4 * 24 * 24 + 64 * 24 + 24 * 10
+    assert slq["max_abs"] == pytest.approx(exact["max_abs"], rel=1e-3)
+    assert 0.0 <= slq["index"] <= 1.0 and 0.0 < exact["index"] < 1.0
+    assert net.training and all(
+        torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True)
+    )
+
+
+def zero_point_condition(n: int, units: int) -> dict[str, Any]:
+    """Demystifying ResNet's setting: a linear n-shortcut net of width 10 at the exact zero point,
+    whitened digits (10 components), one-hot targets, squared loss."""
+    spec = DataSpec(whiten=10, target="onehot")
+    whitened = data.load(spec)
+    net = net_of(
+        whitened.shape,
+        init={"scheme": "zero", "eps": 0.0},
+        depth=n * units,
+        width=10,
+        shortcut_depth=n,
+        activation="linear",
+        act="identity",
+    )
+    return hessian_spectrum(
+        net, loss_fn("mse", 10), whitened.x_train[:300], whitened.y_train[:300]
+    )
+
+
+def test_demystifying_resnet_theorem_2_at_the_zero_point() -> None:
+    one = [zero_point_condition(1, units)["cond"] for units in (1, 2, 4)]
+    assert one[0] < one[1] < one[2] and one[2] > 5 * one[0]  # n = 1: grows with depth
+    two = [zero_point_condition(2, units)["cond"] for units in (1, 2, 4)]
+    assert max(two) == pytest.approx(min(two), rel=1e-6)  # n = 2: depth-invariant
+    three = zero_point_condition(3, 2)
+    assert three["zero"] and three["max_abs"] == 0.0 and math.isinf(three["cond"])  # n ≥ 3
+
+
+# -- signal propagation ---------------------------------------------------------------------------
+
+
+WIDE = DataShape((256,), 10)
+
+
+def batch(n: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, 256, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def test_unnormalized_identity_resnet_doubles_the_second_moment_per_unit() -> None:
+    # branch W2 σ(W1 σ(x)) with He weights preserves the second moment: x + F(x) doubles it
+    net = net_of(WIDE, depth=16, width=256, activation="pre+mid", norm="none")
+    found = signal_propagation(net, *batch(), CE)
+    moment = [v + m for v, m in zip(found["fwd_var"], found["chan_sq_mean"], strict=True)]
+    ratios = [b / a for a, b in itertools.pairwise(moment)]
+    assert statistics.mean(ratios) == pytest.approx(2.0, rel=0.08)
+    assert all(1.6 < r < 2.4 for r in ratios)
+    assert len(found["bwd_var"]) == len(found["branch_var"]) == 8
+
+
+def test_normalized_preactivation_variance_grows_linearly() -> None:
+    net = net_of(WIDE, depth=16, width=256, activation="full_preact", norm="batch")
+    found = signal_propagation(net, *batch(), CE)
+    var = found["fwd_var"]
+    steps = [b - a for a, b in itertools.pairwise(var)]
+    assert min(steps) > 0 and max(steps) < 1.3 * min(steps)  # about constant increments
+    assert var[-1] / var[0] < 8  # far from 2^7 exponential growth
+
+
+def test_spp_leaves_no_hooks_grads_or_inplace_changes() -> None:
+    net = net_of(WIDE, depth=4, width=256, activation="post", norm="batch")
+    relu = torch.nn.ReLU(inplace=True)
+    net.units[0].act = relu
+    signal_propagation(net, *batch(64), CE)
+    assert all(not m._forward_hooks for m in net.modules())
+    assert all(p.grad is None for p in net.parameters())
+    assert relu.inplace
+
+
+# -- weight norms, shattered gradients, lesion ----------------------------------------------------
+
+
+def test_weight_norms_by_hand() -> None:
+    net = net_of(DataShape((8,), 3), depth=4, width=6)
+    found = weight_norms(net)
+    branch = [float(w.weight.detach().norm()) for u in net.units for w in u.weights]
+    assert found["branch"] == pytest.approx(sum(branch) / 4)
+    assert found["stem"] == pytest.approx(float(net.stem[1].weight.norm()))
+    assert found["head"] == pytest.approx(float(net.head.weight.norm()))
+    assert found["shortcut"] == 0.0
+    assert found["all"] == pytest.approx((sum(branch) + found["stem"] + found["head"]) / 6)
+
+
+def test_shattered_gradients_linear_smooth_plain_shatters_more_than_resnet() -> None:
+    shape = DataShape((16,), 10)
+    linear = net_of(shape, depth=8, width=64, act="identity")
+    assert (
+        shattered_gradients(linear, (16,), torch.Generator().manual_seed(1))["autocorr"]
+        == [1.0] * 33
+    )  # a linear net's gradient is constant along the line
+    plain = shattered_gradients(
+        net_of(shape, depth=48, width=64, shortcut="none"), (16,), torch.Generator().manual_seed(1)
+    )
+    resnet = shattered_gradients(
+        net_of(shape, depth=48, width=64), (16,), torch.Generator().manual_seed(1)
+    )
+    for lag in (1, 2, 3):
+        assert plain["autocorr"][lag] < resnet["autocorr"][lag] < resnet["brown"][lag]
+    assert abs(plain["white"][1]) < 0.25 and plain["brown"][1] > 0.9  # the references
+    assert autocorrelation(torch.tensor([1.0, -1.0] * 8), 2)[1] == pytest.approx(-15 / 16)
+
+
+def test_lesion_of_untrained_networks() -> None:
+    digits = data.load(DataSpec())
+    x, y = digits.x_test, digits.y_test
+    zero = net_of(digits.shape, init={"scheme": "zero", "eps": 0.0}, depth=6, width=16)
+    found = lesion(zero, x, y, torch.Generator().manual_seed(0), k=2, draws=5)
+    assert found["single"] == [found["whole"]] * 3  # zero branches: removing one changes nothing
+    assert found["random_k"] == found["whole"] and found["k"] == 2
+    plain = net_of(digits.shape, depth=6, width=16, shortcut="none")
+    lesioned = lesion(plain, x, y, torch.Generator().manual_seed(0))
+    counts = torch.bincount(y)
+    assert all(acc <= float(counts.max()) / len(y) + 1e-9 for acc in lesioned["single"])
+    again = lesion(plain, x, y, torch.Generator().manual_seed(0))
+    assert again["random_k"] == lesioned["random_k"]
