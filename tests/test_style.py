@@ -15,9 +15,9 @@ def run(*command: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_lint_and_format() -> None:
-    lint = run("ruff", "check", "resablate", "tests")
+    lint = run("ruff", "check", "resablate", "tests", "benchmarks")
     assert lint.returncode == 0, lint.stdout
-    fmt = run("ruff", "format", "--check", "resablate", "tests")
+    fmt = run("ruff", "format", "--check", "resablate", "tests", "benchmarks")
     assert fmt.returncode == 0, fmt.stdout
 
 
