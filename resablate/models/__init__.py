@@ -20,7 +20,7 @@ from resablate.models import cifar, imagenet, mlp, mnist
 from resablate.models.init import INITS
 from resablate.models.layers import ACTS, NORMS
 from resablate.models.network import ResNet
-from resablate.models.placement import NAMED, POSITIONS, parse_placement
+from resablate.models.placement import POSITIONS, parse_placement
 from resablate.models.shortcuts import SHORTCUTS
 from resablate.registry import Registry
 
@@ -118,5 +118,3 @@ def count_params(model: ModelSpec, init: InitSpec, shape: DataShape) -> int:
         net: nn.Module = FAMILIES[model.family].build(model, init, shape)
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
-
-PLACEMENTS = [*NAMED, *POSITIONS, "linear"]
