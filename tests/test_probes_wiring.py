@@ -63,7 +63,7 @@ def test_probe_schedule_follows_at_and_every() -> None:
 
 def test_sweep_records_probe_metrics_and_curves_in_mlflow(tmp_path: Path) -> None:
     sweep = write(tmp_path / "probed.yaml", SWEEP)
-    ran = run_process("sweep", str(sweep), "--inline", "--quiet", cwd=tmp_path)
+    ran = run_process("sweep", str(sweep), "--quiet", cwd=tmp_path)  # on Ray
     assert ran.code == 0, ran.err[-3000:]
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("probed")
