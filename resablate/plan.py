@@ -6,6 +6,7 @@ sweep`` and ``resablate plan`` both begin with :func:`make_plan`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from pydantic import ValidationError
 
 from resablate.errors import SpecError
 from resablate.grid import EmptyGridError, Trial, canonical, cell_id, config_id, expand
-from resablate.spec import SweepSpec, TrialConfig, blame, explain, load_sweep
+from resablate.spec import DataSpec, SweepSpec, TrialConfig, blame, explain, load_sweep
 
 
 @dataclass(frozen=True)
@@ -89,13 +90,8 @@ def prepare_data(plan: Plan) -> None:
     runner keeps as their working directory too."""
     from resablate import data
 
-    seen: set[str] = set()
-    for trial in plan.trials:
-        spec = TrialConfig.model_validate(trial.config).data
-        key = canonical(trial.config["data"])
-        if key not in seen:
-            seen.add(key)
-            data.prepare(spec)
+    for key in dict.fromkeys(canonical(trial.config["data"]) for trial in plan.trials):
+        data.prepare(DataSpec.model_validate(json.loads(key)))
 
 
 def params(trial: Trial) -> int:
