@@ -100,6 +100,11 @@ def sweep(
 
     plan = make_plan(sweep_file, overrides)
     spec = plan.spec
+    if spec.search:
+        raise NotImplementedError(
+            "running a search: section (Optuna over a parameter inside grid cells) is issue 6;"
+            " `resablate plan` already shows its size"
+        )
     prepare_data(plan)
     err = Console(stderr=True, quiet=quiet)
     with runner.Session(
@@ -182,6 +187,13 @@ def plan(sweep_file: str, overrides: tuple[str, ...], as_json: bool) -> int:
     console.print(shown)
     if found["n_trials"] > 200:
         console.print(f"... and {found['n_trials'] - 200} more (use --json for all)")
+    if "search" in found:
+        size = found["search"]
+        console.print(
+            f"search over {size['param']}: {size['cells']} cells ×"
+            f" {size['candidates_per_cell']} candidates × {size['seeds']} seeds ="
+            f" {size['total_trials']} trials"
+        )
     return 0
 
 
@@ -321,6 +333,9 @@ def main(argv: list[str] | None = None) -> None:
         code = cli.main(args=argv, prog_name="resablate", standalone_mode=False)
     except UserError as exc:
         click.echo(f"resablate: error: {exc}", err=True)
+        sys.exit(2)
+    except NotImplementedError as exc:
+        click.echo(f"resablate: not built yet: {exc}", err=True)
         sys.exit(2)
     except click.ClickException as exc:
         exc.show()

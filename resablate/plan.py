@@ -37,6 +37,13 @@ def make_plan(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     """Load ``path`` with ``overrides``, expand its grid and validate every trial's config."""
     source = str(path)
     spec = load_sweep(path, overrides)
+    if spec.search and spec.search.param in spec.grid.paths():
+        field = f"grid.{spec.search.param}"
+        raise SpecError(
+            blame(source, overrides, field),
+            field,
+            "is searched by search.param; remove it from the grid",
+        )
     try:
         points = expand(spec)
     except EmptyGridError as exc:
@@ -120,4 +127,22 @@ def to_json(plan: Plan) -> dict[str, Any]:
                 "params": counted[key],
             }
         )
-    return {"sweep": plan.spec.name, "n_trials": len(trials), "trials": trials}
+    out: dict[str, Any] = {"sweep": plan.spec.name, "n_trials": len(trials), "trials": trials}
+    if plan.spec.search:
+        out["search"] = search_size(plan)
+    return out
+
+
+def search_size(plan: Plan) -> dict[str, Any]:
+    """Cells (grid points without the searched parameter and the seed) × candidates × seeds."""
+    search = plan.spec.search
+    assert search is not None
+    cells = {cell_id(t.config, drop=("seed", search.param)) for t in plan.trials}
+    seeds = {t.config["seed"] for t in plan.trials}
+    return {
+        "param": search.param,
+        "cells": len(cells),
+        "candidates_per_cell": search.n_trials,
+        "seeds": len(seeds),
+        "total_trials": len(cells) * search.n_trials * len(seeds),
+    }

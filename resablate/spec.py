@@ -32,7 +32,7 @@ from resablate.errors import ConfigError, SpecError
 from resablate.registry import Registry, did_you_mean
 
 # Sections later issues add; naming them here turns "unknown field" into "not yet, see issue N".
-RESERVED_SECTIONS = {"search": 6, "scheduler": 6}
+RESERVED_SECTIONS = {"scheduler": 6}
 
 
 class Section(BaseModel):
@@ -391,6 +391,90 @@ class ProbesSpec(Section):
         }
 
 
+class ObjectiveSpec(Section):
+    """What a candidate is scored by: a final metric, averaged over the grid's seeds."""
+
+    metric: str = "test_acc"
+    direction: Literal["max", "min"] = "max"
+    at: Literal["last", "best"] = "last"  # the last epoch's value or the best epoch's
+    diverged: Literal["worst"] | float = "worst"  # a diverged run's score, or a stated penalty
+
+
+class SearchSpec(Section):
+    """Optuna over one continuous parameter inside every grid cell (a grid point without this
+    parameter and without its seed); each candidate is scored by the mean over the seeds."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_by_name=True, serialize_by_alias=True
+    )
+
+    param: str = "init.c"
+    log_uniform: tuple[float, float] | None = None
+    uniform: tuple[float, float] | None = None
+    int_: tuple[int, int] | None = Field(None, alias="int")
+    sampler: Literal["tpe", "gp", "cmaes", "random"] = "tpe"
+    seed: int = 0
+    n_trials: int = Field(20, ge=1)  # candidates per cell
+    objective: ObjectiveSpec = ObjectiveSpec()
+
+    @model_validator(mode="after")
+    def _distribution(self) -> SearchSpec:
+        given = {
+            k: v
+            for k, v in (
+                ("log_uniform", self.log_uniform),
+                ("uniform", self.uniform),
+                ("int", self.int_),
+            )
+            if v is not None
+        }
+        if len(given) != 1:
+            raise ConfigError(
+                "search",
+                "give exactly one distribution: log_uniform: [low, high],"
+                f" uniform: [low, high] or int: [low, high] (got {len(given)})",
+            )
+        kind, (low, high) = next(iter(given.items()))
+        if not low <= high:
+            raise ConfigError(
+                f"search.{kind}", f"`low <= high` must hold, but got (low={low}, high={high})"
+            )
+        if kind == "log_uniform" and low <= 0:
+            raise ConfigError(f"search.{kind}", f"a log scale needs low > 0, but got low={low}")
+        from resablate.results import METRICS
+
+        metric = self.objective.metric
+        if metric not in METRICS and "." not in metric:  # or a probe's number, hessian.cond
+            raise ConfigError(
+                "search.objective.metric",
+                f"{metric!r} is not a reported metric"
+                f"{did_you_mean(metric, list(METRICS))} (choices: {', '.join(METRICS)},"
+                " or a probe's <probe>.<key>)",
+            )
+        numeric = [
+            p
+            for p, default, _ in describe()
+            if isinstance(default, (int, float)) and not isinstance(default, bool) and p != "seed"
+        ]
+        if self.param not in numeric:
+            raise ConfigError(
+                "search.param",
+                f"{self.param!r} is not a numeric field of the"
+                f" trial config{did_you_mean(self.param, numeric)}",
+            )
+        return self
+
+    def distribution(self) -> tuple[str, float, float]:
+        for kind, bounds in (
+            ("log_uniform", self.log_uniform),
+            ("uniform", self.uniform),
+            ("int", self.int_),
+        ):
+            if bounds is not None:
+                return kind, bounds[0], bounds[1]
+        raise AssertionError("validated: exactly one distribution")
+
+
 class SweepSpec(Section):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
@@ -401,6 +485,7 @@ class SweepSpec(Section):
     train: TrainSpec = TrainSpec()
     grid: GridSpec = GridSpec()
     probes: ProbesSpec = ProbesSpec()  # measurements, not part of a trial's config or id
+    search: SearchSpec | None = None
     resources: ResourcesSpec = ResourcesSpec()
     tracking: TrackingSpec = TrackingSpec()
 
@@ -597,7 +682,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         if path == "grid" or path.count(".") == 0:
             raise SpecError(source, path, "name a grid axis, e.g. --set grid.model.depth=[2,4]")
         return path, value
-    if top == "probes":  # probes.<name>[.<option>]: checked by the schema like the file is
+    if top in ("probes", "search"):  # nested sections: checked by the schema like the file is
         return path, value
     known = (
         [f for f in SweepSpec.model_fields]

@@ -117,4 +117,3 @@ def count_params(model: ModelSpec, init: InitSpec, shape: DataShape) -> int:
     with torch.device("meta"):
         net: nn.Module = FAMILIES[model.family].build(model, init, shape)
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
-
