@@ -92,20 +92,17 @@ def sweep(
     1 when a trial failed, 2 on bad input.
     """
     from resablate import runner
-    from resablate.plan import make_plan, prepare_data
+    from resablate.plan import make_plan, prepare_data, search_size
     from resablate.progress import SweepProgress
-    from resablate.results import RUNNING
+    from resablate.results import RUNNING, Listener
+    from resablate.search import run_search
     from resablate.summary import markdown, summarize, table, to_csv
     from resablate.tracking import SweepTracker, resolve_uri
 
     plan = make_plan(sweep_file, overrides)
     spec = plan.spec
-    if spec.search:
-        raise NotImplementedError(
-            "running a search: section (Optuna over a parameter inside grid cells) is issue 6;"
-            " `resablate plan` already shows its size"
-        )
     prepare_data(plan)
+    total = search_size(plan)["total_trials"] if spec.search else len(plan.trials)
     err = Console(stderr=True, quiet=quiet)
     with runner.Session(
         plan, "inline" if inline else "ray", Path(results_dir), dashboard
@@ -119,21 +116,36 @@ def sweep(
             spec.name, spec.model_dump(mode="json"), spec.hash(), Path(sweep_file), plan.trials
         )
         records: list = []
+        found: dict[str, Any] = {}
         interrupted = True
         try:
-            progress = SweepProgress(spec.name, len(plan.trials), err)
+            progress = SweepProgress(spec.name, total, err)
+            listeners: list[Listener] = [tracker] if quiet else [tracker, progress]
             with contextlib.nullcontext() if quiet else progress:
-                records = session.run([tracker] if quiet else [tracker, progress])
-            interrupted = sum(r.status != RUNNING for r in records) < len(plan.trials)
+                if spec.search:
+                    folder = Path(results_dir) / spec.name
+                    records, studies = run_search(plan, session, listeners, folder)
+                    found = studies.summary()
+                else:
+                    records = session.run(listeners)
+            interrupted = sum(r.status != RUNNING for r in records) < total
         finally:
             cells = summarize(records)
-            tracker.end_sweep(
-                {"summary.md": markdown(cells), "summary.csv": to_csv(cells)}, interrupted
-            )
+            artifacts = {"summary.md": markdown(cells), "summary.csv": to_csv(cells)}
+            if found:
+                artifacts["search.json"] = json.dumps(found, indent=1)
+            tracker.end_sweep(artifacts, interrupted)
     failed = tracker.counts["failed"]
     if not quiet:
         out = Console() if sys.stdout.isatty() else Console(width=140)
         out.print(table(cells, f"{spec.name}: final metrics, mean ± std over seeds"))
+        for cell in found.values():
+            mean = "—" if cell["mean"] is None else f"{cell['mean']:.4f} ± {cell['std']:.4f}"
+            out.print(
+                f"best {spec.search.param if spec.search else ''} in {cell['label']}:"
+                f" {cell['best']} ({spec.search.objective.metric if spec.search else ''}"
+                f" {mean}, {cell['complete']} candidates)"
+            )
         out.print(
             f"MLflow: experiment '{spec.tracking.experiment or spec.name}' "
             f"(id {tracker.experiment_id}), parent run {tracker.parent_id} in {tracker.uri}"

@@ -37,6 +37,7 @@ class Trial:
     config: dict[str, Any]
     assignment: dict[str, Any] = field(default_factory=dict)
     cell: str = ""
+    tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags (search: cell, c, seed)
 
     def label(self) -> str:
         """A short readable name from the grid values: ``depth=4 shortcut=none seed=1``."""

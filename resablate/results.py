@@ -36,6 +36,7 @@ class TrialRecord:
     epoch: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    history: list[dict[str, float]] = field(default_factory=list)  # each report's metrics
 
 
 class Listener(Protocol):
@@ -58,7 +59,9 @@ class Collector:
     def trial_result(self, trial: Trial, result: dict[str, Any]) -> None:
         record = self.records.setdefault(trial.id, TrialRecord(trial))
         record.epoch = int(result.get("epoch", record.epoch))
-        record.metrics.update(epoch_metrics(result))
+        found = epoch_metrics(result)
+        record.metrics.update(found)
+        record.history.append(found)
         record.status = str(result.get("status", RUNNING))
 
     def finish(

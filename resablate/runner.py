@@ -9,6 +9,7 @@ progress), so every MLflow write happens in this one process.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import logging
@@ -98,13 +99,17 @@ class Session:
             ray.shutdown()
             self._started = False
 
-    def run(self, listeners: Sequence[Listener]) -> list[TrialRecord]:
-        """Run every trial of the plan; returns the records of the trials that ended."""
+    def run(
+        self, listeners: Sequence[Listener], trials: list[Trial] | None = None, name: str = ""
+    ) -> list[TrialRecord]:
+        """Run every trial of the plan (or ``trials``, e.g. a batch of search candidates, as the
+        Tune experiment ``name``); returns the records of the trials that ended."""
+        plan = self.plan if trials is None else dataclasses.replace(self.plan, trials=trials)
         events = Events(listeners)
         if self.backend == "inline":
-            _run_inline(self.plan, events)
+            _run_inline(plan, events)
         else:
-            _run_ray(self.plan, events, self.results_dir)
+            _run_ray(plan, events, self.results_dir, name or plan.spec.name)
         return list(events.collector.records.values())
 
 
@@ -242,13 +247,13 @@ def _start_ray(dashboard: bool) -> tuple[bool, str | None]:
     return True, (f"http://{url}" if url and not url.startswith("http") else url)
 
 
-def _run_ray(plan: Plan, events: Events, results_dir: Path) -> None:
+def _run_ray(plan: Plan, events: Events, results_dir: Path, name: str) -> None:
     from ray import tune
 
     trials = {t.id: t for t in plan.trials}
 
-    for name in ("ray", "ray.tune", "ray.train", "ray.data"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    for logger in ("ray", "ray.tune", "ray.train", "ray.data"):
+        logging.getLogger(logger).setLevel(logging.ERROR)
     resources = plan.spec.resources
     trainable = tune.with_parameters(
         _trainable,
@@ -267,7 +272,7 @@ def _run_ray(plan: Plan, events: Events, results_dir: Path) -> None:
             trial_dirname_creator=lambda t: t.config["trial_id"],
         ),
         run_config=tune.RunConfig(
-            name=plan.spec.name,
+            name=name,
             storage_path=str(results_dir.resolve()),
             verbose=0,
             callbacks=[_forwarder(events, trials)],

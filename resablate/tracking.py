@@ -242,6 +242,7 @@ class SweepTracker:
             "trial_id": trial.id,
             "cell": trial.cell,
             "resablate.status": "running",
+            **trial.tags,
         }
         run = self.client.create_run(self.experiment_id, tags=tags)
         self.runs[trial.id] = run.info.run_id

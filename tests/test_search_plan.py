@@ -1,9 +1,8 @@
-"""The `search:` section: validated and sized by `resablate plan` (running it is issue 6)."""
+"""The `search:` section: validated and sized by `resablate plan`."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from tests.conftest import write
@@ -32,14 +31,3 @@ def test_plan_sizes_the_search_as_cells_times_candidates_times_seeds(tmp_path: P
     }
     assert found["n_trials"] == 12  # the grid's points, each later run at every candidate c
     assert "4 cells × 4 candidates × 3 seeds = 48 trials" in cli("plan", str(sweep)).out
-
-
-def test_running_a_search_is_refused_in_one_line_before_anything_starts(
-    tmp_path: Path, monkeypatch, cli
-) -> None:
-    sweep = write(tmp_path / "s.yaml", SWEEP)
-    monkeypatch.chdir(tmp_path)
-    ran = cli("sweep", str(sweep))
-    assert ran.code == 2 and len(ran.err.strip().splitlines()) == 1
-    assert "issue 6" in ran.err
-    assert os.listdir(tmp_path) == ["s.yaml"]

@@ -1,0 +1,250 @@
+"""Optuna over one continuous parameter (usually init.c) inside every grid cell, seeds averaged.
+
+Ray Tune's OptunaSearch refuses grid axes, so the grid stays ours: a *cell* is a grid point without
+its seed and without the searched parameter. Each cell has its own Optuna study, named by the
+cell's id, in a journal file beside the sweep's results (several writers are safe, and any study
+opens with ``optuna.load_study(study_name=cell, storage=JournalStorage(...))`` or
+optuna-dashboard). Candidates are asked in batches with the constant-liar TPE, each candidate's
+seeds run as trials of one Ray Tune run, and the candidate is told the mean over its seeds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+from resablate.grid import Trial, cell_id, config_id, set_path
+from resablate.plan import Plan
+from resablate.results import DIVERGED, FINISHED, RUNNING, TrialRecord
+from resablate.spec import SearchSpec, TrialConfig
+
+SAMPLERS = {
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
+    "gp": lambda seed: optuna.samplers.GPSampler(seed=seed),
+    "cmaes": lambda seed: optuna.samplers.CmaEsSampler(seed=seed),
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+}
+
+
+@dataclass
+class Candidate:
+    """One asked value of the parameter in one cell, and the trials (one per seed) scoring it."""
+
+    cell: str
+    trial: optuna.Trial
+    value: float
+    trials: list[Trial] = field(default_factory=list)
+
+
+@dataclass
+class CellResult:
+    cell: str
+    label: str
+    best_value: float | None
+    mean: float | None
+    std: float | None
+    complete: int
+
+
+class CellSearch:
+    """The studies of a plan's cells: ask candidates, turn them into trials, tell their scores."""
+
+    def __init__(self, plan: Plan, folder: Path) -> None:
+        assert plan.spec.search is not None
+        self.search: SearchSpec = plan.spec.search
+        self.cells: dict[str, list[Trial]] = {}
+        for trial in plan.trials:
+            cell = cell_id(trial.config, drop=("seed", self.search.param))
+            self.cells.setdefault(cell, []).append(trial)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.storage = JournalStorage(JournalFileBackend(str(folder / "optuna.journal")))
+        direction = (
+            optuna.study.StudyDirection.MAXIMIZE
+            if self.search.objective.direction == "max"
+            else optuna.study.StudyDirection.MINIMIZE
+        )
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.studies = {
+            cell: optuna.create_study(
+                study_name=cell,
+                storage=self.storage,
+                direction=direction,
+                load_if_exists=True,
+                sampler=SAMPLERS[self.search.sampler](self.search.seed + int(cell[:7], 16)),
+            )
+            for cell in self.cells
+        }
+
+    def remaining(self, cell: str) -> int:
+        done = [t for t in self.studies[cell].trials if t.state.is_finished()]
+        return self.search.n_trials - len(done)
+
+    def ask(self, per_cell: int) -> list[Candidate]:
+        """Up to ``per_cell`` new candidates in every cell that has budget left."""
+        kind, low, high = self.search.distribution()
+        out = []
+        for cell, grid_trials in self.cells.items():
+            for _ in range(min(per_cell, self.remaining(cell))):
+                trial = self.studies[cell].ask()
+                if kind == "int":
+                    value: float = trial.suggest_int(self.search.param, int(low), int(high))
+                else:
+                    value = trial.suggest_float(
+                        self.search.param, low, high, log=kind == "log_uniform"
+                    )
+                candidate = Candidate(cell, trial, value)
+                candidate.trials = [self._at(t, cell, value) for t in grid_trials]
+                out.append(candidate)
+        return out
+
+    def _at(self, grid_trial: Trial, cell: str, value: float) -> Trial:
+        raw = {k: dict(v) if isinstance(v, dict) else v for k, v in grid_trial.config.items()}
+        set_path(raw, self.search.param, value)
+        config = TrialConfig.model_validate(raw).model_dump(mode="json")
+        seed = config["seed"]
+        return Trial(
+            config_id(config),
+            config,
+            {**grid_trial.assignment, self.search.param: value},
+            cell_id(config),
+            tags={"search_cell": cell, "c": repr(value), "seed": str(seed)},
+        )
+
+    def score(self, record: TrialRecord) -> float | None:
+        """A seed's score: the objective at the last (or best) epoch; None if it has none."""
+        objective = self.search.objective
+        values = [h[objective.metric] for h in record.history if objective.metric in h]
+        if record.status not in (FINISHED, DIVERGED) or not values:
+            return None
+        if record.status == DIVERGED:
+            return None if objective.diverged == "worst" else float(objective.diverged)
+        if objective.at == "best":
+            return max(values) if objective.direction == "max" else min(values)
+        return values[-1]
+
+    def tell(self, candidate: Candidate, records: dict[str, TrialRecord]) -> float | None:
+        """Tell the study the mean over the candidate's seeds (diverged seeds scored as the worst
+        value the cell has seen, or the stated penalty); FAIL if a seed failed or none scored."""
+        study = self.studies[candidate.cell]
+        scores = []
+        for trial in candidate.trials:
+            record = records.get(trial.id)
+            if record is None or record.status not in (FINISHED, DIVERGED):
+                study.tell(candidate.trial, state=optuna.trial.TrialState.FAIL)
+                return None
+            found = self.score(record)
+            if found is None and record.status == DIVERGED:
+                found = self._worst(candidate.cell, records)
+            if found is None:
+                study.tell(candidate.trial, state=optuna.trial.TrialState.FAIL)
+                return None
+            scores.append(found)
+        value = statistics.fmean(scores)
+        candidate.trial.set_user_attr("seed_scores", scores)
+        study.tell(candidate.trial, value)
+        return value
+
+    def _worst(self, cell: str, records: dict[str, TrialRecord]) -> float | None:
+        seen = [v for t in self.studies[cell].trials if t.values for v in t.values]
+        seen += [
+            s
+            for r in records.values()
+            if r.status == FINISHED
+            for s in [self.score(r)]
+            if s is not None and math.isfinite(s)
+        ]
+        if not seen:
+            return None
+        return min(seen) if self.search.objective.direction == "max" else max(seen)
+
+    def results(self) -> list[CellResult]:
+        out = []
+        for cell, grid_trials in self.cells.items():
+            study = self.studies[cell]
+            complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+            label = (
+                " ".join(
+                    f"{p.rsplit('.', 1)[-1]}={v}"
+                    for p, v in grid_trials[0].assignment.items()
+                    if p != "seed"
+                )
+                or "(all)"
+            )
+            if not complete:
+                out.append(CellResult(cell, label, None, None, None, 0))
+                continue
+            best = study.best_trial
+            scores = best.user_attrs.get("seed_scores", [best.value])
+            out.append(
+                CellResult(
+                    cell,
+                    label,
+                    best.params[self.search.param],
+                    statistics.fmean(scores),
+                    statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                    len(complete),
+                )
+            )
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            r.cell: {
+                "label": r.label,
+                "best": r.best_value,
+                "mean": r.mean,
+                "std": r.std,
+                "complete": r.complete,
+            }
+            for r in self.results()
+        }
+
+
+class Runs(Protocol):
+    def run(
+        self, listeners: Sequence[Any], trials: list[Trial] | None = None, name: str = ""
+    ) -> list[TrialRecord]: ...
+
+
+def run_search(
+    plan: Plan, session: Runs, listeners: Sequence[Any], folder: Path
+) -> tuple[list[TrialRecord], CellSearch]:
+    """Ask candidates from every cell's study, run their seeds as one batch of trials, tell the
+    seed means; repeat until each study has ``n_trials`` finished candidates."""
+    search = CellSearch(plan, folder)
+    seeds = len({t.config["seed"] for t in plan.trials})
+    slots = plan.spec.resources.max_concurrent_trials or max(1, os.cpu_count() or 1)
+    # fill the slots, and at least two candidates per cell in flight (the constant liar keeps
+    # them apart), so that a small machine still needs few Tune runs
+    per_cell = max(2, slots // (seeds * len(search.cells)))
+    records: list[TrialRecord] = []
+    for batch in itertools.count():
+        candidates = search.ask(per_cell)
+        if not candidates:
+            break
+        trials = [t for c in candidates for t in c.trials]
+        found = session.run(listeners, trials, name=f"{plan.spec.name}-search-{batch:03d}")
+        by_id = {r.trial.id: r for r in found}
+        # candidates without a diverged seed first: a diverged one is scored as the worst value
+        # the cell has seen, this batch included
+        for candidate in sorted(
+            candidates,
+            key=lambda c: any(
+                by_id.get(t.id) is not None and by_id[t.id].status == DIVERGED for t in c.trials
+            ),
+        ):
+            search.tell(candidate, by_id)
+        records += found
+        if len([r for r in found if r.status != RUNNING]) < len(trials):
+            break  # interrupted: the studies keep what finished
+    return records, search

@@ -1,0 +1,102 @@
+"""Optuna inside grid cells, on a real local Ray, recorded in a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import optuna
+from mlflow.tracking import MlflowClient
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+from tests.conftest import run_process, write
+
+SWEEP = """
+name: searched
+model: {depth: 4, width: 16}
+train: {epochs: 2, batch_size: 128, lr: 0.05}
+search: {param: init.c, log_uniform: [0.1, 2.0], n_trials: 4, seed: 3}
+grid:
+  model.shortcut: [identity, none]
+  seed: [0, 1]
+"""
+
+
+def studies(folder: Path) -> dict[str, optuna.Study]:
+    storage = JournalStorage(JournalFileBackend(str(folder / "optuna.journal")))
+    return {
+        s.study_name: optuna.load_study(study_name=s.study_name, storage=storage)
+        for s in optuna.get_all_study_summaries(storage)
+    }
+
+
+def test_each_cell_study_holds_its_candidates_scored_by_the_seed_mean(tmp_path: Path) -> None:
+    sweep = write(tmp_path / "s.yaml", SWEEP)
+    ran = run_process("sweep", str(sweep), "--quiet", cwd=tmp_path)  # on Ray
+    assert ran.code == 0, ran.err[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("searched")
+    runs = client.search_runs([experiment.experiment_id], "tags.trial_id != ''", max_results=100)
+    assert len(runs) == 2 * 4 * 2  # cells × candidates × seeds
+    found = studies(tmp_path / "resablate-runs" / "searched")
+    assert len(found) == 2
+    for cell, study in found.items():
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        assert len(study.trials) == len(complete) == 4
+        for trial in complete:
+            c = trial.params["init.c"]
+            assert 0.1 <= c <= 2.0
+            seeds = [
+                r
+                for r in runs
+                if r.data.tags["search_cell"] == cell and float(r.data.tags["c"]) == c
+            ]
+            assert sorted(r.data.tags["seed"] for r in seeds) == ["0", "1"]
+            assert all(float(r.data.params["init.c"]) == c for r in seeds)
+            mean = statistics.fmean(r.data.metrics["test_acc"] for r in seeds)
+            assert trial.value == mean
+    [parent] = client.search_runs([experiment.experiment_id], "tags.`resablate.kind` = 'sweep'")
+    best = json.loads(
+        Path(
+            client.download_artifacts(parent.info.run_id, "search.json", str(tmp_path))
+        ).read_text()
+    )
+    for cell, study in found.items():
+        assert best[cell]["best"] == study.best_trial.params["init.c"]
+        assert best[cell]["mean"] == study.best_value and best[cell]["complete"] == 4
+
+
+def test_diverging_candidates_score_as_the_worst_and_the_best_c_is_finite(tmp_path: Path) -> None:
+    sweep = write(
+        tmp_path / "d.yaml",
+        """
+name: diverging
+model: {depth: 16, width: 16}
+train: {epochs: 2, batch_size: 64, lr: 0.05}
+search: {param: init.c, log_uniform: [0.01, 100.0], n_trials: 6, sampler: random, seed: 0}
+""",
+    )
+    ran = run_process("sweep", str(sweep), "--quiet", "--inline", cwd=tmp_path)
+    assert ran.code == 0, ran.err[-3000:]
+    [study] = studies(tmp_path / "resablate-runs" / "diverging").values()
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs(
+        [client.get_experiment_by_name("diverging").experiment_id], "tags.trial_id != ''"
+    )
+    status = {float(r.data.tags["c"]): r.data.tags["resablate.status"] for r in runs}
+    assert "diverged" in status.values() and "finished" in status.values()
+    finished = [t.value for t in study.trials if status[t.params["init.c"]] == "finished"]
+    scored = 0
+    for trial in study.trials:
+        if status[trial.params["init.c"]] == "diverged" and trial.value is not None:
+            # the worst value the cell had seen when it was told
+            assert trial.value in finished and trial.value >= min(finished)
+            scored += 1
+        elif status[trial.params["init.c"]] == "diverged":  # nothing seen yet: told FAIL
+            assert trial.state == optuna.trial.TrialState.FAIL
+    assert scored >= 1
+    assert math.isfinite(study.best_value)
+    assert status[study.best_trial.params["init.c"]] == "finished"
