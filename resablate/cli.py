@@ -134,6 +134,14 @@ def sweep(
             artifacts = {"summary.md": markdown(cells), "summary.csv": to_csv(cells)}
             if found:
                 artifacts["search.json"] = json.dumps(found, indent=1)
+                tracker.log_sweep_metrics(
+                    {
+                        f"{key}.{cell}": value[key]
+                        for cell, value in found.items()
+                        for key in ("best", "mean", "std")
+                        if value[key] is not None
+                    }
+                )
             tracker.end_sweep(artifacts, interrupted)
     failed = tracker.counts["failed"]
     if not quiet:

@@ -213,6 +213,16 @@ class SweepTracker:
         self.client.log_dict(self.parent_id, plan, "plan.json")
         return self.parent_id
 
+    def log_sweep_metrics(self, metrics: dict[str, float]) -> None:
+        """Numbers about the whole sweep (e.g. each cell's best c) on the parent run."""
+        from mlflow.entities import Metric
+
+        if self.parent_id is None or not metrics:
+            return
+        now = int(time.time() * 1000)
+        found = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        self.client.log_batch(self.parent_id, metrics=found)
+
     def end_sweep(self, summary: dict[str, str] | None = None, interrupted: bool = False) -> None:
         """Close the parent run and any child run still open (a killed or crashed sweep)."""
         if self.parent_id is None:

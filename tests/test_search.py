@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 
 import optuna
+import pytest
 from mlflow.tracking import MlflowClient
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
@@ -67,6 +68,9 @@ def test_each_cell_study_holds_its_candidates_scored_by_the_seed_mean(tmp_path: 
     for cell, study in found.items():
         assert best[cell]["best"] == study.best_trial.params["init.c"]
         assert best[cell]["mean"] == study.best_value and best[cell]["complete"] == 4
+        assert parent.data.metrics[f"best.{cell}"] == pytest.approx(best[cell]["best"])
+        assert parent.data.metrics[f"mean.{cell}"] == pytest.approx(study.best_value)
+        assert f"std.{cell}" in parent.data.metrics
 
 
 def test_diverging_candidates_score_as_the_worst_and_the_best_c_is_finite(tmp_path: Path) -> None:
