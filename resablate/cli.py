@@ -284,7 +284,7 @@ def probe(
         shown.add_column(column)
     for trial, entry in zip(chosen, trials, strict=True):
         for name in plan.spec.probes.chosen():
-            shown.add_row(trial.id, trial.label(), name, _brief(entry[name]))
+            shown.add_row(trial.id, trial.label() or "(no grid)", name, _brief(entry[name]))
     Console().print(shown)
     return 0
 

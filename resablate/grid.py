@@ -39,10 +39,14 @@ class Trial:
     cell: str = ""
     tags: dict[str, str] = field(default_factory=dict)  # extra MLflow tags (search: cell, c, seed)
 
-    def label(self) -> str:
-        """A short readable name from the grid values: ``depth=4 shortcut=none seed=1``."""
-        parts = [f"{path.rsplit('.', 1)[-1]}={_plain(v)}" for path, v in self.assignment.items()]
-        return " ".join(parts) or self.id
+    def label(self, skip: tuple[str, ...] = ()) -> str:
+        """A short readable name from the grid values: ``depth=4 shortcut=none seed=1``; the
+        values of the ``skip`` paths left out ("" when nothing is left)."""
+        return " ".join(
+            f"{path.rsplit('.', 1)[-1]}={_plain(v)}"
+            for path, v in self.assignment.items()
+            if path not in skip
+        )
 
 
 def _plain(value: Any) -> str:

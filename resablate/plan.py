@@ -133,11 +133,22 @@ def to_json(plan: Plan) -> dict[str, Any]:
     return out
 
 
+def search_cells(plan: Plan) -> dict[str, list[Trial]]:
+    """The grid's trials by cell: a grid point without the searched parameter and the seed."""
+    assert plan.spec.search is not None
+    cells: dict[str, list[Trial]] = {}
+    for trial in plan.trials:
+        cells.setdefault(cell_id(trial.config, drop=("seed", plan.spec.search.param)), []).append(
+            trial
+        )
+    return cells
+
+
 def search_size(plan: Plan) -> dict[str, Any]:
-    """Cells (grid points without the searched parameter and the seed) × candidates × seeds."""
+    """Cells × candidates × seeds: the trials a search will run."""
     search = plan.spec.search
     assert search is not None
-    cells = {cell_id(t.config, drop=("seed", search.param)) for t in plan.trials}
+    cells = search_cells(plan)
     seeds = {t.config["seed"] for t in plan.trials}
     return {
         "param": search.param,

@@ -24,7 +24,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from resablate.grid import Trial, cell_id, config_id, set_path
-from resablate.plan import Plan
+from resablate.plan import Plan, search_cells, search_size
 from resablate.results import DIVERGED, FINISHED, RUNNING, TrialRecord
 from resablate.spec import SearchSpec, TrialConfig
 
@@ -62,10 +62,7 @@ class CellSearch:
     def __init__(self, plan: Plan, folder: Path) -> None:
         assert plan.spec.search is not None
         self.search: SearchSpec = plan.spec.search
-        self.cells: dict[str, list[Trial]] = {}
-        for trial in plan.trials:
-            cell = cell_id(trial.config, drop=("seed", self.search.param))
-            self.cells.setdefault(cell, []).append(trial)
+        self.cells = search_cells(plan)
         folder.mkdir(parents=True, exist_ok=True)
         self.storage = JournalStorage(JournalFileBackend(str(folder / "optuna.journal")))
         direction = (
@@ -172,14 +169,7 @@ class CellSearch:
         for cell, grid_trials in self.cells.items():
             study = self.studies[cell]
             complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-            label = (
-                " ".join(
-                    f"{p.rsplit('.', 1)[-1]}={v}"
-                    for p, v in grid_trials[0].assignment.items()
-                    if p != "seed"
-                )
-                or "(all)"
-            )
+            label = grid_trials[0].label(skip=("seed",)) or "(all)"
             if not complete:
                 out.append(CellResult(cell, label, None, None, None, 0))
                 continue
@@ -222,7 +212,7 @@ def run_search(
     """Ask candidates from every cell's study, run their seeds as one batch of trials, tell the
     seed means; repeat until each study has ``n_trials`` finished candidates."""
     search = CellSearch(plan, folder)
-    seeds = len({t.config["seed"] for t in plan.trials})
+    seeds = search_size(plan)["seeds"]
     slots = plan.spec.resources.max_concurrent_trials or max(1, os.cpu_count() or 1)
     # fill the slots, and at least two candidates per cell in flight (the constant liar keeps
     # them apart), so that a small machine still needs few Tune runs

@@ -35,10 +35,8 @@ def summarize(records: list[TrialRecord]) -> list[CellStats]:
     cells: dict[str, CellStats] = {}
     for record in records:
         trial = record.trial
-        label = " ".join(
-            f"{p.rsplit('.', 1)[-1]}={v}" for p, v in trial.assignment.items() if p != "seed"
-        )
-        stats = cells.setdefault(trial.cell, CellStats(trial.cell, label or "(all)"))
+        label = trial.label(skip=("seed",)) or "(all)"
+        stats = cells.setdefault(trial.cell, CellStats(trial.cell, label))
         stats.trials += 1
         stats.status[record.status] = stats.status.get(record.status, 0) + 1
         if record.status == FINISHED:

@@ -248,7 +248,7 @@ class SweepTracker:
 
         tags = {
             "mlflow.parentRunId": self.parent_id or "",
-            "mlflow.runName": trial.label(),
+            "mlflow.runName": trial.label() or trial.id,
             "trial_id": trial.id,
             "cell": trial.cell,
             "resablate.status": "running",

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,3 +58,13 @@ def run_process(*args: str, cwd: Path, timeout: float = 600, env: dict | None = 
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def trial_runs(folder: Path, experiment: str) -> tuple[Any, list[Any]]:
+    """(client, the trials' child runs) of ``experiment`` in ``folder``'s default store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], "tags.trial_id != ''", max_results=1000)
+    return client, runs

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
-
 from resablate.spec import ProbesSpec
 from resablate.train import run_trial
-from tests.conftest import run_process, write
+from tests.conftest import run_process, trial_runs, write
 
 SWEEP = """
 name: probed
@@ -65,9 +63,7 @@ def test_sweep_records_probe_metrics_and_curves_in_mlflow(tmp_path: Path) -> Non
     sweep = write(tmp_path / "probed.yaml", SWEEP)
     ran = run_process("sweep", str(sweep), "--quiet", cwd=tmp_path)  # on Ray
     assert ran.code == 0, ran.err[-3000:]
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("probed")
-    runs = client.search_runs([experiment.experiment_id], "tags.trial_id != ''")
+    client, runs = trial_runs(tmp_path, "probed")
     assert len(runs) == 2
     for run in runs:
         rid = run.info.run_id

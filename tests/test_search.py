@@ -9,11 +9,10 @@ from pathlib import Path
 
 import optuna
 import pytest
-from mlflow.tracking import MlflowClient
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from tests.conftest import run_process, write
+from tests.conftest import run_process, trial_runs, write
 
 SWEEP = """
 name: searched
@@ -38,9 +37,8 @@ def test_each_cell_study_holds_its_candidates_scored_by_the_seed_mean(tmp_path: 
     sweep = write(tmp_path / "s.yaml", SWEEP)
     ran = run_process("sweep", str(sweep), "--quiet", cwd=tmp_path)  # on Ray
     assert ran.code == 0, ran.err[-3000:]
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client, runs = trial_runs(tmp_path, "searched")
     experiment = client.get_experiment_by_name("searched")
-    runs = client.search_runs([experiment.experiment_id], "tags.trial_id != ''", max_results=100)
     assert len(runs) == 2 * 4 * 2  # cells × candidates × seeds
     found = studies(tmp_path / "resablate-runs" / "searched")
     assert len(found) == 2
@@ -86,10 +84,7 @@ search: {param: init.c, log_uniform: [0.01, 100.0], n_trials: 6, sampler: random
     ran = run_process("sweep", str(sweep), "--quiet", "--inline", cwd=tmp_path)
     assert ran.code == 0, ran.err[-3000:]
     [study] = studies(tmp_path / "resablate-runs" / "diverging").values()
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs(
-        [client.get_experiment_by_name("diverging").experiment_id], "tags.trial_id != ''"
-    )
+    _, runs = trial_runs(tmp_path, "diverging")
     status = {float(r.data.tags["c"]): r.data.tags["resablate.status"] for r in runs}
     assert "diverged" in status.values() and "finished" in status.values()
     finished = [t.value for t in study.trials if status[t.params["init.c"]] == "finished"]

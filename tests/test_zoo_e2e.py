@@ -6,9 +6,7 @@ import os
 import socket
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
-
-from tests.conftest import run_process, write
+from tests.conftest import run_process, trial_runs, write
 from tests.test_data import fake_mnist
 
 SWEEP = """
@@ -29,9 +27,7 @@ def test_mnist_family_on_mnist_files_in_the_working_folder_runs_on_ray(tmp_path:
     }
     ran = run_process("sweep", str(sweep), "--quiet", cwd=tmp_path, env=env)
     assert ran.code == 0, ran.err[-3000:]
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("mnist-zoo")
-    runs = client.search_runs([experiment.experiment_id], "tags.trial_id != ''")
+    _, runs = trial_runs(tmp_path, "mnist-zoo")
     assert sorted(r.data.params["model.shortcut"] for r in runs) == ["gate", "identity"]
     for run in runs:
         assert run.data.tags["resablate.status"] == "finished"
