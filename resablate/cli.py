@@ -5,7 +5,6 @@ Every mistake a user can make ends in one line on stderr and exit code 2, before
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -76,6 +75,19 @@ def _overrides(func: click.decorators.FC) -> click.decorators.FC:
     help="Start Ray's dashboard too (bound to 127.0.0.1) and print its address.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table (for scripts).")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the sweep's last run (killed, interrupted or with failed trials): trials"
+    " that finished are kept and not run again; the others run, under the same parent run."
+    " With nothing recorded yet, starts the sweep.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="With --resume: continue even though the sweep file (or --set) changed since that"
+    " run started; the new file is recorded on the parent run.",
+)
 def sweep(
     sweep_file: str,
     overrides: tuple[str, ...],
@@ -84,93 +96,60 @@ def sweep(
     inline: bool,
     dashboard: bool,
     quiet: bool,
+    resume: bool,
+    force: bool,
 ) -> int:
     """Run every trial of SWEEP.yaml and record it in MLflow.
 
     Prints a progress bar while trials run, then the mean ± std over seeds of the final metrics
     of every grid cell. Exits 0 when every trial finished or diverged (divergence is a result),
-    1 when a trial failed, 2 on bad input.
+    1 when a trial failed, 2 on bad input, 130 when interrupted (continue with --resume).
     """
-    from resablate import runner
-    from resablate.plan import make_plan, prepare_data, search_size
-    from resablate.progress import SweepProgress
-    from resablate.results import RUNNING, Listener
-    from resablate.search import run_search
-    from resablate.summary import markdown, summarize, table, to_csv
-    from resablate.tracking import SweepTracker, resolve_uri
+    from resablate.driver import Options, run_sweep
+    from resablate.plan import make_plan, prepare_data
+    from resablate.summary import table
 
+    if force and not resume:
+        raise UserError("--force only applies to --resume")
     plan = make_plan(sweep_file, overrides)
     spec = plan.spec
     prepare_data(plan)
-    total = search_size(plan)["total_trials"] if spec.search else len(plan.trials)
+    options = Options(
+        tracking_uri, Path(results_dir), inline, dashboard, quiet, resume=resume, force=force
+    )
     err = Console(stderr=True, quiet=quiet)
-    with runner.Session(
-        plan, "inline" if inline else "ray", Path(results_dir), dashboard
-    ) as session:
-        if session.dashboard_url:
-            err.print(f"Ray dashboard: {session.dashboard_url}")
-        tracker = SweepTracker(
-            resolve_uri(tracking_uri, spec.tracking.uri), spec.tracking.experiment or spec.name
-        )
-        tracker.start_sweep(
-            spec.name, spec.model_dump(mode="json"), spec.hash(), Path(sweep_file), plan.trials
-        )
-        records: list = []
-        found: dict[str, Any] = {}
-        interrupted = True
-        try:
-            progress = SweepProgress(spec.name, total, err)
-            listeners: list[Listener] = [tracker] if quiet else [tracker, progress]
-            with contextlib.nullcontext() if quiet else progress:
-                if spec.search:
-                    folder = Path(results_dir) / spec.name
-                    records, studies = run_search(plan, session, listeners, folder)
-                    found = studies.summary()
-                else:
-                    records = session.run(listeners)
-            interrupted = sum(r.status != RUNNING for r in records) < total
-        finally:
-            cells = summarize(records)
-            artifacts = {"summary.md": markdown(cells), "summary.csv": to_csv(cells)}
-            if found:
-                artifacts["search.json"] = json.dumps(found, indent=1)
-                tracker.log_sweep_metrics(
-                    {
-                        f"{key}.{cell}": value[key]
-                        for cell, value in found.items()
-                        for key in ("best", "mean", "std")
-                        if value[key] is not None
-                    }
-                )
-            tracker.end_sweep(artifacts, interrupted)
+    outcome = run_sweep(plan, options, err.print)
+    tracker = outcome.tracker
     failed = tracker.counts["failed"]
     if not quiet:
         out = Console() if sys.stdout.isatty() else Console(width=140)
-        out.print(table(cells, f"{spec.name}: final metrics, mean ± std over seeds"))
-        for cell in found.values():
+        out.print(table(outcome.cells, f"{spec.name}: final metrics, mean ± std over seeds"))
+        for cell in outcome.search.values():
             mean = "—" if cell["mean"] is None else f"{cell['mean']:.4f} ± {cell['std']:.4f}"
             out.print(
                 f"best {spec.search.param if spec.search else ''} in {cell['label']}:"
                 f" {cell['best']} ({spec.search.objective.metric if spec.search else ''}"
                 f" {mean}, {cell['complete']} candidates)"
             )
+        if outcome.journal:
+            out.print(f"Optuna studies (one per cell): {outcome.journal}")
         out.print(
             f"MLflow: experiment '{spec.tracking.experiment or spec.name}' "
             f"(id {tracker.experiment_id}), parent run {tracker.parent_id} in {tracker.uri}"
         )
         out.print("Browse: resablate ui")
-    if interrupted:
-        ended = sum(r.status != RUNNING for r in records)
+    if outcome.interrupted:
         click.echo(
-            f"resablate: sweep interrupted; {ended} of {len(plan.trials)} trials ended and"
-            " are recorded, the runs still going were marked killed",
+            f"resablate: sweep interrupted; {outcome.ended} of {outcome.total} trials ended and"
+            " are recorded, the runs still going were marked killed; continue with --resume",
             err=True,
         )
         return 130
     if failed:
         click.echo(
             f"resablate: {failed} trial(s) failed; their tracebacks are the error.txt"
-            " artifacts of the child runs tagged resablate.status=failed",
+            " artifacts of the child runs tagged resablate.status=failed; --resume runs them"
+            " again",
             err=True,
         )
         return 1

@@ -22,7 +22,7 @@ from resablate.results import DIVERGED, FAILED, TrialRecord
 class SweepProgress:
     """A :class:`~resablate.results.Listener` that draws one bar for the whole sweep."""
 
-    def __init__(self, name: str, total: int, console: Console) -> None:
+    def __init__(self, name: str, total: int, console: Console, done: int = 0) -> None:
         self.counts = {"running": 0, FAILED: 0, DIVERGED: 0}
         self.bar = Progress(
             TextColumn("[bold]{task.description}"),
@@ -35,7 +35,8 @@ class SweepProgress:
             console=console,
             transient=False,
         )
-        self.task = self.bar.add_task(name, total=total, state=self._state())
+        # ``done``: trials an earlier invocation finished (a resumed sweep)
+        self.task = self.bar.add_task(name, total=total, completed=done, state=self._state())
 
     def _state(self) -> str:
         c = self.counts
@@ -59,6 +60,9 @@ class SweepProgress:
 
     def trial_result(self, trial: Trial, result: dict[str, Any]) -> None:
         return None
+
+    def trial_retried(self, trial: Trial, error: str | None) -> None:
+        self.counts["running"] = max(0, self.counts["running"] - 1)  # it starts again
 
     def trial_finished(self, record: TrialRecord) -> None:
         self.counts["running"] = max(0, self.counts["running"] - 1)

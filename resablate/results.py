@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from resablate.grid import Trial
 
 RUNNING, FINISHED, DIVERGED, FAILED = "running", "finished", "diverged", "failed"
+RESULTS = (FINISHED, DIVERGED)  # a trial that ended with one of these is not run again on resume
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 
@@ -46,6 +47,8 @@ class Listener(Protocol):
 
     def trial_finished(self, record: TrialRecord) -> None: ...
 
+    def trial_retried(self, trial: Trial, error: str | None) -> None: ...
+
 
 class Collector:
     """Keeps each trial's latest report and final record (the runner's return value)."""
@@ -54,7 +57,10 @@ class Collector:
         self.records: dict[str, TrialRecord] = {}
 
     def trial_started(self, trial: Trial) -> None:
-        self.records[trial.id] = TrialRecord(trial)
+        self.records[trial.id] = TrialRecord(trial)  # a retried attempt starts afresh
+
+    def trial_retried(self, trial: Trial, error: str | None) -> None:
+        return None
 
     def trial_result(self, trial: Trial, result: dict[str, Any]) -> None:
         record = self.records.setdefault(trial.id, TrialRecord(trial))

@@ -50,6 +50,11 @@ class Events:
         for listener in self.listeners:
             listener.trial_finished(record)
 
+    def retried(self, trial: Trial, error: str | None) -> None:
+        self.collector.trial_retried(trial, error)
+        for listener in self.listeners:
+            listener.trial_retried(trial, error)
+
 
 class Session:
     """A backend made ready for a plan: ``with Session(plan) as session: session.run(listeners)``.
@@ -133,19 +138,39 @@ def _run_inline(plan: Plan, events: Events) -> None:
     """Trials one after another in this process: a breakpoint in train.py just works."""
     from resablate.train import run_trial
 
+    attempts = plan.spec.resources.max_failures + 1
     for trial in plan.trials:
-        events.started(trial)
-        try:
-            run_trial(
-                trial.config,
-                report=functools.partial(events.result, trial),
-                device=_device(plan),
-                probes=plan.spec.probes,
-            )
-        except Exception:
-            events.finished(trial, FAILED, traceback.format_exc())
-        else:
-            events.finished(trial)
+        for attempt in range(1, attempts + 1):
+            events.started(trial)
+            try:
+                run_trial(
+                    trial.config,
+                    report=functools.partial(events.result, trial),
+                    device=_device(plan),
+                    probes=plan.spec.probes,
+                )
+            except Exception as exc:
+                if attempt < attempts:
+                    events.retried(trial, failure_text(exc))
+                    continue
+                events.finished(trial, FAILED, failure_text(exc))
+            else:
+                events.finished(trial)
+            break
+
+
+def failure_text(exc: BaseException) -> str:
+    """A failed trial's error.txt: the traceback, after one line that names a GPU running out
+    of memory as such (with the fix) instead of leaving it to the traceback's last line."""
+    text = "".join(traceback.format_exception(exc))
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return (
+            "GPU out of memory: lower train.batch_size, or give each trial more of a GPU"
+            f" (resources.gpu) so that fewer trials share one\n{text}"
+        )
+    return text
 
 
 def _device(plan: Plan) -> str:
@@ -174,9 +199,9 @@ def _trainable(
             device=device,
             probes=ProbesSpec.model_validate(probes),
         )
-    except Exception:
+    except Exception as exc:
         # Not every exception survives Ray's pickling (pydantic's do not): send the traceback text.
-        raise RuntimeError(traceback.format_exc()) from None
+        raise RuntimeError(failure_text(exc)) from None
 
 
 def _forwarder(events: Events, trials: dict[str, Trial]) -> Any:
@@ -206,13 +231,21 @@ def _forwarder(events: Events, trials: dict[str, Trial]) -> Any:
             self.events.finished(self.trials[trial.config["trial_id"]])
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            error = None
-            if trial.error_file and os.path.exists(trial.error_file):
-                error = Path(trial.error_file).read_text(errors="replace")
-            self.events.finished(self.trials[trial.config["trial_id"]], FAILED, error)
+            self.events.finished(self.trials[trial.config["trial_id"]], FAILED, _error(trial))
+
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.events.retried(self.trials[trial.config["trial_id"]], _error(trial))
 
     keys = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
     return Forward(events, trials, keys)
+
+
+def _error(trial: Any) -> str | None:
+    """The error Tune stored for a failed trial attempt (the worker's traceback, or why the
+    worker died)."""
+    if trial.error_file and os.path.exists(trial.error_file):
+        return Path(trial.error_file).read_text(errors="replace")
+    return None
 
 
 def _start_ray(dashboard: bool) -> tuple[bool, str | None]:
@@ -276,6 +309,7 @@ def _run_ray(plan: Plan, events: Events, results_dir: Path, name: str) -> None:
             storage_path=str(results_dir.resolve()),
             verbose=0,
             callbacks=[_forwarder(events, trials)],
+            failure_config=tune.FailureConfig(max_failures=resources.max_failures),
         ),
     )
     tuner.fit()

@@ -14,7 +14,7 @@ import itertools
 import math
 import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,6 +44,9 @@ class Candidate:
     trial: optuna.Trial
     value: float
     trials: list[Trial] = field(default_factory=list)
+    # an in-flight candidate of the same cell with the same value (an int distribution, or a
+    # sampler repeating itself): this one runs nothing and is told what its twin is told
+    twin: Candidate | None = None
 
 
 @dataclass
@@ -59,12 +62,12 @@ class CellResult:
 class CellSearch:
     """The studies of a plan's cells: ask candidates, turn them into trials, tell their scores."""
 
-    def __init__(self, plan: Plan, folder: Path) -> None:
+    def __init__(self, plan: Plan, journal: Path) -> None:
         assert plan.spec.search is not None
         self.search: SearchSpec = plan.spec.search
         self.cells = search_cells(plan)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.storage = JournalStorage(JournalFileBackend(str(folder / "optuna.journal")))
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        self.storage = JournalStorage(JournalFileBackend(str(journal)))
         direction = (
             optuna.study.StudyDirection.MAXIMIZE
             if self.search.objective.direction == "max"
@@ -86,11 +89,44 @@ class CellSearch:
         done = [t for t in self.studies[cell].trials if t.state.is_finished()]
         return self.search.n_trials - len(done)
 
-    def ask(self, per_cell: int) -> list[Candidate]:
-        """Up to ``per_cell`` new candidates in every cell that has budget left."""
+    def pending(self) -> list[Candidate]:
+        """The candidates an interrupted invocation asked but never told (RUNNING in their
+        study), to be finished first: their value stays, their seeds that finished are kept."""
+        out: list[Candidate] = []
+        running = (optuna.trial.TrialState.RUNNING,)
+        for cell, study in self.studies.items():
+            for frozen in study.get_trials(deepcopy=False, states=running):
+                value = frozen.params[self.search.param]
+                # the study's own handle on a trial it already holds (optuna.Trial is what
+                # Study.ask returns; here it is rebuilt from the stored trial's id)
+                trial = optuna.Trial(study, frozen._trial_id)
+                twin = next((c for c in out if c.cell == cell and c.value == value), None)
+                if twin is not None:
+                    out.append(Candidate(cell, trial, value, twin=twin))
+                else:
+                    out.append(self._candidate(cell, trial, value))
+        return out
+
+    def told_trials(self) -> list[Trial]:
+        """The trials of every candidate already told (an earlier invocation's results)."""
+        return [
+            t
+            for cell, study in self.studies.items()
+            for frozen in study.trials
+            if frozen.state.is_finished() and self.search.param in frozen.params
+            for t in self._candidate(cell, None, frozen.params[self.search.param]).trials
+        ]
+
+    def ask(self, per_cell: int, flying: Sequence[Candidate] = ()) -> list[Candidate]:
+        """Up to ``per_cell`` new candidates in every cell that has budget left.
+
+        A value the cell has already scored is told that score again without running anything
+        (it still spends one of ``n_trials``, so a small int range cannot loop forever); a value
+        already in flight becomes that candidate's twin.
+        """
         kind, low, high = self.search.distribution()
-        out = []
-        for cell, grid_trials in self.cells.items():
+        out: list[Candidate] = []
+        for cell in self.cells:
             for _ in range(min(per_cell, self.remaining(cell))):
                 trial = self.studies[cell].ask()
                 if kind == "int":
@@ -99,10 +135,33 @@ class CellSearch:
                     value = trial.suggest_float(
                         self.search.param, low, high, log=kind == "log_uniform"
                     )
-                candidate = Candidate(cell, trial, value)
-                candidate.trials = [self._at(t, cell, value) for t in grid_trials]
-                out.append(candidate)
+                if self._repeat(cell, trial, value):
+                    continue
+                twin = next(
+                    (c for c in [*flying, *out] if c.cell == cell and c.value == value), None
+                )
+                if twin is not None:
+                    out.append(Candidate(cell, trial, value, twin=twin))
+                else:
+                    out.append(self._candidate(cell, trial, value))
         return out
+
+    def _repeat(self, cell: str, trial: optuna.Trial, value: float) -> bool:
+        """Tell ``trial`` the score of an earlier complete trial with the same value, if any."""
+        study = self.studies[cell]
+        complete = (optuna.trial.TrialState.COMPLETE,)
+        for frozen in study.get_trials(deepcopy=False, states=complete):
+            if frozen.params.get(self.search.param) == value:
+                trial.set_user_attr("seed_scores", frozen.user_attrs.get("seed_scores"))
+                trial.set_user_attr("repeat_of", frozen.number)
+                study.tell(trial, frozen.value)
+                return True
+        return False
+
+    def _candidate(self, cell: str, trial: Any, value: float) -> Candidate:
+        candidate = Candidate(cell, trial, value)
+        candidate.trials = [self._at(t, cell, value) for t in self.cells[cell]]
+        return candidate
 
     def _at(self, grid_trial: Trial, cell: str, value: float) -> Trial:
         raw = {k: dict(v) if isinstance(v, dict) else v for k, v in grid_trial.config.items()}
@@ -131,8 +190,26 @@ class CellSearch:
 
     def tell(self, candidate: Candidate, records: dict[str, TrialRecord]) -> float | None:
         """Tell the study the mean over the candidate's seeds (diverged seeds scored as the worst
-        value the cell has seen, or the stated penalty); FAIL if a seed failed or none scored."""
+        value the cell has seen, or the stated penalty); FAIL if a seed failed or none scored.
+
+        A candidate with a seed that did not end (an interrupted sweep) is not told: it stays
+        RUNNING in its study, and a resumed sweep finishes it.
+        """
         study = self.studies[candidate.cell]
+        ended = [records.get(t.id) for t in candidate.trials]
+        if any(r is None or r.status == RUNNING for r in ended):
+            return None
+        if candidate.twin is not None:
+            twin = study.trials[candidate.twin.trial.number]
+            if twin.state == optuna.trial.TrialState.RUNNING:
+                return None
+            candidate.trial.set_user_attr("repeat_of", twin.number)
+            if twin.state != optuna.trial.TrialState.COMPLETE:
+                study.tell(candidate.trial, state=twin.state)
+                return None
+            candidate.trial.set_user_attr("seed_scores", twin.user_attrs.get("seed_scores"))
+            study.tell(candidate.trial, twin.value)
+            return twin.value
         scores = []
         for trial in candidate.trials:
             record = records.get(trial.id)
@@ -206,35 +283,60 @@ class Runs(Protocol):
     ) -> list[TrialRecord]: ...
 
 
+Done = Callable[[list[Trial]], list[TrialRecord]]
+
+
 def run_search(
-    plan: Plan, session: Runs, listeners: Sequence[Any], folder: Path
+    plan: Plan,
+    session: Runs,
+    listeners: Sequence[Any],
+    journal: Path,
+    done: Done = lambda trials: [],
+    tag: str = "",
 ) -> tuple[list[TrialRecord], CellSearch]:
     """Ask candidates from every cell's study, run their seeds as one batch of trials, tell the
-    seed means; repeat until each study has ``n_trials`` finished candidates."""
-    search = CellSearch(plan, folder)
+    seed means; repeat until each study has ``n_trials`` finished candidates.
+
+    ``done`` returns the records of the trials an earlier invocation finished (a resumed sweep):
+    they are not run again. The candidates that invocation left untold are finished first.
+    ``tag`` keeps the Tune run names of one invocation apart from another's.
+    """
+    search = CellSearch(plan, journal)
     seeds = search_size(plan)["seeds"]
     slots = plan.spec.resources.max_concurrent_trials or max(1, os.cpu_count() or 1)
     # fill the slots, and at least two candidates per cell in flight (the constant liar keeps
     # them apart), so that a small machine still needs few Tune runs
     per_cell = max(2, slots // (seeds * len(search.cells)))
-    records: list[TrialRecord] = []
+    records: list[TrialRecord] = done(search.told_trials())
+    pending = search.pending()
     for batch in itertools.count():
-        candidates = search.ask(per_cell)
+        candidates = pending or search.ask(per_cell)
+        pending = []
         if not candidates:
             break
-        trials = [t for c in candidates for t in c.trials]
-        found = session.run(listeners, trials, name=f"{plan.spec.name}-search-{batch:03d}")
-        by_id = {r.trial.id: r for r in found}
+        wanted = [t for c in candidates for t in c.trials]
+        known = {r.trial.id: r for r in done(wanted)}
+        trials = [t for t in wanted if t.id not in known]
+        found = (
+            session.run(listeners, trials, name=f"{plan.spec.name}-search{tag}-{batch:03d}")
+            if trials
+            else []
+        )
+        by_id = {**known, **{r.trial.id: r for r in found}}
         # candidates without a diverged seed first: a diverged one is scored as the worst value
-        # the cell has seen, this batch included
+        # the cell has seen, this batch included; twins after the candidate they repeat
         for candidate in sorted(
             candidates,
-            key=lambda c: any(
-                by_id.get(t.id) is not None and by_id[t.id].status == DIVERGED for t in c.trials
+            key=lambda c: (
+                c.twin is not None,
+                any(
+                    by_id.get(t.id) is not None and by_id[t.id].status == DIVERGED
+                    for t in c.trials
+                ),
             ),
         ):
             search.tell(candidate, by_id)
-        records += found
+        records += [*known.values(), *found]
         if len([r for r in found if r.status != RUNNING]) < len(trials):
             break  # interrupted: the studies keep what finished
     return records, search

@@ -300,6 +300,8 @@ class ResourcesSpec(Section):
     cpu: float = Field(1.0, gt=0.0)
     gpu: float = Field(0.0, ge=0.0)
     max_concurrent_trials: int | None = Field(None, ge=1)
+    # retries of a failed trial (an exception, a lost worker or node); each attempt starts over
+    max_failures: int = Field(0, ge=0)
 
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # safe as a folder name and in a URL

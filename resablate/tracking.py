@@ -17,20 +17,29 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from resablate.errors import UserError
 from resablate.grid import Trial
-from resablate.results import DIVERGED, FAILED, FINISHED, TrialRecord, epoch_metrics
+from resablate.results import (
+    DIVERGED,
+    FAILED,
+    FINISHED,
+    RESULTS,
+    TrialRecord,
+    epoch_metrics,
+)
 
 DEFAULT_DB = "mlflow.db"
 # Lands MLflow 3's UI on the training-runs table instead of its GenAI (traces) view.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 PACKAGES = ("resablate", "torch", "ray", "mlflow", "optuna", "pydantic", "numpy", "scikit-learn")
 _STATUS = {FINISHED: "FINISHED", DIVERGED: "FINISHED", FAILED: "FAILED"}
+RETRIED, KILLED = "retried", "killed"  # child-run states of an attempt that did not end the trial
 
 
 def resolve_uri(cli_uri: str | None = None, spec_uri: str | None = None) -> str:
@@ -155,6 +164,30 @@ def experiment_url(base: str, experiment_id: str) -> str:
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
 
 
+@dataclass
+class Previous:
+    """An earlier invocation of a sweep, as its MLflow parent run and child runs record it.
+
+    MLflow is the ledger of a sweep: a trial is done when a child run of the parent, tagged with
+    the trial's id, ended FINISHED with a result status (finished, diverged). Nothing else
+    (Tune's folders, a local file) is trusted, so a kill between any two writes loses at most
+    the trial being recorded, which then runs again.
+    """
+
+    run_id: str
+    status: str  # the parent run's MLflow status: RUNNING (killed hard), KILLED, FAILED, ...
+    spec_hash: str
+    n_trials: int
+    resumes: int
+    tags: dict[str, str]
+    done: dict[str, Any] = field(default_factory=dict)  # trial id -> its finished child run
+    stale: list[str] = field(default_factory=list)  # child runs left RUNNING by a killed driver
+
+    @property
+    def unfinished(self) -> bool:
+        return self.status != "FINISHED"
+
+
 class SweepTracker:
     """Records one sweep invocation; a :class:`~resablate.results.Listener` for its trials."""
 
@@ -184,6 +217,106 @@ class SweepTracker:
         self.parent_id: str | None = None
         self.runs: dict[str, str] = {}  # trial id -> child run id
         self.counts = {FINISHED: 0, DIVERGED: 0, FAILED: 0}
+        self.previous: Previous | None = None  # the invocation this one resumes
+
+    # -- the ledger: what an earlier invocation of a sweep finished -----------------------------
+
+    def find_previous(self, name: str) -> Previous | None:
+        """The latest invocation of sweep ``name`` in this experiment, with its children."""
+        found = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`resablate.kind` = 'sweep' and tags.`resablate.sweep` = '{name}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not found:
+            return None
+        parent = found[0]
+        tags = parent.data.tags
+        previous = Previous(
+            parent.info.run_id,
+            parent.info.status,
+            tags.get("resablate.spec_hash", ""),
+            int(tags.get("resablate.n_trials", "0")),
+            int(tags.get("resablate.resumes", "0")),
+            dict(tags),
+        )
+        for run in self._children(parent.info.run_id):
+            trial_id = run.data.tags.get("trial_id")
+            status = run.data.tags.get("resablate.status")
+            if run.info.status == "RUNNING":
+                previous.stale.append(run.info.run_id)
+            elif run.info.status == "FINISHED" and status in RESULTS and trial_id:
+                previous.done.setdefault(trial_id, run)
+        return previous
+
+    def _children(self, parent_id: str) -> Iterable[Any]:
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                f"tags.mlflow.parentRunId = '{parent_id}'",
+                max_results=1000,
+                page_token=token,
+            )
+            yield from page
+            token = page.token
+            if not token:
+                return
+
+    def records(
+        self, trials: Iterable[Trial], history_of: tuple[str, ...] = ()
+    ) -> list[TrialRecord]:
+        """The records of ``trials`` that the resumed invocation finished: status and final
+        metrics from MLflow, and the per-epoch history of the ``history_of`` metrics."""
+        if self.previous is None:
+            return []
+        out = []
+        for trial in trials:
+            run = self.previous.done.get(trial.id)
+            if run is None:
+                continue
+            metrics = dict(run.data.metrics)
+            record = TrialRecord(trial, run.data.tags["resablate.status"], metrics=metrics)
+            steps: dict[int, dict[str, float]] = {}
+            for metric in history_of:
+                for point in self.client.get_metric_history(run.info.run_id, metric):
+                    steps.setdefault(point.step, {})[metric] = point.value
+            record.history = [steps[k] for k in sorted(steps)]
+            record.epoch = max(steps, default=0)
+            out.append(record)
+        return out
+
+    def resume_sweep(
+        self, previous: Previous, spec_hash: str, source: Path, trials: list[Trial]
+    ) -> str:
+        """Continue ``previous``: close its stale child runs as killed, reopen its parent run,
+        and count what it finished. A changed spec (allowed by --force) is recorded on it."""
+        for run_id in previous.stale:
+            self.client.set_tag(run_id, "resablate.status", KILLED)
+            self.client.set_terminated(run_id, "KILLED")
+        resumes = previous.resumes + 1
+        parent = previous.run_id
+        self.client.update_run(parent, status="RUNNING")
+        self.client.set_tag(parent, "resablate.resumes", str(resumes))
+        if previous.spec_hash != spec_hash:
+            self.client.set_tag(
+                parent, f"resablate.spec_hash.before_resume_{resumes}", previous.spec_hash
+            )
+            self.client.set_tag(parent, "resablate.spec_hash", spec_hash)
+            self.client.set_tag(parent, "resablate.n_trials", str(len(trials)))
+            try:
+                text = source.read_text(encoding="utf-8")
+            except OSError:
+                text = ""
+            self.client.log_text(parent, text, f"sweep.resume_{resumes}.yaml")
+            plan = [{"id": t.id, "cell": t.cell, "grid": t.assignment} for t in trials]
+            self.client.log_dict(parent, plan, f"plan.resume_{resumes}.json")
+        self.parent_id, self.previous = parent, previous
+        for run in previous.done.values():
+            status = run.data.tags["resablate.status"]
+            self.counts[status] = self.counts.get(status, 0) + 1
+        return parent
 
     # -- the sweep ----------------------------------------------------------------------------
 
@@ -194,6 +327,7 @@ class SweepTracker:
             "mlflow.runName": f"{name} {time.strftime('%Y-%m-%d %H:%M:%S')}",
             "mlflow.source.name": str(source),
             "resablate.kind": "sweep",
+            "resablate.sweep": name,
             "resablate.spec_hash": spec_hash,
             "resablate.n_trials": str(len(trials)),
             **{f"resablate.version.{k}": v for k, v in versions().items()},
@@ -242,8 +376,6 @@ class SweepTracker:
     # -- listener -----------------------------------------------------------------------------
 
     def trial_started(self, trial: Trial) -> None:
-        if trial.id in self.runs:  # a retried attempt continues the same run
-            return
         from mlflow.entities import Param
 
         tags = {
@@ -273,6 +405,17 @@ class SweepTracker:
         for name, found in (result.get("probes") or {}).items():
             # per-unit curves and the full result: probes/<probe>/epoch_<k>.json
             self.client.log_dict(run_id, {"epoch": step, **found}, probe_artifact(name, step))
+
+    def trial_retried(self, trial: Trial, error: str | None) -> None:
+        """Tune restarts a failed attempt (max_failures): its run ends failed, with the error,
+        and the next attempt gets a run of its own (it trains from the start again)."""
+        run_id = self.runs.pop(trial.id, None)
+        if run_id is None:
+            return
+        self.client.set_tag(run_id, "resablate.status", RETRIED)
+        if error:
+            self.client.log_text(run_id, error, "error.txt")
+        self.client.set_terminated(run_id, "FAILED")
 
     def trial_finished(self, record: TrialRecord) -> None:
         run_id = self.runs.get(record.trial.id)

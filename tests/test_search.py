@@ -26,7 +26,9 @@ grid:
 
 
 def studies(folder: Path) -> dict[str, optuna.Study]:
-    storage = JournalStorage(JournalFileBackend(str(folder / "optuna.journal")))
+    """The studies of the one invocation of the sweep whose results are in ``folder``."""
+    [journal] = (folder / "optuna").glob("*.journal")  # named by the parent run's id
+    storage = JournalStorage(JournalFileBackend(str(journal)))
     return {
         s.study_name: optuna.load_study(study_name=s.study_name, storage=storage)
         for s in optuna.get_all_study_summaries(storage)

@@ -1,0 +1,211 @@
+"""The sweep driver: a plan run on a backend, recorded in MLflow, resumable after any stop.
+
+``resablate sweep`` is this module's :func:`run_sweep`. One driver at a time owns a sweep's
+results folder (an OS file lock, released even when the driver is killed). MLflow is the ledger
+(see :class:`~resablate.tracking.Previous`): ``--resume`` reopens the sweep's latest parent run,
+closes the child runs a killed driver left RUNNING, and runs only the trials without a finished
+child run; a search continues its Optuna studies from their journal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from rich.console import Console
+
+from resablate.errors import UserError
+from resablate.plan import Plan, search_size
+from resablate.results import RUNNING, Listener, TrialRecord
+from resablate.summary import CellStats, markdown, summarize, to_csv
+from resablate.tracking import Previous, SweepTracker, check_store, resolve_uri
+
+LOCK = ".driver.lock"
+
+
+@dataclass
+class Options:
+    tracking_uri: str | None = None
+    results_dir: Path = Path("resablate-runs")
+    inline: bool = False
+    dashboard: bool = False
+    quiet: bool = False
+    resume: bool = False
+    force: bool = False
+
+
+@dataclass
+class Outcome:
+    tracker: SweepTracker
+    total: int  # trials the sweep holds (a search: cells × candidates × seeds)
+    records: list[TrialRecord] = field(default_factory=list)  # ended, this and resumed runs
+    cells: list[CellStats] = field(default_factory=list)
+    search: dict[str, Any] = field(default_factory=dict)  # cell -> best value, mean, std
+    resumed: Previous | None = None
+    journal: Path | None = None
+    interrupted: bool = True  # until every trial (every study's budget) has ended
+
+    @property
+    def ended(self) -> int:
+        return sum(r.status != RUNNING for r in self.records)
+
+
+@contextlib.contextmanager
+def driver_lock(folder: Path, name: str) -> Iterator[None]:
+    """Hold ``folder/.driver.lock`` while the sweep runs: a second driver of the same sweep and
+    results folder is refused instead of racing the first (the lock dies with its process)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle: IO[str] = open(folder / LOCK, "a+")  # noqa: SIM115 (held until the end)
+    except OSError as exc:
+        raise UserError(
+            f"results folder {folder}: {exc.strerror or exc}; pass --results-dir <writable folder>"
+        ) from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise UserError(
+                f"sweep '{name}' is already running from {folder} (driver pid {holder}); wait"
+                " for it to end, or stop it and continue it with --resume"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def check_resume(plan: Plan, previous: Previous | None, options: Options) -> Previous | None:
+    """The invocation to continue (None: start a new one), or a one-line refusal."""
+    if not options.resume:
+        return None
+    if previous is None:
+        return None  # nothing recorded yet (killed before its first write): start afresh
+    if previous.spec_hash != plan.spec.hash() and not options.force:
+        raise UserError(
+            f"{plan.source}: the sweep changed since parent run {previous.run_id} was started"
+            f" (spec hash {previous.spec_hash} -> {plan.spec.hash()}); pass --force to resume"
+            " it anyway (the change is recorded on the parent run), or drop --resume to start"
+            " a new run"
+        )
+    return previous
+
+
+def run_sweep(plan: Plan, options: Options, say: Callable[[str], Any]) -> Outcome:
+    """Run (or resume) every trial of ``plan``; ``say`` prints a line for the user."""
+    from resablate import runner
+
+    uri = resolve_uri(options.tracking_uri, plan.spec.tracking.uri)
+    backend = "inline" if options.inline else "ray"
+    with runner.Session(plan, backend, options.results_dir, options.dashboard) as session:
+        if session.dashboard_url:
+            say(f"Ray dashboard: {session.dashboard_url}")
+        check_store(uri)  # before the lock creates the results folder: nothing left behind
+        with driver_lock(options.results_dir / plan.spec.name, plan.spec.name):
+            tracker = SweepTracker(uri, plan.spec.tracking.experiment or plan.spec.name)
+            outcome = Outcome(tracker, 0)
+            _open(plan, options, tracker, outcome, say)
+            try:
+                _run(plan, options, session, tracker, outcome)
+            finally:
+                _close(tracker, outcome)
+    return outcome
+
+
+def _open(
+    plan: Plan, options: Options, tracker: SweepTracker, outcome: Outcome, say: Callable
+) -> None:
+    """Start the sweep's parent run, or reopen the one that --resume continues."""
+    spec, source = plan.spec, Path(plan.source)
+    outcome.total = search_size(plan)["total_trials"] if spec.search else len(plan.trials)
+    previous = tracker.find_previous(spec.name)
+    outcome.resumed = check_resume(plan, previous, options)
+    if outcome.resumed is not None:
+        tracker.resume_sweep(outcome.resumed, spec.hash(), source, plan.trials)
+        say(
+            f"resuming parent run {outcome.resumed.run_id}: {len(outcome.resumed.done)}"
+            f" trial(s) already finished, {len(outcome.resumed.stale)} stale run(s) closed"
+        )
+        return
+    if previous is not None and previous.unfinished:
+        say(
+            f"note: the last run of sweep '{spec.name}' ({previous.run_id},"
+            f" {len(previous.done)} trial(s) finished) did not finish; --resume continues it."
+            " Starting a new run."
+        )
+    tracker.start_sweep(spec.name, spec.model_dump(mode="json"), spec.hash(), source, plan.trials)
+
+
+def _run(
+    plan: Plan, options: Options, session: Any, tracker: SweepTracker, outcome: Outcome
+) -> None:
+    from resablate.progress import SweepProgress
+    from resablate.search import run_search
+
+    spec = plan.spec
+    err = Console(stderr=True, quiet=options.quiet)
+    done = len(outcome.resumed.done) if outcome.resumed else 0
+    progress = SweepProgress(spec.name, outcome.total, err, done=done)
+    listeners: list[Listener] = [tracker] if options.quiet else [tracker, progress]
+    with contextlib.nullcontext() if options.quiet else progress:
+        if spec.search:
+            outcome.journal = _journal(tracker, options.results_dir / spec.name)
+            history = (spec.search.objective.metric,)
+            assert tracker.parent_id is not None
+            records, studies = run_search(
+                plan,
+                session,
+                listeners,
+                outcome.journal,
+                done=lambda trials: tracker.records(trials, history),
+                tag=f"-{tracker.parent_id[:8]}",
+            )
+            outcome.records = records
+            outcome.search = studies.summary()
+            outcome.interrupted = any(studies.remaining(c) for c in studies.cells)
+        else:
+            kept = tracker.records(plan.trials)
+            finished = {r.trial.id for r in kept}
+            todo = [t for t in plan.trials if t.id not in finished]
+            outcome.records = kept + (session.run(listeners, todo) if todo else [])
+            outcome.interrupted = outcome.ended < len(plan.trials)
+
+
+def _journal(tracker: SweepTracker, folder: Path) -> Path:
+    """Each invocation's studies live in their own journal file (a resumed one reuses its
+    parent run's), named on the parent run so that the studies can be found from MLflow."""
+    assert tracker.parent_id is not None
+    key = "resablate.optuna_journal"
+    recorded = tracker.previous.tags.get(key) if tracker.previous else None
+    journal = Path(recorded) if recorded else (folder / "optuna" / f"{tracker.parent_id}.journal")
+    if not recorded:
+        tracker.client.set_tag(tracker.parent_id, key, str(journal.resolve()))
+    return journal
+
+
+def _close(tracker: SweepTracker, outcome: Outcome) -> None:
+    """The parent run's summary artifacts and metrics, then its end (killed if interrupted)."""
+    outcome.cells = summarize(outcome.records)
+    artifacts = {"summary.md": markdown(outcome.cells), "summary.csv": to_csv(outcome.cells)}
+    if outcome.search:
+        artifacts["search.json"] = json.dumps(outcome.search, indent=1)
+        tracker.log_sweep_metrics(
+            {
+                f"{key}.{cell}": value[key]
+                for cell, value in outcome.search.items()
+                for key in ("best", "mean", "std")
+                if value[key] is not None
+            }
+        )
+    tracker.end_sweep(artifacts, outcome.interrupted)
