@@ -76,14 +76,15 @@ class CellSearch:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.studies = {
             cell: optuna.create_study(
-                study_name=cell,
-                storage=self.storage,
-                direction=direction,
-                load_if_exists=True,
-                sampler=SAMPLERS[self.search.sampler](self.search.seed + int(cell[:7], 16)),
+                study_name=cell, storage=self.storage, direction=direction, load_if_exists=True
             )
             for cell in self.cells
         }
+        for cell, study in self.studies.items():
+            # seeded per cell; a resumed study also by the trials it holds, so that a sampler
+            # does not replay the random draws it made before the interruption
+            seed = self.search.seed + int(cell[:7], 16) + 7919 * len(study.trials)
+            study.sampler = SAMPLERS[self.search.sampler](seed)
 
     def remaining(self, cell: str) -> int:
         done = [t for t in self.studies[cell].trials if t.state.is_finished()]
@@ -127,7 +128,8 @@ class CellSearch:
         kind, low, high = self.search.distribution()
         out: list[Candidate] = []
         for cell in self.cells:
-            for _ in range(min(per_cell, self.remaining(cell))):
+            added = 0
+            while added < per_cell and self.remaining(cell) > added:
                 trial = self.studies[cell].ask()
                 if kind == "int":
                     value: float = trial.suggest_int(self.search.param, int(low), int(high))
@@ -136,7 +138,8 @@ class CellSearch:
                         self.search.param, low, high, log=kind == "log_uniform"
                     )
                 if self._repeat(cell, trial, value):
-                    continue
+                    continue  # told at once: the budget shrank
+                added += 1
                 twin = next(
                     (c for c in [*flying, *out] if c.cell == cell and c.value == value), None
                 )

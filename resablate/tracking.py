@@ -8,6 +8,8 @@ working directory; ``--tracking-uri`` or MLFLOW_TRACKING_URI choose another.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -17,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -81,6 +83,24 @@ def check_store(uri: str) -> None:
                 f"tracking server {uri} is unreachable ({reason}); start it (mlflow server) or"
                 " check --tracking-uri / MLFLOW_TRACKING_URI"
             ) from None
+
+
+@contextlib.contextmanager
+def _creating(uri: str) -> Iterator[None]:
+    """Serialize the first use of a sqlite store across processes: MLflow creates and migrates
+    its schema on first use, and two sweeps doing it at once fail ("duplicate column name").
+    The lock is an flock on the database file itself (sqlite's own locks are fcntl locks, which
+    do not interact with it), held only while the store is opened."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class _Retrying:
@@ -194,22 +214,23 @@ class SweepTracker:
     def __init__(self, uri: str, experiment: str) -> None:
         check_store(uri)
         self.uri = uri
-        self.client = _client(uri)
         try:
-            found = self.client.get_experiment_by_name(experiment)
-            if found is None:
-                self.experiment_id = self.client.create_experiment(
-                    experiment,
-                    artifact_location=artifact_location(uri, experiment),
-                    tags=EXPERIMENT_KIND,
-                )
-            elif found.lifecycle_stage == "deleted":
-                raise UserError(
-                    f"MLflow experiment '{experiment}' is deleted in {uri}; restore it in the UI,"
-                    " or set tracking.experiment to another name"
-                )
-            else:
-                self.experiment_id = found.experiment_id
+            with _creating(uri):
+                self.client = _client(uri)
+                found = self.client.get_experiment_by_name(experiment)
+                if found is None:
+                    self.experiment_id = self.client.create_experiment(
+                        experiment,
+                        artifact_location=artifact_location(uri, experiment),
+                        tags=EXPERIMENT_KIND,
+                    )
+                elif found.lifecycle_stage == "deleted":
+                    raise UserError(
+                        f"MLflow experiment '{experiment}' is deleted in {uri}; restore it in"
+                        " the UI, or set tracking.experiment to another name"
+                    )
+                else:
+                    self.experiment_id = found.experiment_id
         except UserError:
             raise
         except Exception as exc:  # any store failure: one line, nothing started

@@ -1,0 +1,408 @@
+"""Kill and resume: a real sweep in a real process, killed at several points, then --resume.
+
+After the resume every trial has exactly one finished child run, no run is left RUNNING, the
+parent run is the same, and the trials that had finished before the kill were not run again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+from resablate.plan import make_plan
+from tests.conftest import run_process, trial_runs, write
+
+GRID = """
+name: killed
+model: {depth: 8, width: 48}
+init: {c: 0.25}
+train: {epochs: 5, batch_size: 32, lr: 0.02}
+resources: {max_concurrent_trials: 1}
+grid:
+  seed: [0, 1, 2, 3, 4]
+"""
+
+SEARCH = """
+name: killsearch
+model: {depth: 8, width: 48}
+train: {epochs: 4, batch_size: 32, lr: 0.02}
+search: {param: init.c, log_uniform: [0.05, 1.0], n_trials: 3, seed: 1}
+resources: {max_concurrent_trials: 2}
+grid:
+  model.shortcut: [identity, none]
+  seed: [0, 1]
+"""
+
+Query = Callable[[str], list[tuple]]
+
+
+def query(db: Path) -> Query:
+    def run(sql: str) -> list[tuple]:
+        for _ in range(50):  # the driver may hold the write lock for a moment
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+                    return conn.execute(sql).fetchall()
+            except sqlite3.OperationalError:
+                time.sleep(0.05)
+        return []
+
+    return run
+
+
+CHILDREN = (
+    "select r.run_uuid, r.status, count(m.key) from runs r"
+    " join tags t on t.run_uuid = r.run_uuid and t.key = 'trial_id'"
+    " left join metrics m on m.run_uuid = r.run_uuid group by r.run_uuid"
+)
+
+
+def start(folder: Path, *args: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "resablate.cli", "sweep", *args, "-q"],
+        cwd=folder,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # the driver and the Ray it starts: one process group
+    )
+
+
+def wait_until(proc: subprocess.Popen, check: Callable[[], bool], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert proc.poll() is None, f"the sweep ended before the kill point: {proc.stderr}"
+        assert time.monotonic() < deadline, "kill point not reached"
+        time.sleep(0.02)
+
+
+def kill_hard(proc: subprocess.Popen) -> None:
+    """SIGKILL the driver, then whatever of its Ray survives it (a machine losing power)."""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def finished_ids(db: Path) -> set[str]:
+    rows = query(db)(CHILDREN) if db.exists() else []
+    return {run for run, status, _ in rows if status == "FINISHED"}
+
+
+# each kill point: (backend flag, condition on the child runs (run id, status, n metrics))
+POINTS: dict[str, tuple[list[str], Callable[[list[tuple]], bool]]] = {
+    "during Ray start": ([], lambda rows: True),
+    "mid-trial": (
+        [],
+        lambda rows: (
+            sum(s == "FINISHED" for _, s, _ in rows) >= 1
+            and any(s == "RUNNING" and n > 0 for _, s, n in rows)
+        ),
+    ),
+    "between trials": (["--inline"], lambda rows: sum(s == "FINISHED" for _, s, _ in rows) >= 2),
+    "while logging a new run": (
+        ["--inline"],
+        lambda rows: (
+            sum(s == "FINISHED" for _, s, _ in rows) >= 1
+            and any(s == "RUNNING" and n == 0 for _, s, n in rows)
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("point", list(POINTS))
+def test_a_sweep_killed_anywhere_resumes_with_one_finished_run_per_trial(
+    tmp_path: Path, point: str
+) -> None:
+    sweep = write(tmp_path / "k.yaml", GRID)
+    db = tmp_path / "mlflow.db"
+    flags, reached = POINTS[point]
+    proc = start(tmp_path, str(sweep), *flags)
+    if point == "during Ray start":
+        time.sleep(2.0)  # imports and ray.init take longer: nothing is recorded yet
+    else:
+        wait_until(proc, lambda: db.exists() and reached(query(db)(CHILDREN)))
+    kill_hard(proc)
+    before = finished_ids(db)
+
+    ran = run_process("sweep", str(sweep), "--resume", "-q", *flags, cwd=tmp_path)
+    assert ran.code == 0, ran.err[-3000:]
+
+    client, runs = trial_runs(tmp_path, "killed")
+    plan = make_plan(sweep)
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["trial_id"] for r in finished) == sorted(t.id for t in plan.trials)
+    assert all(r.data.tags["resablate.status"] == "finished" for r in finished)
+    assert [r for r in runs if r.info.status == "RUNNING"] == []
+    assert before <= {r.info.run_id for r in finished}  # kept, not run again
+    stale = [r for r in runs if r.info.status != "FINISHED"]
+    assert all(r.data.tags["resablate.status"] == "killed" for r in stale)
+    experiment = client.get_experiment_by_name("killed")
+    parents = client.search_runs([experiment.experiment_id], "tags.`resablate.kind` = 'sweep'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parents[0].info.run_id}
+    for run in finished:  # every epoch once: a resumed trial does not append to a stale run
+        history = client.get_metric_history(run.info.run_id, "test_acc")
+        assert [m.step for m in history] == [1, 2, 3, 4, 5]
+
+
+def test_ctrl_c_stops_gracefully_and_resume_finishes(tmp_path: Path) -> None:
+    sweep = write(tmp_path / "k.yaml", GRID)
+    db = tmp_path / "mlflow.db"
+    proc = start(tmp_path, str(sweep))
+    wait_until(proc, lambda: db.exists() and len(finished_ids(db)) >= 2)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        kill_hard(proc)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert "--resume" in err.decode()
+    rows = query(db)(CHILDREN)
+    assert not [r for r in rows if r[1] == "RUNNING"]  # closed as killed, not left running
+    assert query(db)(
+        "select status from runs where run_uuid not in"
+        " (select run_uuid from tags where key = 'trial_id')"
+    ) == [("KILLED",)]
+    before = finished_ids(db)
+
+    ran = run_process("sweep", str(sweep), "--resume", cwd=tmp_path, timeout=300)
+    assert ran.code == 0
+    assert "resuming parent run" in ran.err
+    assert f"{len(before)} trial(s) already finished" in " ".join(ran.err.split())
+    _, runs = trial_runs(tmp_path, "killed")
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert len(finished) == 5 and before <= {r.info.run_id for r in finished}
+    assert [r for r in runs if r.info.status == "RUNNING"] == []
+
+
+def test_an_interrupted_inline_sweep_is_hinted_at_by_the_next_run(tmp_path: Path) -> None:
+    sweep = write(tmp_path / "k.yaml", GRID)
+    db = tmp_path / "mlflow.db"
+    proc = start(tmp_path, str(sweep), "--inline")
+    wait_until(proc, lambda: db.exists() and len(finished_ids(db)) >= 1)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        kill_hard(proc)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    parents = query(db)(
+        "select status from runs where run_uuid not in"
+        " (select run_uuid from tags where key = 'trial_id')"
+    )
+    assert parents == [("KILLED",)]
+    assert not [r for r in query(db)(CHILDREN) if r[1] == "RUNNING"]
+
+    again = run_process("sweep", str(sweep), "--inline", "--set", "grid.seed=[0]", cwd=tmp_path)
+    assert again.code == 0
+    assert "did not finish; --resume continues it. Starting a new run." in " ".join(
+        again.err.split()
+    )
+
+
+def test_resume_refuses_a_changed_sweep_unless_forced(tmp_path: Path, cli, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    sweep = write(tmp_path / "k.yaml", GRID.replace("epochs: 5", "epochs: 1"))
+    small = ["--set", "grid.seed=[0,1]"]
+    assert cli("sweep", str(sweep), "--inline", "-q", *small).code == 0
+    # nothing left to do: --resume reruns nothing and ends the same parent run
+    assert cli("sweep", str(sweep), "--inline", "-q", "--resume", *small).code == 0
+    _, runs = trial_runs(tmp_path, "killed")
+    assert len(runs) == 2
+
+    bigger = ["--set", "grid.seed=[0,1,2]"]
+    refused = cli("sweep", str(sweep), "--inline", "-q", "--resume", *bigger)
+    assert refused.code == 2
+    assert refused.err.count("\n") == 1 and "the sweep changed since parent run" in refused.err
+    assert "pass --force" in refused.err
+    assert cli("sweep", str(sweep), "--force", *bigger).code == 2  # --force needs --resume
+
+    forced = cli("sweep", str(sweep), "--inline", "-q", "--resume", "--force", *bigger)
+    assert forced.code == 0, forced.err
+    client, runs = trial_runs(tmp_path, "killed")
+    assert sorted(r.data.params["seed"] for r in runs) == ["0", "1", "2"]  # only seed 2 ran
+    [parent] = {r.data.tags["mlflow.parentRunId"] for r in runs}
+    tags = client.get_run(parent).data.tags
+    assert tags["resablate.resumes"] == "2" and "resablate.spec_hash.before_resume_2" in tags
+    assert tags["resablate.spec_hash"] == make_plan(sweep, bigger[1:]).spec.hash()
+    names = {a.path for a in client.list_artifacts(parent)}
+    assert {"sweep.resume_2.yaml", "plan.resume_2.json"} <= names
+
+
+def test_a_second_driver_of_the_same_sweep_is_refused(tmp_path: Path) -> None:
+    sweep = write(tmp_path / "k.yaml", GRID)
+    db = tmp_path / "mlflow.db"
+    proc = start(tmp_path, str(sweep), "--inline")
+    try:
+        wait_until(proc, lambda: db.exists() and len(query(db)(CHILDREN)) >= 1)
+        second = run_process("sweep", str(sweep), "--inline", "-q", cwd=tmp_path)
+        assert second.code == 2
+        assert (
+            f"sweep 'killed' is already running from resablate-runs/killed (driver pid {proc.pid})"
+            in second.err
+        )
+    finally:
+        kill_hard(proc)
+
+
+def test_a_killed_search_resumes_its_studies_without_duplicate_runs(tmp_path: Path) -> None:
+    sweep = write(tmp_path / "s.yaml", SEARCH)
+    db = tmp_path / "mlflow.db"
+    proc = start(tmp_path, str(sweep))
+    wait_until(proc, lambda: db.exists() and len(finished_ids(db)) >= 5, timeout=300)
+    kill_hard(proc)
+    before = finished_ids(db)
+    [journal] = (tmp_path / "resablate-runs" / "killsearch" / "optuna").glob("*.journal")
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    states = Counter(
+        t.state
+        for s in optuna.get_all_study_summaries(storage)
+        for t in optuna.load_study(study_name=s.study_name, storage=storage).trials
+    )
+    assert states[optuna.trial.TrialState.RUNNING] >= 1  # a candidate was cut off
+
+    ran = run_process("sweep", str(sweep), "--resume", "-q", cwd=tmp_path, timeout=300)
+    assert ran.code == 0, ran.err[-3000:]
+    _, runs = trial_runs(tmp_path, "killsearch")
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    keys = Counter(
+        (r.data.tags["search_cell"], r.data.tags["c"], r.data.tags["seed"]) for r in finished
+    )
+    assert len(keys) == 2 * 3 * 2 and set(keys.values()) == {1}  # cells × candidates × seeds, once
+    assert [r for r in runs if r.info.status == "RUNNING"] == []
+    assert before <= {r.info.run_id for r in finished}
+    studies = {
+        s.study_name: optuna.load_study(study_name=s.study_name, storage=storage)
+        for s in optuna.get_all_study_summaries(storage)
+    }
+    assert len(studies) == 2
+    for cell, study in studies.items():
+        assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
+        for trial in study.trials:
+            seeds = [
+                r.data.metrics["test_acc"]
+                for r in finished
+                if r.data.tags["search_cell"] == cell
+                and float(r.data.tags["c"]) == trial.params["init.c"]
+            ]
+            assert len(seeds) == 2 and trial.value == pytest.approx(sum(seeds) / 2)
+
+
+def test_an_int_search_runs_each_value_once_and_tells_repeats_its_score(tmp_path: Path) -> None:
+    sweep = write(
+        tmp_path / "i.yaml",
+        """
+name: intsearch
+model: {depth: 4, width: 16}
+train: {epochs: 1, batch_size: 128}
+search: {param: model.width, int: [8, 9], n_trials: 5, sampler: random, seed: 0}
+grid: {seed: [0, 1]}
+""",
+    )
+    ran = run_process("sweep", str(sweep), "--inline", "-q", cwd=tmp_path)
+    assert ran.code == 0, ran.err[-3000:]
+    _, runs = trial_runs(tmp_path, "intsearch")
+    widths = Counter(r.data.params["model.width"] for r in runs)
+    assert set(widths) <= {"8", "9"} and set(widths.values()) == {2}  # each value's seeds, once
+    [journal] = (tmp_path / "resablate-runs" / "intsearch" / "optuna").glob("*.journal")
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    [summary] = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    assert len(study.trials) == 5
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    by_width: dict[int, set[float]] = {}
+    for trial in study.trials:
+        by_width.setdefault(trial.params["model.width"], set()).add(trial.value)
+    assert all(len(values) == 1 for values in by_width.values())  # a repeat is told the same
+    assert sum("repeat_of" in t.user_attrs for t in study.trials) == 5 - len(by_width)
+
+
+def workers(session: int) -> list[int]:
+    """Ray Tune's trial workers (processes titled ray::ImplicitFunc) in a process group."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().split(b"\0")[0]
+            if title.startswith(b"ray::ImplicitFunc") and os.getsid(int(entry.name)) == session:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_lost_worker_is_retried_and_its_attempt_recorded_as_failed(tmp_path: Path) -> None:
+    text = GRID.replace("max_concurrent_trials: 1}", "max_concurrent_trials: 1, max_failures: 1}")
+    sweep = write(tmp_path / "k.yaml", text.replace("[0, 1, 2, 3, 4]", "[0, 1]"))
+    db = tmp_path / "mlflow.db"
+    proc = start(tmp_path, str(sweep))
+    try:
+        reached = POINTS["mid-trial"][1]
+        wait_until(proc, lambda: db.exists() and reached(query(db)(CHILDREN)))
+        [worker] = workers(proc.pid)
+        os.kill(worker, signal.SIGKILL)  # the node (here: the worker) running a trial is lost
+        _, err = proc.communicate(timeout=300)
+    finally:
+        kill_hard(proc)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    client, runs = trial_runs(tmp_path, "killed")
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["trial_id"] for r in finished) == sorted(
+        t.id for t in make_plan(sweep).trials
+    )
+    [lost] = [r for r in runs if r.info.status != "FINISHED"]
+    assert lost.info.status == "FAILED" and lost.data.tags["resablate.status"] == "retried"
+    assert lost.data.tags["trial_id"] in {r.data.tags["trial_id"] for r in finished}
+    error = Path(client.download_artifacts(lost.info.run_id, "error.txt", str(tmp_path)))
+    assert "died" in error.read_text().lower() or "actor" in error.read_text().lower()
+    for run in finished:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "test_acc")]
+        assert steps == [1, 2, 3, 4, 5]
+
+
+def test_two_sweeps_share_one_sqlite_store_at_once(tmp_path: Path) -> None:
+    body = GRID.replace("epochs: 5", "epochs: 2")
+    first = write(tmp_path / "a.yaml", body.replace("name: killed", "name: first"))
+    second = write(tmp_path / "b.yaml", body.replace("name: killed", "name: second"))
+    procs = [start(tmp_path, str(first), "--inline"), start(tmp_path, str(second), "--inline")]
+    try:
+        errors = [p.communicate(timeout=300)[1].decode() for p in procs]
+    finally:
+        for p in procs:
+            kill_hard(p)
+    assert [p.returncode for p in procs] == [0, 0], errors
+    for name in ("first", "second"):
+        _, runs = trial_runs(tmp_path, name)
+        assert sorted(r.data.params["seed"] for r in runs) == ["0", "1", "2", "3", "4"]
+        assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_gpu_out_of_memory_is_named_with_its_fix() -> None:
+    import torch
+
+    from resablate.runner import failure_text
+
+    try:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    except torch.cuda.OutOfMemoryError as exc:
+        text = failure_text(exc)
+    first, *rest = text.splitlines()
+    assert first.startswith("GPU out of memory: lower train.batch_size")
+    assert "resources.gpu" in first and "Tried to allocate 2.00 GiB" in rest[-1]
+    assert failure_text(ValueError("x")).splitlines()[-1] == "ValueError: x"
