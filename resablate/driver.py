@@ -196,6 +196,8 @@ def _journal(tracker: SweepTracker, folder: Path) -> Path:
 
 def _close(tracker: SweepTracker, outcome: Outcome) -> None:
     """The parent run's summary artifacts and metrics, then its end (killed if interrupted)."""
+    if tracker.client.broken is not None:
+        return  # the store failed: what it holds stays as it is, --resume closes the rest
     outcome.cells = summarize(outcome.records)
     artifacts = {"summary.md": markdown(outcome.cells), "summary.csv": to_csv(outcome.cells)}
     if outcome.search:

@@ -31,3 +31,13 @@ class ConfigError(ValueError):
         super().__init__(problem)
         self.field = field
         self.problem = problem
+
+
+class StoreError(UserError):
+    """The tracking store failed mid-sweep (disk full, server gone, database corrupt).
+
+    Everything recorded before the failure stays; the sweep stops, and ``--resume`` continues
+    it once the store works again.
+    """
+
+    reason: str = ""  # the store's own words

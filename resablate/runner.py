@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,31 +29,40 @@ BACKENDS = ("ray", "inline")
 
 
 class Events:
-    """Fans trial events out to listeners; the collector sees each event first."""
+    """Fans trial events out to listeners; the collector sees each event first.
+
+    A listener's :class:`UserError` (the tracking store failed) is kept in ``failure`` before it
+    propagates, so that it reaches the user as itself even where Ray Tune wraps it.
+    """
 
     def __init__(self, listeners: Sequence[Listener]) -> None:
         self.collector = Collector()
         self.listeners = list(listeners)
+        self.failure: UserError | None = None
+
+    def _each(self, call: Callable[[Listener], object]) -> None:
+        try:
+            for listener in self.listeners:
+                call(listener)
+        except UserError as exc:
+            self.failure = exc
+            raise
 
     def started(self, trial: Trial) -> None:
         self.collector.trial_started(trial)
-        for listener in self.listeners:
-            listener.trial_started(trial)
+        self._each(lambda listener: listener.trial_started(trial))
 
     def result(self, trial: Trial, result: dict[str, Any]) -> None:
         self.collector.trial_result(trial, result)
-        for listener in self.listeners:
-            listener.trial_result(trial, result)
+        self._each(lambda listener: listener.trial_result(trial, result))
 
     def finished(self, trial: Trial, status: str | None = None, error: str | None = None) -> None:
         record = self.collector.finish(trial, status, error)
-        for listener in self.listeners:
-            listener.trial_finished(record)
+        self._each(lambda listener: listener.trial_finished(record))
 
     def retried(self, trial: Trial, error: str | None) -> None:
         self.collector.trial_retried(trial, error)
-        for listener in self.listeners:
-            listener.trial_retried(trial, error)
+        self._each(lambda listener: listener.trial_retried(trial, error))
 
 
 class Session:
@@ -149,6 +158,8 @@ def _run_inline(plan: Plan, events: Events) -> None:
                     device=_device(plan),
                     probes=plan.spec.probes,
                 )
+            except UserError:
+                raise  # the store failed (recording a result), not the trial
             except Exception as exc:
                 if attempt < attempts:
                     events.retried(trial, failure_text(exc))
@@ -312,4 +323,9 @@ def _run_ray(plan: Plan, events: Events, results_dir: Path, name: str) -> None:
             failure_config=tune.FailureConfig(max_failures=resources.max_failures),
         ),
     )
-    tuner.fit()
+    try:
+        tuner.fit()
+    except Exception:
+        if events.failure is not None:  # Tune wraps a callback's error in its TuneError
+            raise events.failure from None
+        raise

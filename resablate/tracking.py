@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from resablate.errors import UserError
+from resablate.errors import StoreError, UserError
 from resablate.grid import Trial
 from resablate.results import (
     DIVERGED,
@@ -104,14 +104,18 @@ def _creating(uri: str) -> Iterator[None]:
 
 
 class _Retrying:
-    """An MlflowClient whose calls wait out sqlite's "database is locked" instead of failing.
+    """An MlflowClient whose calls wait out sqlite's "database is locked" instead of failing,
+    and turn any other store failure into one :class:`StoreError` line.
 
     Our own writes are serialized in the driver, but another process (a second sweep on the same
     store, ``resablate ui``) may hold the file's write lock for longer than sqlite's busy timeout.
+    After a failure the client is *broken*: later writes are skipped (closing runs, summaries),
+    so that the one line the user sees is the first failure, and what was written stays.
     """
 
-    def __init__(self, client: Any, patience_s: float = 120.0) -> None:
-        self._client, self._patience = client, patience_s
+    def __init__(self, client: Any, uri: str, patience_s: float = 120.0) -> None:
+        self._client, self._uri, self._patience = client, uri, patience_s
+        self.broken: StoreError | None = None
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._client, name)
@@ -119,17 +123,36 @@ class _Retrying:
             return method
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            if self.broken is not None:
+                raise self.broken
             deadline, pause = time.monotonic() + self._patience, 0.1
             while True:
                 try:
                     return method(*args, **kwargs)
                 except Exception as exc:
                     if "database is locked" not in str(exc) or time.monotonic() > deadline:
-                        raise
+                        self.broken = _store_error(self._uri, exc)
+                        raise self.broken from None
                 time.sleep(pause)
                 pause = min(2.0, pause * 2)
 
         return call
+
+
+def _store_error(uri: str, exc: BaseException) -> StoreError:
+    root = exc
+    while root.__cause__ is not None:  # the database's or the network's own words
+        root = root.__cause__
+    lines = [line for line in str(root).splitlines() if line.strip()]
+    first = lines[0] if lines else root.__class__.__name__
+    if first.startswith("(") and ") " in first:  # "(sqlite3.OperationalError) database ..."
+        first = first.split(") ", 1)[1]
+    error = StoreError(
+        f"tracking store {uri} failed: {first[:300]}; the trials recorded before this are kept;"
+        " fix the store (free disk space, restart the server) and continue with --resume"
+    )
+    error.reason = first[:300]
+    return error
 
 
 def _client(uri: str) -> Any:
@@ -139,7 +162,9 @@ def _client(uri: str) -> Any:
     # after the import: mlflow configures its own loggers when it is first imported
     for name in ("mlflow", "alembic", "sqlalchemy", "urllib3"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    return _Retrying(MlflowClient(tracking_uri=uri))
+    # it logs each database error with a traceback; _Retrying reports it in one line instead
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    return _Retrying(MlflowClient(tracking_uri=uri), uri)
 
 
 def versions() -> dict[str, str]:
@@ -231,6 +256,8 @@ class SweepTracker:
                     )
                 else:
                     self.experiment_id = found.experiment_id
+        except StoreError as exc:  # nothing started: no run to resume
+            raise UserError(f"tracking store {uri}: {exc.reason}") from None
         except UserError:
             raise
         except Exception as exc:  # any store failure: one line, nothing started

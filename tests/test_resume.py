@@ -406,3 +406,50 @@ def test_a_gpu_out_of_memory_is_named_with_its_fix() -> None:
     assert first.startswith("GPU out of memory: lower train.batch_size")
     assert "resources.gpu" in first and "Tried to allocate 2.00 GiB" in rest[-1]
     assert failure_text(ValueError("x")).splitlines()[-1] == "ValueError: x"
+
+
+@pytest.mark.parametrize("backend", ["ray", "inline"])
+def test_a_full_disk_stops_the_sweep_in_one_line_and_resume_finishes_it(
+    tmp_path: Path, backend: str
+) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("needs a small tmpfs to fill (mount, as root)")
+    try:
+        sweep = write(tmp_path / "k.yaml", GRID.replace("epochs: 5", "epochs: 20"))
+        db = disk / "mlflow.db"
+        uri = ["--tracking-uri", f"sqlite:///{db}"]
+        flags = [*uri, "--inline"] if backend == "inline" else uri
+        proc = start(tmp_path, str(sweep), *flags)
+        wait_until(proc, lambda: db.exists() and len(finished_ids(db)) >= 2)
+        with open(disk / "filler", "wb", buffering=0) as filler:
+            with contextlib.suppress(OSError):
+                while True:
+                    filler.write(b"\0" * 4096)
+            _, err = proc.communicate(timeout=300)
+        kill_hard(proc)
+        lines = err.decode().strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, err.decode()[-3000:]
+        assert lines[0].startswith(f"resablate: error: tracking store sqlite:///{db} failed:")
+        assert "database or disk is full" in lines[0] and "--resume" in lines[0]
+        before = finished_ids(db)
+        assert len(before) >= 2
+
+        (disk / "filler").unlink()
+        ran = run_process("sweep", str(sweep), *flags, "--resume", "-q", cwd=tmp_path)
+        assert ran.code == 0, ran.err[-3000:]
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+        experiment = client.get_experiment_by_name("killed")
+        runs = client.search_runs([experiment.experiment_id], "tags.trial_id != ''")
+        finished = [r for r in runs if r.info.status == "FINISHED"]
+        assert sorted(r.data.params["seed"] for r in finished) == ["0", "1", "2", "3", "4"]
+        assert before <= {r.info.run_id for r in finished}
+        assert [r for r in runs if r.info.status == "RUNNING"] == []
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
