@@ -29,6 +29,7 @@ Examples:
   resablate sweep sweeps/smoke.yaml                # run on a local Ray, record in ./mlflow.db
   resablate sweep sweeps/smoke.yaml --set train.epochs=2 --set grid.seed=[0]
   resablate ui                                     # browse the runs in MLflow's UI
+  resablate report sweeps/smoke.yaml               # figures and tables from the recorded runs
 """
 
 
@@ -279,6 +280,72 @@ def _brief(found: dict) -> str:
         elif isinstance(value, str):
             parts.append(f"{key}: {value}")
     return "\n".join(parts)
+
+
+@cli.command()
+@click.argument("sweep_file", metavar="[SWEEP.yaml]", required=False)
+@click.option("--experiment", metavar="NAME", help="The MLflow experiment (default: the sweep's).")
+@click.option(
+    "--run", "run_id", metavar="PARENT_ID", help="A sweep's parent run (default: the latest)."
+)
+@click.option(
+    "--out",
+    metavar="DIR",
+    help="Where the figures and tables go (default: reports/<experiment>).",
+)
+@click.option(
+    "--tracking-uri",
+    metavar="URI",
+    help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).",
+)
+@click.option("--no-log", is_flag=True, help="Do not log the files to the sweep's parent run.")
+def report(
+    sweep_file: str | None,
+    experiment: str | None,
+    run_id: str | None,
+    out: str | None,
+    tracking_uri: str | None,
+    no_log: bool,
+) -> int:
+    """Draw a recorded sweep's figures (PNG) and tables (CSV, markdown) from MLflow.
+
+    \b
+    degradation.png/.csv     final train and test error against depth, mean ± std over seeds
+    learning_curves.png      train loss and test accuracy per epoch, per configuration
+    signal_propagation.png   forward / backward variance per unit at init (spp probe)
+    hessian.png/.csv         condition number and index at init against depth (hessian probe)
+    weight_norms.png         weight norms over epochs (weights probe)
+    lesion.png, shattered.png, search.png/.csv (Optuna: searched value against the objective)
+    summary.md/.csv          mean ± std of the final metrics per cell, best searched value
+
+    Only what the sweep recorded is drawn; report.md names what was not and why. The files are
+    also logged to the sweep's parent run (artifacts report/...), next to its runs in the UI.
+    """
+    from resablate.report import HISTORIES, HISTORY_PREFIXES, make_report
+    from resablate.spec import load_sweep
+    from resablate.tracking import log_report, read_sweep, resolve_uri
+
+    spec_uri = None
+    if sweep_file is not None:
+        spec = load_sweep(sweep_file)
+        experiment = experiment or spec.tracking.experiment or spec.name
+        spec_uri = spec.tracking.uri
+    if experiment is None:
+        raise UserError("name the sweep: resablate report SWEEP.yaml, or --experiment NAME")
+    sweep = read_sweep(
+        resolve_uri(tracking_uri, spec_uri), experiment, run_id, HISTORIES, HISTORY_PREFIXES
+    )
+    folder = Path(out) if out else Path("reports") / experiment
+    done = make_report(sweep, folder)
+    if not no_log:
+        log_report(sweep, folder)
+    for name in done.drawn:
+        click.echo(str(folder / name))
+    for name, why in done.skipped:
+        click.echo(f"not drawn: {name} ({why})", err=True)
+    where = "" if no_log else f"; logged to parent run {sweep.parent.run_id} (artifacts report/)"
+    click.echo(f"report of {len(sweep.runs)} runs in {folder / 'report.md'}{where}", err=True)
+    return 0
 
 
 @cli.command()

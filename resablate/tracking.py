@@ -299,18 +299,7 @@ class SweepTracker:
         return previous
 
     def _children(self, parent_id: str) -> Iterable[Any]:
-        token = None
-        while True:
-            page = self.client.search_runs(
-                [self.experiment_id],
-                f"tags.mlflow.parentRunId = '{parent_id}'",
-                max_results=1000,
-                page_token=token,
-            )
-            yield from page
-            token = page.token
-            if not token:
-                return
+        return children(self.client, self.experiment_id, parent_id)
 
     def records(
         self, trials: Iterable[Trial], history_of: tuple[str, ...] = ()
@@ -475,6 +464,145 @@ class SweepTracker:
         if record.error:
             self.client.log_text(run_id, record.error, "error.txt")
         self.client.set_terminated(run_id, _STATUS.get(record.status, "FAILED"))
+
+
+# -- reading a recorded sweep back (resablate report) ------------------------------------------
+
+
+def children(client: Any, experiment_id: str, parent_id: str) -> Iterable[Any]:
+    """Every child run of a parent run, page by page."""
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            f"tags.mlflow.parentRunId = '{parent_id}'",
+            max_results=1000,
+            page_token=token,
+        )
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+@dataclass
+class RunData:
+    """One child run as the report needs it: plain Python, no MLflow objects."""
+
+    run_id: str
+    status: str  # the resablate.status tag: finished, diverged, failed, ...
+    params: dict[str, str]
+    tags: dict[str, str]
+    metrics: dict[str, float]  # the last value of each metric
+    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # (step, value)
+
+
+@dataclass
+class SweepRuns:
+    """A sweep's parent run and its finished-or-ended child runs, read from a store."""
+
+    uri: str
+    experiment: str
+    experiment_id: str
+    parent: RunData
+    runs: list[RunData]
+    client: Any = field(repr=False, default=None)
+
+    def artifact(self, run_id: str, path: str) -> Any | None:
+        """A JSON artifact of a run (None when it has none at ``path``)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            try:
+                local = self.client.download_artifacts(run_id, path, folder)
+            except Exception:
+                return None
+            return json.loads(Path(local).read_text(encoding="utf-8"))
+
+    def probe(self, run_id: str, probe: str) -> dict[int, dict[str, Any]]:
+        """Every recorded result of ``probe`` in a run: epoch -> the probe's JSON."""
+        try:
+            files = self.client.list_artifacts(run_id, f"probes/{probe}")
+        except Exception:
+            return {}
+        out = {}
+        for entry in files:
+            found = self.artifact(run_id, entry.path)
+            if isinstance(found, dict):
+                out[int(found.get("epoch", 0))] = found
+        return dict(sorted(out.items()))
+
+
+def read_sweep(
+    uri: str,
+    experiment: str,
+    parent_id: str | None = None,
+    histories: tuple[str, ...] = (),
+    history_prefixes: tuple[str, ...] = (),
+) -> SweepRuns:
+    """The sweep recorded in ``experiment`` (its latest parent run unless ``parent_id``), with
+    the per-step history of the ``histories`` metrics and of those starting with a prefix."""
+    check_store(uri)
+    path = sqlite_path(uri)
+    if path is not None and not path.exists():
+        raise UserError(f"no MLflow store at {path}; run the sweep first, or pass --tracking-uri")
+    with _creating(uri):
+        client = _client(uri)
+    try:
+        found = client.get_experiment_by_name(experiment)
+    except StoreError as exc:
+        raise UserError(f"tracking store {uri}: {exc.reason}") from None
+    if found is None:
+        raise UserError(
+            f"no experiment '{experiment}' in {uri}; `resablate ui` lists the experiments"
+        )
+    if parent_id is None:
+        parents = client.search_runs(
+            [found.experiment_id],
+            "tags.`resablate.kind` = 'sweep'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not parents:
+            raise UserError(f"experiment '{experiment}' in {uri} holds no sweep run")
+        parent = parents[0]
+    else:
+        try:
+            parent = client.get_run(parent_id)
+        except StoreError:
+            raise UserError(f"--run {parent_id}: no such run in {uri}") from None
+        if parent.info.experiment_id != found.experiment_id:
+            raise UserError(f"--run {parent_id}: not a run of experiment '{experiment}'")
+    runs = []
+    for run in children(client, found.experiment_id, parent.info.run_id):
+        if run.info.status == "RUNNING" or "trial_id" not in run.data.tags:
+            continue
+        if run.data.tags.get("resablate.status") in ("killed", "retried"):
+            continue  # an attempt that did not end its trial
+        data = _run_data(run)
+        wanted = [m for m in run.data.metrics if m in histories or m.startswith(history_prefixes)]
+        for metric in wanted:
+            points = client.get_metric_history(run.info.run_id, metric)
+            data.history[metric] = sorted((p.step, p.value) for p in points)
+        runs.append(data)
+    # artifacts are read with the plain client: a missing one is an answer, not a broken store
+    plain = client._client
+    return SweepRuns(uri, experiment, found.experiment_id, _run_data(parent), runs, plain)
+
+
+def _run_data(run: Any) -> RunData:
+    return RunData(
+        run.info.run_id,
+        run.data.tags.get("resablate.status", run.info.status.lower()),
+        dict(run.data.params),
+        dict(run.data.tags),
+        dict(run.data.metrics),
+    )
+
+
+def log_report(sweep: SweepRuns, folder: Path) -> None:
+    """The report's files as artifacts ``report/...`` of the sweep's parent run."""
+    sweep.client.log_artifacts(sweep.parent.run_id, str(folder), "report")
 
 
 def experiments(uri: str) -> list[tuple[str, str]]:

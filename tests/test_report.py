@@ -1,0 +1,149 @@
+"""`resablate report` on small recorded sweeps: files, numbers equal to MLflow's, artifacts."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import trial_runs, write
+
+SWEEP = """
+name: reported
+model: {family: mlp, width: 16, norm: none}
+init: {c: 0.25}
+train: {epochs: 3, batch_size: 128, lr: 0.05}
+probes: {spp: {at: [init]}, weights: {every: 1}, lesion: {at: [end]}}
+grid:
+  model.depth: [2, 4]
+  model.shortcut: [identity, none]
+  seed: [0, 1]
+"""
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 8-trial sweep in its own folder's default store."""
+    from resablate.cli import main
+
+    folder = tmp_path_factory.mktemp("reported")
+    write(folder / "r.yaml", SWEEP)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        with pytest.raises(SystemExit) as ended:
+            main(["sweep", "r.yaml", "--inline", "-q"])
+    assert ended.value.code == 0
+    return folder
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_report_draws_what_was_recorded_and_its_numbers_are_mlflows(
+    recorded: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(recorded)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    ran = cli("report", "r.yaml", "--out", "out")
+    assert ran.code == 0, ran.err
+    out = recorded / "out"
+    drawn = ["degradation.png", "learning_curves.png", "signal_propagation.png"]
+    drawn += ["weight_norms.png", "lesion.png"]
+    for name in drawn:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert str(Path("out") / name) in ran.out
+    for name in ("hessian.png", "shattered.png", "search.png"):
+        assert not (out / name).exists()
+    assert "not drawn: hessian.png (no hessian probe recorded)" in ran.err
+    assert "- search.png: the sweep has no search" in (out / "report.md").read_text()
+
+    client, runs = trial_runs(recorded, "reported")
+    errors: dict[tuple[str, str], list[float]] = {}
+    for run in runs:
+        key = (f"shortcut={run.data.params['model.shortcut']}", run.data.params["model.depth"])
+        errors.setdefault(key, []).append(1 - run.data.metrics["test_acc"])
+    table = rows(out / "degradation.csv")
+    assert len(table) == 4
+    for row in table:
+        values = errors[(row["configuration"], row["depth"])]
+        assert row["seeds"] == "2"
+        assert float(row["test_error_mean"]) == pytest.approx(statistics.fmean(values))
+        assert float(row["test_error_std"]) == pytest.approx(statistics.stdev(values))
+    summary = {r["cell"]: r for r in rows(out / "summary.csv")}
+    assert len(summary) == 4
+    for run in runs:
+        cell = (
+            f"depth={run.data.params['model.depth']} shortcut={run.data.params['model.shortcut']}"
+        )
+        seeds = [
+            r.data.metrics["train_loss"]
+            for r in runs
+            if r.data.params["model.depth"] == run.data.params["model.depth"]
+            and r.data.params["model.shortcut"] == run.data.params["model.shortcut"]
+        ]
+        assert float(summary[cell]["train_loss_mean"]) == pytest.approx(statistics.fmean(seeds))
+        assert summary[cell]["finished"] == "2"
+    units = rows(out / "signal_propagation.csv")
+    assert {r["configuration"] for r in units} == {
+        f"depth={d} shortcut={s}" for d in (2, 4) for s in ("identity", "none")
+    }
+
+    [parent_id] = {r.data.tags["mlflow.parentRunId"] for r in runs}
+    logged = {a.path for a in client.list_artifacts(parent_id, "report")}
+    assert {f"report/{n}" for n in [*drawn, "degradation.csv", "report.md"]} <= logged
+
+
+def test_report_by_experiment_and_run_and_its_errors(
+    recorded: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(recorded)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    _, runs = trial_runs(recorded, "reported")
+    parent = runs[0].data.tags["mlflow.parentRunId"]
+    ran = cli("report", "--experiment", "reported", "--run", parent, "--out", "o2", "--no-log")
+    assert ran.code == 0, ran.err
+    assert (recorded / "o2" / "degradation.csv").exists()
+    for args, expected in (
+        (["report"], "name the sweep: resablate report SWEEP.yaml, or --experiment NAME"),
+        (["report", "--experiment", "nope"], "no experiment 'nope' in sqlite:///"),
+        (["report", "--experiment", "reported", "--run", "abc"], "--run abc: no such run"),
+        (["report", "--tracking-uri", "sqlite:////nonexistent/x.db", "--experiment", "e"], ""),
+    ):
+        failed = cli(*args)
+        assert failed.code == 2, (args, failed.err)
+        assert failed.err.count("\n") == 1 and expected in failed.err
+
+
+def test_report_of_a_search_plots_each_candidate_against_its_seed_mean(
+    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    write(
+        tmp_path / "s.yaml",
+        """
+name: searchreport
+model: {depth: 4, width: 16}
+train: {epochs: 1, batch_size: 128}
+search: {param: init.c, log_uniform: [0.1, 1.0], n_trials: 3, seed: 0}
+grid: {seed: [0, 1]}
+""",
+    )
+    assert cli("sweep", "s.yaml", "--inline", "-q").code == 0
+    ran = cli("report", "s.yaml", "--out", "out")
+    assert ran.code == 0, ran.err
+    assert (tmp_path / "out" / "search.png").exists()
+    _, runs = trial_runs(tmp_path, "searchreport")
+    table = rows(tmp_path / "out" / "search.csv")
+    assert len(table) == 3
+    for row in table:
+        seeds = [
+            r.data.metrics["test_acc"] for r in runs if r.data.params["init.c"] == row["init.c"]
+        ]
+        assert float(row["test_acc_mean"]) == pytest.approx(statistics.fmean(seeds))
+    assert "Best searched value per cell" in (tmp_path / "out" / "summary.md").read_text()
