@@ -71,6 +71,12 @@ def _overrides(func: click.decorators.FC) -> click.decorators.FC:
     help="Run trials one by one in this process, without Ray (for debuggers).",
 )
 @click.option(
+    "--address",
+    metavar="auto|HOST:PORT",
+    help="Run the trials on a running Ray cluster (its GCS address; auto: the one this machine"
+    " belongs to) instead of a local Ray. Needs an MLflow server (--tracking-uri http://...).",
+)
+@click.option(
     "--dashboard",
     is_flag=True,
     help="Start Ray's dashboard too (bound to 127.0.0.1) and print its address.",
@@ -95,6 +101,7 @@ def sweep(
     tracking_uri: str | None,
     results_dir: str,
     inline: bool,
+    address: str | None,
     dashboard: bool,
     quiet: bool,
     resume: bool,
@@ -112,11 +119,20 @@ def sweep(
 
     if force and not resume:
         raise UserError("--force only applies to --resume")
+    if address and inline:
+        raise UserError("--inline runs the trials in this process; drop it to use --address")
     plan = make_plan(sweep_file, overrides)
     spec = plan.spec
     prepare_data(plan)
     options = Options(
-        tracking_uri, Path(results_dir), inline, dashboard, quiet, resume=resume, force=force
+        tracking_uri,
+        Path(results_dir),
+        inline,
+        dashboard,
+        quiet,
+        resume=resume,
+        force=force,
+        address=address,
     )
     err = Console(stderr=True, quiet=quiet)
     outcome = run_sweep(plan, options, err.print)

@@ -24,7 +24,13 @@ from resablate.errors import UserError
 from resablate.plan import Plan, search_size
 from resablate.results import RUNNING, Listener, TrialRecord
 from resablate.summary import CellStats, markdown, summarize, to_csv
-from resablate.tracking import Previous, SweepTracker, check_store, resolve_uri
+from resablate.tracking import (
+    Previous,
+    SweepTracker,
+    check_cluster_store,
+    check_store,
+    resolve_uri,
+)
 
 LOCK = ".driver.lock"
 
@@ -38,6 +44,7 @@ class Options:
     quiet: bool = False
     resume: bool = False
     force: bool = False
+    address: str | None = None  # a running Ray cluster to join ("auto", "HOST:PORT")
 
 
 @dataclass
@@ -108,7 +115,12 @@ def run_sweep(plan: Plan, options: Options, say: Callable[[str], Any]) -> Outcom
 
     uri = resolve_uri(options.tracking_uri, plan.spec.tracking.uri)
     backend = "inline" if options.inline else "ray"
-    with runner.Session(plan, backend, options.results_dir, options.dashboard) as session:
+    if options.address is not None:
+        runner.check_address(options.address)
+        check_cluster_store(uri)
+    with runner.Session(
+        plan, backend, options.results_dir, options.dashboard, options.address
+    ) as session:
         if session.dashboard_url:
             say(f"Ray dashboard: {session.dashboard_url}")
         check_store(uri)  # before the lock creates the results folder: nothing left behind

@@ -26,6 +26,7 @@ from resablate.plan import Plan
 from resablate.results import FAILED, Collector, Listener, TrialRecord
 
 BACKENDS = ("ray", "inline")
+NODE = "ray_node_id"  # the key of a report that names the Ray node the trial runs on
 
 
 class Events:
@@ -79,21 +80,23 @@ class Session:
         backend: str = "ray",
         results_dir: Path = Path("resablate-runs"),
         dashboard: bool = False,
+        address: str | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
         self.plan, self.backend, self.results_dir = plan, backend, results_dir
-        self.dashboard = dashboard
+        self.dashboard, self.address = dashboard, address
         self.dashboard_url: str | None = None
         self._started = False
 
     def __enter__(self) -> Session:
         if self.backend == "ray":
-            self._started, self.dashboard_url = _start_ray(self.dashboard)
+            self._started, self.dashboard_url = _start_ray(self.dashboard, self.address)
             try:
                 import ray
 
-                _check_resources(self.plan, ray.cluster_resources())
+                where = "this machine" if self.address is None else "the cluster"
+                _check_resources(self.plan, ray.cluster_resources(), where)
             except BaseException:
                 self.__exit__(None, None, None)
                 raise
@@ -127,7 +130,7 @@ class Session:
         return list(events.collector.records.values())
 
 
-def _check_resources(plan: Plan, available: dict[str, float]) -> None:
+def _check_resources(plan: Plan, available: dict[str, float], where: str = "this machine") -> None:
     wanted = plan.spec.resources
     for key, field, amount in (("CPU", "cpu", wanted.cpu), ("GPU", "gpu", wanted.gpu)):
         have = available.get(key, 0.0)
@@ -139,7 +142,7 @@ def _check_resources(plan: Plan, available: dict[str, float]) -> None:
             )
             raise plan.error(
                 f"resources.{field}",
-                f"each trial asks for {amount:g} {key} but this machine has {have:g}; {fix}",
+                f"each trial asks for {amount:g} {key} but {where} has {have:g}; {fix}",
             )
 
 
@@ -196,6 +199,7 @@ def _trainable(
     probes: dict[str, Any],
 ) -> None:
     """Ray Tune's function trainable: one trial, reporting every epoch to Tune."""
+    import ray
     import torch
     from ray import tune
 
@@ -203,10 +207,11 @@ def _trainable(
     from resablate.train import run_trial
 
     torch.set_num_threads(threads)
+    node = ray.get_runtime_context().get_node_id()  # which node ran it (tagged on the run)
     try:
         run_trial(
             configs[tune_config["trial_id"]],
-            report=tune.report,
+            report=lambda result: tune.report({**result, NODE: node}),
             device=device,
             probes=ProbesSpec.model_validate(probes),
         )
@@ -259,23 +264,33 @@ def _error(trial: Any) -> str | None:
     return None
 
 
-def _start_ray(dashboard: bool) -> tuple[bool, str | None]:
-    """Start a local Ray on 127.0.0.1 unless one is running: (started, dashboard URL or None)."""
+# Read by the trial processes: Tune's own CSV/JSON/TensorBoard loggers duplicate what MLflow
+# records, and trials run in the driver's working directory (on a cluster: the job's), so that
+# relative paths (data.root, ./data) mean the same there.
+TRIAL_ENV = {
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "RAY_CHDIR_TO_TRIAL_DIR": "0",
+}
+
+
+def _start_ray(dashboard: bool, address: str | None = None) -> tuple[bool, str | None]:
+    """Start a local Ray on 127.0.0.1 unless one is running, or join the cluster at
+    ``address`` ("auto", "HOST:PORT"): (connected here, dashboard URL or None)."""
     # Ray resolves 127.0.0.1 to the machine's network address unless it runs single-machine,
     # which this switch selects (read when ray is imported): every Ray server binds 127.0.0.1.
     # A driver that joins a cluster must not set it (its workers must reach the driver).
-    if "ray" not in sys.modules:
+    if address is None and "ray" not in sys.modules:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    # Read by the trial processes, which inherit this environment when Ray starts here:
-    # Tune's own CSV/JSON/TensorBoard loggers duplicate what MLflow records, and trials run in
-    # the driver's working directory, so relative paths (data.root, ./data) mean the same there.
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    for key, value in TRIAL_ENV.items():  # a local Ray's workers inherit this environment
+        os.environ.setdefault(key, value)
     import ray
 
     if ray.is_initialized():
         return False, None
+    if address is not None:
+        _join(address)
+        return True, None
     if dashboard and importlib.util.find_spec("aiohttp_cors") is None:
         raise UserError(
             "the Ray dashboard needs Ray's full install: pip install 'resablate[dashboard]'"
@@ -289,6 +304,45 @@ def _start_ray(dashboard: bool) -> tuple[bool, str | None]:
     )
     url = getattr(context, "dashboard_url", None) if dashboard else None
     return True, (f"http://{url}" if url and not url.startswith("http") else url)
+
+
+FIX_ADDRESS = "start it (ray start --head, or see clusters/README.md) or check --address"
+
+
+def check_address(address: str) -> None:
+    """Fail in one line, before anything starts, on an address no Ray cluster can be at."""
+    if address == "auto":
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--address {address}: expected auto or HOST:PORT (e.g. 10.0.0.1:6379)")
+    try:
+        import socket
+
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise UserError(
+            f"--address {address}: no Ray cluster answers ({exc}); {FIX_ADDRESS}"
+        ) from None
+
+
+def _join(address: str) -> None:
+    """Connect this driver to a running Ray cluster, or fail in one line before anything runs."""
+    import ray
+
+    check_address(address)
+    try:
+        ray.init(
+            address=address,
+            runtime_env={"env_vars": TRIAL_ENV},  # the nodes' workers do not inherit ours
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+        )
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        raise UserError(
+            f"--address {address}: cannot join the Ray cluster ({first}); {FIX_ADDRESS}"
+        ) from None
 
 
 def _run_ray(plan: Plan, events: Events, results_dir: Path, name: str) -> None:

@@ -103,6 +103,19 @@ def _creating(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def check_cluster_store(uri: str) -> None:
+    """A sweep on a cluster records to a server every node and the user can reach; a sqlite
+    file lives on one machine (the head's disk, for a submitted job) and is refused."""
+    if sqlite_path(uri) is not None:
+        raise UserError(
+            f"tracking store {uri} is a sqlite file on one machine; a sweep on a Ray cluster"
+            " records to an MLflow server that every node can reach: pass --tracking-uri"
+            " http://HOST:5000 or set MLFLOW_TRACKING_URI (clusters/README.md shows how to run"
+            " one)"
+        )
+    check_store(uri)
+
+
 class _Retrying:
     """An MlflowClient whose calls wait out sqlite's "database is locked" instead of failing,
     and turn any other store failure into one :class:`StoreError` line.
@@ -157,6 +170,8 @@ def _store_error(uri: str, exc: BaseException) -> StoreError:
 
 def _client(uri: str) -> Any:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # an http store prints "View run ... at: URL" for every run it closes; we print one link
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     from mlflow.tracking import MlflowClient
 
     # after the import: mlflow configures its own loggers when it is first imported
@@ -266,6 +281,7 @@ class SweepTracker:
         self.runs: dict[str, str] = {}  # trial id -> child run id
         self.counts = {FINISHED: 0, DIVERGED: 0, FAILED: 0}
         self.previous: Previous | None = None  # the invocation this one resumes
+        self.nodes: set[str] = set()  # trials whose run names its Ray node
 
     # -- the ledger: what an earlier invocation of a sweep finished -----------------------------
 
@@ -434,6 +450,10 @@ class SweepTracker:
         run_id = self.runs.get(trial.id)
         if run_id is None:
             return
+        node = result.get("ray_node_id")
+        if node and trial.id not in self.nodes:  # the Ray node that runs this attempt
+            self.nodes.add(trial.id)
+            self.client.set_tag(run_id, "ray.node_id", str(node))
         step = int(result.get("epoch", 0))
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, step) for k, v in epoch_metrics(result).items()]
@@ -447,6 +467,7 @@ class SweepTracker:
         """Tune restarts a failed attempt (max_failures): its run ends failed, with the error,
         and the next attempt gets a run of its own (it trains from the start again)."""
         run_id = self.runs.pop(trial.id, None)
+        self.nodes.discard(trial.id)
         if run_id is None:
             return
         self.client.set_tag(run_id, "resablate.status", RETRIED)

@@ -1,0 +1,196 @@
+"""A real two-node Ray cluster on this machine (token authentication on, as our clusters run it)
+and a real `mlflow server` on 127.0.0.1: `resablate sweep --address` runs trials on both nodes,
+records each once on the server, and survives losing the worker node."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from resablate.plan import make_plan
+from tests.conftest import run_process, write
+
+SWEEP = """
+name: clustered
+model: {depth: 8, width: 48}
+init: {c: 0.25}
+train: {epochs: 4, batch_size: 32, lr: 0.02}
+resources: {cpu: 1, max_concurrent_trials: 2, max_failures: 2}
+grid:
+  seed: [0, 1, 2, 3]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Cluster:
+    address: str
+    tracking: str
+    env: dict[str, str]
+    worker: subprocess.Popen
+    folder: Path
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("RAY_ADDRESS", None)
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    ray = [sys.executable, "-m", "ray.scripts.scripts"]
+    head = [*ray, "start", "--head", f"--port={port}", "--include-dashboard=false", *common]
+    subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
+    address = f"127.0.0.1:{port}"
+    worker = subprocess.Popen(  # its own process group: the "node" a test can kill
+        [*ray, "start", f"--address={address}", "--block", *common],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    mlflow_port = free_port()
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"),
+            *("--port", str(mlflow_port), "--workers", "1"),
+            *("--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}"),
+            *("--default-artifact-root", str(tmp_path / "artifacts")),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    tracking = f"http://127.0.0.1:{mlflow_port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{tracking}/health", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "mlflow server did not start"
+                time.sleep(0.5)
+        nodes = [*ray, "status", f"--address={address}"]
+        while (
+            subprocess.run(nodes, env=env, capture_output=True, text=True).stdout.count(" node_")
+            < 2
+        ):
+            assert time.monotonic() < deadline, "the worker node did not join"
+            time.sleep(0.5)
+        yield Cluster(address, tracking, env, worker, tmp_path)
+    finally:
+        for proc in (worker, server):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        subprocess.run([*ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def runs_of(cluster: Cluster, experiment: str) -> list:
+    client = MlflowClient(tracking_uri=cluster.tracking)
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id], "tags.trial_id != ''", max_results=1000)
+
+
+def test_a_sweep_on_a_two_node_cluster_records_every_trial_once_on_the_server(
+    cluster: Cluster,
+) -> None:
+    sweep = write(cluster.folder / "c.yaml", SWEEP)
+    args = ["--address", cluster.address, "--tracking-uri", cluster.tracking, "-q"]
+    ran = run_process("sweep", str(sweep), *args, cwd=cluster.folder, env=cluster.env)
+    assert ran.code == 0, ran.err[-3000:]
+    assert ran.out == ""  # -q: nothing on stdout (MLflow's own "View run" lines suppressed)
+    runs = runs_of(cluster, "clustered")
+    ids = sorted(t.id for t in make_plan(sweep).trials)
+    assert sorted(r.data.tags["trial_id"] for r in runs) == ids
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert len({r.data.tags["ray.node_id"] for r in runs}) == 2  # both nodes ran trials
+    for run in runs:
+        assert len(run.data.metrics) >= 4 and run.data.params["seed"] in {"0", "1", "2", "3"}
+
+
+def test_losing_the_worker_node_retries_its_trials_and_records_each_once(
+    cluster: Cluster,
+) -> None:
+    sweep = write(cluster.folder / "c.yaml", SWEEP.replace("epochs: 4", "epochs: 12"))
+    args = ["--address", cluster.address, "--tracking-uri", cluster.tracking, "-q"]
+    env = {**cluster.env}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "resablate.cli", "sweep", str(sweep), *args],
+        cwd=cluster.folder,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    client = MlflowClient(tracking_uri=cluster.tracking)
+    deadline = time.monotonic() + 180
+    while True:  # until a trial has reported an epoch
+        assert driver.poll() is None and time.monotonic() < deadline
+        found = client.get_experiment_by_name("clustered")
+        if found is not None and client.search_runs(
+            [found.experiment_id], "tags.trial_id != '' and metrics.test_acc > 0"
+        ):
+            break
+        time.sleep(0.5)
+    os.killpg(cluster.worker.pid, signal.SIGKILL)  # the node and every trial on it
+    _, err = driver.communicate(timeout=400)
+    assert driver.returncode == 0, err.decode()[-3000:]
+    runs = runs_of(cluster, "clustered")
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    ids = sorted(t.id for t in make_plan(sweep).trials)
+    assert sorted(r.data.tags["trial_id"] for r in finished) == ids
+    lost = [r for r in runs if r.info.status != "FINISHED"]
+    assert lost, "the killed node ran no trial"
+    assert all(
+        r.info.status == "FAILED" and r.data.tags["resablate.status"] == "retried" for r in lost
+    )
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--address", "127.0.0.1:1"], "--address 127.0.0.1:1: no Ray cluster answers"),
+        (["--address", "nonsense"], "--address nonsense: expected auto or HOST:PORT"),
+        (
+            ["--address", "auto", "--tracking-uri", "sqlite:///x.db"],
+            "is a sqlite file on one machine",
+        ),
+        (["--address", "auto", "--inline"], "drop it to use --address"),
+    ],
+)
+def test_bad_cluster_arguments_are_one_line(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    sweep = write(tmp_path / "c.yaml", SWEEP)
+    uri = (
+        []
+        if "--tracking-uri" in args or "--inline" in args
+        else ["--tracking-uri", "http://127.0.0.1:9"]
+    )
+    ran = run_process("sweep", str(sweep), *args, *uri, cwd=tmp_path)
+    assert ran.code == 2, ran.err
+    assert ran.err.count("\n") == 1 and expected in ran.err, ran.err
+    assert sorted(os.listdir(tmp_path)) == ["c.yaml"]
