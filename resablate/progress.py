@@ -16,14 +16,14 @@ from rich.progress import (
 )
 
 from resablate.grid import Trial
-from resablate.results import DIVERGED, FAILED, TrialRecord
+from resablate.results import DIVERGED, FAILED, PRUNED, TrialRecord
 
 
 class SweepProgress:
     """A :class:`~resablate.results.Listener` that draws one bar for the whole sweep."""
 
     def __init__(self, name: str, total: int, console: Console, done: int = 0) -> None:
-        self.counts = {"running": 0, FAILED: 0, DIVERGED: 0}
+        self.counts = {"running": 0, FAILED: 0, DIVERGED: 0, PRUNED: 0}
         self.bar = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -40,7 +40,8 @@ class SweepProgress:
 
     def _state(self) -> str:
         c = self.counts
-        return f"running {c['running']} · failed {c[FAILED]} · diverged {c[DIVERGED]}"
+        state = f"running {c['running']} · failed {c[FAILED]} · diverged {c[DIVERGED]}"
+        return state + (f" · pruned {c[PRUNED]}" if c[PRUNED] else "")
 
     def __enter__(self) -> SweepProgress:
         self.bar.start()
@@ -66,6 +67,6 @@ class SweepProgress:
 
     def trial_finished(self, record: TrialRecord) -> None:
         self.counts["running"] = max(0, self.counts["running"] - 1)
-        if record.status in (FAILED, DIVERGED):
+        if record.status in (FAILED, DIVERGED, PRUNED):
             self.counts[record.status] += 1
         self.bar.update(self.task, advance=1, state=self._state())

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from resablate.results import DIVERGED, FAILED, FINISHED, METRICS
+from resablate.results import DIVERGED, FINISHED, METRICS
+from resablate.summary import STATUSES
 from resablate.tracking import RunData, SweepRuns
 
 DEPTH, SEED, SHORTCUT_DEPTH = "model.depth", "seed", "model.shortcut_depth"
@@ -130,14 +131,14 @@ def _summary(sweep: SweepRuns, finished: list[RunData], grid: list[str], report:
     """Mean ± std over seeds of the final metrics per cell, the status counts, the best c."""
     cell_axes = [a for a in grid if a != SEED]
     cells = group(sweep.runs, lambda r: label(r, cell_axes))
-    header = ["cell", "trials", FINISHED, DIVERGED, FAILED, "pruned"]
+    header = ["cell", "trials", *STATUSES]
     for metric in METRICS:
         header += [f"{metric}_mean", f"{metric}_std"]
     rows, lines = [], []
     for name, runs in cells.items():
         statuses = [r.status for r in runs]
         row: list[Any] = [name, len(runs)]
-        row += [statuses.count(s) for s in (FINISHED, DIVERGED, FAILED, "pruned")]
+        row += [statuses.count(s) for s in STATUSES]
         shown = []
         for metric in METRICS:
             values = [
@@ -154,7 +155,7 @@ def _summary(sweep: SweepRuns, finished: list[RunData], grid: list[str], report:
         counts = "/".join(str(c) for c in row[2:6])
         lines.append(f"| {name} | {counts} | " + " | ".join(shown) + " |")
     _write_csv(report.out / "summary.csv", header, rows)
-    head = ["cell", "finished/diverged/failed/pruned", *METRICS]
+    head = ["cell", "/".join(STATUSES), *METRICS]
     text = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *lines]
     best = sweep.artifact(sweep.parent.run_id, "search.json")
     if best:

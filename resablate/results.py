@@ -13,7 +13,9 @@ from typing import Any, Protocol
 from resablate.grid import Trial
 
 RUNNING, FINISHED, DIVERGED, FAILED = "running", "finished", "diverged", "failed"
-RESULTS = (FINISHED, DIVERGED)  # a trial that ended with one of these is not run again on resume
+PRUNED = "pruned"  # stopped early by the sweep's scheduler (ASHA, median stopping)
+# a trial that ended with one of these is a result: not run again on resume
+RESULTS = (FINISHED, DIVERGED, PRUNED)
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from resablate.errors import UserError
 from resablate.grid import Trial
 from resablate.plan import Plan
-from resablate.results import FAILED, Collector, Listener, TrialRecord
+from resablate.results import FAILED, PRUNED, RUNNING, Collector, Listener, TrialRecord
 
 BACKENDS = ("ray", "inline")
 NODE = "ray_node_id"  # the key of a report that names the Ray node the trial runs on
@@ -90,6 +90,12 @@ class Session:
         self._started = False
 
     def __enter__(self) -> Session:
+        if self.backend == "inline" and self.plan.spec.scheduler.kind != "none":
+            raise self.plan.error(
+                "scheduler.kind",
+                f"{self.plan.spec.scheduler.kind} stops trials through Ray Tune, which --inline"
+                " does not use; drop --inline, or set scheduler.kind: none",
+            )
         if self.backend == "ray":
             self._started, self.dashboard_url = _start_ray(self.dashboard, self.address)
             try:
@@ -244,7 +250,12 @@ def _forwarder(events: Events, trials: dict[str, Trial]) -> Any:
             self.events.result(self.trials[trial.config["trial_id"]], ours)
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.events.finished(self.trials[trial.config["trial_id"]])
+            ours = self.trials[trial.config["trial_id"]]
+            record = self.events.collector.records.get(ours.id)
+            # a trial ends by itself with a last report of finished or diverged: one that
+            # completes while still running was stopped by the scheduler
+            stopped = record is not None and record.status == RUNNING and record.epoch > 0
+            self.events.finished(ours, PRUNED if stopped else None)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.events.finished(self.trials[trial.config["trial_id"]], FAILED, _error(trial))
@@ -345,10 +356,40 @@ def _join(address: str) -> None:
         ) from None
 
 
+def _scheduler(plan: Plan) -> Any:
+    """Ray Tune's trial scheduler named by the sweep's ``scheduler:`` section (None: FIFO)."""
+    from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
+
+    chosen = plan.spec.scheduler
+    if chosen.kind == "none":
+        return None
+    metric, mode = chosen.resolved(plan.spec.search)
+    if chosen.kind == "asha":
+        epochs = max(int(t.config["train"]["epochs"]) for t in plan.trials)
+        return ASHAScheduler(
+            time_attr="epoch",
+            metric=metric,
+            mode=mode,
+            max_t=max(epochs, chosen.grace_period),
+            grace_period=chosen.grace_period,
+            reduction_factor=chosen.reduction_factor,
+        )
+    return MedianStoppingRule(
+        time_attr="epoch",
+        metric=metric,
+        mode=mode,
+        grace_period=chosen.grace_period,
+        min_samples_required=chosen.min_samples_required,
+    )
+
+
 def _run_ray(plan: Plan, events: Events, results_dir: Path, name: str) -> None:
     from ray import tune
 
     trials = {t.id: t for t in plan.trials}
+    # a scheduler reads its metric from each epoch's report; the init report (probes at epoch 0)
+    # and a diverged one may lack it, which the scheduler skips but Tune would call an error
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 
     for logger in ("ray", "ray.tune", "ray.train", "ray.data"):
         logging.getLogger(logger).setLevel(logging.ERROR)
@@ -364,6 +405,7 @@ def _run_ray(plan: Plan, events: Events, results_dir: Path, name: str) -> None:
         tune.with_resources(trainable, {"cpu": resources.cpu, "gpu": resources.gpu}),
         param_space={"trial_id": tune.grid_search([t.id for t in plan.trials])},
         tune_config=tune.TuneConfig(
+            scheduler=_scheduler(plan),
             max_concurrent_trials=resources.max_concurrent_trials,
             reuse_actors=True,
             trial_name_creator=lambda t: t.config["trial_id"],

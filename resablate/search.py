@@ -25,7 +25,7 @@ from optuna.storages.journal import JournalFileBackend
 
 from resablate.grid import Trial, cell_id, config_id, set_path
 from resablate.plan import Plan, search_cells, search_size
-from resablate.results import DIVERGED, FINISHED, RUNNING, TrialRecord
+from resablate.results import DIVERGED, FINISHED, PRUNED, RUNNING, TrialRecord
 from resablate.spec import SearchSpec, TrialConfig
 
 SAMPLERS = {
@@ -213,6 +213,10 @@ class CellSearch:
             candidate.trial.set_user_attr("seed_scores", twin.user_attrs.get("seed_scores"))
             study.tell(candidate.trial, twin.value)
             return twin.value
+        if any(r is not None and r.status == PRUNED for r in ended):
+            # the scheduler stopped a seed early: the candidate is pruned, as Optuna means it
+            study.tell(candidate.trial, state=optuna.trial.TrialState.PRUNED)
+            return None
         scores = []
         for trial in candidate.trials:
             record = records.get(trial.id)

@@ -32,7 +32,7 @@ from resablate.errors import ConfigError, SpecError
 from resablate.registry import Registry, did_you_mean
 
 # Sections later issues add; naming them here turns "unknown field" into "not yet, see issue N".
-RESERVED_SECTIONS = {"scheduler": 6}
+RESERVED_SECTIONS: dict[str, int] = {}
 
 
 class Section(BaseModel):
@@ -477,6 +477,42 @@ class SearchSpec(Section):
         raise AssertionError("validated: exactly one distribution")
 
 
+class SchedulerSpec(Section):
+    """Early stopping by Ray Tune's scheduler: ASHA or the median stopping rule, on a reported
+    metric per epoch. A trial it stops is a result with status ``pruned``."""
+
+    kind: Literal["none", "asha", "median"] = "none"
+    metric: str | None = None  # default: the search objective's metric, else test_acc
+    mode: Literal["max", "min"] | None = None  # default: max for accuracies, min otherwise
+    grace_period: int = Field(1, ge=1)  # epochs every trial runs before it can be stopped
+    reduction_factor: float = Field(3.0, gt=1.0)  # asha: 1 / fraction kept at each rung
+    min_samples_required: int = Field(3, ge=1)  # median: trials to compare with
+
+    @model_validator(mode="after")
+    def _metric(self) -> SchedulerSpec:
+        if self.metric is None:
+            return self
+        from resablate.results import METRICS
+
+        if self.metric not in METRICS:
+            raise ConfigError(
+                "scheduler.metric",
+                f"{self.metric!r} is not a per-epoch metric"
+                f"{did_you_mean(self.metric, list(METRICS))} (choices: {', '.join(METRICS)})",
+            )
+        return self
+
+    def resolved(self, search: SearchSpec | None) -> tuple[str, str]:
+        """(metric, mode) with the defaults filled in."""
+        objective = search.objective if search else None
+        metric = self.metric or (objective.metric if objective else "test_acc")
+        if self.mode is not None:
+            return metric, self.mode
+        if objective is not None and objective.metric == metric:
+            return metric, objective.direction
+        return metric, "max" if "acc" in metric else "min"
+
+
 class SweepSpec(Section):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
@@ -488,6 +524,7 @@ class SweepSpec(Section):
     grid: GridSpec = GridSpec()
     probes: ProbesSpec = ProbesSpec()  # measurements, not part of a trial's config or id
     search: SearchSpec | None = None
+    scheduler: SchedulerSpec = SchedulerSpec()
     resources: ResourcesSpec = ResourcesSpec()
     tracking: TrackingSpec = TrackingSpec()
 
@@ -684,7 +721,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         if path == "grid" or path.count(".") == 0:
             raise SpecError(source, path, "name a grid axis, e.g. --set grid.model.depth=[2,4]")
         return path, value
-    if top in ("probes", "search"):  # nested sections: checked by the schema like the file is
+    if top in ("probes", "search", "scheduler"):  # nested: checked by the schema like the file
         return path, value
     known = (
         [f for f in SweepSpec.model_fields]

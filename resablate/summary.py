@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from rich.table import Table
 
-from resablate.results import DIVERGED, FAILED, FINISHED, METRICS, TrialRecord
+from resablate.results import DIVERGED, FAILED, FINISHED, METRICS, PRUNED, TrialRecord
 
 
 @dataclass
@@ -17,7 +17,9 @@ class CellStats:
     cell: str
     label: str  # the cell's grid values, seed left out
     trials: int = 0
-    status: dict[str, int] = field(default_factory=lambda: {FINISHED: 0, DIVERGED: 0, FAILED: 0})
+    status: dict[str, int] = field(
+        default_factory=lambda: {FINISHED: 0, DIVERGED: 0, PRUNED: 0, FAILED: 0}
+    )
     values: dict[str, list[float]] = field(default_factory=dict)
 
     def mean_std(self, metric: str) -> tuple[float, float] | None:
@@ -30,7 +32,8 @@ class CellStats:
 def summarize(records: list[TrialRecord]) -> list[CellStats]:
     """Group records by cell (config without seed), in the order the cells first appear.
 
-    Mean ± std are over the seeds that finished; diverged and failed trials are counted apart.
+    Mean ± std are over the seeds that finished; diverged, pruned (stopped early by the
+    scheduler, their metrics are of fewer epochs) and failed trials are counted apart.
     """
     cells: dict[str, CellStats] = {}
     for record in records:
@@ -51,11 +54,14 @@ def _cell(stats: CellStats, metric: str, digits: int = 4) -> str:
     return "—" if found is None else f"{found[0]:.{digits}f} ± {found[1]:.{digits}f}"
 
 
+STATUSES = (FINISHED, DIVERGED, PRUNED, FAILED)
+
+
 def _counts(stats: CellStats) -> str:
-    return "/".join(str(stats.status[s]) for s in (FINISHED, DIVERGED, FAILED))
+    return "/".join(str(stats.status.get(s, 0)) for s in STATUSES)
 
 
-COUNTS = "finished/diverged/failed"
+COUNTS = "/".join(STATUSES)
 
 
 def table(cells: list[CellStats], title: str) -> Table:
@@ -82,14 +88,14 @@ def markdown(cells: list[CellStats]) -> str:
 
 
 def to_csv(cells: list[CellStats]) -> str:
-    head = ["cell", "label", "trials", FINISHED, DIVERGED, FAILED]
+    head = ["cell", "label", "trials", *STATUSES]
     for m in METRICS:
         head += [f"{m}_mean", f"{m}_std"]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(head)
     for c in cells:
-        row: list[object] = [c.cell, c.label, c.trials, *(c.status[s] for s in head[3:6])]
+        row: list[object] = [c.cell, c.label, c.trials, *(c.status.get(s, 0) for s in STATUSES)]
         for m in METRICS:
             found = c.mean_std(m)
             row += ["", ""] if found is None else list(found)

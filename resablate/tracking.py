@@ -31,6 +31,7 @@ from resablate.results import (
     DIVERGED,
     FAILED,
     FINISHED,
+    PRUNED,
     RESULTS,
     TrialRecord,
     epoch_metrics,
@@ -40,7 +41,7 @@ DEFAULT_DB = "mlflow.db"
 # Lands MLflow 3's UI on the training-runs table instead of its GenAI (traces) view.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 PACKAGES = ("resablate", "torch", "ray", "mlflow", "optuna", "pydantic", "numpy", "scikit-learn")
-_STATUS = {FINISHED: "FINISHED", DIVERGED: "FINISHED", FAILED: "FAILED"}
+_STATUS = {FINISHED: "FINISHED", DIVERGED: "FINISHED", PRUNED: "FINISHED", FAILED: "FAILED"}
 RETRIED, KILLED = "retried", "killed"  # child-run states of an attempt that did not end the trial
 
 
@@ -279,7 +280,7 @@ class SweepTracker:
             raise UserError(f"tracking store {uri}: {exc.__class__.__name__}: {exc}") from None
         self.parent_id: str | None = None
         self.runs: dict[str, str] = {}  # trial id -> child run id
-        self.counts = {FINISHED: 0, DIVERGED: 0, FAILED: 0}
+        self.counts = {FINISHED: 0, DIVERGED: 0, PRUNED: 0, FAILED: 0}
         self.previous: Previous | None = None  # the invocation this one resumes
         self.nodes: set[str] = set()  # trials whose run names its Ray node
 

@@ -137,7 +137,6 @@ BAD_FILES = [
     (GOOD, ["--set", "model.depth="], "empty value"),
     (GOOD, ["--set", "train.lr=[1"], "cannot read '[1' as a YAML value"),
     (GOOD, ["--set", "probes.hessian.method=exakt"], "probes.hessian.method: 'exakt'"),
-    (GOOD, ["--set", "scheduler.kind=asha"], "not supported yet (issue 6)"),
 ]
 
 

@@ -101,7 +101,7 @@ def test_smoke_sweep_prints_progress_and_the_cell_table(smoke) -> None:
     assert "mean ± std over seeds" in table
     for cell in ("depth=4 shortcut=identity", "depth=32 shortcut=none"):
         assert cell in table
-    assert table.count("2/0/0") == 6  # 6 cells, 2 seeds each, all finished
+    assert table.count("2/0/0/0") == 6  # 6 cells, 2 seeds each, all finished
 
 
 def test_quiet_inline_sweep_records_divergence_as_a_result(tmp_path: Path) -> None:
