@@ -90,6 +90,11 @@ def _overrides(func: click.decorators.FC) -> click.decorators.FC:
     " With nothing recorded yet, starts the sweep.",
 )
 @click.option(
+    "--yes",
+    is_flag=True,
+    help="Run a sweep of more than 1000 trials (without it, such a sweep is refused).",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="With --resume: continue even though the sweep file (or --set) changed since that"
@@ -105,6 +110,7 @@ def sweep(
     dashboard: bool,
     quiet: bool,
     resume: bool,
+    yes: bool,
     force: bool,
 ) -> int:
     """Run every trial of SWEEP.yaml and record it in MLflow.
@@ -114,7 +120,7 @@ def sweep(
     1 when a trial failed, 2 on bad input, 130 when interrupted (continue with --resume).
     """
     from resablate.driver import Options, run_sweep
-    from resablate.plan import make_plan, prepare_data
+    from resablate.plan import check_size, make_plan, prepare_data
     from resablate.summary import table
 
     if force and not resume:
@@ -122,6 +128,7 @@ def sweep(
     if address and inline:
         raise UserError("--inline runs the trials in this process; drop it to use --address")
     plan = make_plan(sweep_file, overrides)
+    check_size(plan, yes)
     spec = plan.spec
     prepare_data(plan)
     options = Options(

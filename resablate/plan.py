@@ -33,6 +33,21 @@ class Plan:
         return self.spec.grid.paths()
 
 
+LIMIT = 1000  # trials a sweep runs without --yes
+
+
+def check_size(plan: Plan, yes: bool, limit: int = LIMIT) -> None:
+    """Refuse, in one line, a sweep of more than ``limit`` trials that was not confirmed."""
+    total = search_size(plan)["total_trials"] if plan.spec.search else len(plan.trials)
+    if total > limit and not yes:
+        raise SpecError(
+            plan.source,
+            "grid",
+            f"{total} trials is more than {limit}; check them with `resablate plan"
+            f" {plan.source}` and pass --yes to run them",
+        )
+
+
 def make_plan(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Plan:
     """Load ``path`` with ``overrides``, expand its grid and validate every trial's config."""
     source = str(path)
