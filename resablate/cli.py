@@ -44,7 +44,14 @@ def cli() -> None:
     """
 
 
+PROFILE_HELP = (
+    "Apply the sweep file's profiles.NAME entries first (e.g. cpu: the study at laptop scale),"
+    " then --set."
+)
+
+
 def _overrides(func: click.decorators.FC) -> click.decorators.FC:
+    func = click.option("--profile", metavar="NAME", help=PROFILE_HELP)(func)
     return click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE", help=SET_HELP)(
         func
     )
@@ -103,6 +110,7 @@ def _overrides(func: click.decorators.FC) -> click.decorators.FC:
 def sweep(
     sweep_file: str,
     overrides: tuple[str, ...],
+    profile: str | None,
     tracking_uri: str | None,
     results_dir: str,
     inline: bool,
@@ -127,7 +135,7 @@ def sweep(
         raise UserError("--force only applies to --resume")
     if address and inline:
         raise UserError("--inline runs the trials in this process; drop it to use --address")
-    plan = make_plan(sweep_file, overrides)
+    plan = make_plan(sweep_file, overrides, profile)
     check_size(plan, yes)
     spec = plan.spec
     prepare_data(plan)
@@ -189,14 +197,14 @@ def sweep(
     is_flag=True,
     help='One JSON object: {"sweep", "n_trials", "trials": [{"id", "config", "params"}]}.',
 )
-def plan(sweep_file: str, overrides: tuple[str, ...], as_json: bool) -> int:
+def plan(sweep_file: str, overrides: tuple[str, ...], profile: str | None, as_json: bool) -> int:
     """Validate SWEEP.yaml and list its trials (ids, grid values, parameter counts).
 
     Nothing is trained and nothing is recorded: use it to check a sweep before running it.
     """
     from resablate.plan import make_plan, to_json
 
-    found = to_json(make_plan(sweep_file, overrides))
+    found = to_json(make_plan(sweep_file, overrides, profile))
     if as_json:
         click.echo(json.dumps(found))
         return 0
@@ -241,6 +249,7 @@ def plan(sweep_file: str, overrides: tuple[str, ...], as_json: bool) -> int:
 def probe(
     sweep_file: str,
     overrides: tuple[str, ...],
+    profile: str | None,
     trial_ids: tuple[str, ...],
     epochs: int,
     as_json: bool,
@@ -254,7 +263,7 @@ def probe(
     from resablate.plan import make_plan, params, prepare_data
     from resablate.train import probe_trial
 
-    plan = make_plan(sweep_file, overrides)
+    plan = make_plan(sweep_file, overrides, profile)
     if not plan.spec.probes.chosen():
         raise plan.error(
             "probes",

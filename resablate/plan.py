@@ -48,10 +48,13 @@ def check_size(plan: Plan, yes: bool, limit: int = LIMIT) -> None:
         )
 
 
-def make_plan(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Plan:
-    """Load ``path`` with ``overrides``, expand its grid and validate every trial's config."""
+def make_plan(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), profile: str | None = None
+) -> Plan:
+    """Load ``path`` with its ``profile`` and ``overrides``, expand its grid and validate every
+    trial's config."""
     source = str(path)
-    spec = load_sweep(path, overrides)
+    spec = load_sweep(path, overrides, profile)
     if spec.search and spec.search.param in spec.grid.paths():
         field = f"grid.{spec.search.param}"
         raise SpecError(

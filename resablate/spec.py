@@ -527,6 +527,7 @@ class SweepSpec(Section):
     scheduler: SchedulerSpec = SchedulerSpec()
     resources: ResourcesSpec = ResourcesSpec()
     tracking: TrackingSpec = TrackingSpec()
+    profile: str | None = Field(None, pattern=NAME_PATTERN)  # the profiles: entry applied
 
     def base_config(self) -> dict[str, Any]:
         """The trial config every grid point starts from, as plain nested dicts."""
@@ -713,6 +714,13 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise SpecError(source, path, f"cannot read {value_text!r} as a YAML value") from None
     if value is None:
         raise SpecError(source, path, "empty value; write e.g. --set model.depth=8")
+    check_path(source, path)
+    return path, value
+
+
+def check_path(source: str, path: str) -> None:
+    """A field an override (or a profile) may set: a grid axis, a nested section's field, or a
+    known field of the sweep; else a one-line error naming ``source``."""
     top = path.split(".")[0]
     if top in RESERVED_SECTIONS:
         issue = RESERVED_SECTIONS[top]
@@ -720,9 +728,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     if top == "grid":
         if path == "grid" or path.count(".") == 0:
             raise SpecError(source, path, "name a grid axis, e.g. --set grid.model.depth=[2,4]")
-        return path, value
+        return
     if top in ("probes", "search", "scheduler"):  # nested: checked by the schema like the file
-        return path, value
+        return
     known = (
         [f for f in SweepSpec.model_fields]
         + trial_paths()
@@ -730,30 +738,35 @@ def parse_override(text: str) -> tuple[str, Any]:
     )
     if path not in known:
         raise SpecError(source, path, f"unknown field{did_you_mean(path, known)}")
-    return path, value
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``--set`` overrides to the raw YAML mapping, before validation.
+Override = tuple[str, str, Any]  # (where it came from, for errors; dotted path; value)
+
+
+def apply_overrides(
+    raw: dict[str, Any], overrides: list[str], before: list[Override] | None = None
+) -> dict[str, Any]:
+    """Apply ``--set`` overrides (after the already parsed ``before``, a profile's entries) to
+    the raw YAML mapping, before validation.
 
     ``--set grid.<axis>=[...]`` replaces (or adds) a grid axis; setting a field that is a plain
     grid axis removes the axis, so the trial config takes the one value given.
     """
-    out = json.loads(json.dumps(raw, default=str)) if overrides else raw
-    for text in overrides:
-        path, value = parse_override(text)
+    items = [*(before or []), *((f"--set {t}", *parse_override(t)) for t in overrides)]
+    out = json.loads(json.dumps(raw, default=str)) if items else raw
+    for where, path, value in items:
         grid = out.get("grid")
         if grid is None:
             grid = out["grid"] = {}
         if not isinstance(grid, dict):
-            raise SpecError(f"--set {text}", "grid", "the sweep's grid is not a mapping")
+            raise SpecError(where, "grid", "the sweep's grid is not a mapping")
         if path.startswith("grid."):
             grid[path[len("grid.") :]] = value
             continue
         for group in grid.get("zip") or []:
             if isinstance(group, dict) and path in group:
                 raise SpecError(
-                    f"--set {text}",
+                    where,
                     path,
                     "is part of a zip group; override it with --set grid.zip=...",
                 )
@@ -763,7 +776,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         for part in parts[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise SpecError(f"--set {text}", part, "is not a section in the sweep file")
+                raise SpecError(where, part, "is not a section in the sweep file")
             node = child
         node[parts[-1]] = value
     if out.get("grid") == {} and "grid" not in raw:
@@ -771,13 +784,13 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
-def _parse_values(source: str, field: str, values: Any) -> list[Any]:
+def _parse_values(source: str, field: str, values: Any, unique: bool = True) -> list[Any]:
     if not isinstance(values, list):
         raise SpecError(source, field, f"{_short(values)} is not a list; write e.g. [2, 4, 8]")
     if not values:
         raise SpecError(source, field, "an empty list gives no trial; give at least one value")
     seen: list[str] = []
-    for value in values:
+    for value in values if unique else []:
         key = json.dumps(value, sort_keys=True, default=str)
         if key in seen:
             raise SpecError(source, field, f"value {_short(value)} is listed twice")
@@ -831,12 +844,17 @@ def parse_grid(raw: Any, source: str) -> GridSpec:
             _check_axis(source, str(path))
             if path in taken:
                 raise SpecError(source, f"{where}.{path}", "this axis is already in the grid")
-            parsed[path] = _parse_values(source, f"{where}.{path}", values)
+            # a zipped list may repeat a value; the zipped tuples may not
+            parsed[path] = _parse_values(source, f"{where}.{path}", values, unique=False)
             lengths.add(len(values))
             taken.add(path)
         if len(lengths) > 1:
             sizes = ", ".join(f"{p}: {len(v)}" for p, v in parsed.items())
             raise SpecError(source, where, f"zipped lists must have one length, got {sizes}")
+        rows = [json.dumps(row, default=str) for row in zip(*parsed.values(), strict=True)]
+        for i, row in enumerate(rows):
+            if row in rows[:i]:
+                raise SpecError(source, where, f"entry {i} repeats entry {rows.index(row)}")
         zips.append(parsed)
     rules = _mappings(raw, "exclude", source, "axis -> value or list of values")
     for where, rule in rules:
@@ -870,16 +888,47 @@ def blame(source: str, overrides: list[str] | tuple[str, ...], field: str) -> st
     return source
 
 
-def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
+def profile_overrides(raw: dict[str, Any], source: str, profile: str | None) -> list[Override]:
+    """Take the ``profiles:`` section out of a raw sweep file; the chosen profile's entries
+    (dotted field -> value, as ``--set`` takes them) become overrides applied before ``--set``."""
+    profiles = raw.pop("profiles", None) or {}
+    if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
+        raise SpecError(
+            source,
+            "profiles",
+            "must map each profile name to fields, e.g. {cpu: {train.epochs: 2}}",
+        )
+    if profile is None:
+        return []
+    if profile not in profiles:
+        choices = ", ".join(profiles) or "none: the file has no profiles: section"
+        raise SpecError(source, "--profile", f"no profile {profile!r}; choose from {choices}")
+    raw["profile"] = profile
+    where = f"{source} (profile {profile})"
+    for field in profiles[profile]:
+        check_path(where, str(field))
+    return [(where, str(field), value) for field, value in profiles[profile].items()]
+
+
+def load_sweep(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), profile: str | None = None
+) -> SweepSpec:
     """Read, override and validate a sweep file (the grid is expanded by grid.py / plan.py).
 
-    An error in a field that an override set names the override instead of the file.
+    The file's ``profiles.<profile>`` entries apply first, then ``overrides`` (``--set``). An
+    error in a field that an override set names the override instead of the file, and one that
+    a profile set names the profile.
     """
+    source = str(path)
     raw = read_yaml(path)
+    chosen = profile_overrides(raw, source, profile)
     try:
-        return parse_sweep(apply_overrides(raw, list(overrides)), str(path))
+        return parse_sweep(apply_overrides(raw, list(overrides), chosen), source)
     except SpecError as exc:
-        source = blame(str(path), overrides, exc.field)
-        if exc.source != str(path) or source == exc.source:
+        blamed = blame(source, overrides, exc.field)
+        if blamed == source:  # not a --set: perhaps the profile set it
+            blamed = blame(source, [f"{path}=" for _, path, _ in chosen], exc.field)
+            blamed = source if blamed == source else chosen[0][0]
+        if exc.source != source or blamed == source:
             raise
-        raise SpecError(source, exc.field, exc.problem) from None
+        raise SpecError(blamed, exc.field, exc.problem) from None
