@@ -342,13 +342,21 @@ def _join(address: str) -> None:
     import ray
 
     check_address(address)
+    # the nodes' workers do not inherit our environment: it travels in the runtime env (a Ray
+    # Job's driver keeps its job's, where `resablate submit` put the same variables)
+    in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+    here = os.getcwd()
     try:
         ray.init(
             address=address,
-            runtime_env={"env_vars": TRIAL_ENV},  # the nodes' workers do not inherit ours
+            runtime_env=None if in_job else {"env_vars": TRIAL_ENV},
             log_to_driver=False,
             logging_level=logging.ERROR,
         )
+        # inside a Ray Job, Ray may unpack the job's working directory (our cwd) again while
+        # the driver connects: step into the fresh copy at the same path
+        if os.path.isdir(here):
+            os.chdir(here)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
         raise UserError(

@@ -386,7 +386,10 @@ class SweepTracker:
             "resablate.n_trials": str(len(trials)),
             **{f"resablate.version.{k}": v for k, v in versions().items()},
         }
-        commit = git_commit(source.resolve().parent)
+        try:
+            commit = git_commit(source.resolve().parent)
+        except OSError:  # no working directory any more (a Ray Job's, unpacked again)
+            commit = None
         if commit:
             tags["mlflow.source.git.commit"] = commit
         run = self.client.create_run(self.experiment_id, tags=tags)

@@ -47,10 +47,27 @@ class Cluster:
     env: dict[str, str]
     worker: subprocess.Popen
     folder: Path
+    jobs: str  # the Jobs API (the head's dashboard, on 127.0.0.1)
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A head and a worker node, 1 CPU each."""
+    with start_cluster(tmp_path, workers=1) as found:
+        yield found
+
+
+@pytest.fixture
+def head_only(tmp_path: Path) -> Iterator[Cluster]:
+    """A head node with 2 CPUs. Two nodes on one machine share one temp folder, where each
+    unpacks a Ray Job's working directory: the second node's unpacking deletes the job driver's
+    cwd (on a real cluster every node has its own disk), so the Jobs API is tested on one node."""
+    with start_cluster(tmp_path, workers=0) as found:
+        yield found
+
+
+@contextlib.contextmanager
+def start_cluster(tmp_path: Path, workers: int) -> Iterator[Cluster]:
     port = free_port()
     env = {
         **os.environ,
@@ -59,13 +76,38 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     }
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("RAY_ADDRESS", None)
-    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    common += [f"--num-cpus={1 if workers else 2}"]
     ray = [sys.executable, "-m", "ray.scripts.scripts"]
-    head = [*ray, "start", "--head", f"--port={port}", "--include-dashboard=false", *common]
-    subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
+    dashboard = free_port()
+    head = [*ray, "start", "--head", f"--port={port}", "--include-dashboard=true", *common]
+    head += ["--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}"]
+    # --block keeps each node's processes in its own process group, so that the test stops
+    # exactly this cluster (`ray stop` would stop every Ray on the machine)
+    head_node = subprocess.Popen(
+        [*head, "--block"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:  # the head's GCS answers: a worker can join
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "the head node did not start"
+            time.sleep(0.5)
     worker = subprocess.Popen(  # its own process group: the "node" a test can kill
-        [*ray, "start", f"--address={address}", "--block", *common],
+        [
+            *ray,
+            "start",
+            f"--address={address}",
+            "--block",
+            *common,
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -101,12 +143,13 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         ):
             assert time.monotonic() < deadline, "the worker node did not join"
             time.sleep(0.5)
-        yield Cluster(address, tracking, env, worker, tmp_path)
+        project = tmp_path / "project"  # what a job uploads: the sweep files, not the server's
+        project.mkdir()
+        yield Cluster(address, tracking, env, worker, project, f"http://127.0.0.1:{dashboard}")
     finally:
-        for proc in (worker, server):
+        for proc in (worker, head_node, server):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-        subprocess.run([*ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
 def runs_of(cluster: Cluster, experiment: str) -> list:
@@ -167,6 +210,79 @@ def test_losing_the_worker_node_retries_its_trials_and_records_each_once(
     assert all(
         r.info.status == "FAILED" and r.data.tags["resablate.status"] == "retried" for r in lost
     )
+
+
+def test_a_sweep_submitted_as_a_ray_job_runs_on_the_cluster_and_can_be_followed(
+    head_only: Cluster,
+) -> None:
+    cluster = head_only
+    write(cluster.folder / "c.yaml", SWEEP)
+    jobs = ["--address", cluster.jobs]
+    ran = run_process(
+        "submit",
+        "c.yaml",
+        *jobs,
+        "--tracking-uri",
+        cluster.tracking,
+        cwd=cluster.folder,
+        env=cluster.env,
+    )
+    assert ran.code == 0, ran.err[-3000:]
+    job = ran.out.strip()
+    assert job.startswith("resablate-clustered-") and f"resablate logs {job}" in ran.err
+    listed = run_process("jobs", *jobs, cwd=cluster.folder, env=cluster.env)
+    assert listed.code == 0 and job in listed.out
+    followed = run_process("logs", job, *jobs, "--follow", cwd=cluster.folder, env=cluster.env)
+    assert followed.code == 0, followed.out[-3000:]
+    assert f"job {job}: SUCCEEDED" in followed.err and "parent run" in followed.out
+    runs = runs_of(cluster, "clustered")
+    ids = sorted(t.id for t in make_plan(cluster.folder / "c.yaml").trials)
+    assert sorted(r.data.tags["trial_id"] for r in runs) == ids
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert all(r.data.tags["ray.node_id"] for r in runs)
+
+    long = write(cluster.folder / "l.yaml", SWEEP.replace("epochs: 4", "epochs: 200"))
+    ran = run_process(
+        "submit",
+        long.name,
+        *jobs,
+        "--tracking-uri",
+        cluster.tracking,
+        cwd=cluster.folder,
+        env=cluster.env,
+    )
+    second = ran.out.strip()
+    time.sleep(5)
+    stopped = run_process("stop", second, *jobs, cwd=cluster.folder, env=cluster.env)
+    assert stopped.code == 0 and f"job {second}: stopping" in stopped.out
+    deadline = time.monotonic() + 120
+    while status := run_process("logs", second, *jobs, cwd=cluster.folder, env=cluster.env):
+        if f"job {second}: STOPPED" in status.err:
+            break
+        assert time.monotonic() < deadline, status.err
+        time.sleep(1)
+    unknown = run_process("logs", "nope", *jobs, cwd=cluster.folder, env=cluster.env)
+    assert unknown.code == 2 and "no job nope at" in unknown.err
+
+
+@pytest.mark.parametrize(
+    "command,expected",
+    [
+        (["jobs", "--address", "127.0.0.1:8265"], "the Jobs API is the dashboard's http address"),
+        (["jobs", "--address", "http://127.0.0.1:1"], "no Ray Jobs API answers"),
+        (
+            ["submit", "c.yaml", "--address", "http://127.0.0.1:1"],
+            "is a sqlite file on one machine",
+        ),
+    ],
+)
+def test_bad_jobs_arguments_are_one_line(
+    tmp_path: Path, command: list[str], expected: str
+) -> None:
+    write(tmp_path / "c.yaml", SWEEP)
+    ran = run_process(*command, cwd=tmp_path)
+    assert ran.code == 2, ran.err
+    assert ran.err.count("\n") == 1 and expected in ran.err, ran.err
 
 
 @pytest.mark.parametrize(
