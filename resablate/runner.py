@@ -308,6 +308,9 @@ def _start_ray(dashboard: bool, address: str | None = None) -> tuple[bool, str |
             " (ray[default]), or run without --dashboard"
         )
     context = ray.init(
+        # a new Ray of our own, never whatever cluster `ray start` left recorded on this machine
+        # (a dead one would hang us; a live one is joined only when --address says so)
+        address="local",
         include_dashboard=dashboard,
         dashboard_host="127.0.0.1",
         log_to_driver=False,
