@@ -54,6 +54,13 @@ PROFILE_HELP = (
 )
 
 
+TRACKING_URI = click.option(
+    "--tracking-uri",
+    metavar="URI",
+    help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).",
+)
+
+
 def _overrides(func: click.decorators.FC) -> click.decorators.FC:
     func = click.option("--profile", metavar="NAME", help=PROFILE_HELP)(func)
     return click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE", help=SET_HELP)(
@@ -64,11 +71,7 @@ def _overrides(func: click.decorators.FC) -> click.decorators.FC:
 @cli.command()
 @click.argument("sweep_file", metavar="SWEEP.yaml")
 @_overrides
-@click.option(
-    "--tracking-uri",
-    metavar="URI",
-    help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).",
-)
+@TRACKING_URI
 @click.option(
     "--results-dir",
     default="resablate-runs",
@@ -329,11 +332,7 @@ def _brief(found: dict) -> str:
     metavar="DIR",
     help="Where the figures and tables go (default: reports/<experiment>).",
 )
-@click.option(
-    "--tracking-uri",
-    metavar="URI",
-    help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).",
-)
+@TRACKING_URI
 @click.option("--no-log", is_flag=True, help="Do not log the files to the sweep's parent run.")
 def report(
     sweep_file: str | None,
@@ -494,11 +493,7 @@ def fields() -> int:
 
 
 @cli.command()
-@click.option(
-    "--tracking-uri",
-    metavar="URI",
-    help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).",
-)
+@TRACKING_URI
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -539,7 +534,9 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("resablate: interrupted", err=True)
+        click.echo(
+            "resablate: interrupted; what was recorded is kept, continue with --resume", err=True
+        )
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -10,6 +10,7 @@ child run; a search continues its Optuna studies from their journal.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -124,7 +125,14 @@ def run_sweep(plan: Plan, options: Options, say: Callable[[str], Any]) -> Outcom
         if session.dashboard_url:
             say(f"Ray dashboard: {session.dashboard_url}")
         check_store(uri)  # before the lock creates the results folder: nothing left behind
-        with driver_lock(options.results_dir / plan.spec.name, plan.spec.name):
+        folder = options.results_dir / plan.spec.name
+        if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:  # a Ray Job's driver (resablate submit)
+            # Ray may unpack the job's working directory again under a running driver: leave
+            # it for a folder that stays (the sweep file was read; its path is absolute now)
+            plan = dataclasses.replace(plan, source=str(Path(plan.source).absolute()))
+            folder.mkdir(parents=True, exist_ok=True)
+            os.chdir(folder)
+        with driver_lock(folder, plan.spec.name):
             tracker = SweepTracker(uri, plan.spec.tracking.experiment or plan.spec.name)
             outcome = Outcome(tracker, 0)
             _open(plan, options, tracker, outcome, say)

@@ -281,6 +281,15 @@ def _probe_curves(
     return out
 
 
+def _probe_groups(
+    sweep: SweepRuns, runs: list[RunData], grid: list[str], probe: str, epoch: str = "first"
+) -> dict[str, list[dict[str, Any]]]:
+    """Each configuration (grid values but the seed) with its runs' results of ``probe``."""
+    configs = group(runs, lambda r: label(r, [a for a in grid if a != SEED]))
+    found = {n: _probe_curves(sweep, members, probe, epoch) for n, members in configs.items()}
+    return {n: f for n, f in found.items() if f}
+
+
 def _mean_curve(curves: list[list[float]]) -> list[float]:
     n = min(len(c) for c in curves)
     return [statistics.fmean(c[i] for c in curves) for i in range(n)]
@@ -292,9 +301,7 @@ def _signal_propagation(
     """Forward and backward variance per unit at initialization, log scale (mean over seeds)."""
     import matplotlib.pyplot as plt
 
-    configs = group(sweep.runs, lambda r: label(r, [a for a in grid if a != SEED]))
-    found = {n: _probe_curves(sweep, runs, "spp") for n, runs in configs.items()}
-    found = {n: f for n, f in found.items() if f}
+    found = _probe_groups(sweep, sweep.runs, grid, "spp")
     if not found:
         report.skipped.append(("signal_propagation.png", "no spp probe recorded"))
         return
@@ -398,9 +405,7 @@ def _lesion(sweep: SweepRuns, finished: list[RunData], grid: list[str], report: 
     """Test accuracy with each single unit's branch removed, after training (Veit et al.)."""
     import matplotlib.pyplot as plt
 
-    configs = group(finished, lambda r: label(r, [a for a in grid if a != SEED]))
-    found = {n: _probe_curves(sweep, runs, "lesion", "last") for n, runs in configs.items()}
-    found = {n: f for n, f in found.items() if f}
+    found = _probe_groups(sweep, finished, grid, "lesion", "last")
     if not found:
         report.skipped.append(("lesion.png", "no lesion probe recorded"))
         return
@@ -421,9 +426,7 @@ def _shattered(sweep: SweepRuns, finished: list[RunData], grid: list[str], repor
     """Autocorrelation of input gradients by lag, against white and brown noise."""
     import matplotlib.pyplot as plt
 
-    configs = group(sweep.runs, lambda r: label(r, [a for a in grid if a != SEED]))
-    found = {n: _probe_curves(sweep, runs, "shattered") for n, runs in configs.items()}
-    found = {n: f for n, f in found.items() if f}
+    found = _probe_groups(sweep, sweep.runs, grid, "shattered")
     if not found:
         report.skipped.append(("shattered.png", "no shattered probe recorded"))
         return

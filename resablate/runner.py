@@ -385,12 +385,25 @@ def _scheduler(plan: Plan) -> Any:
             grace_period=chosen.grace_period,
             reduction_factor=chosen.reduction_factor,
         )
-    return MedianStoppingRule(
+
+    class Median(MedianStoppingRule):
+        # Ray's rule skips a report without the metric (the epoch-0 probe report, a run that
+        # diverged in its first epoch) but keeps a completing trial's last result and reads the
+        # metric from it later (KeyError, Ray 2.60): give it only results that hold the metric
+        def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+            if metric in result and "epoch" in result:
+                super().on_trial_complete(tune_controller, trial, result)
+
+    return Median(
         time_attr="epoch",
         metric=metric,
         mode=mode,
         grace_period=chosen.grace_period,
         min_samples_required=chosen.min_samples_required,
+        # never pause a trial to let a waiting one run: a trainable without checkpoints would
+        # start over and log its epochs twice; it runs until it is stopped or ends
+        min_time_slice=float("inf"),  # type: ignore[arg-type]
+        hard_stop=True,
     )
 
 
