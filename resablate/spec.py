@@ -23,8 +23,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -187,6 +189,23 @@ class TrainSpec(Section):
     recipe: str | None = None  # a preset from RECIPES; the fields written here override it
     # A training loss above this (or NaN/inf) ends the trial as `diverged` (science.md §4).
     diverge_above: float = Field(1e6, gt=0.0)
+    # How the arithmetic runs (train.COMPUTE_FIELDS): bf16 autocast of forward passes (the loss,
+    # the optimizer and the weights stay fp32), channels-last memory for image models,
+    # torch.compile of the training forward pass, deterministic kernels (and no cuDNN autotuning).
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    deterministic: bool = False
+
+    @model_serializer(mode="wrap")
+    def _drop_compute_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A trial's id hashes its resolved config: these fields, added after sweeps were run,
+        # appear only when set, so that every earlier trial keeps its id (and resumes).
+        out = handler(self)
+        for name, default in COMPUTE_DEFAULTS.items():
+            if out.get(name, default) == default:
+                out.pop(name, None)
+        return out
 
     @model_validator(mode="before")
     @classmethod
@@ -256,6 +275,14 @@ class TrainSpec(Section):
         return self
 
 
+COMPUTE_DEFAULTS: dict[str, Any] = {
+    "precision": "fp32",
+    "channels_last": False,
+    "compile": False,
+    "deterministic": False,
+}
+
+
 class TrialConfig(Section):
     """Everything one trial needs; the resolved form of this is what the trial id hashes."""
 
@@ -302,6 +329,16 @@ class ResourcesSpec(Section):
     max_concurrent_trials: int | None = Field(None, ge=1)
     # retries of a failed trial (an exception, a lost worker or node); each attempt starts over
     max_failures: int = Field(0, ge=0)
+
+    @field_validator("gpu")
+    @classmethod
+    def _shareable(cls, value: float) -> float:
+        if value > 1 and value != int(value):
+            raise ValueError(
+                f"{value:g} GPUs per trial: trials share one GPU with a fraction below 1"
+                " (0.25: four trials per GPU) or take a whole number of them (1, 2, ...)"
+            )
+        return value
 
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # safe as a folder name and in a URL

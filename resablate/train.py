@@ -12,6 +12,7 @@ A warm-up multiplies the schedule rather than delaying it.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -147,15 +148,62 @@ def loss_fn(kind: str, classes: int) -> Callable[[Tensor, Tensor], Tensor]:
     return mse
 
 
+class Compute:
+    """How a trial's arithmetic runs (``train.precision``, ``channels_last``, ``compile``,
+    ``deterministic``): set up once per trial, since a reused worker keeps torch's global flags.
+
+    bf16 autocasts the forward passes only; the loss is taken in fp32 and the weights, gradients
+    and optimizer state stay fp32 (mixed precision, no loss scaling needed for bf16).
+    """
+
+    def __init__(self, train: TrainSpec, device: torch.device) -> None:
+        self.device, self.train = device, train
+        if device.type == "cuda":
+            # cuBLAS reads this at its first use in the process; needed for deterministic GEMMs
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cudnn.benchmark = not train.deterministic
+            torch.backends.cudnn.deterministic = train.deterministic
+        torch.use_deterministic_algorithms(train.deterministic)
+        self.dtype = torch.bfloat16 if train.precision == "bf16" else None
+
+    def autocast(self) -> Any:
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.dtype is not None
+        )
+
+    def model(self, net: nn.Module) -> tuple[nn.Module, Callable[[Tensor], Tensor]]:
+        """The network in its memory format, and the forward pass that training calls."""
+        if self.train.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        forward: Callable[[Tensor], Tensor] = net
+        if self.train.compile:
+            forward = torch.compile(net)  # type: ignore[assignment]
+        return net, forward
+
+    def batch(self, x: Tensor) -> Tensor:
+        if self.train.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
 @torch.no_grad()
 def evaluate(
-    net: nn.Module, x: Tensor, y: Tensor, loss: Callable[[Tensor, Tensor], Tensor], batch: int
+    net: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    loss: Callable[[Tensor, Tensor], Tensor],
+    batch: int,
+    compute: Compute | None = None,
 ) -> tuple[float, float]:
     """(mean loss, accuracy) over the whole set, in eval mode."""
     net.eval()
     total, correct = 0.0, 0
     for xb, yb in zip(x.split(batch), y.split(batch), strict=True):
-        out = net(xb)
+        if compute is None:
+            out = net(xb)
+        else:
+            with compute.autocast():
+                out = net(compute.batch(xb)).float()
         total += float(loss(out, yb)) * len(yb)
         correct += int((out.argmax(dim=1) == yb).sum())
     return total / len(y), correct / len(y)
@@ -232,7 +280,10 @@ def run_trial(
     torch.manual_seed(cfg.seed)  # for any draw not made from the explicit generators below
     generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
     tensors = data.load(cfg.data).to(device)
-    net = models.build(cfg.model, cfg.init, tensors.shape, generator).to(device)
+    compute = Compute(cfg.train, torch.device(device))
+    net, forward = compute.model(
+        models.build(cfg.model, cfg.init, tensors.shape, generator).to(device)
+    )
     optimizer = OPTIMIZERS[cfg.train.optimizer](net.parameters(), cfg.train)
     loss = loss_fn(cfg.train.loss, tensors.shape.classes)
     n = len(tensors.y_train)
@@ -258,8 +309,9 @@ def run_trial(
             xb, yb = tensors.x_train[idx], tensors.y_train[idx]
             if augment is not None:  # on the device, in batches (pad 4, random crop, flip)
                 xb = data.augment_batch(xb, augment)
-            out = net(xb)
-            value = loss(out, yb)
+            with compute.autocast():
+                out = forward(compute.batch(xb))
+            value = loss(out.float(), yb)
             current = float(value.detach())
             if not math.isfinite(current) or current > cfg.train.diverge_above:
                 diverged = True
@@ -284,7 +336,9 @@ def run_trial(
             }
             report(result)
             return result
-        test_loss, test_acc = evaluate(net, tensors.x_test, tensors.y_test, loss, max(batch, 1024))
+        test_loss, test_acc = evaluate(
+            net, tensors.x_test, tensors.y_test, loss, max(batch, 1024), compute
+        )
         result = {
             "epoch": epoch,
             "status": FINISHED if epoch == clock.epochs else RUNNING,
