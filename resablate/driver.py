@@ -46,6 +46,8 @@ class Options:
     resume: bool = False
     force: bool = False
     address: str | None = None  # a running Ray cluster to join ("auto", "HOST:PORT")
+    # told of every trial event beside the tracker and the progress bar (notebooks, benchmarks)
+    listeners: list[Listener] = field(default_factory=list)
 
 
 @dataclass
@@ -177,7 +179,8 @@ def _run(
     err = Console(stderr=True, quiet=options.quiet)
     done = len(outcome.resumed.done) if outcome.resumed else 0
     progress = SweepProgress(spec.name, outcome.total, err, done=done)
-    listeners: list[Listener] = [tracker] if options.quiet else [tracker, progress]
+    listeners: list[Listener] = [tracker, *([] if options.quiet else [progress])]
+    listeners += options.listeners
     with contextlib.nullcontext() if options.quiet else progress:
         if spec.search:
             outcome.journal = _journal(tracker, options.results_dir / spec.name)

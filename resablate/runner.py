@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from resablate.errors import UserError
-from resablate.grid import Trial
+from resablate.grid import Trial, cell_id
 from resablate.plan import Plan
-from resablate.results import FAILED, PRUNED, RUNNING, Collector, Listener, TrialRecord
+from resablate.results import FAILED, FINISHED, PRUNED, RUNNING, Collector, Listener, TrialRecord
 
 BACKENDS = ("ray", "inline")
 NODE = "ray_node_id"  # the key of a report that names the Ray node the trial runs on
+TRIAL = "resablate_trial"  # the key of a stacked seed's report that names its trial
 
 
 class Events:
@@ -154,29 +155,66 @@ def _check_resources(plan: Plan, available: dict[str, float], where: str = "this
 
 def _run_inline(plan: Plan, events: Events) -> None:
     """Trials one after another in this process: a breakpoint in train.py just works."""
+    from resablate.batched import run_seeds
     from resablate.train import run_trial
 
     attempts = plan.spec.resources.max_failures + 1
-    for trial in plan.trials:
+    for unit in units(plan):
         for attempt in range(1, attempts + 1):
-            events.started(trial)
+            for trial in unit:
+                events.started(trial)
             try:
-                run_trial(
-                    trial.config,
-                    report=functools.partial(events.result, trial),
-                    device=_device(plan),
-                    probes=plan.spec.probes,
-                )
+                if len(unit) == 1:
+                    run_trial(
+                        unit[0].config,
+                        report=functools.partial(events.result, unit[0]),
+                        device=_device(plan),
+                        probes=plan.spec.probes,
+                    )
+                else:
+                    reports = [functools.partial(events.result, t) for t in unit]
+                    run_seeds([t.config for t in unit], reports, device=_device(plan))
             except UserError:
                 raise  # the store failed (recording a result), not the trial
             except Exception as exc:
                 if attempt < attempts:
-                    events.retried(trial, failure_text(exc))
+                    for trial in unit:
+                        events.retried(trial, failure_text(exc))
                     continue
-                events.finished(trial, FAILED, failure_text(exc))
+                _failed(events, unit, failure_text(exc))
             else:
-                events.finished(trial)
+                for trial in unit:
+                    events.finished(trial)
             break
+
+
+def units(plan: Plan) -> list[list[Trial]]:
+    """What each worker runs: one trial, or (``resources.seeds_per_trial`` > 1) up to that many
+    seeds of one configuration trained stacked, where the configuration allows it
+    (:func:`resablate.batched.why_not`); the others run alone."""
+    size = plan.spec.resources.seeds_per_trial
+    if size == 1:
+        return [[t] for t in plan.trials]
+    from resablate.batched import why_not
+
+    probes = bool(plan.spec.probes.chosen())
+    together: dict[str, list[Trial]] = {}
+    for trial in plan.trials:
+        key = trial.id if why_not(trial.config, probes) else cell_id(trial.config)
+        together.setdefault(key, []).append(trial)
+    return [group[i : i + size] for group in together.values() for i in range(0, len(group), size)]
+
+
+def unit_id(unit: list[Trial]) -> str:
+    return "_".join(t.id for t in unit)
+
+
+def _failed(events: Events, unit: list[Trial], error: str | None) -> None:
+    """A worker failed: its trials that had not ended (a stacked seed may have diverged) fail."""
+    for trial in unit:
+        record = events.collector.records.get(trial.id)
+        ended = record is not None and record.status not in (RUNNING, FINISHED)
+        events.finished(trial, None if ended else FAILED, None if ended else error)
 
 
 def failure_text(exc: BaseException) -> str:
@@ -199,72 +237,91 @@ def _device(plan: Plan) -> str:
 
 def _trainable(
     tune_config: dict[str, Any],
-    configs: dict[str, dict[str, Any]],
+    configs: dict[str, list[tuple[str, dict[str, Any]]]],
     threads: int,
     device: str,
     probes: dict[str, Any],
 ) -> None:
-    """Ray Tune's function trainable: one trial, reporting every epoch to Tune."""
+    """Ray Tune's function trainable: one trial (or stacked seeds), reporting every epoch."""
     import ray
     import torch
     from ray import tune
 
     from resablate.spec import ProbesSpec
-    from resablate.train import run_trial
 
     torch.set_num_threads(threads)
     node = ray.get_runtime_context().get_node_id()  # which node ran it (tagged on the run)
+    members = configs[tune_config["trial_id"]]
     try:
-        run_trial(
-            configs[tune_config["trial_id"]],
-            report=lambda result: tune.report({**result, NODE: node}),
-            device=device,
-            probes=ProbesSpec.model_validate(probes),
-        )
+        if len(members) == 1:
+            from resablate.train import run_trial
+
+            run_trial(
+                members[0][1],
+                report=lambda result: tune.report({**result, NODE: node}),
+                device=device,
+                probes=ProbesSpec.model_validate(probes),
+            )
+        else:  # each report names its trial
+            from resablate.batched import run_seeds
+
+            reports = [
+                functools.partial(lambda i, r: tune.report({**r, NODE: node, TRIAL: i}), i)
+                for i, _ in members
+            ]
+            run_seeds([c for _, c in members], reports, device=device)
     except Exception as exc:
         # Not every exception survives Ray's pickling (pydantic's do not): send the traceback text.
         raise RuntimeError(failure_text(exc)) from None
 
 
-def _forwarder(events: Events, trials: dict[str, Trial]) -> Any:
-    """A Tune callback that forwards trial events (Tune runs callbacks in this driver process)."""
+def _forwarder(events: Events, units: dict[str, list[Trial]]) -> Any:
+    """A Tune callback that forwards trial events (Tune runs callbacks in this driver process).
+    A Tune trial runs a unit: one of our trials, or stacked seeds whose reports name theirs."""
     from ray import tune
     from ray.tune.result import AUTO_RESULT_KEYS
 
     class Forward(tune.Callback):
         # Tune pickles its state (callbacks included) for resuming; the events and trials live
         # only in this process, so they are instance state that pickling leaves out.
-        def __init__(self, events: Events, trials: dict[str, Trial], tune_keys: set[str]) -> None:
-            self.events, self.trials, self.tune_keys = events, trials, tune_keys
+        def __init__(
+            self, events: Events, units: dict[str, list[Trial]], tune_keys: set[str]
+        ) -> None:
+            self.events, self.units, self.tune_keys = events, units, tune_keys
+            self.trials = {t.id: t for unit in units.values() for t in unit}
 
         def __getstate__(self) -> dict[str, Any]:
             return {}
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.events.started(self.trials[trial.config["trial_id"]])
+            for ours in self.units[trial.config["trial_id"]]:
+                self.events.started(ours)
 
         def on_trial_result(
             self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
         ) -> None:
             ours = {k: v for k, v in result.items() if k not in self.tune_keys}
-            self.events.result(self.trials[trial.config["trial_id"]], ours)
+            named = ours.pop(TRIAL, None)
+            unit = self.units[trial.config["trial_id"]]
+            self.events.result(self.trials[named] if named else unit[0], ours)
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            ours = self.trials[trial.config["trial_id"]]
-            record = self.events.collector.records.get(ours.id)
-            # a trial ends by itself with a last report of finished or diverged: one that
-            # completes while still running was stopped by the scheduler
-            stopped = record is not None and record.status == RUNNING and record.epoch > 0
-            self.events.finished(ours, PRUNED if stopped else None)
+            for ours in self.units[trial.config["trial_id"]]:
+                record = self.events.collector.records.get(ours.id)
+                # a trial ends by itself with a last report of finished or diverged: one that
+                # completes while still running was stopped by the scheduler
+                stopped = record is not None and record.status == RUNNING and record.epoch > 0
+                self.events.finished(ours, PRUNED if stopped else None)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.events.finished(self.trials[trial.config["trial_id"]], FAILED, _error(trial))
+            _failed(self.events, self.units[trial.config["trial_id"]], _error(trial))
 
         def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.events.retried(self.trials[trial.config["trial_id"]], _error(trial))
+            for ours in self.units[trial.config["trial_id"]]:
+                self.events.retried(ours, _error(trial))
 
     keys = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
-    return Forward(events, trials, keys)
+    return Forward(events, units, keys)
 
 
 def _error(trial: Any) -> str | None:
@@ -410,7 +467,7 @@ def _scheduler(plan: Plan) -> Any:
 def _run_ray(plan: Plan, events: Events, results_dir: Path, name: str) -> None:
     from ray import tune
 
-    trials = {t.id: t for t in plan.trials}
+    chosen = {unit_id(unit): unit for unit in units(plan)}
     # a scheduler reads its metric from each epoch's report; the init report (probes at epoch 0)
     # and a diverged one may lack it, which the scheduler skips but Tune would call an error
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
@@ -420,14 +477,14 @@ def _run_ray(plan: Plan, events: Events, results_dir: Path, name: str) -> None:
     resources = plan.spec.resources
     trainable = tune.with_parameters(
         _trainable,
-        configs={t.id: t.config for t in plan.trials},
+        configs={key: [(t.id, t.config) for t in unit] for key, unit in chosen.items()},
         threads=max(1, int(resources.cpu)),
         device=_device(plan),
         probes=plan.spec.probes.model_dump(mode="json"),
     )
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": resources.cpu, "gpu": resources.gpu}),
-        param_space={"trial_id": tune.grid_search([t.id for t in plan.trials])},
+        param_space={"trial_id": tune.grid_search(list(chosen))},
         tune_config=tune.TuneConfig(
             scheduler=_scheduler(plan),
             max_concurrent_trials=resources.max_concurrent_trials,
@@ -439,7 +496,7 @@ def _run_ray(plan: Plan, events: Events, results_dir: Path, name: str) -> None:
             name=name,
             storage_path=str(results_dir.resolve()),
             verbose=0,
-            callbacks=[_forwarder(events, trials)],
+            callbacks=[_forwarder(events, chosen)],
             failure_config=tune.FailureConfig(max_failures=resources.max_failures),
         ),
     )

@@ -329,6 +329,9 @@ class ResourcesSpec(Section):
     max_concurrent_trials: int | None = Field(None, ge=1)
     # retries of a failed trial (an exception, a lost worker or node); each attempt starts over
     max_failures: int = Field(0, ge=0)
+    # seeds of one configuration trained together as one stacked computation in one worker
+    # (resablate.batched; configurations it cannot stack run alone): fewer, fuller workers
+    seeds_per_trial: int = Field(1, ge=1)
 
     @field_validator("gpu")
     @classmethod
@@ -565,6 +568,17 @@ class SweepSpec(Section):
     resources: ResourcesSpec = ResourcesSpec()
     tracking: TrackingSpec = TrackingSpec()
     profile: str | None = Field(None, pattern=NAME_PATTERN)  # the profiles: entry applied
+
+    @model_validator(mode="after")
+    def _stackable(self) -> SweepSpec:
+        if self.resources.seeds_per_trial > 1 and self.scheduler.kind != "none":
+            raise ConfigError(
+                "resources.seeds_per_trial",
+                f"{self.resources.seeds_per_trial} seeds stacked in one Ray Tune trial cannot be"
+                f" stopped one by one by scheduler {self.scheduler.kind}; set"
+                " resources.seeds_per_trial: 1 or scheduler.kind: none",
+            )
+        return self
 
     def base_config(self) -> dict[str, Any]:
         """The trial config every grid point starts from, as plain nested dicts."""

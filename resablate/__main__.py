@@ -1,0 +1,5 @@
+"""``python -m resablate``: the same as the ``resablate`` command."""
+
+from resablate.cli import main
+
+main()
