@@ -150,11 +150,15 @@ def _digits(spec: DataSpec) -> Splits:
 def _synthetic(spec: DataSpec) -> Splits:
     """Gaussian inputs labelled by a fixed random one-hidden-layer tanh teacher."""
     rng = np.random.default_rng(spec.split_seed)
-    x = rng.standard_normal((spec.samples, spec.features))
-    hidden = 2 * spec.features
-    w1 = rng.standard_normal((spec.features, hidden)) / np.sqrt(spec.features)
+    features = math.prod(spec.image) if spec.image else spec.features
+    dtype = np.float32 if spec.image else np.float64  # images: half the memory
+    x = rng.standard_normal((spec.samples, features), dtype=dtype)
+    hidden = 256 if spec.image else 2 * features  # images: a teacher of bounded cost
+    w1 = rng.standard_normal((features, hidden)) / np.sqrt(features)
     w2 = rng.standard_normal((hidden, spec.classes)) / np.sqrt(hidden)
     y = np.argmax(np.tanh(x @ w1) @ w2, axis=1)
+    if spec.image:
+        x = x.reshape(-1, *spec.image)
     return _split(x, y.astype(np.int64), spec)
 
 
@@ -170,7 +174,7 @@ DATASETS.add(
 DATASETS.add(
     "synthetic",
     DataSource(
-        input_shape=lambda s: (s.features,),
+        input_shape=lambda s: tuple(s.image) if s.image else (s.features,),
         classes=lambda s: s.classes,
         train_size=lambda s: s.samples - _n_test(s.samples, s),
         splits=_synthetic,

@@ -16,7 +16,7 @@ import hashlib
 import json
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -39,6 +39,22 @@ RESERVED_SECTIONS: dict[str, int] = {}
 
 class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Grown(Section):
+    """A section with fields added after sweeps were run (``LATER``). A trial's id hashes its
+    resolved config, so these appear in it only when set: every earlier trial keeps its id (and
+    its sweep resumes) whatever the version that runs it."""
+
+    LATER: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _drop_later_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out = handler(self)
+        for name in self.LATER:
+            if name in out and out[name] == type(self).model_fields[name].default:
+                del out[name]
+        return out
 
 
 def registries() -> dict[str, Any]:
@@ -119,7 +135,9 @@ class InitSpec(Section):
         return _registry_name("init.scheme", value)
 
 
-class DataSpec(Section):
+class DataSpec(Grown):
+    LATER = ("image",)
+
     name: str = "digits"
     whiten: int | None = Field(None, ge=1)
     target: Literal["label", "onehot"] = "label"
@@ -132,10 +150,28 @@ class DataSpec(Section):
     subset: int | None = Field(None, ge=10)
     # Pad-crop-flip the training batches; null: the data set's standard (on for cifar10/100).
     augment: bool | None = None
-    # `synthetic` only: Gaussian inputs labelled by a fixed random teacher.
+    # `synthetic` only: Gaussian inputs labelled by a fixed random teacher; `image` shapes them
+    # as [C, H, W] images for the conv families (e.g. [3, 32, 32]: CIFAR-sized, no download)
     samples: int = Field(2000, ge=10)
     features: int = Field(20, ge=1)
     classes: int = Field(10, ge=2)
+    image: tuple[int, int, int] | None = None
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError("give [channels, height, width], each at least 1")
+        return value
+
+    @model_validator(mode="after")
+    def _image_is_synthetic(self) -> DataSpec:
+        if self.image is not None and self.name != "synthetic":
+            raise ConfigError(
+                "data.image",
+                f"shapes the synthetic data set only; {self.name} has its own shape: remove it",
+            )
+        return self
 
     @field_validator("name")
     @classmethod
@@ -162,7 +198,9 @@ RECIPES.add(
 )
 
 
-class TrainSpec(Section):
+class TrainSpec(Grown):
+    LATER = ("precision", "channels_last", "compile", "deterministic")
+
     loss: Literal["ce", "mse"] = "ce"
     optimizer: str = "sgd"
     lr: float = Field(0.1, gt=0.0, allow_inf_nan=False)
@@ -196,16 +234,6 @@ class TrainSpec(Section):
     channels_last: bool = False
     compile: bool = False
     deterministic: bool = False
-
-    @model_serializer(mode="wrap")
-    def _drop_compute_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # A trial's id hashes its resolved config: these fields, added after sweeps were run,
-        # appear only when set, so that every earlier trial keeps its id (and resumes).
-        out = handler(self)
-        for name, default in COMPUTE_DEFAULTS.items():
-            if out.get(name, default) == default:
-                out.pop(name, None)
-        return out
 
     @model_validator(mode="before")
     @classmethod
@@ -338,7 +366,7 @@ class ResourcesSpec(Section):
     def _shareable(cls, value: float) -> float:
         if value > 1 and value != int(value):
             raise ValueError(
-                f"{value:g} GPUs per trial: trials share one GPU with a fraction below 1"
+                "GPUs per trial: trials share one GPU with a fraction below 1"
                 " (0.25: four trials per GPU) or take a whole number of them (1, 2, ...)"
             )
         return value

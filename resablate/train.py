@@ -37,6 +37,7 @@ from resablate.results import DIVERGED, FINISHED, METRICS, RUNNING
 from resablate.spec import ProbesSpec, TrainSpec, TrialConfig
 
 Report = Callable[[dict[str, Any]], None]
+SYNC_EVERY = 32  # GPU steps whose losses are read from the device together
 OPTIMIZERS: Registry[Callable[[Iterable[Tensor], TrainSpec], Optimizer]] = Registry("optimizer")
 OPTIMIZERS.add(
     "sgd",
@@ -257,6 +258,7 @@ def run_trial(
     device: str | torch.device = "cpu",
     probes: ProbesSpec | None = None,
     probe_only: bool = False,
+    sync_every: int | None = None,
 ) -> dict[str, Any]:
     """Train one trial, calling ``report`` after every epoch; returns the last report.
 
@@ -267,6 +269,9 @@ def run_trial(
     ``lr`` (the learning rate at the end of the epoch: the one the next step would use, 0 after
     a whole cosine run) and ``epoch_time``. A diverged report adds ``diverged_epoch`` and
     ``last_finite_loss``.
+
+    ``sync_every`` steps' losses are read from the device together (default: 1 on a CPU,
+    ``SYNC_EVERY`` on a GPU); the results do not depend on it.
 
     ``probes`` run on a copy of the network at the epochs they are due (``init`` is epoch 0,
     reported before training); a report then holds ``probes`` (probe name -> its results) and
@@ -299,31 +304,47 @@ def run_trial(
         report(result)
     if probe_only:
         return result
+    # On a GPU, reading each step's loss would stall the device once per step: the losses are
+    # read in groups of SYNC_EVERY steps instead (He et al.'s warm-up reads every step). Each is
+    # still checked in order, so a divergence ends the trial at the same epoch with the same
+    # last finite loss; only the steps of its group after it ran in vain.
+    group = sync_every or (SYNC_EVERY if compute.device.type == "cuda" else 1)
+    group = 1 if error_warmup is not None else group
     for epoch in range(1, clock.epochs + 1):
         start = time.perf_counter()
         net.train()
         total, correct, seen, diverged = 0.0, 0, 0, False
+        hits = torch.zeros((), dtype=torch.int64, device=device)
+        pending: list[tuple[Tensor, int]] = []  # (loss, batch size) not read yet
         order = torch.randperm(n, generator=shuffle).to(device)
         # near-equal batches: never a last batch of one sample (BatchNorm cannot train on it)
-        for idx in order.tensor_split(clock.steps_per_epoch)[: clock.steps_in(epoch)]:
+        batches = order.tensor_split(clock.steps_per_epoch)[: clock.steps_in(epoch)]
+        for step, idx in enumerate(batches, start=1):
             xb, yb = tensors.x_train[idx], tensors.y_train[idx]
             if augment is not None:  # on the device, in batches (pad 4, random crop, flip)
                 xb = data.augment_batch(xb, augment)
             with compute.autocast():
                 out = forward(compute.batch(xb))
             value = loss(out.float(), yb)
-            current = float(value.detach())
-            if not math.isfinite(current) or current > cfg.train.diverge_above:
-                diverged = True
-                break
-            last_finite = current
+            pending.append((value.detach(), len(idx)))
+            if len(pending) == group or step == len(batches):
+                read = torch.stack([v for v, _ in pending]).tolist()
+                for current, (_, size) in zip(read, pending, strict=True):
+                    if not math.isfinite(current) or current > cfg.train.diverge_above:
+                        diverged = True
+                        break
+                    last_finite = current
+                    total += current * size
+                    seen += size
+                pending.clear()
+                if diverged:
+                    break
             optimizer.zero_grad(set_to_none=True)
             value.backward()
             optimizer.step()
-            total += current * len(idx)
-            correct += int((out.argmax(dim=1) == yb).sum())
-            seen += len(idx)
+            hits += (out.detach().argmax(dim=1) == yb).sum()
             if error_warmup is not None:
+                correct = int(hits)
                 error_warmup.observe(1 - correct / seen)
             scheduler.step()
         if diverged:
@@ -336,6 +357,7 @@ def run_trial(
             }
             report(result)
             return result
+        correct = int(hits)
         test_loss, test_acc = evaluate(
             net, tensors.x_test, tensors.y_test, loss, max(batch, 1024), compute
         )

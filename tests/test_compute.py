@@ -95,5 +95,5 @@ def test_fractional_gpus_validate_and_more_than_one_must_be_whole(tmp_path) -> N
     plan = make_plan(write(tmp_path / "quarter.yaml", base + "resources: {gpu: 0.25}\n"))
     assert plan.spec.resources.gpu == 0.25
     assert make_plan(write(tmp_path / "two.yaml", base + "resources: {gpu: 2}\n"))
-    with pytest.raises(SpecError, match=r"resources\.gpu.*1\.5.*whole number"):
+    with pytest.raises(SpecError, match=r"resources\.gpu: 1\.5: .*whole number"):
         make_plan(write(tmp_path / "bad.yaml", base + "resources: {gpu: 1.5}\n"))

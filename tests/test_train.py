@@ -151,3 +151,18 @@ def test_cifar_family_trains_with_on_device_augmentation() -> None:
     assert augmented["status"] == "finished" and augmented["test_acc"] > 0.2  # chance: 0.1
     assert augmented["train_acc"] < plain["train_acc"]  # the batches really were transformed
     assert run_trial(config(True))["train_loss"] == augmented["train_loss"]  # seeded
+
+
+@pytest.mark.parametrize("lr", [0.02, 0.16], ids=["finishes", "diverges"])
+def test_reading_losses_in_groups_changes_no_result(lr: float) -> None:
+    config = {**BASE, "train": {**BASE["train"], "lr": lr, "epochs": 2}}
+    every_step: list[dict] = []
+    grouped: list[dict] = []
+    run_trial(config, report=every_step.append, sync_every=1)
+    run_trial(config, report=grouped.append, sync_every=7)  # 7 does not divide the epoch's steps
+    timeless = [
+        [{k: v for k, v in r.items() if k != "epoch_time"} for r in x]
+        for x in (every_step, grouped)
+    ]
+    assert timeless[0] == timeless[1]
+    assert every_step[-1]["status"] == ("diverged" if lr > 0.1 else "finished")
