@@ -112,7 +112,7 @@ def main() -> None:
     cores = os.cpu_count()
     print(f"{trials} digits trials (mlp depth 8 width 64, {epochs} epochs), {cores} cores")
     for name, wall in walls.items():
-        print(f"{name:<14} {wall:7.1f} s wall  {wall / trials:6.2f} s per trial")
+        print(f"{name:<14} {wall:7.2f} s wall  {wall / trials:6.2f} s per trial")
     plain_ratio = walls["resablate"] / walls["plain loop"]
     bare_ratio = walls["resablate"] / walls["bare Ray Tune"]
     print(f"resablate/plain    {plain_ratio:.2f}  (target <= 1.25)")

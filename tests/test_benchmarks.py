@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -21,3 +23,47 @@ def test_probe_benchmark_prints_relative_costs() -> None:
     for probe in ("spp", "hessian", "weights", "shattered", "lesion"):
         assert re.search(rf"probe {probe} +[\d.]+ s +[\d.]+ × an epoch", done.stdout), done.stdout
     assert len(re.findall(r"exact Hessian, +\d+ parameters: +[\d.]+ s", done.stdout)) == 2
+
+
+def run_benchmark(name: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), "--smoke", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_overhead_benchmark_prints_wall_times_and_their_ratios() -> None:
+    out = run_benchmark("overhead.py")
+    walls = {
+        name: float(wall)
+        for name, wall in re.findall(
+            r"^(plain loop|resablate|bare Ray Tune) +([\d.]+) s wall", out, re.M
+        )
+    }
+    assert set(walls) == {"plain loop", "resablate", "bare Ray Tune"}, out
+    assert all(w > 0 for w in walls.values())
+    plain = float(re.search(r"resablate/plain +([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    bare = float(re.search(r"resablate/bare-Ray +([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    # the ratios are the printed walls' (rounded to the printed digits)
+    assert plain == pytest.approx(walls["resablate"] / walls["plain loop"], abs=0.02)
+    assert bare == pytest.approx(walls["resablate"] / walls["bare Ray Tune"], abs=0.02)
+
+
+def test_driver_scale_benchmark_plans_the_grid_and_samples_memory() -> None:
+    out = run_benchmark("driver_scale.py")
+    assert re.search(r"^planning +1000 trials +[\d.]+ s", out, re.M), out
+    ended = [int(n) for n in re.findall(r"^ +(\d+) trials ended +[\d.]+ MiB", out, re.M)]
+    assert ended == sorted(ended) and ended[-1] == 20, out  # every trial of the sweep ended
+    assert re.search(r"^growth +-?[\d.]+ KiB per finished trial", out, re.M), out
+
+
+def test_gpu_throughput_benchmark_compares_the_trainer_with_a_hand_loop() -> None:
+    out = run_benchmark("gpu_throughput.py")
+    rates = dict(re.findall(r"^(hand loop|resablate) +(\d+) images/s", out, re.M))
+    assert set(rates) == {"hand loop", "resablate"} and min(map(int, rates.values())) > 0, out
+    assert re.search(r"^resablate/hand [\d.]+", out, re.M), out

@@ -95,8 +95,8 @@ def check(model: ModelSpec, init: InitSpec, shape: DataShape) -> None:
     """Raise ConfigError if the config does not fit its family and the data, or is undefined."""
     _check_combination(model, init)
     FAMILIES[model.family].check(model, init, shape)
-    try:
-        count_params(model, init, shape)
+    try:  # built once per structure: c scales the initial weights, never the shapes
+        count_params(model, init.model_copy(update={"c": 1.0}), shape)
     except (ValueError, RuntimeError) as exc:  # e.g. GroupNorm groups that do not divide
         field = "model.groups" if "group" in str(exc).lower() else "model"
         raise ConfigError(field, f"the network cannot be built: {exc}") from None
