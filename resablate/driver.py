@@ -9,6 +9,7 @@ child run; a search continues its Optuna studies from their journal.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import fcntl
@@ -30,6 +31,7 @@ from resablate.tracking import (
     SweepTracker,
     check_cluster_store,
     check_store,
+    open_store,
     resolve_uri,
 )
 
@@ -121,12 +123,17 @@ def run_sweep(plan: Plan, options: Options, say: Callable[[str], Any]) -> Outcom
     if options.address is not None:
         runner.check_address(options.address)
         check_cluster_store(uri)
-    with runner.Session(
+    check_store(uri)  # before anything starts or is created: nothing left behind
+    session = runner.Session(
         plan, backend, options.results_dir, options.dashboard, options.address
-    ) as session:
+    )
+    session.check()  # whatever can be refused before Ray starts is refused here
+    with concurrent.futures.ThreadPoolExecutor(1) as pool, session:
+        # the store opens (mlflow's import, a new sqlite file's schema) while Ray starts
+        store = pool.submit(open_store, uri)
         if session.dashboard_url:
             say(f"Ray dashboard: {session.dashboard_url}")
-        check_store(uri)  # before the lock creates the results folder: nothing left behind
+        client = store.result()
         folder = options.results_dir / plan.spec.name
         if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:  # a Ray Job's driver (resablate submit)
             # Ray may unpack the job's working directory again under a running driver: leave
@@ -135,7 +142,7 @@ def run_sweep(plan: Plan, options: Options, say: Callable[[str], Any]) -> Outcom
             folder.mkdir(parents=True, exist_ok=True)
             os.chdir(folder)
         with driver_lock(folder, plan.spec.name):
-            tracker = SweepTracker(uri, plan.spec.tracking.experiment or plan.spec.name)
+            tracker = SweepTracker(uri, plan.spec.tracking.experiment or plan.spec.name, client)
             outcome = Outcome(tracker, 0)
             _open(plan, options, tracker, outcome, say)
             try:

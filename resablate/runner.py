@@ -90,13 +90,25 @@ class Session:
         self.dashboard_url: str | None = None
         self._started = False
 
-    def __enter__(self) -> Session:
+    def check(self) -> None:
+        """Refuse what can be refused before Ray starts: a scheduler without Ray Tune, more per
+        trial than this machine has (when the trials run here)."""
         if self.backend == "inline" and self.plan.spec.scheduler.kind != "none":
             raise self.plan.error(
                 "scheduler.kind",
                 f"{self.plan.spec.scheduler.kind} stops trials through Ray Tune, which --inline"
                 " does not use; drop --inline, or set scheduler.kind: none",
             )
+        if self.address is None:
+            import torch
+
+            _check_resources(
+                self.plan,
+                {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())},
+            )
+
+    def __enter__(self) -> Session:
+        self.check()
         if self.backend == "ray":
             self._started, self.dashboard_url = _start_ray(self.dashboard, self.address)
             try:
@@ -107,13 +119,6 @@ class Session:
             except BaseException:
                 self.__exit__(None, None, None)
                 raise
-        else:
-            import torch
-
-            _check_resources(
-                self.plan,
-                {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())},
-            )
         return self
 
     def __exit__(self, *exc: object) -> None:

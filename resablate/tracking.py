@@ -43,6 +43,10 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 PACKAGES = ("resablate", "torch", "ray", "mlflow", "optuna", "pydantic", "numpy", "scikit-learn")
 _STATUS = {FINISHED: "FINISHED", DIVERGED: "FINISHED", PRUNED: "FINISHED", FAILED: "FAILED"}
 RETRIED, KILLED = "retried", "killed"  # child-run states of an attempt that did not end the trial
+# A running trial's epoch metrics are written at most this often (and when it ends): a killed
+# driver loses at most these seconds of an unfinished trial's curve, which --resume reruns.
+FLUSH_EVERY_S = 2.0
+MAX_BATCH = 1000  # metrics per log_batch call (MLflow's limit)
 
 
 def resolve_uri(cli_uri: str | None = None, spec_uri: str | None = None) -> str:
@@ -249,15 +253,31 @@ class Previous:
         return self.status != "FINISHED"
 
 
+def open_store(uri: str) -> Any:
+    """A client of the store with its schema in place (created on a new sqlite file): the slow
+    part of opening a store, which the driver overlaps with Ray's start."""
+    check_store(uri)
+    try:
+        with _creating(uri):
+            client = _client(uri)
+            client.search_experiments(max_results=1)
+    except StoreError as exc:
+        raise UserError(f"tracking store {uri}: {exc.reason}") from None
+    except Exception as exc:
+        raise UserError(f"tracking store {uri}: {exc.__class__.__name__}: {exc}") from None
+    return client
+
+
 class SweepTracker:
     """Records one sweep invocation; a :class:`~resablate.results.Listener` for its trials."""
 
-    def __init__(self, uri: str, experiment: str) -> None:
+    def __init__(self, uri: str, experiment: str, client: Any = None) -> None:
+        """``client``: one :func:`open_store` made for ``uri`` (else one is made here)."""
         check_store(uri)
         self.uri = uri
         try:
             with _creating(uri):
-                self.client = _client(uri)
+                self.client = client or _client(uri)
                 found = self.client.get_experiment_by_name(experiment)
                 if found is None:
                     self.experiment_id = self.client.create_experiment(
@@ -283,6 +303,9 @@ class SweepTracker:
         self.counts = {FINISHED: 0, DIVERGED: 0, PRUNED: 0, FAILED: 0}
         self.previous: Previous | None = None  # the invocation this one resumes
         self.nodes: set[str] = set()  # trials whose run names its Ray node
+        self.pending: dict[str, list[Any]] = {}  # trial id -> epoch metrics not written yet
+        self.flushed: dict[str, float] = {}  # trial id -> when its metrics were last written
+        self.ended: set[str] = set()  # child runs this invocation closed
 
     # -- the ledger: what an earlier invocation of a sweep finished -----------------------------
 
@@ -418,7 +441,9 @@ class SweepTracker:
         """Close the parent run and any child run still open (a killed or crashed sweep)."""
         if self.parent_id is None:
             return
-        for run_id in self.runs.values():
+        for trial_id in list(self.pending):  # what the stopped trials reported last
+            self._flush(trial_id)
+        for run_id in set(self.runs.values()) - self.ended:
             if self.client.get_run(run_id).info.status == "RUNNING":
                 self.client.set_tag(run_id, "resablate.status", "killed")
                 self.client.set_terminated(run_id, "KILLED")
@@ -460,16 +485,29 @@ class SweepTracker:
             self.client.set_tag(run_id, "ray.node_id", str(node))
         step = int(result.get("epoch", 0))
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, step) for k, v in epoch_metrics(result).items()]
-        if metrics:
-            self.client.log_batch(run_id, metrics=metrics)
+        self.pending.setdefault(trial.id, []).extend(
+            Metric(k, v, now, step) for k, v in epoch_metrics(result).items()
+        )
+        if time.monotonic() - self.flushed.get(trial.id, 0.0) >= FLUSH_EVERY_S:
+            self._flush(trial.id)
         for name, found in (result.get("probes") or {}).items():
             # per-unit curves and the full result: probes/<probe>/epoch_<k>.json
             self.client.log_dict(run_id, {"epoch": step, **found}, probe_artifact(name, step))
 
+    def _flush(self, trial_id: str) -> None:
+        """Write a trial's buffered epoch metrics: one call per trial every FLUSH_EVERY_S (and
+        at its end), not one per epoch; short epochs would otherwise keep the store busy."""
+        self.flushed[trial_id] = time.monotonic()
+        metrics = self.pending.pop(trial_id, [])
+        run_id = self.runs.get(trial_id)
+        for i in range(0, len(metrics) if run_id else 0, MAX_BATCH):
+            self.client.log_batch(run_id, metrics=metrics[i : i + MAX_BATCH])
+
     def trial_retried(self, trial: Trial, error: str | None) -> None:
         """Tune restarts a failed attempt (max_failures): its run ends failed, with the error,
         and the next attempt gets a run of its own (it trains from the start again)."""
+        self._flush(trial.id)
+        self.flushed.pop(trial.id, None)
         run_id = self.runs.pop(trial.id, None)
         self.nodes.discard(trial.id)
         if run_id is None:
@@ -484,11 +522,13 @@ class SweepTracker:
         if run_id is None:
             self.trial_started(record.trial)
             run_id = self.runs[record.trial.id]
+        self._flush(record.trial.id)
         self.counts[record.status] = self.counts.get(record.status, 0) + 1
         self.client.set_tag(run_id, "resablate.status", record.status)
         if record.error:
             self.client.log_text(run_id, record.error, "error.txt")
         self.client.set_terminated(run_id, _STATUS.get(record.status, "FAILED"))
+        self.ended.add(run_id)
 
 
 # -- reading a recorded sweep back (resablate report) ------------------------------------------

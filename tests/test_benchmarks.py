@@ -39,19 +39,16 @@ def run_benchmark(name: str, *args: str) -> str:
 
 def test_overhead_benchmark_prints_wall_times_and_their_ratios() -> None:
     out = run_benchmark("overhead.py")
-    walls = {
-        name: float(wall)
-        for name, wall in re.findall(
-            r"^(plain loop|resablate|bare Ray Tune) +([\d.]+) s wall", out, re.M
-        )
-    }
-    assert set(walls) == {"plain loop", "resablate", "bare Ray Tune"}, out
+    line = r"^(plain loop|resablate|bare Ray Tune|resablate stacked) +([\d.]+) s wall"
+    walls = {name: float(wall) for name, wall in re.findall(line, out, re.M)}
+    assert set(walls) == {"plain loop", "resablate", "bare Ray Tune", "resablate stacked"}, out
     assert all(w > 0 for w in walls.values())
-    plain = float(re.search(r"resablate/plain +([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    bare = float(re.search(r"resablate/bare-Ray +([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    # the ratios are the printed walls' (rounded to the printed digits)
-    assert plain == pytest.approx(walls["resablate"] / walls["plain loop"], abs=0.02)
-    assert bare == pytest.approx(walls["resablate"] / walls["bare Ray Tune"], abs=0.02)
+    for name in ("resablate", "resablate stacked"):
+        found = re.search(rf"^{name}/plain ([\d.]+) .* bare-Ray ([\d.]+)", out, re.M)
+        assert found, out
+        # the ratios are the printed walls' (rounded to the printed digits)
+        assert float(found[1]) == pytest.approx(walls[name] / walls["plain loop"], abs=0.02)
+        assert float(found[2]) == pytest.approx(walls[name] / walls["bare Ray Tune"], abs=0.02)
 
 
 def test_driver_scale_benchmark_plans_the_grid_and_samples_memory() -> None:
