@@ -68,6 +68,19 @@ class Outcome:
         return sum(r.status != RUNNING for r in self.records)
 
 
+def check_results_dir(folder: Path) -> None:
+    """Fail in one line, before anything is created, if ``folder`` cannot be made or written:
+    its nearest existing ancestor must be a writable folder."""
+    found = folder.absolute()
+    while not found.exists() and found != found.parent:
+        found = found.parent
+    if not found.is_dir() or not os.access(found, os.W_OK | os.X_OK):
+        why = "is not a folder" if not found.is_dir() else "is not writable"
+        raise UserError(
+            f"results folder {folder}: {found} {why}; pass --results-dir <writable folder>"
+        )
+
+
 @contextlib.contextmanager
 def driver_lock(folder: Path, name: str) -> Iterator[None]:
     """Hold ``folder/.driver.lock`` while the sweep runs: a second driver of the same sweep and
@@ -124,31 +137,46 @@ def run_sweep(plan: Plan, options: Options, say: Callable[[str], Any]) -> Outcom
         runner.check_address(options.address)
         check_cluster_store(uri)
     check_store(uri)  # before anything starts or is created: nothing left behind
+    check_results_dir(options.results_dir)
     session = runner.Session(
         plan, backend, options.results_dir, options.dashboard, options.address
     )
     session.check()  # whatever can be refused before Ray starts is refused here
-    with concurrent.futures.ThreadPoolExecutor(1) as pool, session:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
         # the store opens (mlflow's import, a new sqlite file's schema) while Ray starts
         store = pool.submit(open_store, uri)
-        if session.dashboard_url:
-            say(f"Ray dashboard: {session.dashboard_url}")
-        client = store.result()
-        folder = options.results_dir / plan.spec.name
-        if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:  # a Ray Job's driver (resablate submit)
-            # Ray may unpack the job's working directory again under a running driver: leave
-            # it for a folder that stays (the sweep file was read; its path is absolute now)
-            plan = dataclasses.replace(plan, source=str(Path(plan.source).absolute()))
-            folder.mkdir(parents=True, exist_ok=True)
-            os.chdir(folder)
-        with driver_lock(folder, plan.spec.name):
-            tracker = SweepTracker(uri, plan.spec.tracking.experiment or plan.spec.name, client)
-            outcome = Outcome(tracker, 0)
-            _open(plan, options, tracker, outcome, say)
-            try:
-                _run(plan, options, session, tracker, outcome)
-            finally:
-                _close(tracker, outcome)
+        with session:
+            if session.dashboard_url:
+                say(f"Ray dashboard: {session.dashboard_url}")
+            return _sweep(plan, options, session, SweepStore(uri, store.result()), say)
+
+
+@dataclass
+class SweepStore:
+    uri: str
+    client: Any  # tracking.open_store's
+
+
+def _sweep(
+    plan: Plan, options: Options, session: Any, store: SweepStore, say: Callable[[str], Any]
+) -> Outcome:
+    """The sweep once Ray and the store are up: lock, parent run, trials, summary."""
+    folder = options.results_dir / plan.spec.name
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:  # a Ray Job's driver (resablate submit)
+        # Ray may unpack the job's working directory again under a running driver: leave it
+        # for a folder that stays (the sweep file was read; its path is absolute now)
+        plan = dataclasses.replace(plan, source=str(Path(plan.source).absolute()))
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chdir(folder)
+    with driver_lock(folder, plan.spec.name):
+        experiment = plan.spec.tracking.experiment or plan.spec.name
+        tracker = SweepTracker(store.uri, experiment, store.client)
+        outcome = Outcome(tracker, 0)
+        _open(plan, options, tracker, outcome, say)
+        try:
+            _run(plan, options, session, tracker, outcome)
+        finally:
+            _close(tracker, outcome)
     return outcome
 
 

@@ -353,8 +353,10 @@ def _start_ray(dashboard: bool, address: str | None = None) -> tuple[bool, str |
     # Ray resolves 127.0.0.1 to the machine's network address unless it runs single-machine,
     # which this switch selects (read when ray is imported): every Ray server binds 127.0.0.1.
     # A driver that joins a cluster must not set it (its workers must reach the driver).
-    if address is None and "ray" not in sys.modules:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    single = address is None and "ray" not in sys.modules
+    single = single and "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
+    if single:
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     for key, value in TRIAL_ENV.items():  # a local Ray's workers inherit this environment
         os.environ.setdefault(key, value)
     import ray
@@ -369,15 +371,19 @@ def _start_ray(dashboard: bool, address: str | None = None) -> tuple[bool, str |
             "the Ray dashboard needs Ray's full install: pip install 'resablate[dashboard]'"
             " (ray[default]), or run without --dashboard"
         )
-    context = ray.init(
-        # a new Ray of our own, never whatever cluster `ray start` left recorded on this machine
-        # (a dead one would hang us; a live one is joined only when --address says so)
-        address="local",
-        include_dashboard=dashboard,
-        dashboard_host="127.0.0.1",
-        log_to_driver=False,
-        logging_level=logging.ERROR,
-    )
+    try:
+        context = ray.init(
+            # a new Ray of our own, never whatever cluster `ray start` left recorded on this
+            # machine (a dead one would hang us; a live one is joined only when --address says so)
+            address="local",
+            include_dashboard=dashboard,
+            dashboard_host="127.0.0.1",
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+        )
+    finally:
+        if single:  # our Ray has it; a cluster this process starts later (`ray start`) must not
+            os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
     url = getattr(context, "dashboard_url", None) if dashboard else None
     return True, (f"http://{url}" if url and not url.startswith("http") else url)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,9 @@ def test_a_failing_trial_is_recorded_and_the_others_finish(tmp_path: Path, backe
             import ray
 
             assert [n["NodeManagerAddress"] for n in ray.nodes()] == ["127.0.0.1"]
+            # the single-machine switch went to our Ray only: a cluster this process starts
+            # later (ray start, tests/test_cluster.py) must be able to take more nodes
+            assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
         records = {r.trial.id: r for r in session.run([tracker])}
     tracker.end_sweep()
 
