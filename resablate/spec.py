@@ -351,7 +351,9 @@ class TrialConfig(Section):
         return self
 
 
-class ResourcesSpec(Section):
+class ResourcesSpec(Grown):
+    LATER = ("seeds_per_trial",)  # spec hashes of earlier sweeps stand (--resume)
+
     cpu: float = Field(1.0, gt=0.0)
     gpu: float = Field(0.0, ge=0.0)
     max_concurrent_trials: int | None = Field(None, ge=1)

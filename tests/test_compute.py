@@ -97,3 +97,12 @@ def test_fractional_gpus_validate_and_more_than_one_must_be_whole(tmp_path) -> N
     assert make_plan(write(tmp_path / "two.yaml", base + "resources: {gpu: 2}\n"))
     with pytest.raises(SpecError, match=r"resources\.gpu: 1\.5: .*whole number"):
         make_plan(write(tmp_path / "bad.yaml", base + "resources: {gpu: 1.5}\n"))
+
+
+def test_fields_added_later_leave_a_sweeps_spec_hash_unchanged() -> None:
+    from resablate.spec import load_sweep
+    from tests.conftest import ROOT
+
+    # the hash smoke.yaml had before train.precision, data.image, resources.seeds_per_trial, ...
+    # existed: a sweep started then still resumes without --force
+    assert load_sweep(str(ROOT / "sweeps" / "smoke.yaml")).hash() == "30959078ba1d1282"
