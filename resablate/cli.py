@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from resablate import __version__
@@ -487,7 +488,7 @@ def fields() -> int:
     for column in ("field", "default", "legal values"):
         shown.add_column(column)
     for path, default, legal in describe():
-        shown.add_row(path, json.dumps(default), legal)
+        shown.add_row(path, json.dumps(default), escape(legal))  # [int, ...] is not markup
     Console().print(shown)
     return 0
 

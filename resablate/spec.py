@@ -664,6 +664,8 @@ def _type_name(annotation: Any) -> str:
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) is Literal:
         return " | ".join(str(a) for a in args)
+    if typing.get_origin(annotation) is tuple:
+        return "[" + ", ".join(_type_name(a) for a in args) + "]"
     if args:
         return " or ".join(_type_name(a) for a in args)
     return "null" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
