@@ -29,9 +29,17 @@ import torch
 from torch import Tensor
 
 from resablate import data, models
-from resablate.results import DIVERGED, FINISHED, METRICS, RUNNING
-from resablate.spec import COMPUTE_DEFAULTS, TrialConfig
-from resablate.train import OPTIMIZERS, Clock, Report, loss_fn, lr_schedule
+from resablate.results import RUNNING
+from resablate.spec import COMPUTE_FIELDS, TrainSpec, TrialConfig
+from resablate.train import (
+    OPTIMIZERS,
+    Report,
+    diverged_report,
+    epoch_report,
+    loss_fn,
+    lr_schedule,
+    steps,
+)
 
 
 def why_not(config: TrialConfig | dict[str, Any], probes: bool = False) -> str | None:
@@ -45,7 +53,8 @@ def why_not(config: TrialConfig | dict[str, Any], probes: bool = False) -> str |
         return "random layers (drop_path, dropout shortcut) draw per network"
     if cfg.train.warmup_lr is not None:
         return "train.warmup_lr ends at each seed's own training error"
-    changed = [k for k, v in COMPUTE_DEFAULTS.items() if getattr(cfg.train, k) != v]
+    defaults = TrainSpec.model_fields
+    changed = [k for k in COMPUTE_FIELDS if getattr(cfg.train, k) != defaults[k].default]
     if changed:
         return f"train.{changed[0]} is set"
     return None
@@ -91,8 +100,7 @@ def run_seeds(
     optimizer = OPTIMIZERS[cfg.train.optimizer](params.values(), cfg.train)
     loss = loss_fn(cfg.train.loss, tensors.shape.classes)
     n = len(tensors.y_train)
-    batch = n if cfg.train.batch_size == "full" else min(cfg.train.batch_size, n)
-    clock = Clock.of(cfg.train, steps_per_epoch=math.ceil(n / batch))
+    batch, clock = steps(cfg.train, n)
     scheduler, _ = lr_schedule(optimizer, cfg.train, clock)
     shuffles = [torch.Generator(device="cpu").manual_seed(c.seed + 1) for c in cfgs]
     augments = (
@@ -121,13 +129,7 @@ def run_seeds(
             for i in list(active):
                 if not math.isfinite(current[i]) or current[i] > cfg.train.diverge_above:
                     active.remove(i)
-                    results[i] = {
-                        "epoch": epoch,
-                        "status": DIVERGED,
-                        "diverged_epoch": epoch,
-                        "last_finite_loss": last_finite[i],
-                        **{k: v for k, v in results[i].items() if k in METRICS},
-                    }
+                    results[i] = diverged_report(epoch, last_finite[i], results[i])
                     reports[i](results[i])
                 else:
                     last_finite[i] = current[i]
@@ -143,18 +145,11 @@ def run_seeds(
                 seen[i] += len(idx[i])
             scheduler.step()
         tested = _evaluate(shared, params, buffers, tensors, loss, max(batch, 1024), seeds)
-        elapsed = time.perf_counter() - start
+        lr = float(optimizer.param_groups[0]["lr"])
+        elapsed = time.perf_counter() - start  # the stack's: every seed's epoch took this long
         for i in active:
-            results[i] = {
-                "epoch": epoch,
-                "status": FINISHED if epoch == clock.epochs else RUNNING,
-                "train_loss": total[i] / seen[i],
-                "train_acc": correct[i] / seen[i],
-                "test_loss": tested[i][0],
-                "test_acc": tested[i][1],
-                "lr": float(optimizer.param_groups[0]["lr"]),
-                "epoch_time": elapsed,  # the stack's: every seed's epoch took this long
-            }
+            trained = (total[i] / seen[i], correct[i] / seen[i])
+            results[i] = epoch_report(epoch, clock, trained, tested[i], lr, elapsed)
             reports[i](results[i])
     return results
 

@@ -198,8 +198,12 @@ RECIPES.add(
 )
 
 
+# How a trial's arithmetic runs (train.Compute); added after sweeps were run
+COMPUTE_FIELDS = ("precision", "channels_last", "compile", "deterministic")
+
+
 class TrainSpec(Grown):
-    LATER = ("precision", "channels_last", "compile", "deterministic")
+    LATER = COMPUTE_FIELDS
 
     loss: Literal["ce", "mse"] = "ce"
     optimizer: str = "sgd"
@@ -227,7 +231,7 @@ class TrainSpec(Grown):
     recipe: str | None = None  # a preset from RECIPES; the fields written here override it
     # A training loss above this (or NaN/inf) ends the trial as `diverged` (science.md §4).
     diverge_above: float = Field(1e6, gt=0.0)
-    # How the arithmetic runs (train.COMPUTE_FIELDS): bf16 autocast of forward passes (the loss,
+    # How the arithmetic runs (train.Compute): bf16 autocast of forward passes (the loss,
     # the optimizer and the weights stay fp32), channels-last memory for image models,
     # torch.compile of the training forward pass, deterministic kernels (and no cuDNN autotuning).
     precision: Literal["fp32", "bf16"] = "fp32"
@@ -301,14 +305,6 @@ class TrainSpec(Grown):
                 " warmup_until_error (He et al.); set warmup_iterations: 0",
             )
         return self
-
-
-COMPUTE_DEFAULTS: dict[str, Any] = {
-    "precision": "fp32",
-    "channels_last": False,
-    "compile": False,
-    "deterministic": False,
-}
 
 
 class TrialConfig(Section):

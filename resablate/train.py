@@ -187,6 +187,44 @@ class Compute:
         return x
 
 
+def steps(train: TrainSpec, n: int) -> tuple[int, Clock]:
+    """(batch size, clock) of a run over ``n`` training examples."""
+    batch = n if train.batch_size == "full" else min(train.batch_size, n)
+    return batch, Clock.of(train, steps_per_epoch=math.ceil(n / batch))
+
+
+def epoch_report(
+    epoch: int,
+    clock: Clock,
+    train: tuple[float, float],
+    test: tuple[float, float],
+    lr: float,
+    seconds: float,
+) -> dict[str, Any]:
+    """A finished epoch's report: (loss, accuracy) on the training batches and the test set."""
+    return {
+        "epoch": epoch,
+        "status": FINISHED if epoch == clock.epochs else RUNNING,
+        "train_loss": train[0],
+        "train_acc": train[1],
+        "test_loss": test[0],
+        "test_acc": test[1],
+        "lr": lr,
+        "epoch_time": seconds,
+    }
+
+
+def diverged_report(epoch: int, last_finite: float, previous: dict[str, Any]) -> dict[str, Any]:
+    """The report that ends a diverged trial; the metrics are the last finished epoch's."""
+    return {
+        "epoch": epoch,
+        "status": DIVERGED,
+        "diverged_epoch": epoch,
+        "last_finite_loss": last_finite,
+        **{k: v for k, v in previous.items() if k in METRICS},
+    }
+
+
 @torch.no_grad()
 def evaluate(
     net: nn.Module,
@@ -194,17 +232,14 @@ def evaluate(
     y: Tensor,
     loss: Callable[[Tensor, Tensor], Tensor],
     batch: int,
-    compute: Compute | None = None,
+    compute: Compute,
 ) -> tuple[float, float]:
     """(mean loss, accuracy) over the whole set, in eval mode."""
     net.eval()
     total, correct = 0.0, 0
     for xb, yb in zip(x.split(batch), y.split(batch), strict=True):
-        if compute is None:
-            out = net(xb)
-        else:
-            with compute.autocast():
-                out = net(compute.batch(xb)).float()
+        with compute.autocast():
+            out = net(compute.batch(xb)).float()
         total += float(loss(out, yb)) * len(yb)
         correct += int((out.argmax(dim=1) == yb).sum())
     return total / len(y), correct / len(y)
@@ -292,8 +327,7 @@ def run_trial(
     optimizer = OPTIMIZERS[cfg.train.optimizer](net.parameters(), cfg.train)
     loss = loss_fn(cfg.train.loss, tensors.shape.classes)
     n = len(tensors.y_train)
-    batch = n if cfg.train.batch_size == "full" else min(cfg.train.batch_size, n)
-    clock = Clock.of(cfg.train, steps_per_epoch=math.ceil(n / batch))
+    batch, clock = steps(cfg.train, n)
     scheduler, error_warmup = lr_schedule(optimizer, cfg.train, clock)
     shuffle = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)
     augment = torch.Generator(device=device).manual_seed(cfg.seed + 2) if tensors.augment else None
@@ -348,29 +382,13 @@ def run_trial(
                 error_warmup.observe(1 - correct / seen)
             scheduler.step()
         if diverged:
-            result = {
-                "epoch": epoch,
-                "status": DIVERGED,
-                "diverged_epoch": epoch,
-                "last_finite_loss": last_finite,
-                **{k: v for k, v in result.items() if k in METRICS},
-            }
+            result = diverged_report(epoch, last_finite, result)
             report(result)
             return result
-        correct = int(hits)
-        test_loss, test_acc = evaluate(
-            net, tensors.x_test, tensors.y_test, loss, max(batch, 1024), compute
-        )
-        result = {
-            "epoch": epoch,
-            "status": FINISHED if epoch == clock.epochs else RUNNING,
-            "train_loss": total / seen,
-            "train_acc": correct / seen,
-            "test_loss": test_loss,
-            "test_acc": test_acc,
-            "lr": float(optimizer.param_groups[0]["lr"]),
-            "epoch_time": time.perf_counter() - start,
-        }
+        test = evaluate(net, tensors.x_test, tensors.y_test, loss, max(batch, 1024), compute)
+        lr = float(optimizer.param_groups[0]["lr"])
+        trained = (total / seen, int(hits) / seen)
+        result = epoch_report(epoch, clock, trained, test, lr, time.perf_counter() - start)
         result = probe(result, net)
         report(result)
     return result
