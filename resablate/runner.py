@@ -160,25 +160,18 @@ def _check_resources(plan: Plan, available: dict[str, float], where: str = "this
 
 def _run_inline(plan: Plan, events: Events) -> None:
     """Trials one after another in this process: a breakpoint in train.py just works."""
-    from resablate.batched import run_seeds
-    from resablate.train import run_trial
-
     attempts = plan.spec.resources.max_failures + 1
     for unit in units(plan):
         for attempt in range(1, attempts + 1):
             for trial in unit:
                 events.started(trial)
             try:
-                if len(unit) == 1:
-                    run_trial(
-                        unit[0].config,
-                        report=functools.partial(events.result, unit[0]),
-                        device=_device(plan),
-                        probes=plan.spec.probes,
-                    )
-                else:
-                    reports = [functools.partial(events.result, t) for t in unit]
-                    run_seeds([t.config for t in unit], reports, device=_device(plan))
+                train_unit(
+                    [t.config for t in unit],
+                    [functools.partial(events.result, t) for t in unit],
+                    _device(plan),
+                    plan.spec.probes,
+                )
             except UserError:
                 raise  # the store failed (recording a result), not the trial
             except Exception as exc:
@@ -208,6 +201,23 @@ def units(plan: Plan) -> list[list[Trial]]:
         key = trial.id if why_not(trial.config, probes) else cell_id(trial.config)
         together.setdefault(key, []).append(trial)
     return [group[i : i + size] for group in together.values() for i in range(0, len(group), size)]
+
+
+def train_unit(
+    configs: list[dict[str, Any]],
+    reports: list[Callable[[dict[str, Any]], None]],
+    device: str,
+    probes: Any,
+) -> None:
+    """Train a unit: one trial (with its probes), or seeds stacked (they have none)."""
+    if len(configs) == 1:
+        from resablate.train import run_trial
+
+        run_trial(configs[0], report=reports[0], device=device, probes=probes)
+    else:
+        from resablate.batched import run_seeds
+
+        run_seeds(configs, reports, device=device)
 
 
 def unit_id(unit: list[Trial]) -> str:
@@ -257,24 +267,18 @@ def _trainable(
     torch.set_num_threads(threads)
     node = ray.get_runtime_context().get_node_id()  # which node ran it (tagged on the run)
     members = configs[tune_config["trial_id"]]
+
+    def report(trial_id: str, result: dict[str, Any]) -> None:
+        named = {TRIAL: trial_id} if len(members) > 1 else {}  # a stacked seed names its trial
+        tune.report({**result, NODE: node, **named})
+
     try:
-        if len(members) == 1:
-            from resablate.train import run_trial
-
-            run_trial(
-                members[0][1],
-                report=lambda result: tune.report({**result, NODE: node}),
-                device=device,
-                probes=ProbesSpec.model_validate(probes),
-            )
-        else:  # each report names its trial
-            from resablate.batched import run_seeds
-
-            reports = [
-                functools.partial(lambda i, r: tune.report({**r, NODE: node, TRIAL: i}), i)
-                for i, _ in members
-            ]
-            run_seeds([c for _, c in members], reports, device=device)
+        train_unit(
+            [c for _, c in members],
+            [functools.partial(report, i) for i, _ in members],
+            device,
+            ProbesSpec.model_validate(probes),
+        )
     except Exception as exc:
         # Not every exception survives Ray's pickling (pydantic's do not): send the traceback text.
         raise RuntimeError(failure_text(exc)) from None
@@ -322,8 +326,9 @@ def _forwarder(events: Events, units: dict[str, list[Trial]]) -> Any:
             _failed(self.events, self.units[trial.config["trial_id"]], _error(trial))
 
         def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            error = _error(trial)
             for ours in self.units[trial.config["trial_id"]]:
-                self.events.retried(ours, _error(trial))
+                self.events.retried(ours, error)
 
     keys = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
     return Forward(events, units, keys)
