@@ -133,10 +133,12 @@ def run_sweep(plan: Plan, options: Options, say: Callable[[str], Any]) -> Outcom
 
     uri = resolve_uri(options.tracking_uri, plan.spec.tracking.uri)
     backend = "inline" if options.inline else "ray"
+    # before anything starts or is created: nothing left behind
     if options.address is not None:
         runner.check_address(options.address)
-        check_cluster_store(uri)
-    check_store(uri)  # before anything starts or is created: nothing left behind
+        check_cluster_store(uri)  # a server every node reaches (checked like any store)
+    else:
+        check_store(uri)
     check_results_dir(options.results_dir)
     session = runner.Session(
         plan, backend, options.results_dir, options.dashboard, options.address
@@ -148,17 +150,16 @@ def run_sweep(plan: Plan, options: Options, say: Callable[[str], Any]) -> Outcom
         with session:
             if session.dashboard_url:
                 say(f"Ray dashboard: {session.dashboard_url}")
-            return _sweep(plan, options, session, SweepStore(uri, store.result()), say)
-
-
-@dataclass
-class SweepStore:
-    uri: str
-    client: Any  # tracking.open_store's
+            return _sweep(plan, options, session, uri, store.result(), say)
 
 
 def _sweep(
-    plan: Plan, options: Options, session: Any, store: SweepStore, say: Callable[[str], Any]
+    plan: Plan,
+    options: Options,
+    session: Any,
+    uri: str,
+    client: Any,
+    say: Callable[[str], Any],
 ) -> Outcome:
     """The sweep once Ray and the store are up: lock, parent run, trials, summary."""
     folder = options.results_dir / plan.spec.name
@@ -170,7 +171,7 @@ def _sweep(
         os.chdir(folder)
     with driver_lock(folder, plan.spec.name):
         experiment = plan.spec.tracking.experiment or plan.spec.name
-        tracker = SweepTracker(store.uri, experiment, store.client)
+        tracker = SweepTracker(uri, experiment, client)  # client: tracking.open_store's
         outcome = Outcome(tracker, 0)
         _open(plan, options, tracker, outcome, say)
         try:

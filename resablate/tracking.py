@@ -253,18 +253,27 @@ class Previous:
         return self.status != "FINISHED"
 
 
-def open_store(uri: str) -> Any:
-    """A client of the store with its schema in place (created on a new sqlite file): the slow
-    part of opening a store, which the driver overlaps with Ray's start."""
-    check_store(uri)
+@contextlib.contextmanager
+def _opening(uri: str) -> Iterator[None]:
+    """:func:`_creating`, with any failure of the store as one line (nothing has started)."""
     try:
         with _creating(uri):
-            client = _client(uri)
-            client.search_experiments(max_results=1)
+            yield
     except StoreError as exc:
         raise UserError(f"tracking store {uri}: {exc.reason}") from None
+    except UserError:
+        raise
     except Exception as exc:
         raise UserError(f"tracking store {uri}: {exc.__class__.__name__}: {exc}") from None
+
+
+def open_store(uri: str) -> Any:
+    """A client of a store that :func:`check_store` passed, its schema in place (created on a
+    new sqlite file): the slow part of opening a store, which the driver overlaps with Ray's
+    start."""
+    with _opening(uri):
+        client = _client(uri)
+        client.search_experiments(max_results=1)
     return client
 
 
@@ -272,32 +281,27 @@ class SweepTracker:
     """Records one sweep invocation; a :class:`~resablate.results.Listener` for its trials."""
 
     def __init__(self, uri: str, experiment: str, client: Any = None) -> None:
-        """``client``: one :func:`open_store` made for ``uri`` (else one is made here)."""
-        check_store(uri)
+        """``client``: one :func:`open_store` made for ``uri`` (else the store is checked and
+        a client made here)."""
+        if client is None:
+            check_store(uri)
         self.uri = uri
-        try:
-            with _creating(uri):
-                self.client = client or _client(uri)
-                found = self.client.get_experiment_by_name(experiment)
-                if found is None:
-                    self.experiment_id = self.client.create_experiment(
-                        experiment,
-                        artifact_location=artifact_location(uri, experiment),
-                        tags=EXPERIMENT_KIND,
-                    )
-                elif found.lifecycle_stage == "deleted":
-                    raise UserError(
-                        f"MLflow experiment '{experiment}' is deleted in {uri}; restore it in"
-                        " the UI, or set tracking.experiment to another name"
-                    )
-                else:
-                    self.experiment_id = found.experiment_id
-        except StoreError as exc:  # nothing started: no run to resume
-            raise UserError(f"tracking store {uri}: {exc.reason}") from None
-        except UserError:
-            raise
-        except Exception as exc:  # any store failure: one line, nothing started
-            raise UserError(f"tracking store {uri}: {exc.__class__.__name__}: {exc}") from None
+        with _opening(uri):
+            self.client = client or _client(uri)
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                self.experiment_id = self.client.create_experiment(
+                    experiment,
+                    artifact_location=artifact_location(uri, experiment),
+                    tags=EXPERIMENT_KIND,
+                )
+            elif found.lifecycle_stage == "deleted":
+                raise UserError(
+                    f"MLflow experiment '{experiment}' is deleted in {uri}; restore it in"
+                    " the UI, or set tracking.experiment to another name"
+                )
+            else:
+                self.experiment_id = found.experiment_id
         self.parent_id: str | None = None
         self.runs: dict[str, str] = {}  # trial id -> child run id
         self.counts = {FINISHED: 0, DIVERGED: 0, PRUNED: 0, FAILED: 0}
