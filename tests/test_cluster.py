@@ -143,9 +143,19 @@ def start_cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield Cluster(address, tracking, env, worker, project, f"http://127.0.0.1:{dashboard}")
     finally:
         for proc in (worker, head_node, server):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            kill_node(proc.pid)
         shutil.rmtree(worker_temp, ignore_errors=True)
+
+
+def kill_node(session: int) -> None:
+    """SIGKILL a node: every process of its session. Ray puts each trial's worker process in a
+    process group of its own, so killing the node's process group would leave its trials running."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError):
+            # pid (comm) state ppid pgrp session ...: comm may hold spaces, so split after ")"
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == session:
+                os.kill(int(stat.parent.name), signal.SIGKILL)
 
 
 def runs_of(cluster: Cluster, experiment: str) -> list:
@@ -174,7 +184,8 @@ def test_a_sweep_on_a_two_node_cluster_records_every_trial_once_on_the_server(
 def test_losing_the_worker_node_retries_its_trials_and_records_each_once(
     cluster: Cluster,
 ) -> None:
-    sweep = write(cluster.folder / "c.yaml", SWEEP.replace("epochs: 4", "epochs: 12"))
+    # long enough that the worker's trial is still training when its node is killed
+    sweep = write(cluster.folder / "c.yaml", SWEEP.replace("epochs: 4", "epochs: 40"))
     args = ["--address", cluster.address, "--tracking-uri", cluster.tracking, "-q"]
     env = {**cluster.env}
     driver = subprocess.Popen(
@@ -186,15 +197,20 @@ def test_losing_the_worker_node_retries_its_trials_and_records_each_once(
     )
     client = MlflowClient(tracking_uri=cluster.tracking)
     deadline = time.monotonic() + 180
-    while True:  # until a trial has reported an epoch
-        assert driver.poll() is None and time.monotonic() < deadline
+    while True:  # until both nodes run a trial that has reported an epoch
+        if driver.poll() is not None:
+            pytest.fail(f"the sweep ended early: {driver.communicate()[1].decode()[-3000:]}")
+        assert time.monotonic() < deadline, "the two nodes never ran trials at once"
         found = client.get_experiment_by_name("clustered")
-        if found is not None and client.search_runs(
-            [found.experiment_id], "tags.trial_id != '' and metrics.test_acc > 0"
-        ):
-            break
-        time.sleep(0.5)
-    os.killpg(cluster.worker.pid, signal.SIGKILL)  # the node and every trial on it
+        if found is not None:
+            running = client.search_runs(
+                [found.experiment_id],
+                "tags.trial_id != '' and metrics.test_acc > 0 and attributes.status = 'RUNNING'",
+            )
+            if len({r.data.tags.get("ray.node_id") for r in running} - {None}) == 2:
+                break
+        time.sleep(0.2)
+    kill_node(cluster.worker.pid)
     _, err = driver.communicate(timeout=400)
     assert driver.returncode == 0, err.decode()[-3000:]
     runs = runs_of(cluster, "clustered")
