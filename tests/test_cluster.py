@@ -149,7 +149,7 @@ def start_cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 def kill_node(session: int) -> None:
     """SIGKILL a node: every process of its session. Ray puts each trial's worker process in a
-    process group of its own, so killing the node's process group would leave its trials running."""
+    process group of its own, so killing the node's process group left its trials running."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, ValueError):
             # pid (comm) state ppid pgrp session ...: comm may hold spaces, so split after ")"
