@@ -14,8 +14,10 @@ import json
 import logging
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -121,9 +123,43 @@ def check_cluster_store(uri: str) -> None:
     check_store(uri)
 
 
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT; SIGTERM arrives as one) until the block ends, then deliver it.
+
+    A KeyboardInterrupt raised inside a store call can leave sqlite's write lock held by a
+    connection that never commits, and every later write (closing the runs as killed) then
+    waits on it. A second Ctrl-C is not held: it interrupts at once, as the user asks.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach only the main thread
+        return
+    held: list[tuple[int, Any]] = []
+    previous = signal.getsignal(signal.SIGINT)
+
+    def hold(signum: int, frame: Any) -> None:
+        held.append((signum, frame))
+        signal.signal(signal.SIGINT, previous)  # the next Ctrl-C goes straight through
+
+    if previous is None:  # set outside Python: leave it alone
+        yield
+        return
+    signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        if callable(previous):  # Python's KeyboardInterrupt, or Ray Tune's graceful stop
+            previous(*held[0])
+        elif previous == signal.SIG_DFL:
+            raise KeyboardInterrupt
+
+
 class _Retrying:
     """An MlflowClient whose calls wait out sqlite's "database is locked" instead of failing,
-    and turn any other store failure into one :class:`StoreError` line.
+    and turn any other store failure into one :class:`StoreError` line. A Ctrl-C during a
+    call is delivered when the call has ended (:func:`_uninterrupted`).
 
     Our own writes are serialized in the driver, but another process (a second sweep on the same
     store, ``resablate ui``) may hold the file's write lock for longer than sqlite's busy timeout.
@@ -146,7 +182,8 @@ class _Retrying:
             deadline, pause = time.monotonic() + self._patience, 0.1
             while True:
                 try:
-                    return method(*args, **kwargs)
+                    with _uninterrupted():
+                        return method(*args, **kwargs)
                 except Exception as exc:
                     if "database is locked" not in str(exc) or time.monotonic() > deadline:
                         self.broken = _store_error(self._uri, exc)

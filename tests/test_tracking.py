@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import threading
 import time
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from resablate.grid import Trial
@@ -44,6 +47,46 @@ def test_a_locked_sqlite_store_is_waited_out_not_an_error(tmp_path: Path) -> Non
     assert child.data.tags["mlflow.parentRunId"] == tracker.parent_id
     assert [m.value for m in client.get_metric_history(child.info.run_id, "train_loss")] == [0.5]
     assert client.get_run(tracker.parent_id).info.status == "FINISHED"
+
+
+class CtrlCMidWrite(MlflowClient):
+    """A real client; the user presses Ctrl-C (``presses`` times) while a tag is written."""
+
+    presses = 1
+
+    def set_tag(self, *args: object, **kwargs: object) -> None:
+        for _ in range(self.presses):
+            os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # a KeyboardInterrupt raised mid-call lands here
+        super().set_tag(*args, **kwargs)
+
+
+def test_a_ctrl_c_during_a_store_write_lands_after_the_write(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = SweepTracker(uri, "ctrl")
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: ctrl\n")
+    trial = Trial("abc", {"seed": 0}, {"seed": 0}, "cell")
+    tracker.start_sweep("ctrl", {"name": "ctrl"}, "hash", sweep, [trial])
+    tracker.trial_started(trial)
+    run_id = tracker.runs["abc"]
+    real = tracker.client._client
+    tracker.client._client = CtrlCMidWrite(tracking_uri=uri)
+    with pytest.raises(KeyboardInterrupt):
+        tracker.client.set_tag(run_id, "written", "yes")
+    assert real.get_run(run_id).data.tags["written"] == "yes"  # the write ended first
+
+    CtrlCMidWrite.presses = 2  # a second Ctrl-C is not held
+    with pytest.raises(KeyboardInterrupt):
+        tracker.client.set_tag(run_id, "second", "yes")
+    assert "second" not in real.get_run(run_id).data.tags
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    tracker.client._client = real  # the store is not left locked: closing is immediate
+    started = time.monotonic()
+    tracker.end_sweep({}, interrupted=True)
+    assert time.monotonic() - started < 10
+    assert real.get_run(run_id).info.status == "KILLED"
 
 
 def test_params_are_flattened_yaml_paths() -> None:
