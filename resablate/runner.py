@@ -14,7 +14,9 @@ import functools
 import importlib.util
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -516,9 +518,17 @@ def _run_ray(plan: Plan, events: Events, results_dir: Path, name: str) -> None:
             failure_config=tune.FailureConfig(max_failures=resources.max_failures),
         ),
     )
+    # Tune's Ctrl-C handler (stop the trials, then return) stays installed after fit() until
+    # the next Ctrl-C, which it would then swallow: outside fit, Ctrl-C is the driver's again
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
     try:
         tuner.fit()
     except Exception:
         if events.failure is not None:  # Tune wraps a callback's error in its TuneError
             raise events.failure from None
         raise
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(sig, handler)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,10 @@ def test_a_failing_trial_is_recorded_and_the_others_finish(tmp_path: Path, backe
             # the single-machine switch went to our Ray only: a cluster this process starts
             # later (ray start, tests/test_cluster.py) must be able to take more nodes
             assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
+        before = signal.getsignal(signal.SIGINT)
         records = {r.trial.id: r for r in session.run([tracker])}
+        # Ray Tune's Ctrl-C handler went with its run: a Ctrl-C after it is not swallowed
+        assert signal.getsignal(signal.SIGINT) is before
     tracker.end_sweep()
 
     assert records[good.id].status == FINISHED and records[good.id].epoch == 2

@@ -61,7 +61,17 @@ class CtrlCMidWrite(MlflowClient):
         super().set_tag(*args, **kwargs)
 
 
-def test_a_ctrl_c_during_a_store_write_lands_after_the_write(tmp_path: Path) -> None:
+def test_a_ctrl_c_during_a_store_write_lands_after_the_write(tmp_path: Path, monkeypatch) -> None:
+    # Python's own Ctrl-C (an earlier test's ray.init may have left Ray's handler installed)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    monkeypatch.setattr(CtrlCMidWrite, "presses", 1)
+    try:
+        ctrl_c_mid_write(tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def ctrl_c_mid_write(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = SweepTracker(uri, "ctrl")
     sweep = tmp_path / "s.yaml"
