@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 from resablate.spec import registries, trial_paths
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_fields_lists_every_field_and_every_registered_name(cli) -> None:
@@ -28,3 +37,22 @@ def test_help_names_the_commands_and_examples(cli) -> None:
 def test_unknown_command_is_a_usage_error(cli) -> None:
     ran = cli("swep")
     assert ran.code == 2 and "No such command 'swep'" in ran.err
+
+
+def test_the_command_ends_fast_yet_prints_everything_and_keeps_its_exit_code(
+    cli, tmp_path: Path
+) -> None:
+    """`resablate` and `python -m resablate` skip Python's module teardown (cli.run): what they
+    print is still all there, on a pipe too, and exit codes are main's."""
+    smoke = str(ROOT / "sweeps" / "smoke.yaml")
+    expected = cli("fields").out
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # a pipe's way
+    run = functools.partial(subprocess.run, capture_output=True, text=True, env=buffered)
+    for command in ([sys.executable, "-m", "resablate"], [shutil.which("resablate") or ""]):
+        done = run([*command, "fields"], cwd=tmp_path)
+        assert done.returncode == 0 and done.stdout == expected
+        planned = run([*command, "plan", smoke])
+        assert planned.returncode == 0 and "trial" in planned.stdout
+        assert planned.stdout == cli("plan", smoke).out
+        missing = run([*command, "plan", "nope.yaml"])
+        assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
