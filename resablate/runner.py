@@ -520,7 +520,8 @@ def _run_ray(plan: Plan, events: Events, results_dir: Path, name: str) -> None:
     )
     # Tune's Ctrl-C handler (stop the trials, then return) stays installed after fit() until
     # the next Ctrl-C, which it would then swallow: outside fit, Ctrl-C is the driver's again
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
+    caught = [signal.SIGINT, *([signal.SIGUSR1] if hasattr(signal, "SIGUSR1") else [])]
+    handlers = {sig: signal.getsignal(sig) for sig in caught}
     try:
         tuner.fit()
     except Exception:
