@@ -147,12 +147,11 @@ def _uninterrupted() -> Iterator[None]:
     signal.signal(signal.SIGINT, hold)
     try:
         yield
-    finally:
+    finally:  # a held Ctrl-C is delivered even when the call failed: the user asked to stop
         signal.signal(signal.SIGINT, previous)
-    if held:
-        if callable(previous):  # Python's KeyboardInterrupt, or Ray Tune's graceful stop
+        if held and callable(previous):  # Python's KeyboardInterrupt, or Tune's graceful stop
             previous(*held[0])
-        elif previous == signal.SIG_DFL:
+        elif held and previous == signal.SIG_DFL:
             raise KeyboardInterrupt
 
 

@@ -53,11 +53,14 @@ class CtrlCMidWrite(MlflowClient):
     """A real client; the user presses Ctrl-C (``presses`` times) while a tag is written."""
 
     presses = 1
+    fails = False  # the write fails after the Ctrl-C (a full disk, a server gone)
 
     def set_tag(self, *args: object, **kwargs: object) -> None:
         for _ in range(self.presses):
             os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.2)  # a KeyboardInterrupt raised mid-call lands here
+        if self.fails:
+            raise OSError("disk I/O error")
         super().set_tag(*args, **kwargs)
 
 
@@ -65,6 +68,7 @@ def test_a_ctrl_c_during_a_store_write_lands_after_the_write(tmp_path: Path, mon
     # Python's own Ctrl-C (an earlier test's ray.init may have left Ray's handler installed)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     monkeypatch.setattr(CtrlCMidWrite, "presses", 1)
+    monkeypatch.setattr(CtrlCMidWrite, "fails", False)
     try:
         ctrl_c_mid_write(tmp_path)
     finally:
@@ -85,6 +89,12 @@ def ctrl_c_mid_write(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         tracker.client.set_tag(run_id, "written", "yes")
     assert real.get_run(run_id).data.tags["written"] == "yes"  # the write ended first
+
+    CtrlCMidWrite.fails = True  # the held Ctrl-C still stops the sweep when the write failed
+    with pytest.raises(KeyboardInterrupt):
+        tracker.client.set_tag(run_id, "failed", "yes")
+    assert tracker.client.broken is None  # the interrupt, not a store failure, ends the sweep
+    CtrlCMidWrite.fails = False
 
     CtrlCMidWrite.presses = 2  # a second Ctrl-C is not held
     with pytest.raises(KeyboardInterrupt):
