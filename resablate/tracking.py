@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -153,6 +154,18 @@ def _uninterrupted() -> Iterator[None]:
             previous(*held[0])
         elif held and previous == signal.SIG_DFL:
             raise KeyboardInterrupt
+
+
+def _atomic(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A tracker method whose store calls and bookkeeping a Ctrl-C does not split: a run created
+    in the store is also known to the tracker (so that closing the sweep closes it too)."""
+
+    @functools.wraps(method)
+    def atomic(*args: Any, **kwargs: Any) -> Any:
+        with _uninterrupted():
+            return method(*args, **kwargs)
+
+    return atomic
 
 
 class _Retrying:
@@ -404,6 +417,7 @@ class SweepTracker:
             out.append(record)
         return out
 
+    @_atomic
     def resume_sweep(
         self, previous: Previous, spec_hash: str, source: Path, trials: list[Trial]
     ) -> str:
@@ -437,6 +451,7 @@ class SweepTracker:
 
     # -- the sweep ----------------------------------------------------------------------------
 
+    @_atomic
     def start_sweep(
         self, name: str, spec: dict[str, Any], spec_hash: str, source: Path, trials: list[Trial]
     ) -> str:
@@ -467,6 +482,7 @@ class SweepTracker:
         self.client.log_dict(self.parent_id, plan, "plan.json")
         return self.parent_id
 
+    @_atomic
     def log_sweep_metrics(self, metrics: dict[str, float]) -> None:
         """Numbers about the whole sweep (e.g. each cell's best c) on the parent run."""
         from mlflow.entities import Metric
@@ -477,6 +493,7 @@ class SweepTracker:
         found = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
         self.client.log_batch(self.parent_id, metrics=found)
 
+    @_atomic
     def end_sweep(self, summary: dict[str, str] | None = None, interrupted: bool = False) -> None:
         """Close the parent run and any child run still open (a killed or crashed sweep)."""
         if self.parent_id is None:
@@ -497,6 +514,7 @@ class SweepTracker:
 
     # -- listener -----------------------------------------------------------------------------
 
+    @_atomic
     def trial_started(self, trial: Trial) -> None:
         from mlflow.entities import Param
 
@@ -513,6 +531,7 @@ class SweepTracker:
         params = [Param(k, v) for k, v in flatten(trial.config).items()]
         self.client.log_batch(run.info.run_id, params=params)
 
+    @_atomic
     def trial_result(self, trial: Trial, result: dict[str, Any]) -> None:
         from mlflow.entities import Metric
 
@@ -543,6 +562,7 @@ class SweepTracker:
         for i in range(0, len(metrics) if run_id else 0, MAX_BATCH):
             self.client.log_batch(run_id, metrics=metrics[i : i + MAX_BATCH])
 
+    @_atomic
     def trial_retried(self, trial: Trial, error: str | None) -> None:
         """Tune restarts a failed attempt (max_failures): its run ends failed, with the error,
         and the next attempt gets a run of its own (it trains from the start again)."""
@@ -557,6 +577,7 @@ class SweepTracker:
             self.client.log_text(run_id, error, "error.txt")
         self.client.set_terminated(run_id, "FAILED")
 
+    @_atomic
     def trial_finished(self, record: TrialRecord) -> None:
         run_id = self.runs.get(record.trial.id)
         if run_id is None:

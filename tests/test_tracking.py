@@ -63,6 +63,11 @@ class CtrlCMidWrite(MlflowClient):
             raise OSError("disk I/O error")
         super().set_tag(*args, **kwargs)
 
+    def create_run(self, *args: object, **kwargs: object) -> object:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        return super().create_run(*args, **kwargs)  # a Ctrl-C held until here loses the id
+
 
 def test_a_ctrl_c_during_a_store_write_lands_after_the_write(tmp_path: Path, monkeypatch) -> None:
     # Python's own Ctrl-C (an earlier test's ray.init may have left Ray's handler installed)
@@ -102,11 +107,18 @@ def ctrl_c_mid_write(tmp_path: Path) -> None:
     assert "second" not in real.get_run(run_id).data.tags
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
+    CtrlCMidWrite.presses = 1  # a trial's run created, then the Ctrl-C: the tracker knows it
+    later = Trial("def", {"seed": 1}, {"seed": 1}, "cell")
+    with pytest.raises(KeyboardInterrupt):
+        tracker.trial_started(later)
+    assert "def" in tracker.runs
+
     tracker.client._client = real  # the store is not left locked: closing is immediate
     started = time.monotonic()
     tracker.end_sweep({}, interrupted=True)
     assert time.monotonic() - started < 10
     assert real.get_run(run_id).info.status == "KILLED"
+    assert real.get_run(tracker.runs["def"]).info.status == "KILLED"
 
 
 def test_params_are_flattened_yaml_paths() -> None:
