@@ -124,31 +124,36 @@ def check_cluster_store(uri: str) -> None:
     check_store(uri)
 
 
+_holding = False  # an _uninterrupted block is open (the outermost one holds Ctrl-C)
+
+
 @contextlib.contextmanager
 def _uninterrupted() -> Iterator[None]:
     """Hold a Ctrl-C (SIGINT; SIGTERM arrives as one) until the block ends, then deliver it.
 
     A KeyboardInterrupt raised inside a store call can leave sqlite's write lock held by a
     connection that never commits, and every later write (closing the runs as killed) then
-    waits on it. A second Ctrl-C is not held: it interrupts at once, as the user asks.
+    waits on it. A second Ctrl-C is not held: it interrupts at once, as the user asks. Blocks
+    nest (a tracker method's store calls): only the outermost one holds.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signals reach only the main thread
+    global _holding
+    previous = signal.getsignal(signal.SIGINT)
+    # signals reach only the main thread; a handler set outside Python is left alone
+    if _holding or previous is None or threading.current_thread() is not threading.main_thread():
+        yield
         return
     held: list[tuple[int, Any]] = []
-    previous = signal.getsignal(signal.SIGINT)
 
     def hold(signum: int, frame: Any) -> None:
         held.append((signum, frame))
         signal.signal(signal.SIGINT, previous)  # the next Ctrl-C goes straight through
 
-    if previous is None:  # set outside Python: leave it alone
-        yield
-        return
     signal.signal(signal.SIGINT, hold)
+    _holding = True
     try:
         yield
     finally:  # a held Ctrl-C is delivered even when the call failed: the user asked to stop
+        _holding = False
         signal.signal(signal.SIGINT, previous)
         if held and callable(previous):  # Python's KeyboardInterrupt, or Tune's graceful stop
             previous(*held[0])

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from resablate.grid import Trial
 from resablate.results import FINISHED, TrialRecord
-from resablate.tracking import SweepTracker, flatten
+from resablate.tracking import SweepTracker, _uninterrupted, flatten
 
 
 def test_a_locked_sqlite_store_is_waited_out_not_an_error(tmp_path: Path) -> None:
@@ -105,6 +105,9 @@ def ctrl_c_mid_write(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         tracker.client.set_tag(run_id, "second", "yes")
     assert "second" not in real.get_run(run_id).data.tags
+    with pytest.raises(KeyboardInterrupt), _uninterrupted():  # inside a tracker method too
+        tracker.client.set_tag(run_id, "nested", "yes")
+    assert "nested" not in real.get_run(run_id).data.tags
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
     CtrlCMidWrite.presses = 1  # a trial's run created, then the Ctrl-C: the tracker knows it
