@@ -1,11 +1,13 @@
 """Orchestration overhead, measured in one run: the same short digits trials three ways, each in
 a fresh Python process timed from its start (imports and Ray's start included):
 
-  plain     a Python loop calling resablate.train.run_trial, one trial after another
-  resablate `resablate sweep` (local Ray, MLflow sqlite store, summary): what a user runs
-  bare Tune a Ray Tune script running run_trial with reuse_actors=True, nothing recorded
-  stacked   `resablate sweep` of the same trials with resources.seeds_per_trial: 8 (the seeds
-            of one configuration trained as one computation, resablate.batched)
+  plain      a Python loop calling resablate.train.run_trial, one trial after another
+  resablate  `resablate sweep` (local Ray, MLflow sqlite store, summary): what a user runs; its
+             default resources.seeds_per_trial: auto trains the seeds of one configuration
+             stacked as one computation (resablate.batched) while every core keeps a trial
+  bare Tune  a Ray Tune script running run_trial with reuse_actors=True, nothing recorded
+  unstacked  `resablate sweep` of the same trials with resources.seeds_per_trial: 1 (each seed
+             its own Ray Tune trial, as bare Ray Tune runs them)
 
 Every trial gets one CPU thread in all three (a small model trains fastest on one), so the plain
 loop runs one trial at a time and Ray Tune as many as the machine has cores.
@@ -32,7 +34,7 @@ init: {{c: 0.5}}
 data: {{name: digits}}
 train: {{epochs: {epochs}, batch_size: 64, lr: 0.02}}
 grid: {{seed: {seeds}}}
-resources: {{cpu: 1, seeds_per_trial: {stack}}}
+resources: {{cpu: 1{stack}}}
 """
 
 
@@ -101,9 +103,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="resablate-overhead-") as tmp:
         folder = Path(tmp)
         seeds = json.dumps(list(range(trials)))
-        sweep, stacked = folder / "overhead.yaml", folder / "stacked.yaml"
-        sweep.write_text(SWEEP.format(name="overhead", epochs=epochs, seeds=seeds, stack=1))
-        stacked.write_text(SWEEP.format(name="stacked", epochs=epochs, seeds=seeds, stack=8))
+        sweep, unstacked = folder / "overhead.yaml", folder / "unstacked.yaml"
+        sweep.write_text(SWEEP.format(name="overhead", epochs=epochs, seeds=seeds, stack=""))
+        one = ", seeds_per_trial: 1"
+        unstacked.write_text(SWEEP.format(name="unstacked", epochs=epochs, seeds=seeds, stack=one))
         me = [sys.executable, str(Path(__file__).resolve())]
 
         def env(store: str) -> dict[str, str]:  # each run creates its own MLflow store
@@ -115,14 +118,14 @@ def main() -> None:
             "plain loop": timed([*mine, "plain"], env("p"), folder),
             "resablate": timed([*sweep_cmd, str(sweep)], env("a.db"), folder),
             "bare Ray Tune": timed([*mine, "bare"], env("b"), folder),
-            "resablate stacked": timed([*sweep_cmd, str(stacked)], env("c.db"), folder),
+            "resablate unstacked": timed([*sweep_cmd, str(unstacked)], env("c.db"), folder),
         }
     cores = os.cpu_count()
     print(f"{trials} digits trials (mlp depth 8 width 64, {epochs} epochs), {cores} cores")
-    print("(resablate stacked: the same sweep with resources.seeds_per_trial: 8)")
+    print("(resablate: seeds_per_trial auto, the default; unstacked: seeds_per_trial 1)")
     for name, wall in walls.items():
-        print(f"{name:<18} {wall:7.2f} s wall  {wall / trials:6.2f} s per trial")
-    for name in ("resablate", "resablate stacked"):
+        print(f"{name:<20} {wall:7.2f} s wall  {wall / trials:6.2f} s per trial")
+    for name in ("resablate", "resablate unstacked"):
         to_plain = walls[name] / walls["plain loop"]
         to_bare = walls[name] / walls["bare Ray Tune"]
         print(f"{name}/plain {to_plain:.2f} (target <= 1.25)  bare-Ray {to_bare:.2f} (target < 1)")

@@ -140,8 +140,24 @@ class Session:
         if self.backend == "inline":
             _run_inline(plan, events)
         else:
-            _run_ray(plan, events, self.results_dir, name or plan.spec.name)
+            _run_ray(plan, events, self.results_dir, name or plan.spec.name, self.slots())
         return list(events.collector.records.values())
+
+    def slots(self) -> int | None:
+        """How many trials run at once when they run on this machine's Ray (the machine's CPUs
+        and GPUs over each trial's share, at most max_concurrent_trials); None when they run
+        inline or on a cluster, whose size may change while the sweep runs."""
+        if self.backend != "ray" or self.address is not None:
+            return None
+        import ray
+
+        have, wanted = ray.cluster_resources(), self.plan.spec.resources
+        fits = [int(have.get("CPU", 0.0) // wanted.cpu)]
+        if wanted.gpu > 0:
+            fits.append(int(have.get("GPU", 0.0) // wanted.gpu))
+        if wanted.max_concurrent_trials is not None:
+            fits.append(wanted.max_concurrent_trials)
+        return max(1, min(fits))
 
 
 def _check_resources(plan: Plan, available: dict[str, float], where: str = "this machine") -> None:
@@ -188,21 +204,59 @@ def _run_inline(plan: Plan, events: Events) -> None:
             break
 
 
-def units(plan: Plan) -> list[list[Trial]]:
-    """What each worker runs: one trial, or (``resources.seeds_per_trial`` > 1) up to that many
-    seeds of one configuration trained stacked, where the configuration allows it
-    (:func:`resablate.batched.why_not`); the others run alone."""
-    size = plan.spec.resources.seeds_per_trial
-    if size == 1:
+AUTO_STACK_MAX = 8  # seeds_per_trial: auto stacks at most this many seeds in one worker
+STACKED = "resablate.stacked_seeds"  # the MLflow tag of a seed trained in a stack: its size
+
+
+def units(plan: Plan, slots: int | None = None) -> list[list[Trial]]:
+    """What each worker runs: one trial, or seeds of one configuration trained stacked, where
+    the configuration allows it (:func:`resablate.batched.why_not`); the others run alone.
+
+    ``resources.seeds_per_trial`` caps a stack; ``auto`` (:func:`stack_size`) stacks only when
+    the trials run on a local Ray that runs ``slots`` trials at once, and no more than leaves
+    every slot a unit. A configuration's seeds are split into stacks of near-equal size.
+    """
+    chosen = plan.spec.resources.seeds_per_trial
+    scheduled = plan.spec.scheduler.kind != "none"  # it stops trials one by one
+    if chosen == 1 or (chosen == "auto" and (slots is None or scheduled)):
         return [[t] for t in plan.trials]
     from resablate.batched import why_not
 
     probes = bool(plan.spec.probes.chosen())
+
+    def alone(config: dict[str, Any]) -> bool:
+        try:
+            return why_not(config, probes) is not None
+        except ValueError:  # a config that does not validate fails in its own worker
+            return True
+
     together: dict[str, list[Trial]] = {}
     for trial in plan.trials:
-        key = trial.id if why_not(trial.config, probes) else cell_id(trial.config)
+        key = trial.id if alone(trial.config) else cell_id(trial.config)
         together.setdefault(key, []).append(trial)
-    return [group[i : i + size] for group in together.values() for i in range(0, len(group), size)]
+    groups = list(together.values())
+    size = chosen if chosen != "auto" else stack_size([len(g) for g in groups], slots or 1)
+    out: list[list[Trial]] = []
+    for group in groups:
+        parts = -(-len(group) // size)  # stacks of near-equal size, none over size
+        for k in range(parts):
+            unit = group[k * len(group) // parts : (k + 1) * len(group) // parts]
+            if len(unit) > 1:
+                tag = {STACKED: str(len(unit))}
+                unit = [dataclasses.replace(t, tags={**t.tags, **tag}) for t in unit]
+            out.append(unit)
+    return out
+
+
+def stack_size(groups: Sequence[int], slots: int) -> int:
+    """The largest stack (up to AUTO_STACK_MAX seeds) that still gives at least ``slots``
+    units, for groups of ``groups[i]`` stackable trials (1: the trial runs alone); 1 when even
+    separate trials leave slots idle. Fewer, fuller workers cost nothing while every slot is
+    busy: each stack trains its seeds in one computation, one worker start, one Tune trial."""
+    for size in range(AUTO_STACK_MAX, 1, -1):
+        if sum(-(-n // size) for n in groups) >= slots:
+            return size
+    return 1
 
 
 def train_unit(
@@ -482,10 +536,12 @@ def _scheduler(plan: Plan) -> Any:
     )
 
 
-def _run_ray(plan: Plan, events: Events, results_dir: Path, name: str) -> None:
+def _run_ray(
+    plan: Plan, events: Events, results_dir: Path, name: str, slots: int | None = None
+) -> None:
     from ray import tune
 
-    chosen = {unit_id(unit): unit for unit in units(plan)}
+    chosen = {unit_id(unit): unit for unit in units(plan, slots)}
     # a scheduler reads its metric from each epoch's report; the init report (probes at epoch 0)
     # and a diverged one may lack it, which the scheduler skips but Tune would call an error
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")

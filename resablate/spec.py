@@ -356,8 +356,21 @@ class ResourcesSpec(Grown):
     # retries of a failed trial (an exception, a lost worker or node); each attempt starts over
     max_failures: int = Field(0, ge=0)
     # seeds of one configuration trained together as one stacked computation in one worker
-    # (resablate.batched; configurations it cannot stack run alone): fewer, fuller workers
-    seeds_per_trial: int = Field(1, ge=1)
+    # (resablate.batched; configurations it cannot stack run alone): fewer, fuller workers.
+    # auto: on a local Ray, as many as leave every trial slot of the machine busy (at most
+    # AUTO_STACK_MAX); inline, on a cluster or under a scheduler, 1 (runner.stack_size)
+    seeds_per_trial: int | Literal["auto"] = "auto"
+
+    @field_validator("seeds_per_trial", mode="before")
+    @classmethod
+    def _stack(cls, value: Any) -> Any:
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if value == "auto" or (whole and value >= 1):
+            return value
+        raise ValueError(
+            "expected auto (stack seeds where it keeps every trial slot busy) or a whole number"
+            " of seeds per trial, 1 or more (1: each seed its own trial)"
+        )
 
     @field_validator("gpu")
     @classmethod
@@ -597,7 +610,8 @@ class SweepSpec(Section):
 
     @model_validator(mode="after")
     def _stackable(self) -> SweepSpec:
-        if self.resources.seeds_per_trial > 1 and self.scheduler.kind != "none":
+        stack = self.resources.seeds_per_trial
+        if stack != "auto" and stack > 1 and self.scheduler.kind != "none":
             raise ConfigError(
                 "resources.seeds_per_trial",
                 f"{self.resources.seeds_per_trial} seeds stacked in one Ray Tune trial cannot be"
@@ -614,7 +628,12 @@ class SweepSpec(Section):
 
     def hash(self) -> str:
         """Stable hash of the resolved spec (what ran, whatever the YAML's formatting)."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        dumped = self.model_dump(mode="json")
+        # how seeds are grouped into workers changes no result: 1 (the default before auto) and
+        # auto hash alike, so that sweeps recorded before auto resume
+        if dumped.get("resources", {}).get("seeds_per_trial") == 1:
+            del dumped["resources"]["seeds_per_trial"]
+        text = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -11,7 +11,7 @@ import pytest
 from resablate.batched import run_seeds, why_not
 from resablate.plan import make_plan
 from resablate.results import DIVERGED, FINISHED
-from resablate.runner import Session, units
+from resablate.runner import AUTO_STACK_MAX, STACKED, Session, stack_size, units
 from resablate.spec import SpecError
 from resablate.tracking import SweepTracker
 from resablate.train import run_trial
@@ -118,23 +118,89 @@ def test_units_stack_seeds_of_a_stackable_cell_only(tmp_path: Path) -> None:
         assert len({t.cell for t in unit}) == 1
 
 
+def test_units_split_a_configurations_seeds_into_stacks_of_near_equal_size(
+    tmp_path: Path,
+) -> None:
+    text = SWEEP.replace("seed: [0, 1, 2]", "seed: [0, 1, 2, 3, 4]").replace(
+        "seeds_per_trial: 2", "seeds_per_trial: 4"
+    )
+    plan = make_plan(write(tmp_path / "s.yaml", text.replace("[none, batch]", "[none]")))
+    stacks = units(plan)
+    assert [len(u) for u in stacks] == [2, 3]  # not 4 + 1
+    assert [t.id for u in stacks for t in u] == [t.id for t in plan.trials]
+    assert [t.tags[STACKED] for u in stacks for t in u] == ["2", "2", "3", "3", "3"]
+
+
+@pytest.mark.parametrize(
+    ("groups", "slots", "size"),
+    [
+        ([16], 2, AUTO_STACK_MAX),  # 2 stacks of 8 keep both cores busy
+        ([16], 4, 5),  # 4 stacks (of 4 seeds each: units() splits evenly)
+        ([16], 5, 3),  # 6 stacks of 2-3 seeds
+        ([16], 16, 1),  # stacking would leave cores idle
+        ([16], 64, 1),
+        ([3, 1, 1, 1], 2, AUTO_STACK_MAX),  # 1 stack + 3 trials that run alone
+        ([3, 1, 1, 1], 5, 2),
+        ([3, 1, 1, 1], 6, 1),
+    ],
+)
+def test_auto_stack_size_keeps_every_slot_busy(groups: list[int], slots: int, size: int) -> None:
+    assert stack_size(groups, slots) == size
+
+
+def test_auto_stacks_only_on_a_local_ray_and_never_under_a_scheduler(tmp_path: Path) -> None:
+    text = SWEEP.replace("seeds_per_trial: 2", "seeds_per_trial: auto")
+    plan = make_plan(write(tmp_path / "s.yaml", text))
+    assert plan.spec.resources.seeds_per_trial == "auto"
+    alone = sorted((t.id,) for t in plan.trials)
+    assert sorted(tuple(t.id for t in u) for u in units(plan)) == alone  # inline, cluster
+    assert sorted(len(u) for u in units(plan, slots=2)) == [1, 1, 1, 3]  # 3 seeds of norm none
+    assert len(units(plan, slots=6)) == 6
+    asha = make_plan(write(tmp_path / "a.yaml", text + "scheduler: {kind: asha}\n"))
+    assert len(units(asha, slots=2)) == 6  # the scheduler stops seeds one by one
+
+
+def test_seeds_per_trial_1_and_auto_hash_alike_other_values_do_not(tmp_path: Path) -> None:
+    def spec_hash(value: str) -> str:
+        text = SWEEP.replace("seeds_per_trial: 2", f"seeds_per_trial: {value}")
+        return make_plan(write(tmp_path / f"{value}.yaml", text)).spec.hash()
+
+    assert spec_hash("1") == spec_hash("auto")  # sweeps recorded before auto resume
+    assert spec_hash("2") != spec_hash("auto")
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "many", "2.5", "true", "[2]"])
+def test_a_bad_seeds_per_trial_is_refused_with_the_fix(tmp_path: Path, value: str) -> None:
+    text = SWEEP.replace("seeds_per_trial: 2", f"seeds_per_trial: {value}")
+    with pytest.raises(
+        SpecError, match=r"resources\.seeds_per_trial: .*expected auto .* 1 or more"
+    ):
+        make_plan(write(tmp_path / "s.yaml", text))
+
+
 def test_seeds_per_trial_and_a_scheduler_are_refused_together(tmp_path: Path) -> None:
     text = SWEEP + "scheduler: {kind: asha}\n"
     with pytest.raises(SpecError, match=r"resources\.seeds_per_trial.*scheduler"):
         make_plan(write(tmp_path / "s.yaml", text))
 
 
-@pytest.mark.parametrize("backend", ["ray", "inline"])
+@pytest.mark.parametrize(("backend", "stack"), [("ray", "2"), ("inline", "2"), ("ray", "auto")])
 def test_a_stacked_sweep_records_one_run_per_trial_with_the_separate_metrics(
-    tmp_path: Path, backend: str
+    tmp_path: Path, backend: str, stack: str
 ) -> None:
-    path = write(tmp_path / "s.yaml", SWEEP)
+    path = write(
+        tmp_path / "s.yaml", SWEEP.replace("seeds_per_trial: 2", f"seeds_per_trial: {stack}")
+    )
     plan = make_plan(path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = SweepTracker(uri, "stacked")
     tracker.start_sweep("stacked", {}, plan.spec.hash(), path, plan.trials)
     with Session(plan, backend, tmp_path / "runs") as session:
+        slots = session.slots()
         records = session.run([tracker])
+    stacked = {t.id: t.tags.get(STACKED) for u in units(plan, slots) for t in u}
+    if stack == "auto":  # 3 seeds of norm none + 3 trials alone: stacked where <= 4 cores
+        assert slots is not None and (slots > 4 or sorted(stacked.values(), key=str)[0] == "3")
     tracker.end_sweep()
     assert sorted(r.trial.id for r in records) == sorted(t.id for t in plan.trials)
     assert {r.status for r in records} == {FINISHED}
@@ -147,5 +213,6 @@ def test_a_stacked_sweep_records_one_run_per_trial_with_the_separate_metrics(
         alone = run_trial(trial.config)
         logged = by_trial[trial.id].data.metrics
         assert by_trial[trial.id].info.status == "FINISHED"
+        assert by_trial[trial.id].data.tags.get(STACKED) == stacked[trial.id]
         for key in ("train_loss", "test_acc"):
             assert logged[key] == pytest.approx(alone[key], rel=1e-3), (trial.assignment, key)

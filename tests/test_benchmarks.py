@@ -39,11 +39,11 @@ def run_benchmark(name: str, *args: str) -> str:
 
 def test_overhead_benchmark_prints_wall_times_and_their_ratios() -> None:
     out = run_benchmark("overhead.py")
-    line = r"^(plain loop|resablate|bare Ray Tune|resablate stacked) +([\d.]+) s wall"
+    line = r"^(plain loop|resablate|bare Ray Tune|resablate unstacked) +([\d.]+) s wall"
     walls = {name: float(wall) for name, wall in re.findall(line, out, re.M)}
-    assert set(walls) == {"plain loop", "resablate", "bare Ray Tune", "resablate stacked"}, out
+    assert set(walls) == {"plain loop", "resablate", "bare Ray Tune", "resablate unstacked"}, out
     assert all(w > 0 for w in walls.values())
-    for name in ("resablate", "resablate stacked"):
+    for name in ("resablate", "resablate unstacked"):
         found = re.search(rf"^{name}/plain ([\d.]+) .* bare-Ray ([\d.]+)", out, re.M)
         assert found, out
         # the ratios are the printed walls' (rounded to the printed digits)

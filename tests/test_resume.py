@@ -30,7 +30,7 @@ name: killed
 model: {depth: 8, width: 48}
 init: {c: 0.25}
 train: {epochs: 5, batch_size: 32, lr: 0.02}
-resources: {max_concurrent_trials: 1}
+resources: {max_concurrent_trials: 1, seeds_per_trial: 1}  # one seed at a time: kill points
 grid:
   seed: [0, 1, 2, 3, 4]
 """
@@ -40,7 +40,7 @@ name: killsearch
 model: {depth: 8, width: 48}
 train: {epochs: 4, batch_size: 32, lr: 0.02}
 search: {param: init.c, log_uniform: [0.05, 1.0], n_trials: 3, seed: 1}
-resources: {max_concurrent_trials: 2}
+resources: {max_concurrent_trials: 2, seeds_per_trial: 1}
 grid:
   model.shortcut: [identity, none]
   seed: [0, 1]
@@ -157,6 +157,35 @@ def test_a_sweep_killed_anywhere_resumes_with_one_finished_run_per_trial(
     for run in finished:  # every epoch once: a resumed trial does not append to a stale run
         history = client.get_metric_history(run.info.run_id, "test_acc")
         assert [m.step for m in history] == [1, 2, 3, 4, 5]
+
+
+def test_a_sweep_killed_mid_stack_reruns_the_stack_and_records_each_seed_once(
+    tmp_path: Path,
+) -> None:
+    text = GRID.replace("epochs: 5", "epochs: 60").replace(
+        "{max_concurrent_trials: 1, seeds_per_trial: 1}", "{max_concurrent_trials: 2}"
+    )
+    sweep = write(tmp_path / "k.yaml", text)  # auto: 2 stacks (2 + 3 seeds), one per slot
+    db = tmp_path / "mlflow.db"
+    proc = start(tmp_path, str(sweep))
+    wait_until(proc, lambda: db.exists() and any(n > 0 for _, _, n in query(db)(CHILDREN)))
+    kill_hard(proc)
+    assert not finished_ids(db)  # killed while both stacks trained
+
+    ran = run_process("sweep", str(sweep), "--resume", "-q", cwd=tmp_path, timeout=300)
+    assert ran.code == 0, ran.err[-3000:]
+    client, runs = trial_runs(tmp_path, "killed")
+    plan = make_plan(sweep)
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["trial_id"] for r in finished) == sorted(t.id for t in plan.trials)
+    assert (
+        sorted(r.data.tags["resablate.stacked_seeds"] for r in finished) == ["2"] * 2 + ["3"] * 3
+    )
+    stale = [r for r in runs if r.info.status != "FINISHED"]
+    assert stale and all(r.data.tags["resablate.status"] == "killed" for r in stale)
+    for run in finished:  # every epoch once: a stack's rerun does not append to a killed run
+        history = client.get_metric_history(run.info.run_id, "test_acc")
+        assert [m.step for m in history] == list(range(1, 61))
 
 
 PARENTS = (
@@ -340,7 +369,7 @@ def workers(session: int) -> list[int]:
 
 
 def test_a_lost_worker_is_retried_and_its_attempt_recorded_as_failed(tmp_path: Path) -> None:
-    text = GRID.replace("max_concurrent_trials: 1}", "max_concurrent_trials: 1, max_failures: 1}")
+    text = GRID.replace("seeds_per_trial: 1}", "seeds_per_trial: 1, max_failures: 1}")
     sweep = write(tmp_path / "k.yaml", text.replace("[0, 1, 2, 3, 4]", "[0, 1]"))
     db = tmp_path / "mlflow.db"
     proc = start(tmp_path, str(sweep))
