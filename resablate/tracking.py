@@ -765,7 +765,10 @@ def serve_ui(uri: str, host: str, port: int, say: Callable[[str], Any]) -> int:
         "--workers",
         "1",
     ]
-    server = subprocess.Popen(command, stdout=sys.stderr)  # our stdout: the addresses only
+    # MLflow's GenAI job runner (LLM judges; resablate records none) keeps its queue in a
+    # folder under /dev/shm (memory) that mlflow server never removes: off unless asked for
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    server = subprocess.Popen(command, stdout=sys.stderr, env=env)  # our stdout: addresses only
     base = f"http://{host}:{port}"
     try:
         deadline = time.monotonic() + 120

@@ -41,6 +41,8 @@ def test_ui_serves_the_store_on_localhost_and_prints_the_runs_link(tmp_path: Pat
     assert run_process("sweep", str(sweep), "--inline", "--quiet", cwd=tmp_path).code == 0
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.pop("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", None)
+    shm = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
     server = subprocess.Popen(
         [sys.executable, "-m", "resablate.cli", "ui", "--port", str(port)],
         cwd=tmp_path,
@@ -80,6 +82,9 @@ def test_ui_serves_the_store_on_localhost_and_prints_the_runs_link(tmp_path: Pat
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
+    if os.path.isdir("/dev/shm"):  # MLflow's job queue folder (never removed) was not made
+        made = set(os.listdir("/dev/shm")) - shm
+        assert not [d for d in made if list(Path("/dev/shm", d).glob("*mlflow-huey-store*"))]
 
 
 def test_ui_without_a_store_is_one_line(tmp_path: Path) -> None:
