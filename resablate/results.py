@@ -39,7 +39,8 @@ class TrialRecord:
     epoch: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
-    history: list[dict[str, float]] = field(default_factory=list)  # each report's metrics
+    # each report's values of the metrics the run was asked to keep (Collector's history_of)
+    history: list[dict[str, float]] = field(default_factory=list)
 
 
 class Listener(Protocol):
@@ -53,10 +54,13 @@ class Listener(Protocol):
 
 
 class Collector:
-    """Keeps each trial's latest report and final record (the runner's return value)."""
+    """Keeps each trial's latest report and final record (the runner's return value), and the
+    per-epoch values of the ``history_of`` metrics only: the driver's memory must not grow
+    with every epoch of every trial (MLflow holds the curves)."""
 
-    def __init__(self) -> None:
+    def __init__(self, history_of: tuple[str, ...] = ()) -> None:
         self.records: dict[str, TrialRecord] = {}
+        self.history_of = history_of
 
     def trial_started(self, trial: Trial) -> None:
         self.records[trial.id] = TrialRecord(trial)  # a retried attempt starts afresh
@@ -69,7 +73,8 @@ class Collector:
         record.epoch = int(result.get("epoch", record.epoch))
         found = epoch_metrics(result)
         record.metrics.update(found)
-        record.history.append(found)
+        if self.history_of:
+            record.history.append({k: found[k] for k in self.history_of if k in found})
         record.status = str(result.get("status", RUNNING))
 
     def finish(

@@ -30,6 +30,11 @@ from resablate.results import FAILED, FINISHED, PRUNED, RUNNING, Collector, List
 BACKENDS = ("ray", "inline")
 NODE = "ray_node_id"  # the key of a report that names the Ray node the trial runs on
 TRIAL = "resablate_trial"  # the key of a stacked seed's report that names its trial
+# The key of a Tune result that carries our report whole. Ray Tune keeps running statistics
+# (max, min, averages over the last 5 and 10 steps) of every numeric key of every trial's results
+# for the whole run; the report travels wrapped in a list, which Tune leaves alone, beside the
+# few keys Tune reads itself (the epoch, a scheduler's metric): ~2 KiB less per key and trial.
+REPORT = "resablate_report"
 
 
 class Events:
@@ -39,8 +44,8 @@ class Events:
     propagates, so that it reaches the user as itself even where Ray Tune wraps it.
     """
 
-    def __init__(self, listeners: Sequence[Listener]) -> None:
-        self.collector = Collector()
+    def __init__(self, listeners: Sequence[Listener], history_of: tuple[str, ...] = ()) -> None:
+        self.collector = Collector(history_of)
         self.listeners = list(listeners)
         self.failure: UserError | None = None
 
@@ -131,12 +136,17 @@ class Session:
             self._started = False
 
     def run(
-        self, listeners: Sequence[Listener], trials: list[Trial] | None = None, name: str = ""
+        self,
+        listeners: Sequence[Listener],
+        trials: list[Trial] | None = None,
+        name: str = "",
+        history_of: tuple[str, ...] = (),
     ) -> list[TrialRecord]:
         """Run every trial of the plan (or ``trials``, e.g. a batch of search candidates, as the
-        Tune experiment ``name``); returns the records of the trials that ended."""
+        Tune experiment ``name``); returns the records of the trials that ended, with the
+        per-epoch values of the ``history_of`` metrics."""
         plan = self.plan if trials is None else dataclasses.replace(self.plan, trials=trials)
-        events = Events(listeners)
+        events = Events(listeners, history_of)
         if self.backend == "inline":
             _run_inline(plan, events)
         else:
@@ -312,6 +322,7 @@ def _trainable(
     threads: int,
     device: str,
     probes: dict[str, Any],
+    tune_keys: tuple[str, ...] = ("epoch",),
 ) -> None:
     """Ray Tune's function trainable: one trial (or stacked seeds), reporting every epoch."""
     import ray
@@ -326,7 +337,8 @@ def _trainable(
 
     def report(trial_id: str, result: dict[str, Any]) -> None:
         named = {TRIAL: trial_id} if len(members) > 1 else {}  # a stacked seed names its trial
-        tune.report({**result, NODE: node, **named})
+        seen = {k: result[k] for k in tune_keys if k in result}
+        tune.report({**seen, REPORT: [{**result, NODE: node, **named}]})
 
     try:
         train_unit(
@@ -344,15 +356,12 @@ def _forwarder(events: Events, units: dict[str, list[Trial]]) -> Any:
     """A Tune callback that forwards trial events (Tune runs callbacks in this driver process).
     A Tune trial runs a unit: one of our trials, or stacked seeds whose reports name theirs."""
     from ray import tune
-    from ray.tune.result import AUTO_RESULT_KEYS
 
     class Forward(tune.Callback):
         # Tune pickles its state (callbacks included) for resuming; the events and trials live
         # only in this process, so they are instance state that pickling leaves out.
-        def __init__(
-            self, events: Events, units: dict[str, list[Trial]], tune_keys: set[str]
-        ) -> None:
-            self.events, self.units, self.tune_keys = events, units, tune_keys
+        def __init__(self, events: Events, units: dict[str, list[Trial]]) -> None:
+            self.events, self.units = events, units
             self.trials = {t.id: t for unit in units.values() for t in unit}
 
         def __getstate__(self) -> dict[str, Any]:
@@ -365,7 +374,7 @@ def _forwarder(events: Events, units: dict[str, list[Trial]]) -> Any:
         def on_trial_result(
             self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
         ) -> None:
-            ours = {k: v for k, v in result.items() if k not in self.tune_keys}
+            ours = dict(result[REPORT][0])
             named = ours.pop(TRIAL, None)
             unit = self.units[trial.config["trial_id"]]
             self.events.result(self.trials[named] if named else unit[0], ours)
@@ -386,8 +395,7 @@ def _forwarder(events: Events, units: dict[str, list[Trial]]) -> Any:
             for ours in self.units[trial.config["trial_id"]]:
                 self.events.retried(ours, error)
 
-    keys = set(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag", "should_checkpoint"}
-    return Forward(events, units, keys)
+    return Forward(events, units)
 
 
 def _error(trial: Any) -> str | None:
@@ -496,6 +504,14 @@ def _join(address: str) -> None:
         ) from None
 
 
+def _tune_keys(plan: Plan) -> tuple[str, ...]:
+    """The keys of a report that Ray Tune reads itself: the epoch, and a scheduler's metric."""
+    chosen = plan.spec.scheduler
+    if chosen.kind == "none":
+        return ("epoch",)
+    return ("epoch", chosen.resolved(plan.spec.search)[0])
+
+
 def _scheduler(plan: Plan) -> Any:
     """Ray Tune's trial scheduler named by the sweep's ``scheduler:`` section (None: FIFO)."""
     from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
@@ -555,6 +571,7 @@ def _run_ray(
         threads=max(1, int(resources.cpu)),
         device=_device(plan),
         probes=plan.spec.probes.model_dump(mode="json"),
+        tune_keys=_tune_keys(plan),
     )
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": resources.cpu, "gpu": resources.gpu}),

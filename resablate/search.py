@@ -286,7 +286,11 @@ class CellSearch:
 
 class Runs(Protocol):
     def run(
-        self, listeners: Sequence[Any], trials: list[Trial] | None = None, name: str = ""
+        self,
+        listeners: Sequence[Any],
+        trials: list[Trial] | None = None,
+        name: str = "",
+        history_of: tuple[str, ...] = (),
     ) -> list[TrialRecord]: ...
 
 
@@ -324,11 +328,9 @@ def run_search(
         wanted = [t for c in candidates for t in c.trials]
         known = {r.trial.id: r for r in done(wanted)}
         trials = [t for t in wanted if t.id not in known]
-        found = (
-            session.run(listeners, trials, name=f"{plan.spec.name}-search{tag}-{batch:03d}")
-            if trials
-            else []
-        )
+        name = f"{plan.spec.name}-search{tag}-{batch:03d}"
+        metric = (search.search.objective.metric,)  # scored at its last or best epoch
+        found = session.run(listeners, trials, name, history_of=metric) if trials else []
         by_id = {**known, **{r.trial.id: r for r in found}}
         # candidates without a diverged seed first: a diverged one is scored as the worst value
         # the cell has seen, this batch included; twins after the candidate they repeat

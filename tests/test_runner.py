@@ -70,3 +70,32 @@ def test_a_gpu_request_on_a_machine_without_gpus_fails_before_anything_runs(
         Session(plan, "inline"),
     ):
         pass
+
+
+def test_ray_tune_keeps_statistics_of_the_epoch_only_and_mlflow_gets_every_metric(
+    tmp_path: Path,
+) -> None:
+    """Tune's per-trial running statistics of every numeric result key grow the driver with
+    every trial: our report travels wrapped, beside the keys Tune reads itself."""
+    import json
+
+    plan = make_plan(write(tmp_path / "runner.yaml", SWEEP))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = SweepTracker(uri, "runner")
+    tracker.start_sweep("runner", {}, plan.spec.hash(), tmp_path / "runner.yaml", plan.trials)
+    with Session(plan, "ray", tmp_path / "runs") as session:
+        records = session.run([tracker])
+    tracker.end_sweep()
+    assert {r.status for r in records} == {FINISHED}
+    assert all(r.history == [] for r in records)  # no per-epoch history unless asked for
+    [state] = (tmp_path / "runs" / "runner").glob("experiment_state-*.json")
+    tracked = set()
+    for _, metadata in json.loads(state.read_text())["trial_data"]:
+        tracked |= set(json.loads(metadata)["metric_analysis"])
+    assert "epoch" in tracked and not tracked & {"train_loss", "test_acc", "lr"}, tracked
+    client = MlflowClient(tracking_uri=uri)
+    for record in records:
+        [run] = client.search_runs([tracker.experiment_id], f"tags.trial_id = '{record.trial.id}'")
+        assert run.data.metrics["test_acc"] == pytest.approx(record.metrics["test_acc"])
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
+        assert steps == [1, 2]
