@@ -306,8 +306,9 @@ def failure_text(exc: BaseException) -> str:
 
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return (
-            "GPU out of memory: lower train.batch_size, or give each trial more of a GPU"
-            f" (resources.gpu) so that fewer trials share one\n{text}"
+            "GPU out of memory: lower train.batch_size, give each trial more of a GPU"
+            " (resources.gpu) so that fewer trials share one, or set resources.seeds_per_trial:"
+            f" 1 (a stack of seeds holds one network each)\n{text}"
         )
     return text
 

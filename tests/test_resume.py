@@ -426,6 +426,7 @@ def test_a_gpu_out_of_memory_is_named_with_its_fix() -> None:
     first, *rest = text.splitlines()
     assert first.startswith("GPU out of memory: lower train.batch_size")
     assert "resources.gpu" in first and "Tried to allocate 2.00 GiB" in rest[-1]
+    assert "resources.seeds_per_trial: 1" in first
     assert failure_text(ValueError("x")).splitlines()[-1] == "ValueError: x"
 
 
