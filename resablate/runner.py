@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import importlib.util
 import logging
 import os
@@ -35,6 +36,8 @@ TRIAL = "resablate_trial"  # the key of a stacked seed's report that names its t
 # for the whole run; the report travels wrapped in a list, which Tune leaves alone, beside the
 # few keys Tune reads itself (the epoch, a scheduler's metric): ~2 KiB less per key and trial.
 REPORT = "resablate_report"
+# Ray Tune's stop signals: Ctrl-C, and SIGUSR1 (what Ray sends a job's driver to stop it)
+STOP_SIGNALS = (signal.SIGINT, *((signal.SIGUSR1,) if hasattr(signal, "SIGUSR1") else ()))
 
 
 class Events:
@@ -96,6 +99,7 @@ class Session:
         self.dashboard, self.address = dashboard, address
         self.dashboard_url: str | None = None
         self._started = False
+        self.stopped = False  # a stop signal (Ctrl-C) ended a run: later runs run nothing
 
     def check(self) -> None:
         """Refuse what can be refused before Ray starts: a scheduler without Ray Tune, more per
@@ -147,10 +151,13 @@ class Session:
         per-epoch values of the ``history_of`` metrics."""
         plan = self.plan if trials is None else dataclasses.replace(self.plan, trials=trials)
         events = Events(listeners, history_of)
+        if self.stopped:
+            return []  # a Ctrl-C stopped an earlier run: the sweep ends (a search's batches)
         if self.backend == "inline":
             _run_inline(plan, events)
         else:
-            _run_ray(plan, events, self.results_dir, name or plan.spec.name, self.slots())
+            name = name or plan.spec.name
+            self.stopped = _run_ray(plan, events, self.results_dir, name, self.slots())
         return list(events.collector.records.values())
 
     def slots(self) -> int | None:
@@ -159,15 +166,20 @@ class Session:
         inline or on a cluster, whose size may change while the sweep runs."""
         if self.backend != "ray" or self.address is not None:
             return None
-        import ray
+        return ray_slots(self.plan)
 
-        have, wanted = ray.cluster_resources(), self.plan.spec.resources
-        fits = [int(have.get("CPU", 0.0) // wanted.cpu)]
-        if wanted.gpu > 0:
-            fits.append(int(have.get("GPU", 0.0) // wanted.gpu))
-        if wanted.max_concurrent_trials is not None:
-            fits.append(wanted.max_concurrent_trials)
-        return max(1, min(fits))
+
+def ray_slots(plan: Plan) -> int:
+    """How many of the plan's trials the Ray this process is connected to can run at once now."""
+    import ray
+
+    have, wanted = ray.cluster_resources(), plan.spec.resources
+    fits = [int(have.get("CPU", 0.0) // wanted.cpu)]
+    if wanted.gpu > 0:
+        fits.append(int(have.get("GPU", 0.0) // wanted.gpu))
+    if wanted.max_concurrent_trials is not None:
+        fits.append(wanted.max_concurrent_trials)
+    return max(1, min(fits))
 
 
 def _check_resources(plan: Plan, available: dict[str, float], where: str = "this machine") -> None:
@@ -364,9 +376,24 @@ def _forwarder(events: Events, units: dict[str, list[Trial]]) -> Any:
         def __init__(self, events: Events, units: dict[str, list[Trial]]) -> None:
             self.events, self.units = events, units
             self.trials = {t.id: t for unit in units.values() for t in unit}
+            self.signalled = False  # a Ctrl-C (or Ray's SIGUSR1 stop) reached Tune's handler
 
         def __getstate__(self) -> dict[str, Any]:
             return {}
+
+        def setup(self, *args: Any, **info: Any) -> None:
+            # Tune has installed its stop handlers (they end the run, then return from fit,
+            # as if it had ended by itself): note their signal, so that no later run starts
+            if threading.current_thread() is not threading.main_thread():
+                return
+            for sig in STOP_SIGNALS:
+                handler = signal.getsignal(sig)
+                if callable(handler):
+                    signal.signal(sig, functools.partial(self._note, handler))
+
+        def _note(self, handler: Callable[[int, Any], Any], sig: int, frame: Any) -> None:
+            self.signalled = True
+            handler(sig, frame)
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             for ours in self.units[trial.config["trial_id"]]:
@@ -553,18 +580,68 @@ def _scheduler(plan: Plan) -> Any:
     )
 
 
+# A grid runs as several Ray Tune runs in turn, each of at most max(UNITS_PER_RUN,
+# UNITS_PER_SLOT x the trials that run at once) units, so that no run waits long on its last
+# trials. Tune keeps every trial's bookkeeping (its Trial, the running statistics of its
+# automatic result keys, the experiment state) until its run returns, ~12 KiB per trial: one run
+# of a 10,000-trial grid would grow the driver by ~120 MiB as trials end. Each run costs a Tune
+# start (~1 s) and the idle tail of its last trials.
+UNITS_PER_RUN = 1000
+UNITS_PER_SLOT = 50
+
+
+def runs_of(chosen: list[list[Trial]], slots: int, scheduled: bool) -> list[list[list[Trial]]]:
+    """The units split into consecutive Tune runs of near-equal size, none over
+    max(UNITS_PER_RUN, UNITS_PER_SLOT x slots); one run under a scheduler, which compares
+    every trial with the others of its run."""
+    if not chosen:
+        return []
+    if scheduled:
+        return [chosen]
+    size = max(UNITS_PER_RUN, UNITS_PER_SLOT * slots)
+    parts, n = -(-len(chosen) // size), len(chosen)
+    return [chosen[k * n // parts : (k + 1) * n // parts] for k in range(parts)]
+
+
+def _ended(events: Events, unit: list[Trial]) -> bool:
+    return all(
+        (r := events.collector.records.get(t.id)) is not None and r.status != RUNNING for t in unit
+    )
+
+
 def _run_ray(
     plan: Plan, events: Events, results_dir: Path, name: str, slots: int | None = None
-) -> None:
-    from ray import tune
-
-    chosen = {unit_id(unit): unit for unit in units(plan, slots)}
+) -> bool:
+    """Run the plan's units as one Ray Tune run, or several in turn (:func:`runs_of`), named
+    ``name``, ``name-part002``, ...; a run that a stop signal (Ctrl-C) ended, or that returns
+    with a unit not ended, is the last. True if a stop signal ended it."""
     # a scheduler reads its metric from each epoch's report; the init report (probes at epoch 0)
     # and a diverged one may lack it, which the scheduler skips but Tune would call an error
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-
     for logger in ("ray", "ray.tune", "ray.train", "ray.data"):
         logging.getLogger(logger).setLevel(logging.ERROR)
+    scheduled = plan.spec.scheduler.kind != "none"
+    parts = runs_of(units(plan, slots), slots or ray_slots(plan), scheduled)
+    for k, part in enumerate(parts):
+        named = name if k == 0 else f"{name}-part{k + 1:03d}"
+        signalled = _tune_run(plan, events, part, results_dir, named)
+        # Tune's controller and trials hold one another (reference cycles): collect them now,
+        # or the driver keeps every finished run's bookkeeping until Python's rare full
+        # collection, which is what running a grid as several runs is for
+        gc.collect()
+        if signalled or not all(_ended(events, unit) for unit in part):
+            return signalled
+    return False
+
+
+def _tune_run(
+    plan: Plan, events: Events, part: list[list[Trial]], results_dir: Path, name: str
+) -> bool:
+    """One Ray Tune run of ``part``'s units; True if a stop signal (Ctrl-C) ended it."""
+    from ray import tune
+
+    chosen = {unit_id(unit): unit for unit in part}
+    forward = _forwarder(events, chosen)
     resources = plan.spec.resources
     trainable = tune.with_parameters(
         _trainable,
@@ -588,16 +665,16 @@ def _run_ray(
             name=name,
             storage_path=str(results_dir.resolve()),
             verbose=0,
-            callbacks=[_forwarder(events, chosen)],
+            callbacks=[forward],
             failure_config=tune.FailureConfig(max_failures=resources.max_failures),
         ),
     )
     # Tune's Ctrl-C handler (stop the trials, then return) stays installed after fit() until
     # the next Ctrl-C, which it would then swallow: outside fit, Ctrl-C is the driver's again
-    caught = [signal.SIGINT, *([signal.SIGUSR1] if hasattr(signal, "SIGUSR1") else [])]
-    handlers = {sig: signal.getsignal(sig) for sig in caught}
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     try:
         tuner.fit()
+        return bool(forward.signalled)
     except Exception:
         if events.failure is not None:  # Tune wraps a callback's error in its TuneError
             raise events.failure from None

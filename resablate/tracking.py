@@ -357,13 +357,14 @@ class SweepTracker:
             else:
                 self.experiment_id = found.experiment_id
         self.parent_id: str | None = None
-        self.runs: dict[str, str] = {}  # trial id -> child run id
+        # trial id -> its child run, while open: what the driver keeps per trial is dropped when
+        # the trial ends (a 10,000-trial sweep must not grow the driver with every trial)
+        self.runs: dict[str, str] = {}
         self.counts = {FINISHED: 0, DIVERGED: 0, PRUNED: 0, FAILED: 0}
         self.previous: Previous | None = None  # the invocation this one resumes
         self.nodes: set[str] = set()  # trials whose run names its Ray node
         self.pending: dict[str, list[Any]] = {}  # trial id -> epoch metrics not written yet
         self.flushed: dict[str, float] = {}  # trial id -> when its metrics were last written
-        self.ended: set[str] = set()  # child runs this invocation closed
 
     # -- the ledger: what an earlier invocation of a sweep finished -----------------------------
 
@@ -505,7 +506,7 @@ class SweepTracker:
             return
         for trial_id in list(self.pending):  # what the stopped trials reported last
             self._flush(trial_id)
-        for run_id in set(self.runs.values()) - self.ended:
+        for run_id in set(self.runs.values()):
             if self.client.get_run(run_id).info.status == "RUNNING":
                 self.client.set_tag(run_id, "resablate.status", "killed")
                 self.client.set_terminated(run_id, "KILLED")
@@ -594,7 +595,9 @@ class SweepTracker:
         if record.error:
             self.client.log_text(run_id, record.error, "error.txt")
         self.client.set_terminated(run_id, _STATUS.get(record.status, "FAILED"))
-        self.ended.add(run_id)
+        del self.runs[record.trial.id]
+        self.flushed.pop(record.trial.id, None)
+        self.nodes.discard(record.trial.id)
 
 
 # -- reading a recorded sweep back (resablate report) ------------------------------------------

@@ -6,16 +6,20 @@ import dataclasses
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from resablate import runner
+from resablate.driver import Options, run_sweep
 from resablate.errors import SpecError
+from resablate.grid import Trial
 from resablate.plan import make_plan
-from resablate.results import FAILED, FINISHED
-from resablate.runner import Session
+from resablate.results import FAILED, FINISHED, TrialRecord
+from resablate.runner import Session, runs_of
 from resablate.tracking import SweepTracker
-from tests.conftest import write
+from tests.conftest import trial_runs, write
 
 SWEEP = "name: runner\nmodel: {depth: 2, width: 8}\ntrain: {epochs: 2}\ngrid: {seed: [0, 1]}\n"
 
@@ -99,3 +103,107 @@ def test_ray_tune_keeps_statistics_of_the_epoch_only_and_mlflow_gets_every_metri
         assert run.data.metrics["test_acc"] == pytest.approx(record.metrics["test_acc"])
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
         assert steps == [1, 2]
+
+
+def test_units_are_split_into_near_equal_tune_runs_in_order(monkeypatch) -> None:
+    monkeypatch.setattr(runner, "UNITS_PER_RUN", 4)
+    monkeypatch.setattr(runner, "UNITS_PER_SLOT", 2)
+    nine = [[Trial(str(i), {}, {}, "cell")] for i in range(9)]
+
+    def sizes(chosen: list, slots: int, scheduled: bool = False) -> list[int]:
+        return [len(run) for run in runs_of(chosen, slots, scheduled)]
+
+    assert sizes(nine, 1) == [3, 3, 3]  # at most 4 a run: 3 runs, evenly
+    assert sizes(nine[:8], 1) == [4, 4]
+    assert sizes(nine, 3) == [4, 5]  # 3 at once: at most 6 a run
+    assert sizes(nine, 5) == [9]
+    assert sizes(nine, 1, scheduled=True) == [9]  # a scheduler compares the trials of its run
+    assert runs_of([], 1, False) == []
+    assert [unit for run in runs_of(nine, 1, False) for unit in run] == nine
+
+
+CHUNKED = """
+name: chunked
+model: {depth: 2, width: 8}
+train: {epochs: 2}
+resources: {max_concurrent_trials: 1, seeds_per_trial: 1}
+grid: {seed: [0, 1, 2, 3, 4]}
+"""
+
+
+def in_process(tmp_path: Path, plan: Any, listeners: Any = (), resume: bool = False) -> Any:
+    """``resablate sweep`` in this process, results in ``tmp_path``."""
+    options = Options(
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        results_dir=tmp_path / "runs",
+        quiet=True,
+        resume=resume,
+        listeners=list(listeners),
+    )
+    return run_sweep(plan, options, say=lambda line: None)
+
+
+class CtrlC:
+    """Presses Ctrl-C as the ``after``-th trial ends (the last trial of a Tune run)."""
+
+    def __init__(self, after: int = 1) -> None:
+        self.left = after
+
+    def trial_started(self, trial: Trial) -> None: ...
+
+    def trial_result(self, trial: Trial, result: dict) -> None: ...
+
+    def trial_retried(self, trial: Trial, error: str | None) -> None: ...
+
+    def trial_finished(self, record: TrialRecord) -> None:
+        self.left -= 1
+        if self.left == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_grid_runs_as_several_tune_runs_and_ctrl_c_stops_before_the_next(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Ray Tune's bookkeeping of a run's trials is released only when the run returns: a grid
+    runs as several runs in turn. A Ctrl-C that Tune takes as its run ends starts no other."""
+    monkeypatch.setattr(runner, "UNITS_PER_RUN", 2)
+    monkeypatch.setattr(runner, "UNITS_PER_SLOT", 1)
+    plan = make_plan(write(tmp_path / "chunked.yaml", CHUNKED))
+    ids = [t.id for t in plan.trials]
+
+    def sweep(*listeners: CtrlC, resume: bool = False) -> Any:
+        return in_process(tmp_path, plan, listeners, resume)
+
+    before = signal.getsignal(signal.SIGINT)
+    first = sweep(CtrlC())  # 5 trials in runs of 1, 2, 2: stopped after the first
+    assert signal.getsignal(signal.SIGINT) is before
+    assert first.interrupted and [r.trial.id for r in first.records] == ids[:1]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["chunked"]
+
+    second = sweep(resume=True)  # the 4 left, in runs of 2 and 2
+    assert not second.interrupted and second.ended == 5
+    tune_runs = {  # Tune's experiments and their trials' folders (named for our trials)
+        run.name: sorted(trial.name for trial in run.iterdir() if trial.is_dir())
+        for run in (tmp_path / "runs").iterdir()
+    }
+    assert tune_runs == {"chunked": sorted(ids[:3]), "chunked-part002": sorted(ids[3:])}
+    _, runs = trial_runs(tmp_path, "chunked")
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert sorted(r.data.tags["trial_id"] for r in finished) == sorted(ids)
+
+
+SEARCHED = """
+name: stopsearch
+model: {depth: 2, width: 8}
+train: {epochs: 2}
+search: {param: init.c, log_uniform: [0.1, 2.0], n_trials: 4, seed: 3}
+resources: {max_concurrent_trials: 1, seeds_per_trial: 1}
+"""
+
+
+def test_a_ctrl_c_as_a_search_batch_ends_starts_no_other_batch(tmp_path: Path) -> None:
+    plan = make_plan(write(tmp_path / "stopsearch.yaml", SEARCHED))
+    outcome = in_process(tmp_path, plan, [CtrlC(after=2)])  # batches of 2 candidates
+    assert outcome.interrupted and len(outcome.records) == 2
+    _, runs = trial_runs(tmp_path, "stopsearch")
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 2
