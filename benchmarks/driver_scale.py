@@ -2,21 +2,22 @@
 
 planning  `resablate plan`'s work (validate, expand, resolve and hash every trial) for a
           10,000-trial grid (target: under 5 s)
-memory    the driver's resident memory while a sweep of many tiny trials runs on a local Ray
+memory    the driver's resident memory while a sweep of many tiny trials runs on a local Ray,
+          which runs them as several Ray Tune runs (resablate.runner.UNITS_PER_RUN trials each)
           (target: flat as trials finish: no growth per finished trial beyond noise)
 
-  python benchmarks/driver_scale.py            # 10,000-trial plan, 300 tiny trials run
-  python benchmarks/driver_scale.py --smoke    # 1,000-trial plan, 20 tiny trials (CI)
+  python benchmarks/driver_scale.py            # 10,000-trial plan, 5,000 tiny trials run
+  python benchmarks/driver_scale.py --smoke    # 1,000-trial plan, 60 tiny trials, runs of 20 (CI)
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -73,23 +74,23 @@ def planning(folder: Path, trials: int) -> tuple[int, float, float]:
     return len(plan.trials), imported - start, time.perf_counter() - imported
 
 
-def memory(folder: Path, trials: int) -> list[tuple[float, int, float]]:
-    """(seconds, trials ended, driver RSS in MiB) sampled while the sweep runs."""
+def memory(folder: Path, trials: int) -> tuple[list[tuple[float, int, float]], list[int]]:
+    """(seconds, trials ended, driver RSS in MiB) as each trial ends, and the number of trials
+    ended when each Ray Tune run's last trial ended."""
+    from resablate import runner
     from resablate.driver import Options, run_sweep
     from resablate.grid import Trial
     from resablate.plan import make_plan
     from resablate.results import TrialRecord
 
     plan = make_plan(sweep_file(folder, trials))
-    ended: list[int] = [0]
+    # what the runner will do on this machine's local Ray (one CPU a trial, seeds unstacked)
+    runs = runner.runs_of(runner.units(plan), os.cpu_count() or 1, scheduled=False)
+    ends = list(itertools.accumulate(len(run) for run in runs))
     samples: list[tuple[float, int, float]] = []
-    stop = threading.Event()
+    start = time.perf_counter()
 
-    def sample(start: float) -> None:
-        while not stop.wait(0.2):
-            samples.append((time.perf_counter() - start, ended[0], rss_mib()))
-
-    class Count:
+    class Sample:
         def trial_started(self, trial: Trial) -> None: ...
 
         def trial_result(self, trial: Trial, result: dict) -> None: ...
@@ -97,30 +98,34 @@ def memory(folder: Path, trials: int) -> list[tuple[float, int, float]]:
         def trial_retried(self, trial: Trial, error: str | None) -> None: ...
 
         def trial_finished(self, record: TrialRecord) -> None:
-            ended[0] += 1
+            samples.append((time.perf_counter() - start, len(samples) + 1, rss_mib()))
 
-    thread = threading.Thread(target=sample, args=(time.perf_counter(),), daemon=True)
-    thread.start()
-    try:
-        options = Options(
-            tracking_uri=f"sqlite:///{folder / 'mlflow.db'}",
-            results_dir=folder / "runs",
-            quiet=True,
-            listeners=[Count()],
-        )
-        run_sweep(plan, options, say=lambda line: None)
-    finally:
-        stop.set()
-        thread.join()
-    samples.append((samples[-1][0] if samples else 0.0, ended[0], rss_mib()))
-    return samples
+    options = Options(
+        tracking_uri=f"sqlite:///{folder / 'mlflow.db'}",
+        results_dir=folder / "runs",
+        quiet=True,
+        listeners=[Sample()],
+    )
+    run_sweep(plan, options, say=lambda line: None)
+    return samples, ends
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="smaller sizes (CI)")
+    parser.add_argument(
+        "--units-per-run",
+        type=int,
+        default=None,
+        help="trials per Ray Tune run (default: resablate's own; --smoke: 20)",
+    )
     args = parser.parse_args()
-    plan_size, run_size = (1000, 20) if args.smoke else (10_000, 300)
+    plan_size, run_size = (1000, 60) if args.smoke else (10_000, 5000)
+    per_run = args.units_per_run or (20 if args.smoke else None)
+    if per_run is not None:
+        from resablate import runner
+
+        runner.UNITS_PER_RUN, runner.UNITS_PER_SLOT = per_run, 0  # exactly per_run
     with tempfile.TemporaryDirectory(prefix="resablate-scale-") as tmp:
         folder = Path(tmp)
         count, imports, seconds = planning(folder, plan_size)
@@ -128,18 +133,29 @@ def main() -> None:
             f"planning  {count} trials  {imports + seconds:.2f} s  (imports {imports:.2f} s,"
             f" planning {seconds:.2f} s; target < 5 s for 10,000)"
         )
-        samples = memory(folder, run_size)
-    started = [s for s in samples if s[1] >= 1]
-    if len(started) < 2:
-        raise SystemExit("the sweep ended before memory could be sampled twice")
-    quarter = next(s for s in started if s[1] >= max(1, run_size // 4))
-    last = started[-1]
-    growth = (last[2] - quarter[2]) / max(1, last[1] - quarter[1])
-    print(f"memory    {run_size} trials on {os.cpu_count()} cores, driver RSS:")
-    for share in (0.25, 0.5, 0.75, 1.0):
-        at = next(s for s in started if s[1] >= max(1, int(run_size * share)))
-        print(f"  {at[1]:4d} trials ended  {at[2]:7.1f} MiB  at {at[0]:6.1f} s")
-    print(f"growth    {growth * 1024:.1f} KiB per finished trial after the first quarter")
+        samples, ends = memory(folder, run_size)
+    if len(samples) != run_size:
+        raise SystemExit(f"{len(samples)} of {run_size} trials ended")
+    print(
+        f"memory    {run_size} trials on {os.cpu_count()} cores as {len(ends)} Ray Tune runs,"
+        " driver RSS as each run's last trial ended:"
+    )
+    for k, end in enumerate(ends, 1):
+        at = samples[end - 1]
+        line = f"  run {k:2d}  {at[1]:5d} trials ended  {at[2]:7.1f} MiB  at {at[0]:6.1f} s"
+        if k > 1:
+            before = samples[ends[k - 2] - 1]
+            since = (at[2] - before[2]) * 1024 / (at[1] - before[1])
+            line += f"  ({since:+.1f} KiB per trial since run {k - 1})"
+        print(line)
+    first, last = samples[ends[0] - 1], samples[-1]
+    if len(ends) > 1:
+        growth = (last[2] - first[2]) / (last[1] - first[1])
+        print(f"growth    {growth * 1024:.1f} KiB per finished trial after the first run")
+    else:
+        quarter = samples[run_size // 4]
+        growth = (last[2] - quarter[2]) / max(1, last[1] - quarter[1])
+        print(f"growth    {growth * 1024:.1f} KiB per finished trial after the first quarter")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def epoch_metrics(result: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-@dataclass
+@dataclass(slots=True)  # a sweep keeps one per trial (for its summary): no __dict__ each
 class TrialRecord:
     """A trial's end: its status, the metrics of its last report, and the error if it failed."""
 
