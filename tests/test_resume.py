@@ -89,6 +89,18 @@ def wait_until(proc: subprocess.Popen, check: Callable[[], bool], timeout: float
         time.sleep(0.02)
 
 
+def group_commands(pgid: int) -> set[str]:
+    """The command names of the processes in process group ``pgid`` (Linux's /proc)."""
+    names = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            text = stat.read_text()
+            name, rest = text[text.index("(") + 1 : text.rindex(")")], text.rindex(")")
+            if int(text[rest + 2 :].split()[2]) == pgid:
+                names.add(name)
+    return names
+
+
 def kill_hard(proc: subprocess.Popen) -> None:
     """SIGKILL the driver, then whatever of its Ray survives it (a machine losing power)."""
     proc.send_signal(signal.SIGKILL)
@@ -131,12 +143,14 @@ def test_a_sweep_killed_anywhere_resumes_with_one_finished_run_per_trial(
     db = tmp_path / "mlflow.db"
     flags, reached = POINTS[point]
     proc = start(tmp_path, str(sweep), *flags)
-    if point == "during Ray start":
-        time.sleep(2.0)  # imports and ray.init take longer: nothing is recorded yet
+    if point == "during Ray start":  # Ray's first process is up, the sweep has not begun
+        wait_until(proc, lambda: "gcs_server" in group_commands(proc.pid))
     else:
         wait_until(proc, lambda: db.exists() and reached(query(db)(CHILDREN)))
     kill_hard(proc)
     before = finished_ids(db)
+    if point == "during Ray start":  # where the kill landed: before the parent run existed
+        assert not (db.exists() and query(db)("select run_uuid from runs"))
 
     ran = run_process("sweep", str(sweep), "--resume", "-q", *flags, cwd=tmp_path)
     assert ran.code == 0, ran.err[-3000:]
