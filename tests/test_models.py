@@ -43,12 +43,15 @@ def branch_weights(net: torch.nn.Module) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("depth,n", [(2, 1), (4, 2), (6, 3), (8, 4)])
 def test_mlp_structure_and_param_count(depth: int, n: int) -> None:
-    net = build(depth=depth, shortcut_depth=n, width=16)
+    placement = "pre" if n == 1 else "mid"  # a one-layer branch has no mid position
+    net = build(depth=depth, shortcut_depth=n, width=16, activation=placement)
     assert len(net.units) == depth // n
     assert all(len(unit.weights) == n for unit in net.units)
     expected = depth * 16 * 16 + 64 * 16 + 16 * 10  # units, stem, head; no biases
     assert (
-        models.count_params(spec(depth=depth, shortcut_depth=n, width=16), InitSpec(), DIGITS)
+        models.count_params(
+            spec(depth=depth, shortcut_depth=n, width=16, activation=placement), InitSpec(), DIGITS
+        )
         == expected
     )
     assert sum(p.numel() for p in net.parameters()) == expected
@@ -98,7 +101,7 @@ def test_cifar_bottleneck_is_9k_plus_2_with_4x_expansion() -> None:
 
 def test_mnist_family_is_the_lecture_network() -> None:
     net = build(family="mnist", depth=3, shape=DataShape((1, 8, 8), 10))
-    assert net.stem.kernel_size == (1, 1) and net.stem.bias is not None
+    assert net.stem.conv0.kernel_size == (1, 1) and net.stem.conv0.bias is not None
     assert len(net.units) == 3 and all(w.bias is not None for w in net.units[0].weights)
     # conv0 (1->16) + 3 units of 2 (conv 16·16·9 + bias, BN) + linear 16->10
     expected = (16 + 16) + 3 * 2 * (16 * 16 * 9 + 16 + 2 * 16) + (16 * 10 + 10)
@@ -126,7 +129,13 @@ def test_illegal_depths_name_the_legal_ones(family: str, depth: int, legal: str)
         ({"act": "relu"}, {"scheme": "looks_linear"}, "init.scheme", "set model.act: crelu"),
         ({"act": "crelu", "activation": "post"}, {}, "model.act", "crelu doubles the width"),
         ({"norm": "batch"}, {"scheme": "fixup"}, "init.scheme", "replaces normalization"),
-        ({"shortcut_depth": 1, "depth": 4}, {"scheme": "fixup"}, "init.scheme", "undefined"),
+        (
+            {"shortcut_depth": 1, "depth": 4, "activation": "pre"},
+            {"scheme": "fixup"},
+            "init.scheme",
+            "undefined",
+        ),
+        ({"shortcut_depth": 1, "activation": "mid"}, {}, "model.activation", "one-layer branch"),
         ({"activation": "mid"}, {"scheme": "nf"}, "model.activation", "pre-activation"),
         ({"norm": "none"}, {"scheme": "zero_last"}, "init.scheme", "needs a norm"),
         ({"shortcut": "scalar"}, {"scheme": "skipinit"}, "init.scheme", "SkipInit"),
@@ -284,7 +293,7 @@ def test_placements_compute_identity_mappings_equations(placement: str, formula:
             lambda x, f, u: f + (1 - torch.sigmoid(x @ u.shortcut.gate.weight.T - 2.0)) * x,
         ),
         ("conv", {}, lambda x, f, u: x @ u.shortcut.h[0].weight.T + f),
-        ("dropout", {"p": 0.5}, lambda x, f, u: x + f),  # eval mode: dropout is the identity
+        ("dropout", {"p": 0.2}, lambda x, f, u: 0.8 * x + f),  # eval mode: the expectation
         ("scalar", {"alpha_init": 0.3}, lambda x, f, u: x + 0.3 * f),
     ],
 )
@@ -295,15 +304,22 @@ def test_shortcuts_compute_their_sums(shortcut: str, extra: dict, formula: Any) 
         assert torch.allclose(unit(X), formula(X, f, unit), atol=1e-5)
 
 
-def test_dropout_shortcut_drops_the_shortcut_in_training() -> None:
-    unit, (w1, w2) = unit_of(activation="mid", shortcut="dropout", p=0.5)
+@pytest.mark.parametrize("p", [0.5, 0.2])
+def test_dropout_shortcut_keeps_the_shortcut_unscaled_with_expectation_1_minus_p(p: float) -> None:
+    unit, (w1, w2) = unit_of(activation="mid", shortcut="dropout", p=p)
+    f = F.relu(X @ w1.T) @ w2.T
     unit.train()
     torch.manual_seed(0)
     with torch.no_grad():
-        y = unit(X) - F.relu(X @ w1.T) @ w2.T
-    kept = y != 0
-    assert torch.allclose(y[kept], 2 * X[kept], atol=1e-5)  # inverted dropout scaling
-    assert 0.3 < kept.float().mean() < 0.7
+        draws = torch.stack([unit(X) - f for _ in range(400)])
+    kept = draws != 0
+    assert torch.allclose(draws[kept], X.expand_as(draws)[kept], atol=1e-5)  # m⊙x, no 1/(1−p)
+    assert kept.float().mean().item() == pytest.approx(1 - p, abs=0.01)
+    # the shortcut's expected scale is 1 − p (He et al. 2016: 0.5 for p = 0.5) ...
+    assert torch.allclose(draws.mean(dim=0), (1 - p) * X, atol=0.1 * float(X.abs().max()))
+    unit.eval()
+    with torch.no_grad():  # ... and evaluation uses that expectation
+        assert torch.allclose(unit(X), (1 - p) * X + f, atol=1e-5)
 
 
 def test_option_a_subsamples_and_pads_zero_channels() -> None:
@@ -361,8 +377,6 @@ def test_lesion_keeps_the_shortcut_and_drops_the_branch() -> None:
         ("xavier", 1.0, 2 / 512),
         ("xavier", 3.0, 3 * 2 / 512),
         ("orthogonal", 2.0, 2.0 / 256),  # an orthogonal square matrix has entry variance 1/d
-        ("taki", 1.0, 1 / (256 * 2)),
-        ("taki", 0.5, 0.5 / (256 * 2)),  # L = 2 units
     ],
 )
 def test_branch_weight_variance_is_c_times_the_scheme(
@@ -450,7 +464,8 @@ def test_nf_standardizes_weights_and_keeps_variance_on_its_schedule() -> None:
     betas = [u.plan.nf_beta for u in net.units]
     assert betas[0] == 1.0 and betas[1] == pytest.approx(math.sqrt(1.04))
     assert betas[2] == pytest.approx(math.sqrt(1.08))
-    assert betas[3] == pytest.approx(math.sqrt(1.04))  # reset to 1 + α² by projecting unit 2
+    # option A (the cifar default) keeps 16 of x/β's 32 channels at unit 2: 16/32 + α²
+    assert betas[3] == pytest.approx(math.sqrt(0.5 + 0.04))
 
 
 def test_init_is_seeded_and_bit_identical() -> None:

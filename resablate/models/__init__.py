@@ -38,6 +38,7 @@ __all__ = [
     "build",
     "check",
     "count_params",
+    "degenerate_hessian",
     "parse_placement",
 ]
 
@@ -57,6 +58,12 @@ for _name, _module in (("mlp", mlp), ("mnist", mnist), ("cifar", cifar), ("image
 def _check_combination(model: ModelSpec, init: InitSpec) -> None:
     """Combinations that are undefined, with the reason (science.md §1.6, §3)."""
     placement = parse_placement(model.activation)
+    if model.shortcut_depth == 1 and "mid" in model.activation.split("+"):
+        raise ConfigError(
+            "model.activation",
+            f"{model.activation} puts σ between a branch's weights, and a one-layer branch"
+            " (shortcut_depth 1) has none; use pre or post_branch, or shortcut_depth 2 or more",
+        )
     if model.act == "crelu" and (placement.widens_output or placement.stem == "conv_norm_act"):
         raise ConfigError(
             "model.act",
@@ -88,6 +95,26 @@ def _check_combination(model: ModelSpec, init: InitSpec) -> None:
             "shortcut scalar already is SkipInit's α; use shortcut"
             " identity, or scalar with alpha_init: 0",
         )
+
+
+def degenerate_hessian(model: ModelSpec, init: InitSpec) -> str | None:
+    """Why the Hessian at this initialization says nothing about the theorems (None: it does).
+
+    Demystifying ResNet's Hessian theorems at the zero point assume σ(0) = 0 with derivatives at
+    0 (its Assumption 3). ReLU'(0) = 0 in PyTorch: a σ that reads a zero branch's pre-activation
+    (mid, post_branch) passes no gradient at the exact zero point, and the Hessian comes out
+    degenerate (an n = 2 Hessian of exactly zero, against the theorem)."""
+    placement = parse_placement(model.activation)
+    reads_zero = placement.post_branch or (placement.mid and model.shortcut_depth > 1)
+    if init.scheme != "zero" or init.eps != 0 or model.act not in ("relu", "crelu"):
+        return None
+    if not reads_zero:
+        return None
+    return (
+        f"a Hessian at the exact zero point (init zero, eps 0) of a {model.act} net is"
+        f" degenerate: {model.act}'(0) = 0 stops every branch gradient there; use act tanh or"
+        " identity, or init.eps above 0"
+    )
 
 
 @functools.lru_cache(maxsize=4096)  # a grid repeats each network over seeds and recipes

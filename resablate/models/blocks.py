@@ -19,7 +19,7 @@ from torch.nn.utils import parametrize
 from resablate.models.init import INITS, LayerContext, ScaledWS, mirrored_
 from resablate.models.layers import ACTS, NORMS, weight
 from resablate.models.placement import parse_placement
-from resablate.models.shortcuts import SHORTCUTS, Geometry
+from resablate.models.shortcuts import SHORTCUTS, Geometry, projects
 
 if TYPE_CHECKING:
     from resablate.spec import InitSpec, ModelSpec
@@ -67,18 +67,22 @@ class ResidualUnit(nn.Module):
             channels = cin if p.norm_first else cout
             norm = spec.norm if has_norm else "none"
             self.norms.append(NORMS[norm](channels, plan.spatial, spec.groups))
-        self.act, self.widen = act.make(), act.widen
         cout = plan.widths[-1]
         self.after_add = NORMS[spec.norm if p.norm_after_add else "none"](
             cout, plan.spatial, spec.groups
         )
-        # He et al.'s pre-activation nets feed a unit's learned projection with σ(N(x)); the
-        # parameter-free option A subsamples x itself.
-        learned = spec.shortcut == "conv" or spec.downsample == "B"
-        self.preact_shortcut = p.preact_shortcut and learned and self.changes_shape
+        # He et al.'s pre-activation nets feed a shape-changing projection with σ(N(x)), what the
+        # branch's first weight reads; normalizer-free units feed every projection (shortcut conv
+        # too) what the branch reads, σ(x/β) (Brock et al. 2021). Option A subsamples x itself.
+        nf = scheme.normalizer_free
+        self.projects = projects(Geometry(plan.widths[0], cout, plan.stride, plan.spatial), spec)
+        self.preact_shortcut = p.preact_shortcut and self.projects and (self.changes_shape or nf)
         reads = plan.widths[0] * (act.widen if self.preact_shortcut and p.pre else 1)
+        self.act, self.widen = act.make(), act.widen
+        gamma = ScaledWS.gain(self.act) if nf else 1.0  # Scaled WS: γ where σ precedes a weight
+        standardize = (gamma if self.preact_shortcut and p.pre else 1.0) if nf else None
         self.shortcut = SHORTCUTS[spec.shortcut](
-            Geometry(reads, cout, plan.stride, plan.spatial), spec
+            Geometry(reads, cout, plan.stride, plan.spatial, standardize), spec
         )
         self.lesioned = False  # Veit et al.: evaluate with F removed, h kept
         self.branch_out = nn.Identity()  # F(x) as it joins the sum: where probes hook
@@ -93,10 +97,10 @@ class ResidualUnit(nn.Module):
             self.bias_in = nn.ParameterList(nn.Parameter(torch.zeros(())) for _ in range(n))
             self.bias_out = nn.ParameterList(nn.Parameter(torch.zeros(())) for _ in range(n))
             self.scale = nn.Parameter(torch.ones(()))
-        self.nf_alpha = math.sqrt(init.c) * init.alpha if scheme.normalizer_free else None
-        if scheme.normalizer_free:
-            for layer in self.weights:
-                parametrize.register_parametrization(layer, "weight", ScaledWS())
+        self.nf_alpha = math.sqrt(init.c) * init.alpha if nf else None
+        if nf:
+            for layer, acted in zip(self.weights, self.acted, strict=True):
+                ScaledWS.register(layer, gamma if acted else 1.0)
 
     # -- the equations ------------------------------------------------------------------------
 
@@ -124,20 +128,23 @@ class ResidualUnit(nn.Module):
         return self.act(z) if self.placement.post_branch else z
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.nf_alpha is not None:  # Brock et al.: x' = x + α·F(x/β), h reads x/β too
-            x_in = x / self.plan.nf_beta
-            hx_in = x_in if self.changes_shape else x
-        else:
-            x_in = hx_in = x
-        if self.preact_shortcut:  # full pre-activation: a projecting h reads σ(N(x))
-            hx_in = self.act(self.norms[0](x)) if self.placement.norm_first else self.act(x)
+        x_in = x / self.plan.nf_beta if self.nf_alpha is not None else x  # nf: x + α·F(x/β)
         fx = self.dropped_branch(x_in)
         if self.nf_alpha is not None:
             fx = self.nf_alpha * fx
         if self.gain is not None:
             fx = self.gain * fx
-        y = self.after_add(self.shortcut(hx_in, self.branch_out(fx)))
+        y = self.after_add(self.shortcut(self.shortcut_input(x, x_in), self.branch_out(fx)))
         return self.act(y) if self.placement.act_after_add else y
+
+    def shortcut_input(self, x: Tensor, x_in: Tensor) -> Tensor:
+        """What h reads: x, or x/β where a normalizer-free unit resets the variance (a projection
+        or option A); a pre-activated projection reads what the branch's first weight reads."""
+        if self.nf_alpha is not None and (self.projects or self.changes_shape):
+            x = x_in
+        if self.preact_shortcut:
+            return self.act(self.norms[0](x)) if self.placement.norm_first else self.act(x)
+        return x
 
     @property
     def changes_shape(self) -> bool:

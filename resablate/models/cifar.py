@@ -15,6 +15,7 @@ from torch import nn
 
 from resablate.errors import ConfigError
 from resablate.models.blocks import UnitPlan
+from resablate.models.init import INITS, ScaledWS
 from resablate.models.network import ResNet, build_units, head, stem_tail
 
 if TYPE_CHECKING:
@@ -76,10 +77,10 @@ def unit_plans(
 def build(spec: ModelSpec, init: InitSpec, shape: DataShape) -> ResNet:
     c = spec.channels or 16
     k = (spec.depth - 2) // (STAGES * spec.shortcut_depth)
-    stem = nn.Sequential(
-        nn.Conv2d(shape.input_shape[0], c, 3, padding=1, bias=False),
-        *stem_tail(spec, c, spatial=True),
-    )
+    conv = nn.Conv2d(shape.input_shape[0], c, 3, padding=1, bias=False)
+    if INITS[init.scheme].normalizer_free:  # Brock et al. 2021: γ = 1, no σ precedes the stem
+        ScaledWS.register(conv, 1.0)
+    stem = nn.Sequential(conv, *stem_tail(spec, c, spatial=True))
     plans = unit_plans(spec, c, c, [k] * STAGES)
     units = build_units(plans, spec, init)
     return ResNet(stem, units, head(spec, plans[-1].widths[-1], shape.classes, True, bias=True))

@@ -14,6 +14,7 @@ from torch import nn
 
 from resablate.errors import ConfigError
 from resablate.models.cifar import unit_plans
+from resablate.models.init import INITS, ScaledWS
 from resablate.models.network import ResNet, build_units, head, stem_tail
 
 if TYPE_CHECKING:
@@ -75,6 +76,8 @@ def build(spec: ModelSpec, init: InitSpec, shape: DataShape) -> ResNet:
     else:
         conv = [nn.Conv2d(shape.input_shape[0], c, 7, stride=2, padding=3, bias=False)]
         pool = [nn.MaxPool2d(3, stride=2, padding=1)]
+    if INITS[init.scheme].normalizer_free:  # Brock et al. 2021: γ = 1, no σ precedes the stem
+        ScaledWS.register(conv[0], 1.0)
     stem = nn.Sequential(*conv, *stem_tail(spec, c, spatial=True), *pool)
     plans = unit_plans(spec, c, c, DEPTHS[spec.depth])
     units = build_units(plans, spec, init)

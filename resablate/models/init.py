@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from resablate.registry import Registry
 
@@ -97,7 +98,13 @@ def _zero(
 def _taki(
     weight: Tensor, generator: torch.Generator, c: float, eps: float, ctx: LayerContext
 ) -> None:
-    """N(0, c/(fan_in·L)): depth-aware; keeps the output variance bounded as L grows (Taki)."""
+    """Taki 2017 (arXiv 1709.02956), depth-aware: the branch's last layer N(0, c/(fan_in·L)),
+    earlier layers He (c = 1), which preserve the variance. The branch's variance gain is then
+    that of Taki's one-layer unit, ∝ c/L whatever its number of layers m; c/(fan_in·L) on every
+    layer would give (c/L)^m, a near-identity network for every c."""
+    if not ctx.last:
+        he_(weight, generator)
+        return
     fan_in, _ = fans(weight)
     normal_(weight, math.sqrt(c / (fan_in * ctx.units)), generator)
 
@@ -145,8 +152,10 @@ INITS.add("nf", Scheme(lambda w, g, c, eps, ctx: he_(w, g), normalizer_free=True
 
 
 class ScaledWS(nn.Module):
-    """Scaled Weight Standardization, a parametrization of a branch weight (Brock et al. 2021):
-    Ŵ = γ·(W − mean(W))/(std(W)·√fan_in) per output channel, γ = √(2/(1 − 1/π)) for ReLU."""
+    """Scaled Weight Standardization, a parametrization of a branch or projection weight (Brock,
+    De, Smith 2021, arXiv 2101.08692): Ŵ = γ·(W − mean(W))/(std(W)·√fan_in) per output channel,
+    γ = 1/std(σ(z)), z ~ N(0, 1), for the σ that precedes the weight: √(2/(1 − 1/π)) for ReLU,
+    1 where none does. With Σŵ = 0 and Σŵ² = γ², Ŵσ(z) has variance 1."""
 
     GAMMA_RELU = math.sqrt(2.0 / (1.0 - 1.0 / math.pi))
 
@@ -154,9 +163,28 @@ class ScaledWS(nn.Module):
         super().__init__()
         self.gamma, self.eps = gamma, eps
 
+    @classmethod
+    def register(cls, layer: nn.Module, gamma: float) -> None:
+        """Standardize ``layer``'s weight from now on; its stored weight is ``original``. Ŵ keeps
+        W's shape and dtype: ``unsafe`` skips the check that computes Ŵ once to show it (most of
+        a ResNet-101's build time)."""
+        parametrize.register_parametrization(layer, "weight", cls(gamma), unsafe=True)
+
+    @staticmethod
+    @torch.no_grad()
+    def gain(act: nn.Module) -> float:
+        """γ = 1/std(σ(z)) for z ~ N(0, 1), by quadrature on a fine grid (a CReLU's two halves
+        have one std); Brock et al. tabulate the same gains for their nonlinearities."""
+        z = torch.linspace(-10.0, 10.0, 20_001, dtype=torch.float64, device="cpu")
+        density = torch.exp(-0.5 * z**2) / math.sqrt(2.0 * math.pi)
+        a = act(z[None, :])[0]  # channels on dim 1, as σ sees a batch
+        halves = a.reshape(-1, z.numel())  # a CReLU returns [σ(z), σ(−z)]: each has one std
+        mean = torch.trapezoid(halves * density, z, dim=-1)
+        var = torch.trapezoid((halves - mean[:, None]) ** 2 * density, z, dim=-1)
+        return float(var[0].rsqrt())
+
     def forward(self, w: Tensor) -> Tensor:
         dims = tuple(range(1, w.dim()))
         fan_in = math.prod(w.shape[1:])
-        mean = w.mean(dim=dims, keepdim=True)
-        var = w.var(dim=dims, keepdim=True, unbiased=False)
+        var, mean = torch.var_mean(w, dim=dims, keepdim=True, correction=0)
         return self.gamma * (w - mean) / torch.sqrt(var * fan_in + self.eps)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from resablate.models.init import ScaledWS
 from resablate.registry import Registry
 
 # norm name -> factory(channels, spatial, groups) -> module; the N of science.md §1.5.
@@ -70,7 +71,18 @@ class SubsampleA(nn.Module):
 
 
 def projection(
-    spatial: bool, cin: int, cout: int, stride: int, norm: str, groups: int
+    spatial: bool,
+    cin: int,
+    cout: int,
+    stride: int,
+    norm: str,
+    groups: int,
+    standardize: float | None = None,
 ) -> nn.Sequential:
-    """Option B (and shortcut ``conv``): 1×1 convolution with the unit's stride, then the norm."""
-    return nn.Sequential(weight(spatial, cin, cout, 1, stride), NORMS[norm](cout, spatial, groups))
+    """Option B (and shortcut ``conv``): 1×1 convolution with the unit's stride, then the norm.
+    With ``standardize`` = γ the weight is Scaled-WS, as in normalizer-free units (Brock, De,
+    Smith 2021, arXiv 2101.08692)."""
+    conv = weight(spatial, cin, cout, 1, stride)
+    if standardize is not None:
+        ScaledWS.register(conv, standardize)
+    return nn.Sequential(conv, NORMS[norm](cout, spatial, groups))

@@ -1,12 +1,15 @@
 """The ``mnist`` family (the lecture network of science.md §2, after Veit et al. 2016).
 
-``conv0`` 1×1 (C_in -> C, bias) -> ``depth`` units of [conv k×k (bias) -> N -> σ -> conv k×k
+``conv0`` 1×1 (C_in -> C, bias) -> σ -> ``depth`` units of [conv k×k (bias) -> N -> σ -> conv k×k
 (bias) -> N -> +x -> σ] (the ``post`` placement, the default) -> average pool over the whole map
 -> σ -> linear C -> classes. ``depth`` counts units; ``channels`` (16) and ``kernel`` (3) as given.
+The σ after conv0 is the placement's stem σ: placements whose stem has none (``full_preact``, the
+branch positions ``pre``/``mid``/...) feed conv0's output to the units as it is.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -15,6 +18,7 @@ from resablate.errors import ConfigError
 from resablate.models.blocks import UnitPlan
 from resablate.models.layers import ACTS
 from resablate.models.network import ResNet, build_units
+from resablate.models.placement import parse_placement
 
 if TYPE_CHECKING:
     from resablate.data import DataShape
@@ -43,10 +47,14 @@ def check(spec: ModelSpec, init: InitSpec, shape: DataShape) -> None:
 
 def build(spec: ModelSpec, init: InitSpec, shape: DataShape) -> ResNet:
     c, n, k = spec.channels or 16, spec.shortcut_depth, spec.kernel
-    stem = nn.Conv2d(shape.input_shape[0], c, 1, bias=True)
+    act = ACTS[spec.act]
+    stem = nn.Sequential(OrderedDict(conv0=nn.Conv2d(shape.input_shape[0], c, 1, bias=True)))
+    # σ after conv0 where the placement activates the stem (post, ...); full pre-activation
+    # units start with σ(N(x)) themselves (He et al. 2016), so their stem is conv0 alone.
+    if parse_placement(spec.activation).stem == "conv_norm_act":
+        stem.add_module("act", act.make())
     plan = UnitPlan((c,) * (n + 1), (k,) * n, bias=True)
     units = build_units([plan] * spec.depth, spec, init)
-    act = ACTS[spec.act]
     head = nn.Sequential(
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),

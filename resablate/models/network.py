@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
-from resablate.models.blocks import ResidualUnit, UnitPlan
+from resablate.models.blocks import ResidualUnit, UnitPlan, raw_weight
 from resablate.models.init import INITS, he_, mirrored_
 from resablate.models.layers import ACTS, NORMS, CReLU
 from resablate.models.placement import parse_placement
+from resablate.models.shortcuts import Geometry, projects
 
 if TYPE_CHECKING:
     from resablate.spec import InitSpec, ModelSpec
@@ -50,8 +50,7 @@ class ResNet(nn.Module):
         then each unit initializes its own branch with the scheme and c."""
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
-                if not parametrize.is_parametrized(module):
-                    he_(module.weight, generator)
+                he_(raw_weight(module), generator)  # a Scaled-WS weight's stored one
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)):
@@ -78,14 +77,20 @@ def survival(spec: ModelSpec, index: int, units: int) -> float:
 def with_schedule(plans: list[UnitPlan], spec: ModelSpec, init: InitSpec) -> list[UnitPlan]:
     """Fill in each unit's stochastic-depth survival and normalizer-free β_l.
 
-    β_l is the expected std of unit l's input: the variance grows by α² per unit and is reset to
-    1 + α² by each unit whose shortcut projects (Brock, De, Smith 2021)."""
+    β_l is the expected std of unit l's input (Brock, De, Smith 2021, arXiv 2101.08692): the
+    variance grows by α² per unit, x + α·F(x/β); a unit whose shortcut projects reads σ(x/β)
+    through a Scaled-WS 1×1 conv, variance 1, so it resets the variance to 1 + α² (with shortcut
+    conv, every unit does); option A keeps cin of x/β's cout channels and zero-pads the rest."""
     alpha2 = init.c * init.alpha**2
     variance, out = 1.0, []
     for i, plan in enumerate(plans, start=1):
         beta = math.sqrt(variance)
-        projects = plan.widths[0] != plan.widths[-1] or plan.stride > 1
-        variance = (1.0 if projects else variance) + alpha2
+        g = Geometry(plan.widths[0], plan.widths[-1], plan.stride, plan.spatial)
+        if projects(g, spec):
+            variance = 1.0
+        elif g.changes_shape:
+            variance = g.cin / g.cout
+        variance += alpha2
         out.append(replace(plan, survival=survival(spec, i, len(plans)), nf_beta=beta))
     return out
 

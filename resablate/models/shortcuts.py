@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from resablate.models.layers import SubsampleA, projection, weight
@@ -28,19 +27,33 @@ class Geometry:
     cout: int  # channels of the unit's output
     stride: int
     spatial: bool
+    standardize: float | None = None  # γ of Scaled WS on a projection (normalizer-free units)
 
     @property
     def changes_shape(self) -> bool:
         return self.cin != self.cout or self.stride != 1
 
 
-def downsample(g: Geometry, spec: ModelSpec, always: bool = False) -> nn.Module:
-    """h for a unit: identity, or option A / B where the unit changes shape (always B if asked)."""
-    if not always and not g.changes_shape:
-        return nn.Identity()
-    if not always and spec.downsample == "A" and g.spatial and g.cout >= g.cin:
+def projects(g: Geometry, spec: ModelSpec) -> bool:
+    """Whether h is a learned 1×1 projection (science.md §1.3): in every unit with shortcut
+    ``conv``, else where the unit changes shape, unless option A can subsample it (maps that
+    widen)."""
+    if spec.shortcut == "conv":
+        return True
+    subsamples = spec.downsample == "A" and g.spatial and g.cout >= g.cin
+    return spec.shortcut != "none" and g.changes_shape and not subsamples
+
+
+def downsample(g: Geometry, spec: ModelSpec) -> nn.Module:
+    """h for a unit: a projection where it ``projects``, else option A where the unit changes
+    shape, else the identity."""
+    if projects(g, spec):
+        return projection(
+            g.spatial, g.cin, g.cout, g.stride, spec.norm, spec.groups, g.standardize
+        )
+    if g.changes_shape:
         return SubsampleA(g.cin, g.cout, g.stride)
-    return projection(g.spatial, g.cin, g.cout, g.stride, spec.norm, spec.groups)
+    return nn.Identity()
 
 
 class Identity(nn.Module):
@@ -92,14 +105,21 @@ class Gate(nn.Module):
 
 
 class Dropout(nn.Module):
-    """``dropout``: x' = dropout(h(x), p) + F(x)."""
+    """``dropout``: x' = m⊙h(x) + F(x), m ~ Bernoulli(1 − p) element-wise, and (1 − p)·h(x) + F(x)
+    at evaluation. No 1/(1 − p) rescaling: the dropout shortcut "statistically imposes a scale
+    of λ with an expectation of 0.5" (He et al. 2016 §3.1, p = 0.5), which inverted dropout
+    would undo."""
 
     def __init__(self, h: nn.Module, p: float) -> None:
         super().__init__()
         self.h, self.p = h, p
 
     def forward(self, x: Tensor, fx: Tensor) -> Tensor:
-        return F.dropout(self.h(x), self.p, self.training) + fx
+        hx = self.h(x)
+        if not self.training:
+            return (1 - self.p) * hx + fx
+        keep = torch.full_like(hx, 1 - self.p)
+        return torch.bernoulli(keep) * hx + fx
 
 
 class Scalar(nn.Module):
@@ -130,6 +150,6 @@ SHORTCUTS.add("none", lambda g, s: Plain())
 SHORTCUTS.add("scale", lambda g, s: Scale(downsample(g, s), s.lambda_, s.branch_scale))
 SHORTCUTS.add("gate", lambda g, s: _gate(g, s, exclusive=True))
 SHORTCUTS.add("shortcut_gate", lambda g, s: _gate(g, s, exclusive=False))
-SHORTCUTS.add("conv", lambda g, s: Identity(downsample(g, s, always=True)))
+SHORTCUTS.add("conv", lambda g, s: Identity(downsample(g, s)))
 SHORTCUTS.add("dropout", lambda g, s: Dropout(downsample(g, s), s.p))
 SHORTCUTS.add("scalar", lambda g, s: Scalar(downsample(g, s), s.alpha_init))
