@@ -23,7 +23,7 @@ from pathlib import Path
 
 GRID = """\
 name: scale
-model: {{family: mlp, width: 8, shortcut_depth: 1}}
+model: {{family: mlp, width: 8, shortcut_depth: 1, activation: pre}}
 data: {{name: synthetic, samples: 40, features: 8}}
 train: {{epochs: 1, batch_size: full}}
 grid:

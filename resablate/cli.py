@@ -230,10 +230,12 @@ def plan(sweep_file: str, overrides: tuple[str, ...], profile: str | None, as_js
         console.print(f"... and {found['n_trials'] - 200} more (use --json for all)")
     if "search" in found:
         size = found["search"]
+        outside = size["unsearched_trials"]
         console.print(
             f"search over {size['param']}: {size['cells']} cells ×"
-            f" {size['candidates_per_cell']} candidates × {size['seeds']} seeds ="
-            f" {size['total_trials']} trials"
+            f" {size['candidates_per_cell']} candidates × {size['seeds']} seeds"
+            + (f" + {outside} grid trials outside search.where" if outside else "")
+            + f" = {size['total_trials']} trials"
         )
     return 0
 

@@ -23,7 +23,7 @@ from typing import IO, Any
 from rich.console import Console
 
 from resablate.errors import UserError
-from resablate.plan import Plan, search_size
+from resablate.plan import Plan, search_size, unsearched
 from resablate.results import RUNNING, Listener, TrialRecord
 from resablate.summary import CellStats, markdown, summarize, to_csv
 from resablate.tracking import (
@@ -218,7 +218,14 @@ def _run(
     listeners: list[Listener] = [tracker, *([] if options.quiet else [progress])]
     listeners += options.listeners
     with contextlib.nullcontext() if options.quiet else progress:
-        if spec.search:
+        # grid trials: the whole grid, or a search's trials outside search.where
+        fixed = unsearched(plan) if spec.search else plan.trials
+        kept = tracker.records(fixed)
+        finished = {r.trial.id for r in kept}
+        todo = [t for t in fixed if t.id not in finished]
+        outcome.records = kept + (session.run(listeners, todo) if todo else [])
+        outcome.interrupted = outcome.ended < len(fixed)
+        if spec.search and not outcome.interrupted:
             outcome.journal = _journal(tracker, options.results_dir / spec.name)
             history = (spec.search.objective.metric,)
             assert tracker.parent_id is not None
@@ -230,15 +237,9 @@ def _run(
                 done=lambda trials: tracker.records(trials, history),
                 tag=f"-{tracker.parent_id[:8]}",
             )
-            outcome.records = records
+            outcome.records += records
             outcome.search = studies.summary()
             outcome.interrupted = any(studies.remaining(c) for c in studies.cells)
-        else:
-            kept = tracker.records(plan.trials)
-            finished = {r.trial.id for r in kept}
-            todo = [t for t in plan.trials if t.id not in finished]
-            outcome.records = kept + (session.run(listeners, todo) if todo else [])
-            outcome.interrupted = outcome.ended < len(plan.trials)
 
 
 def _journal(tracker: SweepTracker, folder: Path) -> Path:

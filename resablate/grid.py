@@ -86,7 +86,9 @@ def set_path(config: dict[str, Any], path: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _matches(rule: Mapping[str, Any], assignment: Mapping[str, Any]) -> bool:
+def matches(rule: Mapping[str, Any], assignment: Mapping[str, Any]) -> bool:
+    """Whether ``assignment`` has, for each path of ``rule``, its value or one of its list."""
+
     def hit(path: str, wanted: Any) -> bool:
         value = assignment[path]
         options = wanted if isinstance(wanted, list) and not isinstance(value, list) else [wanted]
@@ -132,7 +134,7 @@ def expand(spec: SweepSpec) -> list[GridPoint]:
     for point in points:
         excluded = False
         for i, rule in enumerate(spec.grid.exclude):
-            if _matches(rule, point):
+            if matches(rule, point):
                 used[i] = excluded = True
         if not excluded:
             kept.append(point)

@@ -14,8 +14,18 @@ from typing import Any
 from pydantic import ValidationError
 
 from resablate.errors import SpecError
-from resablate.grid import EmptyGridError, Trial, canonical, cell_id, config_id, expand
-from resablate.spec import DataSpec, SweepSpec, TrialConfig, blame, explain, load_sweep
+from resablate.grid import EmptyGridError, Trial, canonical, cell_id, config_id, expand, matches
+from resablate.registry import did_you_mean
+from resablate.spec import (
+    DataSpec,
+    InitSpec,
+    ModelSpec,
+    SweepSpec,
+    TrialConfig,
+    blame,
+    explain,
+    load_sweep,
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,8 @@ def make_plan(
             field,
             "is searched by search.param; remove it from the grid",
         )
+    if spec.search:
+        _check_where(source, overrides, spec)
     try:
         points = expand(spec)
     except EmptyGridError as exc:
@@ -88,7 +100,53 @@ def make_plan(
             )
         seen[trial_id] = point.assignment
         trials.append(Trial(trial_id, config, point.assignment, cell_id(config)))
-    return Plan(source, spec, trials, tuple(overrides))
+    plan = Plan(source, spec, trials, tuple(overrides))
+    _check_probes(plan)
+    return plan
+
+
+def _check_where(source: str, overrides: list[str] | tuple[str, ...], spec: SweepSpec) -> None:
+    """``search.where`` names grid axes (not the seed) and values they take."""
+    assert spec.search is not None
+    axes = {path: values for path, values in spec.grid.axes.items()}
+    for group in spec.grid.zip:
+        axes.update(group)
+    for path, wanted in spec.search.where.items():
+        field = f"search.where.{path}"
+        if path not in axes or path == "seed":
+            choices = [a for a in axes if a != "seed"]
+            raise SpecError(
+                blame(source, overrides, field),
+                field,
+                f"not a grid axis{did_you_mean(path, choices)}"
+                f" (axes: {', '.join(choices) or 'none'}); the search runs in the cells whose"
+                " grid values match",
+            )
+        if not any(matches({path: wanted}, {path: v}) for v in axes[path]):
+            raise SpecError(
+                blame(source, overrides, field),
+                field,
+                f"{wanted!r} is not a value of grid axis {path} (values: {axes[path]})",
+            )
+
+
+def _check_probes(plan: Plan) -> None:
+    """Probes that cannot measure what they claim on some trial of the grid."""
+    if plan.spec.probes.hessian is None:
+        return
+    from resablate import models
+
+    seen = set()
+    for trial in plan.trials:
+        key = canonical({k: trial.config[k] for k in ("model", "init")})
+        if key in seen:
+            continue
+        seen.add(key)
+        model = ModelSpec.model_validate(trial.config["model"])
+        reason = models.degenerate_hessian(model, InitSpec.model_validate(trial.config["init"]))
+        if reason:
+            where = f" (grid point {_point(trial.assignment)})" if trial.assignment else ""
+            raise plan.error("probes.hessian", reason + where)
 
 
 def _resolve(source: str, config: dict[str, Any], assignment: dict[str, Any]) -> dict[str, Any]:
@@ -151,11 +209,25 @@ def to_json(plan: Plan) -> dict[str, Any]:
     return out
 
 
+def searched(plan: Plan, trial: Trial) -> bool:
+    """Whether the search runs in ``trial``'s cell (``search.where``; default: every cell)."""
+    assert plan.spec.search is not None
+    return matches(plan.spec.search.where, trial.assignment)
+
+
+def unsearched(plan: Plan) -> list[Trial]:
+    """The grid's trials outside ``search.where``: they run once, as the sweep sets them."""
+    return [t for t in plan.trials if not searched(plan, t)]
+
+
 def search_cells(plan: Plan) -> dict[str, list[Trial]]:
-    """The grid's trials by cell: a grid point without the searched parameter and the seed."""
+    """The searched grid trials by cell: a grid point without the searched parameter and the
+    seed."""
     assert plan.spec.search is not None
     cells: dict[str, list[Trial]] = {}
     for trial in plan.trials:
+        if not searched(plan, trial):
+            continue
         cells.setdefault(cell_id(trial.config, drop=("seed", plan.spec.search.param)), []).append(
             trial
         )
@@ -163,15 +235,18 @@ def search_cells(plan: Plan) -> dict[str, list[Trial]]:
 
 
 def search_size(plan: Plan) -> dict[str, Any]:
-    """Cells × candidates × seeds: the trials a search will run."""
+    """Cells × candidates × seeds: the trials a search will run, and the grid's trials outside
+    the search (``search.where``), which run once."""
     search = plan.spec.search
     assert search is not None
     cells = search_cells(plan)
-    seeds = {t.config["seed"] for t in plan.trials}
+    seeds = {t.config["seed"] for trials in cells.values() for t in trials}
+    fixed = len(unsearched(plan))
     return {
         "param": search.param,
         "cells": len(cells),
         "candidates_per_cell": search.n_trials,
         "seeds": len(seeds),
-        "total_trials": len(cells) * search.n_trials * len(seeds),
+        "unsearched_trials": fixed,
+        "total_trials": len(cells) * search.n_trials * len(seeds) + fixed,
     }

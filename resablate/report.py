@@ -23,7 +23,7 @@ from resablate.results import DIVERGED, FINISHED, METRICS
 from resablate.summary import STATUSES
 from resablate.tracking import RunData, SweepRuns
 
-DEPTH, SEED, SHORTCUT_DEPTH = "model.depth", "seed", "model.shortcut_depth"
+DEPTH, SEED, SHORTCUT_DEPTH, LR = "model.depth", "seed", "model.shortcut_depth", "train.lr"
 # the metrics whose per-epoch history a report reads (the rest: final values only)
 HISTORIES = ("train_loss", "train_acc", "test_loss", "test_acc")
 HISTORY_PREFIXES = ("weights.", "hessian.")
@@ -106,6 +106,7 @@ def make_report(sweep: SweepRuns, out: Path) -> Report:
     for draw in (
         _summary,
         _degradation,
+        _best_over_lr,
         _learning_curves,
         _signal_propagation,
         _hessian,
@@ -128,12 +129,13 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
 
 
 def _summary(sweep: SweepRuns, finished: list[RunData], grid: list[str], report: Report) -> None:
-    """Mean ± std over seeds of the final metrics per cell, the status counts, the best c."""
+    """Mean ± std and median over seeds of the final metrics per cell (Identity Mappings
+    reports the median of 5 runs), the status counts, the best c."""
     cell_axes = [a for a in grid if a != SEED]
     cells = group(sweep.runs, lambda r: label(r, cell_axes))
     header = ["cell", "trials", *STATUSES]
     for metric in METRICS:
-        header += [f"{metric}_mean", f"{metric}_std"]
+        header += [f"{metric}_mean", f"{metric}_std", f"{metric}_median"]
     rows, lines = [], []
     for name, runs in cells.items():
         statuses = [r.status for r in runs]
@@ -146,10 +148,11 @@ def _summary(sweep: SweepRuns, finished: list[RunData], grid: list[str], report:
             ]
             if values:
                 mean, std = mean_std(values)
-                row += [mean, std]
-                shown.append(f"{mean:.4f} ± {std:.4f}")
+                median = statistics.median(values)
+                row += [mean, std, median]
+                shown.append(f"{mean:.4f} ± {std:.4f} (median {median:.4f})")
             else:
-                row += ["", ""]
+                row += ["", "", ""]
                 shown.append("—")
         rows.append(row)
         counts = "/".join(str(c) for c in row[2:6])
@@ -231,6 +234,71 @@ def _degradation(
         report.out / "degradation.csv", [*header, "test_error_mean", "test_error_std"], rows
     )
     report.drawn.append("degradation.csv")
+
+
+def _best_over_lr(
+    sweep: SweepRuns, finished: list[RunData], grid: list[str], report: Report
+) -> None:
+    """Demystifying ResNet's Fig. 8: the learning rate is swept on a log scale and each
+    configuration is represented by its best final training loss (the seed mean at its best lr).
+    A diverged seed makes its lr's mean infinite: that lr cannot be the best."""
+    import matplotlib.pyplot as plt
+
+    lrs = {r.params.get(LR) for r in sweep.runs}
+    if LR not in grid or len(lrs) < 2:
+        report.skipped.append(("best_over_lr.md", "the sweep has fewer than two train.lr values"))
+        return
+    rest = [a for a in grid if a not in (LR, SEED)]
+    rows, lines = [], []
+    best: dict[str, tuple[float, list[float]]] = {}  # configuration -> (lr, final losses)
+    for name, runs in group(sweep.runs, lambda r: label(r, rest)).items():
+        tried = []
+        for value, at_lr in group(runs, lambda r: r.params[LR]).items():
+            losses = [
+                r.metrics["train_loss"] if r.status == FINISHED else math.inf
+                for r in at_lr
+                if r.status in (FINISHED, DIVERGED) and "train_loss" in r.metrics
+            ]
+            if losses:
+                tried.append((statistics.fmean(losses), _number(value), losses))
+        if not tried:
+            continue
+        mean, lr, losses = min(tried, key=lambda t: (t[0], t[1]))
+        best[name] = (lr, losses)
+        std = mean_std(losses)[1]
+        rows.append([name, lr, len(losses), mean, std, len(tried)])
+        lines.append(f"| {name} | {lr:g} | {_pm(mean, std)} | {len(losses)} |")
+    header = ["configuration", "best_lr", "seeds", "train_loss_mean", "train_loss_std", "lrs"]
+    _write_csv(report.out / "best_over_lr.csv", header, rows)
+    text = [
+        "Best final training loss over the swept learning rates, per configuration"
+        " (seed mean ± std at the best lr; Demystifying ResNet, Fig. 8)",
+        "",
+        "| configuration | best lr | final train loss | seeds |",
+        "|---|---|---|---|",
+        *lines,
+    ]
+    (report.out / "best_over_lr.md").write_text("\n".join(text) + "\n", encoding="utf-8")
+    report.drawn += ["best_over_lr.md", "best_over_lr.csv"]
+    if DEPTH not in grid:
+        return
+    others = [a for a in rest if a != DEPTH]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    configs = group([r for r in finished if label(r, rest) in best], lambda r: label(r, others))
+    for name, runs in configs.items():
+        by_depth = group(runs, lambda r: label(r, rest))
+        points = sorted(
+            (_number(runs_[0].params[DEPTH]), best[key][1]) for key, runs_ in by_depth.items()
+        )
+        finite = [(d, v) for d, v in points if all(math.isfinite(x) for x in v)]
+        if finite:
+            _band(ax, [d for d, _ in finite], [v for _, v in finite], name)
+    ax.set_xlabel("depth")
+    ax.set_ylabel("best final training loss over lr")
+    ax.set_yscale("log")
+    _legend(ax, len(configs))
+    fig.suptitle(f"{sweep.experiment}: best final loss over lr (mean ± std over seeds)")
+    _save(fig, report, "best_over_lr.png")
 
 
 def _curves(runs: list[RunData], metric: str) -> tuple[list[float], list[list[float]]] | None:

@@ -182,7 +182,7 @@ class DataSpec(Grown):
 # Presets of train fields (science.md §6); the fields a user writes in `train:` override them.
 RECIPES: Registry[dict[str, Any]] = Registry("recipe")
 RECIPES.add(
-    "he_cifar",  # He et al. 2015, §4.2: CIFAR-10 ResNets (ResNet-110 adds the warm-up fields)
+    "he_cifar",  # He et al. 2015, §4.2: CIFAR-10 ResNets (110+ layers add DEEP_WARMUP)
     {
         "optimizer": "sgd",
         "momentum": 0.9,
@@ -196,6 +196,34 @@ RECIPES.add(
         "max_iterations": 64000,
     },
 )
+
+
+# He et al. 2015, §4.2: "In this case [110 layers], we find that the initial learning rate of
+# 0.1 is slightly too large to start converging. So we use 0.01 to warm up the training until the
+# training error is below 80% (about 400 iterations)"; Identity Mappings uses it for 110, 164 and
+# 1001 layers. The he_cifar recipe adds it by itself from this many weight layers on.
+DEEP_WARMUP = {"warmup_lr": 0.01, "warmup_until_error": 0.8}
+DEEP_LAYERS = 110
+
+
+def weight_layers(model: dict[str, Any]) -> int:
+    """A network's weight layers, counted as its paper counts its depth (stem and classifier
+    included): ``depth`` in the cifar and imagenet families, 2 per unit + 2 in mnist's."""
+    depth = int(model.get("depth", 0))
+    return 2 * depth + 2 if model.get("family") == "mnist" else depth
+
+
+def recipe_defaults(train: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+    """``train`` with what its recipe adds for this network: the warm-up of He et al.'s deep
+    nets, unless ``train`` chooses a warm-up itself."""
+    chosen = ("warmup_lr", "warmup_until_error", "warmup_iterations")
+    if (
+        train.get("recipe") == "he_cifar"
+        and weight_layers(model) >= DEEP_LAYERS
+        and not any(key in train for key in chosen)
+    ):
+        return {**DEEP_WARMUP, **train}
+    return train
 
 
 # How a trial's arithmetic runs (train.Compute); added after sweeps were run
@@ -319,7 +347,8 @@ class TrialConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _family_defaults(cls, data: Any) -> Any:
-        """Fields of ``model`` the user left out take the family's defaults."""
+        """Fields of ``model`` the user left out take the family's defaults; a recipe adds what
+        it needs for this network (the deep nets' warm-up)."""
         from resablate.models import FAMILIES
 
         if not isinstance(data, dict) or not isinstance(data.get("model", {}), dict):
@@ -328,7 +357,11 @@ class TrialConfig(Section):
         family = model.get("family", "mlp")
         if family not in FAMILIES:
             return data  # the field validator names the choices
-        return {**data, "model": {**FAMILIES[family].defaults(model), **model}}
+        model = {**FAMILIES[family].defaults(model), **model}
+        train = data.get("train", {})
+        if isinstance(train, dict):
+            data = {**data, "train": recipe_defaults(train, {**model, "family": family})}
+        return {**data, "model": model}
 
     @model_validator(mode="after")
     def _consistent(self) -> TrialConfig:
@@ -448,11 +481,12 @@ class ShatteredProbe(Probe):
 
 
 class LesionProbe(Probe):
-    """Test accuracy with single units, and k random units, removed (Veit et al. 2016)."""
+    """Test error against the number of units removed at random, 1 … ``k``, and accuracy with
+    each single unit removed (Veit et al. 2016)."""
 
     at: list[When] = ["end"]
-    k: int = Field(2, ge=1)
-    draws: int = Field(10, ge=1)
+    k: int | None = Field(None, ge=1)  # the most units removed at once; default half the units
+    draws: int = Field(10, ge=1)  # random sets of units per k
 
 
 class ProbesSpec(Section):
@@ -481,10 +515,15 @@ class ObjectiveSpec(Section):
     diverged: Literal["worst"] | float = "worst"  # a diverged run's score, or a stated penalty
 
 
-class SearchSpec(Section):
+class SearchSpec(Grown):
     """Optuna over one continuous parameter inside every grid cell (a grid point without this
-    parameter and without its seed); each candidate is scored by the mean over the seeds."""
+    parameter and without its seed); each candidate is scored by the mean over the seeds.
 
+    ``where`` (grid axis -> value or list of values) limits the search to the cells that match;
+    the other grid points run once, with the parameter as the sweep sets it (Taki's study
+    searches c for its taki arm only, against He init at c = 1)."""
+
+    LATER = ("where",)  # spec hashes of earlier sweeps stand (--resume)
     model_config = ConfigDict(
         frozen=True, extra="forbid", validate_by_name=True, serialize_by_alias=True
     )
@@ -497,6 +536,7 @@ class SearchSpec(Section):
     seed: int = 0
     n_trials: int = Field(20, ge=1)  # candidates per cell
     objective: ObjectiveSpec = ObjectiveSpec()
+    where: dict[str, Any] = {}
 
     @model_validator(mode="after")
     def _distribution(self) -> SearchSpec:

@@ -147,3 +147,48 @@ grid: {seed: [0, 1]}
         ]
         assert float(row["test_acc_mean"]) == pytest.approx(statistics.fmean(seeds))
     assert "Best searched value per cell" in (tmp_path / "out" / "summary.md").read_text()
+
+
+LR_SWEEP = """
+name: lrs
+model: {family: mlp, width: 16, norm: none}
+init: {c: 0.25}
+train: {epochs: 2, batch_size: 128}
+grid:
+  model.depth: [2, 4]
+  train.lr: [0.001, 0.05, 0.3]
+  seed: [0, 1, 2]
+"""
+
+
+def test_report_gives_each_configuration_its_best_final_loss_over_the_swept_lr(
+    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Demystifying ResNet's Fig. 8 statistic, and the median beside mean ± std."""
+    write(tmp_path / "lrs.yaml", LR_SWEEP)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert cli("sweep", "lrs.yaml", "--inline", "-q").code == 0
+    ran = cli("report", "lrs.yaml", "--out", "out")
+    assert ran.code == 0, ran.err
+    _, runs = trial_runs(tmp_path, "lrs")
+    losses: dict[str, dict[float, list[float]]] = {}
+    for run in runs:
+        config = f"depth={run.data.params['model.depth']}"
+        lr = float(run.data.params["train.lr"])
+        losses.setdefault(config, {}).setdefault(lr, []).append(run.data.metrics["train_loss"])
+    best = {r["configuration"]: r for r in rows(tmp_path / "out" / "best_over_lr.csv")}
+    assert set(best) == set(losses) == {"depth=2", "depth=4"}
+    for config, by_lr in losses.items():
+        means = {lr: statistics.fmean(v) for lr, v in by_lr.items()}
+        lr = min(means, key=means.__getitem__)
+        assert float(best[config]["best_lr"]) == lr
+        assert float(best[config]["train_loss_mean"]) == pytest.approx(means[lr])
+        assert best[config]["seeds"] == "3" and best[config]["lrs"] == "3"
+        assert max(means.values()) > 1.5 * means[lr]  # the lr mattered: the choice is real
+    assert (tmp_path / "out" / "best_over_lr.png").read_bytes()[:4] == b"\x89PNG"
+    summary = rows(tmp_path / "out" / "summary.csv")
+    for row in summary:
+        config, lr = row["cell"].split(" lr=")
+        values = losses[config][float(lr)]
+        assert float(row["train_loss_median"]) == pytest.approx(statistics.median(values))

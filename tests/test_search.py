@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from pathlib import Path
 
@@ -101,3 +102,54 @@ search: {param: init.c, log_uniform: [0.01, 100.0], n_trials: 6, sampler: random
     assert scored >= 1
     assert math.isfinite(study.best_value)
     assert status[study.best_trial.params["init.c"]] == "finished"
+
+
+def test_search_where_searches_the_matching_cells_and_runs_the_others_once(
+    tmp_path: Path, cli
+) -> None:
+    """Taki's study: c searched in the taki arm only; He init stays at the sweep's c."""
+    sweep = write(
+        tmp_path / "w.yaml",
+        SWEEP.replace("seed: 3}", "seed: 3, where: {model.shortcut: none}}").replace(
+            "train:", "init: {c: 0.7}\ntrain:"
+        ),
+    )
+    planned = cli("plan", str(sweep))
+    assert planned.code == 0, planned.err
+    assert "1 cells × 4 candidates × 2 seeds + 2 grid trials outside search.where = 10" in (
+        " ".join(planned.out.split())
+    )
+    ran = run_process("sweep", str(sweep), "--inline", "--quiet", cwd=tmp_path)
+    assert ran.code == 0, ran.err[-3000:]
+    _, runs = trial_runs(tmp_path, "searched")
+    assert len(runs) == 4 * 2 + 2
+    fixed = [r for r in runs if r.data.params["model.shortcut"] == "identity"]
+    assert sorted(r.data.params["seed"] for r in fixed) == ["0", "1"]
+    assert all(float(r.data.params["init.c"]) == 0.7 for r in fixed)  # not searched
+    assert all("search_cell" not in r.data.tags for r in fixed)
+    [study] = studies(tmp_path / "resablate-runs" / "searched").values()
+    assert len(study.trials) == 4  # the one searched cell: shortcut none
+    searched = [r for r in runs if r.data.params["model.shortcut"] == "none"]
+    assert {float(r.data.params["init.c"]) for r in searched} == {
+        t.params["init.c"] for t in study.trials
+    }
+    again = run_process("sweep", str(sweep), "--inline", "--quiet", "--resume", cwd=tmp_path)
+    assert again.code == 0, again.err[-3000:]
+    assert len(trial_runs(tmp_path, "searched")[1]) == 10  # nothing ran twice
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("{model.shortcutt: none}", r"search\.where\.model\.shortcutt: not a grid axis"),
+        ("{seed: 0}", r"search\.where\.seed: not a grid axis"),
+        ("{model.shortcut: gate}", r"'gate' is not a value of grid axis model\.shortcut"),
+    ],
+)
+def test_a_bad_search_where_is_refused_naming_the_field(
+    tmp_path: Path, cli, where: str, message: str
+) -> None:
+    sweep = write(tmp_path / "w.yaml", SWEEP.replace("seed: 3}", f"seed: 3, where: {where}}}"))
+    ran = cli("plan", str(sweep))
+    assert ran.code == 2 and len(ran.err.strip().splitlines()) == 1
+    assert re.search(message, ran.err), ran.err

@@ -12,22 +12,27 @@ from tests.conftest import SWEEPS, run_process, trial_runs
 
 # study -> (trials at full scale, trials with --profile cpu; a search counts all its trials)
 SIZES = {
-    "shortcut_depth": (216, 32),
-    "identity_mappings": (33, 11),
-    "init_scale": (540, 16),
+    "shortcut_depth": (351, 104),
+    "identity_mappings": (100, 20),
+    "init_scale": (198, 12),
     "signal_propagation": (81, 18),
-    "mnist_lecture": (10, 5),
+    "mnist_lecture": (18, 9),
 }
 # a further-reduced CPU profile for CI, and the metrics and probe artifacts each run must hold
 REDUCED = {
     "shortcut_depth": (
-        ["train.epochs=3", "grid.model.depth=[6]", "grid.seed=[0]", "grid.init.scheme=[xavier]"],
+        [
+            "train.epochs=3",
+            "grid.model.depth=[6]",
+            "grid.seed=[0]",
+            "grid.init.scheme=[zero]",
+        ],
         ["hessian.max_abs", "weights.all"],
         ["hessian", "weights"],
     ),
     "identity_mappings": (["train.epochs=1"], ["test_acc"], []),
     "init_scale": (
-        ["search.n_trials=2", "grid.model.depth=[8]", "train.epochs=1"],
+        ["search.n_trials=2", "model.depth=8", "train.epochs=1"],
         ["test_acc"],
         [],
     ),
@@ -36,7 +41,11 @@ REDUCED = {
         ["test_acc"],
         ["spp"],
     ),
-    "mnist_lecture": (["train.epochs=1"], ["lesion.whole"], ["lesion", "shattered"]),
+    "mnist_lecture": (
+        ["train.epochs=1"],
+        ["lesion.whole", "lesion.error_k1", "lesion.error_kmax"],
+        ["lesion", "shattered"],
+    ),
 }
 
 
@@ -64,12 +73,15 @@ def test_each_study_runs_its_cpu_profile_end_to_end(tmp_path: Path, study: str) 
     found = planned(study, *args)
     expected = found["search"]["total_trials"] if "search" in found else found["n_trials"]
     sweep = SWEEPS / f"{study}.yaml"
-    ran = run_process("sweep", str(sweep), *args, "--inline", "-q", cwd=tmp_path, timeout=300)
+    # a slower machine than this 2-core one may take twice as long: pytest's own limit is 600 s
+    ran = run_process("sweep", str(sweep), *args, "--inline", "-q", cwd=tmp_path, timeout=540)
     assert ran.code == 0, ran.err[-3000:]
     client, runs = trial_runs(tmp_path, study)
     assert len(runs) == expected
     assert {r.data.tags["resablate.status"] for r in runs} <= {"finished", "diverged"}
-    for run in runs:
+    finished = [r for r in runs if r.data.tags["resablate.status"] == "finished"]
+    assert finished
+    for run in finished:  # a diverged run (He init without norm, Taki's point) has no metrics
         for metric in metrics:
             assert metric in run.data.metrics, (metric, run.data.metrics)
         for probe in probes:
