@@ -182,7 +182,8 @@ def test_shattered_gradients_linear_smooth_plain_white_resnet_brown() -> None:
         net_of(images, family="mnist", depth=24), (1, 8, 8), torch.Generator().manual_seed(1)
     )
     assert abs(plain["autocorr"][1]) < 0.3 and abs(plain["white"][1]) < 0.3
-    assert resnet["autocorr"][1] > 0.8 and resnet["brown"][1] > 0.9
+    # batch norm on the line's batch statistics (measured lag 1: 0.88 here; eval mode gave 0.94)
+    assert resnet["autocorr"][1] > 0.7 and resnet["brown"][1] > 0.9
     for lag in (1, 2, 3):
         assert plain["autocorr"][lag] < resnet["autocorr"][lag]
     assert autocorrelation(torch.tensor([1.0, -1.0] * 8), 2)[1] == pytest.approx(-15 / 16)
@@ -192,12 +193,12 @@ def test_lesion_of_untrained_networks() -> None:
     digits = data.load(DataSpec())
     x, y = digits.x_test, digits.y_test
     zero = net_of(digits.shape, init={"scheme": "zero", "eps": 0.0}, depth=6, width=16)
-    found = lesion(zero, x, y, torch.Generator().manual_seed(0), k=2, draws=5)
+    found = lesion(zero, x, y, torch.Generator().manual_seed(0), draws=5, k=2)
     assert found["single"] == [found["whole"]] * 3  # zero branches: removing one changes nothing
-    assert found["random_k"] == found["whole"] and found["k"] == 2
+    assert found["error_by_k"] == pytest.approx([1 - found["whole"]] * 2) and found["kmax"] == 2
     plain = net_of(digits.shape, depth=6, width=16, shortcut="none")
     lesioned = lesion(plain, x, y, torch.Generator().manual_seed(0))
     counts = torch.bincount(y)
     assert all(acc <= float(counts.max()) / len(y) + 1e-9 for acc in lesioned["single"])
     again = lesion(plain, x, y, torch.Generator().manual_seed(0))
-    assert again["random_k"] == lesioned["random_k"]
+    assert again["error_by_k"] == lesioned["error_by_k"]

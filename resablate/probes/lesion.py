@@ -1,11 +1,17 @@
 """Lesion study (Veit, Wilber, Belongie 2016): test accuracy with residual branches removed.
 
 Removing unit l's branch keeps its shortcut, x_{l+1} = h(x_l) (``ResNet.lesioned``). Residual
-networks degrade smoothly, like ensembles of shallower paths; plain networks collapse.
+networks degrade smoothly as more units are removed, like ensembles of shallower paths: test
+error rises gently with the number k of units removed at random. Plain networks, whose lesioned
+unit passes nothing on, collapse at k = 1.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
+import statistics
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -22,25 +28,50 @@ def accuracy(net: nn.Module, x: Tensor, y: Tensor, batch: int = 1024) -> float:
 
 
 def lesion(
-    net: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator, k: int = 2, draws: int = 10
+    net: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    generator: torch.Generator,
+    draws: int = 10,
+    k: int | None = None,
 ) -> dict[str, Any]:
-    """``whole``, ``single`` (each unit removed alone, in order), ``random_k`` (mean over
-    ``draws`` random sets of ``k`` units) and ``k``."""
+    """Test accuracy and error of ``net`` in eval mode with units' branches removed.
+
+    ``whole``: accuracy with nothing removed; ``single``: accuracy with each unit removed alone,
+    in order; ``error_by_k``: mean test error with k = 1 … ``k`` units removed (entry k − 1;
+    ``k`` defaults to half the units), over ``draws`` random sets of k units, or over every set
+    where there are no more than ``draws`` of them (k = 1 is always the mean over ``single``);
+    ``error_k1`` and ``error_kmax`` its first and last entries, ``kmax`` the largest k.
+    """
     units = len(net.units)  # type: ignore[arg-type]
-    k = min(k, units)
+    kmax = min(k or max(units // 2, 1), units)
     was_training = net.training
     net.eval()
+
+    def without(chosen: Iterable[int]) -> float:
+        with net.lesioned(chosen):  # type: ignore[operator]
+            return accuracy(net, x, y)
+
     try:
         whole = accuracy(net, x, y)
-        single = []
-        for i in range(units):
-            with net.lesioned([i]):  # type: ignore[operator]
-                single.append(accuracy(net, x, y))
-        removed = []
-        for _ in range(draws):
-            chosen = torch.randperm(units, generator=generator)[:k].tolist()
-            with net.lesioned(chosen):  # type: ignore[operator]
-                removed.append(accuracy(net, x, y))
+        single = [without([i]) for i in range(units)]
+        error_by_k = [1.0 - statistics.fmean(single)]
+        for size in range(2, kmax + 1):
+            if math.comb(units, size) <= draws:
+                sets: Iterable[Iterable[int]] = itertools.combinations(range(units), size)
+            else:
+                sets = [
+                    torch.randperm(units, generator=generator)[:size].tolist()
+                    for _ in range(draws)
+                ]
+            error_by_k.append(1.0 - statistics.fmean(without(s) for s in sets))
     finally:
         net.train(was_training)
-    return {"whole": whole, "single": single, "random_k": sum(removed) / len(removed), "k": k}
+    return {
+        "whole": whole,
+        "single": single,
+        "error_by_k": error_by_k,
+        "error_k1": error_by_k[0],
+        "error_kmax": error_by_k[-1],
+        "kmax": kmax,
+    }

@@ -87,7 +87,7 @@ def _shattered(
 
 @PROBES.register("lesion")
 def _lesion(net: nn.Module, data: ProbeData, options: dict[str, Any], g: torch.Generator) -> dict:
-    return dict(lesion(net, data.x_test, data.y_test, g, k=options["k"], draws=options["draws"]))
+    return lesion(net, data.x_test, data.y_test, g, draws=options["draws"], k=options["k"])
 
 
 def measure(

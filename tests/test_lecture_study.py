@@ -1,0 +1,90 @@
+"""Study 5, ``mnist_lecture`` (science.md §7.5), has the lecture's arms at full scale and with
+``--profile cpu``: Balduzzi et al.'s shattered-gradient nets, the lesion study's ResNet against a
+plain net of the same depth, Looks-Linear against its He + CReLU control, one factor per arm."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from resablate.plan import make_plan
+from tests.conftest import SWEEPS
+
+SWEEP = SWEEPS / "mnist_lecture.yaml"
+MODEL = ("shortcut", "depth", "shortcut_depth", "drop_path", "activation", "act")
+RESNET = {
+    "shortcut": "identity",
+    "depth": 25,
+    "shortcut_depth": 2,
+    "drop_path": 0.0,
+    "activation": "post",
+    "act": "relu",
+    "scheme": "he",
+}
+
+
+def arms(profile: str | None) -> list[dict[str, Any]]:
+    """The distinct arms of the plan (seeds folded), each as its model fields and init scheme;
+    ``layers`` counts the weight layers of its units."""
+    plan = make_plan(SWEEP, profile=profile)
+    assert plan.spec.probes is not None
+    assert plan.spec.probes.shattered and plan.spec.probes.shattered.at == ["init"]
+    assert plan.spec.probes.lesion and plan.spec.probes.lesion.at == ["end"]
+    found: list[dict[str, Any]] = []
+    for trial in plan.trials:
+        model = trial.config["model"]
+        arm = {**{k: model[k] for k in MODEL}, "scheme": trial.config["init"]["scheme"]}
+        if arm not in found:
+            found.append(arm)
+    return found
+
+
+def changed(a: dict[str, Any], b: dict[str, Any]) -> set[str]:
+    """The factors two arms differ in; depth and shortcut depth together are one: the layers."""
+    keys = {k for k in a if a[k] != b[k]}
+    if keys & {"depth", "shortcut_depth"}:
+        keys = (keys - {"depth", "shortcut_depth"}) | {"layers"}
+    return keys
+
+
+@pytest.mark.parametrize("profile", [None, "cpu"])
+def test_shattered_gradient_arms_are_balduzzis_figure_1(profile: str | None) -> None:
+    found = arms(profile)
+    layers = {(a["shortcut"], a["depth"] * a["shortcut_depth"]) for a in found}
+    assert {("none", 1), ("none", 24), ("identity", 50)} <= layers  # 1-, 24-layer plain; ResNet
+    assert RESNET in found  # the 50-layer ResNet is the lecture net: 25 units of 2 layers
+
+
+@pytest.mark.parametrize("profile", [None, "cpu"])
+def test_lesion_compares_the_resnet_with_a_plain_net_of_the_same_depth(
+    profile: str | None,
+) -> None:
+    found = arms(profile)
+    assert {**RESNET, "shortcut": "none"} in found
+
+
+@pytest.mark.parametrize("profile", [None, "cpu"])
+def test_looks_linear_has_he_crelu_as_its_control_one_factor_per_arm(
+    profile: str | None,
+) -> None:
+    found = arms(profile)
+    preact = {**RESNET, "activation": "full_preact"}
+    control = {**preact, "act": "crelu"}  # He + CReLU
+    looks_linear = {**control, "scheme": "looks_linear"}
+    assert preact in found and control in found and looks_linear in found
+    assert changed(looks_linear, control) == {"scheme"}
+    assert changed(control, preact) == {"act"}
+    assert changed(preact, RESNET) == {"activation"}
+    for arm in found:  # every arm is one step from another: the resnet, or a chain to it
+        assert arm == RESNET or any(len(changed(arm, other)) == 1 for other in found), arm
+    assert {**RESNET, "shortcut": "gate"} in found and {**RESNET, "drop_path": 0.5} in found
+
+
+def test_cpu_profile_keeps_the_arms_and_shrinks_the_rest() -> None:
+    full, cpu = make_plan(SWEEP), make_plan(SWEEP, profile="cpu")
+    assert arms(None) == arms("cpu") and len(arms(None)) == 9
+    assert len(full.trials) == 18 and len(cpu.trials) == 9  # 2 seeds; 1 seed
+    assert {t.config["data"]["name"] for t in cpu.trials} == {"digits"}
+    assert {t.config["model"]["channels"] for t in full.trials} == {16}
+    assert {t.config["model"]["channels"] for t in cpu.trials} == {8}
