@@ -470,24 +470,38 @@ def _weight_norms(
 
 
 def _lesion(sweep: SweepRuns, finished: list[RunData], grid: list[str], report: Report) -> None:
-    """Test accuracy with each single unit's branch removed, after training (Veit et al.)."""
+    """Veit et al.'s lesion study after training: test error against the number k of units
+    removed at random (a ResNet degrades smoothly, a plain net collapses at k = 1), and test
+    accuracy with each single unit's branch removed."""
     import matplotlib.pyplot as plt
 
     found = _probe_groups(sweep, finished, grid, "lesion", "last")
     if not found:
         report.skipped.append(("lesion.png", "no lesion probe recorded"))
         return
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, (by_k, single_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
+    rows = []
     for name, results in found.items():
+        curves = [r["error_by_k"] for r in results if "error_by_k" in r]
+        if curves:
+            errors = _mean_curve(curves)
+            ks = list(range(1, len(errors) + 1))
+            by_k.plot(ks, errors, marker=".", label=name)
+            rows += [[name, k, e, len(curves)] for k, e in zip(ks, errors, strict=True)]
         single = _mean_curve([r["single"] for r in results])
         whole = statistics.fmean(r["whole"] for r in results)
-        (line,) = ax.plot(range(1, len(single) + 1), single, marker=".", label=name)
-        ax.axhline(whole, color=line.get_color(), linestyle=":", linewidth=1)
-    ax.set_xlabel("unit removed")
-    ax.set_ylabel("test accuracy (dotted: nothing removed)")
-    _legend(ax, len(found))
+        (line,) = single_ax.plot(range(1, len(single) + 1), single, marker=".", label=name)
+        single_ax.axhline(whole, color=line.get_color(), linestyle=":", linewidth=1)
+    by_k.set_xlabel("units removed at random (k)")
+    by_k.set_ylabel("test error (mean over draws and seeds)")
+    single_ax.set_xlabel("unit removed")
+    single_ax.set_ylabel("test accuracy (dotted: nothing removed)")
+    _legend(by_k, len(found))
     fig.suptitle(f"{sweep.experiment}: lesions")
     _save(fig, report, "lesion.png")
+    if rows:
+        _write_csv(report.out / "lesion.csv", ["configuration", "k", "test_error", "seeds"], rows)
+        report.drawn.append("lesion.csv")
 
 
 def _shattered(sweep: SweepRuns, finished: list[RunData], grid: list[str], report: Report) -> None:

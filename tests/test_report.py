@@ -93,6 +93,26 @@ def test_report_draws_what_was_recorded_and_its_numbers_are_mlflows(
         f"depth={d} shortcut={s}" for d in (2, 4) for s in ("identity", "none")
     }
 
+    lesions = {
+        (r["configuration"], r["k"]): float(r["test_error"]) for r in rows(out / "lesion.csv")
+    }
+    for run in runs:  # k = 1: each seed's mean error over its single removals, seeds averaged
+        config = (
+            f"depth={run.data.params['model.depth']} shortcut={run.data.params['model.shortcut']}"
+        )
+        seeds = [
+            r.data.metrics["lesion.error_k1"]
+            for r in runs
+            if r.data.params["model.depth"] == run.data.params["model.depth"]
+            and r.data.params["model.shortcut"] == run.data.params["model.shortcut"]
+        ]
+        assert lesions[(config, "1")] == pytest.approx(statistics.fmean(seeds))
+    for depth in (2, 4):  # a plain net collapses when a unit is removed, a ResNet does not
+        plain, resnet = (
+            lesions[(f"depth={depth} shortcut={s}", "1")] for s in ("none", "identity")
+        )
+        assert plain > 0.6 and plain > resnet + 0.2, (plain, resnet)
+
     [parent_id] = {r.data.tags["mlflow.parentRunId"] for r in runs}
     logged = {a.path for a in client.list_artifacts(parent_id, "report")}
     assert {f"report/{n}" for n in [*drawn, "degradation.csv", "report.md"]} <= logged

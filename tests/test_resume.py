@@ -283,12 +283,14 @@ def test_resume_refuses_a_changed_sweep_unless_forced(tmp_path: Path, cli, monke
 
 
 def test_a_second_driver_of_the_same_sweep_is_refused(tmp_path: Path) -> None:
-    sweep = write(tmp_path / "k.yaml", GRID)
+    # trials long enough (minutes) that the first driver still runs whatever the machine's speed
+    sweep = write(tmp_path / "k.yaml", GRID.replace("epochs: 5", "epochs: 5000"))
     db = tmp_path / "mlflow.db"
     proc = start(tmp_path, str(sweep), "--inline")
     try:
         wait_until(proc, lambda: db.exists() and len(query(db)(CHILDREN)) >= 1)
         second = run_process("sweep", str(sweep), "--inline", "-q", cwd=tmp_path)
+        assert proc.poll() is None  # the first driver was running all along
         assert second.code == 2
         assert f"resablate-runs/killed (driver pid {proc.pid})" in second.err
     finally:

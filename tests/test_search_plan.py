@@ -27,6 +27,7 @@ def test_plan_sizes_the_search_as_cells_times_candidates_times_seeds(tmp_path: P
         "cells": 4,
         "candidates_per_cell": 4,
         "seeds": 3,
+        "unsearched_trials": 0,
         "total_trials": 48,
     }
     assert found["n_trials"] == 12  # the grid's points, each later run at every candidate c
