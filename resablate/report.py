@@ -110,6 +110,7 @@ def make_report(sweep: SweepRuns, out: Path) -> Report:
         _learning_curves,
         _signal_propagation,
         _hessian,
+        _hessian_training,
         _weight_norms,
         _lesion,
         _shattered,
@@ -444,6 +445,44 @@ def _hessian(sweep: SweepRuns, finished: list[RunData], grid: list[str], report:
         rows,
     )
     report.drawn.append("hessian.csv")
+
+
+def _hessian_training(
+    sweep: SweepRuns, finished: list[RunData], grid: list[str], report: Report
+) -> None:
+    """The Hessian's index and largest |λ| against the epoch, per configuration (Demystifying
+    ResNet, Figs. 5-6), from the probes a sweep ran during training (``hessian: {every: k}``)."""
+    import matplotlib.pyplot as plt
+
+    series = {r.run_id: sweep.probe(r.run_id, "hessian") or {} for r in finished}
+    runs = [r for r in finished if len(series[r.run_id]) > 1]
+    if not runs:
+        report.skipped.append(
+            ("hessian_training.png", "no hessian probe recorded during training (every: k)")
+        )
+        return
+    configs = group(runs, lambda r: label(r, [a for a in grid if a != SEED]))
+    fig, (index_ax, max_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
+    rows = []
+    for name, members in configs.items():
+        epochs = sorted(set.intersection(*(set(series[r.run_id]) for r in members)))
+        index = [[float(series[r.run_id][e]["index"]) for r in members] for e in epochs]
+        largest = [[float(series[r.run_id][e]["max_abs"]) for r in members] for e in epochs]
+        index_ax.plot(epochs, [statistics.fmean(v) for v in index], marker=".", label=name)
+        max_ax.plot(epochs, [statistics.fmean(v) for v in largest], marker=".", label=name)
+        for e, i, m in zip(epochs, index, largest, strict=True):
+            rows.append([name, e, len(members), *mean_std(i), *mean_std(m)])
+    index_ax.set_ylabel("index (fraction of λ < 0)")
+    max_ax.set_ylabel("max |λ|")
+    max_ax.set_yscale("symlog")
+    for ax in (index_ax, max_ax):
+        ax.set_xlabel("epoch (0: initialization)")
+        _legend(ax, len(configs))
+    fig.suptitle(f"{sweep.experiment}: Hessian during training (mean over seeds)")
+    _save(fig, report, "hessian_training.png")
+    header = ["configuration", "epoch", "seeds", "index_mean", "index_std"]
+    _write_csv(report.out / "hessian_training.csv", [*header, "max_abs_mean", "max_abs_std"], rows)
+    report.drawn.append("hessian_training.csv")
 
 
 def _weight_norms(

@@ -212,3 +212,38 @@ def test_report_gives_each_configuration_its_best_final_loss_over_the_swept_lr(
         config, lr = row["cell"].split(" lr=")
         values = losses[config][float(lr)]
         assert float(row["train_loss_median"]) == pytest.approx(statistics.median(values))
+
+
+def test_report_draws_the_hessian_during_training_from_mlflows_numbers(
+    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Demystifying ResNet's Figs. 5-6: index and largest |λ| at init and every k epochs."""
+    write(
+        tmp_path / "h.yaml",
+        "name: hess\nmodel: {width: 8, depth: 4}\ninit: {c: 0.5}\n"
+        "train: {epochs: 2, batch_size: 256, lr: 0.05}\n"
+        "probes: {hessian: {at: [init], every: 1, batch: 64}}\n"
+        "grid: {model.shortcut: [identity, none], seed: [0, 1]}\n",
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert cli("sweep", "h.yaml", "--inline", "-q").code == 0
+    ran = cli("report", "h.yaml", "--out", "out")
+    assert ran.code == 0, ran.err
+    assert (tmp_path / "out" / "hessian_training.png").read_bytes()[:4] == b"\x89PNG"
+    client, runs = trial_runs(tmp_path, "hess")
+    table = rows(tmp_path / "out" / "hessian_training.csv")
+    assert sorted({r["epoch"] for r in table}) == ["0", "1", "2"]
+    for row in table:
+        members = [
+            r
+            for r in runs
+            if f"shortcut={r.data.params['model.shortcut']}" == row["configuration"]
+        ]
+        found = []
+        for run in members:
+            history = client.get_metric_history(run.info.run_id, "hessian.index")
+            found += [m.value for m in history if m.step == int(row["epoch"])]
+        assert len(found) == 2 and float(row["index_mean"]) == pytest.approx(
+            statistics.fmean(found)
+        )
