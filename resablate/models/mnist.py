@@ -4,7 +4,8 @@
 (bias) -> N -> +x -> σ] (the ``post`` placement, the default) -> average pool over the whole map
 -> σ -> linear C -> classes. ``depth`` counts units; ``channels`` (16) and ``kernel`` (3) as given.
 The σ after conv0 is the placement's stem σ: placements whose stem has none (``full_preact``, the
-branch positions ``pre``/``mid``/...) feed conv0's output to the units as it is.
+branch positions ``pre``/``mid``/...) feed conv0's output to the units as it is; ``full_preact``
+units end the net with N, σ before the pooling, as He et al. 2016's pre-activation nets do.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from torch import nn
 
 from resablate.errors import ConfigError
 from resablate.models.blocks import UnitPlan
-from resablate.models.layers import ACTS
+from resablate.models.layers import ACTS, NORMS
 from resablate.models.network import ResNet, build_units
 from resablate.models.placement import parse_placement
 
@@ -55,10 +56,16 @@ def build(spec: ModelSpec, init: InitSpec, shape: DataShape) -> ResNet:
         stem.add_module("act", act.make())
     plan = UnitPlan((c,) * (n + 1), (k,) * n, bias=True)
     units = build_units([plan] * spec.depth, spec, init)
-    head = nn.Sequential(
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        act.make(),
-        nn.Linear(c * act.widen, shape.classes, bias=True),
-    )
+    # pool -> σ -> linear; full pre-activation units leave their sum unnormalized, so the net
+    # ends with N, σ before pooling (He et al. 2016), which the σ after pooling would repeat
+    if parse_placement(spec.activation).final == "norm_act":
+        ending = [NORMS[spec.norm](c, True, spec.groups), act.make(), *pooled()]
+    else:
+        ending = [*pooled(), act.make()]
+    head = nn.Sequential(*ending, nn.Linear(c * act.widen, shape.classes, bias=True))
     return ResNet(stem, units, head)
+
+
+def pooled() -> list[nn.Module]:
+    """Average pooling over the whole map, to one vector per sample."""
+    return [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
