@@ -353,10 +353,13 @@ def report(
     degradation.png/.csv     final train and test error against depth, mean ± std over seeds
     learning_curves.png      train loss and test accuracy per epoch, per configuration
     signal_propagation.png   forward / backward variance per unit at init (spp probe)
+    best_over_lr.md/.csv/.png  best final train loss over a train.lr axis, per configuration
     hessian.png/.csv         condition number and index at init against depth (hessian probe)
+    hessian_training.png/.csv  index and max |λ| over epochs (hessian probe with every: k)
     weight_norms.png         weight norms over epochs (weights probe)
-    lesion.png, shattered.png, search.png/.csv (Optuna: searched value against the objective)
-    summary.md/.csv          mean ± std of the final metrics per cell, best searched value
+    lesion.png/.csv          test error against k units removed, each unit removed alone
+    shattered.png, search.png/.csv (Optuna: searched value against the objective)
+    summary.md/.csv          mean ± std and median of the final metrics per cell, best c
 
     Only what the sweep recorded is drawn; report.md names what was not and why. The files are
     also logged to the sweep's parent run (artifacts report/...), next to its runs in the UI.
