@@ -36,16 +36,7 @@ def main() -> None:
     run_trial(config)
     epoch = time.perf_counter() - start
     net = models.build(model(depth, width), InitSpec(), digits.shape, torch.Generator())
-    probe_data = ProbeData(
-        digits.x_train,
-        digits.y_train,
-        digits.x_train,
-        digits.y_train,
-        digits.x_test,
-        digits.y_test,
-        loss_fn("ce", 10),
-        10,
-    )
+    probe_data = ProbeData.of(digits, loss_fn("ce", 10))
     defaults = ProbesSpec.model_validate(
         {"spp": {}, "hessian": {"method": "lanczos"}, "weights": {}, "shattered": {}, "lesion": {}}
     )

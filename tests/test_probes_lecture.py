@@ -189,16 +189,7 @@ def test_lesion_probe_options_and_metrics() -> None:
     assert LesionProbe().k is None and LesionProbe().draws == 10
     digits = data.load(DataSpec())
     net = net_of(digits.shape, depth=8, width=16)
-    probe_data = ProbeData(
-        digits.x_train,
-        digits.y_train,
-        digits.x_train,
-        digits.y_train,
-        digits.x_test,
-        digits.y_test,
-        loss_fn("ce", 10),
-        10,
-    )
+    probe_data = ProbeData.of(digits, loss_fn("ce", 10))
     options = LesionProbe(k=3, draws=2).model_dump()
     found = PROBES["lesion"](net, probe_data, options, torch.Generator().manual_seed(0))
     assert len(found["error_by_k"]) == 3

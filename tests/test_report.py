@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import statistics
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,15 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
             main(["sweep", "r.yaml", "--inline", "-q"])
     assert ended.value.code == 0
     return folder
+
+
+def configuration(run: Any) -> str:
+    return f"depth={run.data.params['model.depth']} shortcut={run.data.params['model.shortcut']}"
+
+
+def over_seeds(runs: list[Any], run: Any, metric: str) -> list[float]:
+    """``metric`` of every run of ``run``'s configuration: its seeds."""
+    return [r.data.metrics[metric] for r in runs if configuration(r) == configuration(run)]
 
 
 def rows(path: Path) -> list[dict[str, str]]:
@@ -77,15 +87,8 @@ def test_report_draws_what_was_recorded_and_its_numbers_are_mlflows(
     summary = {r["cell"]: r for r in rows(out / "summary.csv")}
     assert len(summary) == 4
     for run in runs:
-        cell = (
-            f"depth={run.data.params['model.depth']} shortcut={run.data.params['model.shortcut']}"
-        )
-        seeds = [
-            r.data.metrics["train_loss"]
-            for r in runs
-            if r.data.params["model.depth"] == run.data.params["model.depth"]
-            and r.data.params["model.shortcut"] == run.data.params["model.shortcut"]
-        ]
+        seeds = over_seeds(runs, run, "train_loss")
+        cell = configuration(run)
         assert float(summary[cell]["train_loss_mean"]) == pytest.approx(statistics.fmean(seeds))
         assert summary[cell]["finished"] == "2"
     units = rows(out / "signal_propagation.csv")
@@ -97,16 +100,8 @@ def test_report_draws_what_was_recorded_and_its_numbers_are_mlflows(
         (r["configuration"], r["k"]): float(r["test_error"]) for r in rows(out / "lesion.csv")
     }
     for run in runs:  # k = 1: each seed's mean error over its single removals, seeds averaged
-        config = (
-            f"depth={run.data.params['model.depth']} shortcut={run.data.params['model.shortcut']}"
-        )
-        seeds = [
-            r.data.metrics["lesion.error_k1"]
-            for r in runs
-            if r.data.params["model.depth"] == run.data.params["model.depth"]
-            and r.data.params["model.shortcut"] == run.data.params["model.shortcut"]
-        ]
-        assert lesions[(config, "1")] == pytest.approx(statistics.fmean(seeds))
+        seeds = over_seeds(runs, run, "lesion.error_k1")
+        assert lesions[(configuration(run), "1")] == pytest.approx(statistics.fmean(seeds))
     for depth in (2, 4):  # a plain net collapses when a unit is removed, a ResNet does not
         plain, resnet = (
             lesions[(f"depth={depth} shortcut={s}", "1")] for s in ("none", "identity")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +21,9 @@ from resablate.probes.shattered import shattered_gradients
 from resablate.probes.spp import noise_batch, signal_propagation
 from resablate.probes.weights import weight_norms
 from resablate.registry import Registry
+
+if TYPE_CHECKING:
+    from resablate.data import Tensors
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,12 @@ class ProbeData:
     y_test: Tensor
     loss: Callable[[Tensor, Tensor], Tensor]
     classes: int
+
+    @classmethod
+    def of(cls, tensors: Tensors, loss: Callable[[Tensor, Tensor], Tensor]) -> ProbeData:
+        """A data set's tensors, the probe batch being the training set in its own order."""
+        x, y = tensors.x_train, tensors.y_train
+        return cls(x, y, x, y, tensors.x_test, tensors.y_test, loss, tensors.shape.classes)
 
 
 Measure = Callable[[nn.Module, ProbeData, dict[str, Any], torch.Generator], dict[str, Any]]
