@@ -79,9 +79,11 @@ def _registry_name(path: str, value: str) -> str:
     return registries()[path].check(value)
 
 
-class ModelSpec(Section):
+class ModelSpec(Grown):
     """The network (science.md §1, §2). Fields a family sets itself (its depth convention,
     placement, norm, ...) take the family's defaults in a trial's config when left out."""
+
+    LATER = ("stages",)  # trial ids of earlier sweeps stand (--resume)
 
     model_config = ConfigDict(
         frozen=True, extra="forbid", validate_by_name=True, serialize_by_alias=True
@@ -93,6 +95,9 @@ class ModelSpec(Section):
     channels: int | None = Field(None, ge=1)  # conv families: base width (mnist 16, cifar 16, ...)
     kernel: int = Field(3, ge=1)  # mnist family
     block: Literal["basic", "bottleneck"] = "basic"
+    # cifar family: He 2015's three stages (16, 32, 64 channels); 1 keeps the first stage's width
+    # throughout, e.g. Taki's 100 one-layer units (depth = stages·n·k + 2)
+    stages: int = Field(3, ge=1)
     stem: Literal["imagenet", "cifar"] = "imagenet"  # imagenet family: cifar = 3×3, no max-pool
     shortcut: str = "identity"
     shortcut_depth: int = Field(2, ge=1)

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from resablate import data, models
 from resablate.data import DataShape
-from resablate.errors import SpecError
+from resablate.errors import ConfigError, SpecError
 from resablate.plan import make_plan
 from resablate.probes.hessian import hessian_spectrum
 from resablate.spec import DataSpec, InitSpec, ModelSpec, TrialConfig
@@ -198,13 +198,26 @@ def test_mid_on_a_one_layer_branch_in_a_sweep_exits_2_naming_the_field(
 # -- Taki's networks: one-layer units in the cifar family ----------------------------------------
 
 
-def test_the_cifar_family_builds_one_layer_units() -> None:
-    model = ModelSpec(family="cifar", depth=101, shortcut_depth=1, activation="post", norm="none")
+def test_the_cifar_family_builds_one_layer_units_in_three_stages_or_one() -> None:
     shape = DataShape((3, 32, 32), 10)
-    models.check(model, InitSpec(scheme="taki"), shape)
-    net = models.build(model, InitSpec(scheme="taki"), shape, torch.Generator())
-    assert len(net.units) == 99 and all(len(u.weights) == 1 for u in net.units)
-    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    for stages, depth, units, widths in ((3, 101, 99, {16, 32, 64}), (1, 102, 100, {16})):
+        model = ModelSpec(
+            family="cifar", depth=depth, stages=stages, shortcut_depth=1, activation="post"
+        )
+        models.check(model, InitSpec(scheme="taki"), shape)
+        net = models.build(model, InitSpec(scheme="taki"), shape, torch.Generator())
+        assert len(net.units) == units and all(len(u.weights) == 1 for u in net.units)
+        assert {u.plan.widths[-1] for u in net.units} == widths
+        assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(
+        ConfigError, match=r"1 stage\(s\): depth = 1·n·k \+ 2, legal depths are 4, 6"
+    ):
+        models.check(ModelSpec(family="cifar", depth=101, stages=1), InitSpec(), shape)
+    # the field came later: a config that leaves it at 3 keeps its trial id
+    assert (
+        "stages"
+        not in TrialConfig.model_validate({"model": {"family": "cifar"}}).model_dump()["model"]
+    )
 
 
 # -- the studies' arms, as their papers define them ----------------------------------------------
@@ -272,7 +285,7 @@ def test_init_scale_is_taki_s_experiment() -> None:
     model = ModelSpec.model_validate(plan.trials[0].config["model"])
     shape = DataShape((3, 32, 32), 10)
     net = models.build(model, InitSpec(), shape, torch.Generator())
-    assert len(net.units) == 99 and all(len(u.weights) == 1 for u in net.units)
+    assert len(net.units) == 100 and all(len(u.weights) == 1 for u in net.units)
     assert arms("init_scale.yaml", "init.scheme", "model.norm") == {
         ("he", "none"),
         ("taki", "none"),

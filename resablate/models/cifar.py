@@ -4,7 +4,8 @@ conv3×3 with 16 channels -> three stages of k units (16, 32, 64 channels; strid
 unit of stages 2 and 3) -> global average pool -> linear. ``block: basic`` units have n 3×3 layers
 (depth 6k+2 for n = 2: 20, 32, 44, 56, 110, 1202); ``block: bottleneck`` units are 1×1, 3×3 ... 1×1
 with 4× expansion (stage outputs 64, 128, 256: depth 9k+2 for n = 3: 164, 1001, pre-act ResNet).
-In general depth = 3·n·k + 2, so a study may fix the weight layers while varying n.
+In general depth = 3·n·k + 2, so a study may fix the weight layers while varying n. ``stages: 1``
+keeps 16 channels throughout (depth = n·k + 2): Taki 2017's 100 one-layer units are depth 102.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from resablate.models.network import ResNet, build_units, head, stem_tail
 if TYPE_CHECKING:
     from resablate.data import DataShape
     from resablate.spec import InitSpec, ModelSpec
-
-STAGES = 3
 
 
 def defaults(model: dict[str, Any]) -> dict[str, Any]:
@@ -41,12 +40,14 @@ def check(spec: ModelSpec, init: InitSpec, shape: DataShape) -> None:
     n = spec.shortcut_depth
     if spec.block == "bottleneck" and n < 2:
         raise ConfigError("model.shortcut_depth", "a bottleneck unit has at least 2 layers")
-    if (spec.depth - 2) % (STAGES * n) or spec.depth < STAGES * n + 2:
-        legal = ", ".join(str(STAGES * n * k + 2) for k in (1, 2, 3, 6, 18))
+    per_unit = spec.stages * n
+    if (spec.depth - 2) % per_unit or spec.depth < per_unit + 2:
+        legal = ", ".join(str(per_unit * k + 2) for k in (1, 2, 3, 6, 18))
+        stages = "" if spec.stages == 3 else f" and {spec.stages} stage(s)"
         raise ConfigError(
             "model.depth",
-            f"{spec.depth} does not fit family cifar with shortcut_depth {n}: depth = 3·n·k + 2,"
-            f" legal depths are {legal}, ...",
+            f"{spec.depth} does not fit family cifar with shortcut_depth {n}{stages}:"
+            f" depth = {spec.stages}·n·k + 2, legal depths are {legal}, ...",
         )
     if len(shape.input_shape) != 3:
         raise ConfigError(
@@ -76,11 +77,11 @@ def unit_plans(
 
 def build(spec: ModelSpec, init: InitSpec, shape: DataShape) -> ResNet:
     c = spec.channels or 16
-    k = (spec.depth - 2) // (STAGES * spec.shortcut_depth)
+    k = (spec.depth - 2) // (spec.stages * spec.shortcut_depth)
     conv = nn.Conv2d(shape.input_shape[0], c, 3, padding=1, bias=False)
     if INITS[init.scheme].normalizer_free:  # Brock et al. 2021: γ = 1, no σ precedes the stem
         ScaledWS.register(conv, 1.0)
     stem = nn.Sequential(conv, *stem_tail(spec, c, spatial=True))
-    plans = unit_plans(spec, c, c, [k] * STAGES)
+    plans = unit_plans(spec, c, c, [k] * spec.stages)
     units = build_units(plans, spec, init)
     return ResNet(stem, units, head(spec, plans[-1].widths[-1], shape.classes, True, bias=True))
