@@ -208,6 +208,11 @@ PARENTS = (
 )
 
 
+# trials of a few seconds each, so that a Ctrl-C pressed as one finishes lands before the sweep
+# ends on any machine (with 5 epochs a fast one finished all five first)
+LONGER = GRID.replace("epochs: 5", "epochs: 40")
+
+
 def ctrl_c(tmp_path: Path, sweep: Path, after: int, *flags: str) -> str:
     """Run the sweep, press Ctrl-C once ``after`` trials finished; check the graceful stop."""
     db = tmp_path / "mlflow.db"
@@ -227,7 +232,7 @@ def ctrl_c(tmp_path: Path, sweep: Path, after: int, *flags: str) -> str:
 
 
 def test_ctrl_c_stops_gracefully_and_resume_finishes(tmp_path: Path) -> None:
-    sweep = write(tmp_path / "k.yaml", GRID)
+    sweep = write(tmp_path / "k.yaml", LONGER)
     ctrl_c(tmp_path, sweep, 2)
     before = finished_ids(tmp_path / "mlflow.db")
 
@@ -242,7 +247,7 @@ def test_ctrl_c_stops_gracefully_and_resume_finishes(tmp_path: Path) -> None:
 
 
 def test_an_interrupted_inline_sweep_is_hinted_at_by_the_next_run(tmp_path: Path) -> None:
-    sweep = write(tmp_path / "k.yaml", GRID)
+    sweep = write(tmp_path / "k.yaml", LONGER)
     ctrl_c(tmp_path, sweep, 1, "--inline")
 
     again = run_process("sweep", str(sweep), "--inline", "--set", "grid.seed=[0]", cwd=tmp_path)
