@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from resablate import data, models
-from resablate.spec import TrialConfig
-from resablate.train import Compute, run_trial
+from resablate.catalog import trial_config
+from resablate.compute import Compute
+from resablate.train import run_trial
 
 
 def config(args: argparse.Namespace, device: str) -> dict[str, Any]:
@@ -49,14 +50,14 @@ def config(args: argparse.Namespace, device: str) -> dict[str, Any]:
 
 def resablate_epochs(raw: dict[str, Any], device: str) -> list[float]:
     reports: list[dict[str, Any]] = []
-    run_trial(raw, report=reports.append, device=device)
+    run_trial(trial_config(raw), report=reports.append, device=device)
     return [r["epoch_time"] for r in reports]
 
 
 def hand_epochs(raw: dict[str, Any], device: str) -> list[float]:
     """The least a training loop can do: the same model, data on the device, SGD, a shuffled
     pass over the training set and an evaluation pass over the test set per epoch."""
-    cfg = TrialConfig.model_validate(raw)
+    cfg = trial_config(raw)
     tensors = data.load(cfg.data).to(device)
     compute = Compute(cfg.train, torch.device(device))
     net, forward = compute.model(
@@ -145,7 +146,7 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     name = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({os.cpu_count()} cores)"
     raw = config(args, device)
-    n_train = len(data.load(TrialConfig.model_validate(raw).data).y_train)
+    n_train = len(data.load(trial_config(raw).data).y_train)
     print(
         f"device {name}; cifar ResNet-{args.depth} ({args.channels} channels), {n_train}"
         f" training images, batch {args.batch_size}, {args.precision}"

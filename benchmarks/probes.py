@@ -13,9 +13,10 @@ import time
 import torch
 
 from resablate import data, models
+from resablate.optim import loss_fn
 from resablate.probes.measure import ProbeData, measure
 from resablate.spec import DataSpec, InitSpec, ModelSpec, ProbesSpec
-from resablate.train import loss_fn, run_trial
+from resablate.train import run_trial
 
 
 def model(depth: int, width: int) -> ModelSpec:

@@ -9,9 +9,7 @@ import atexit
 import contextlib
 import json
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +19,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from resablate import __version__
+from resablate.cli_jobs import jobs_, logs, stop, submit
+from resablate.cli_options import TRACKING_URI, overrides
 from resablate.errors import UserError
 
-SET_HELP = (
-    "Override a field before validation, YAML-typed; repeatable. A grid axis takes a list:"
-    " --set grid.model.depth=[2,4]. Setting a field that is a grid axis fixes it to that value."
-)
 EXAMPLES = """
 \b
 Examples:
@@ -51,29 +47,9 @@ def cli() -> None:
     """
 
 
-PROFILE_HELP = (
-    "Apply the sweep file's profiles.NAME entries first (e.g. cpu: the study at laptop scale),"
-    " then --set."
-)
-
-
-TRACKING_URI = click.option(
-    "--tracking-uri",
-    metavar="URI",
-    help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).",
-)
-
-
-def _overrides(func: click.decorators.FC) -> click.decorators.FC:
-    func = click.option("--profile", metavar="NAME", help=PROFILE_HELP)(func)
-    return click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE", help=SET_HELP)(
-        func
-    )
-
-
 @cli.command()
 @click.argument("sweep_file", metavar="SWEEP.yaml")
-@_overrides
+@overrides
 @TRACKING_URI
 @click.option(
     "--results-dir",
@@ -139,6 +115,7 @@ def sweep(
     """
     from resablate.driver import Options, run_sweep
     from resablate.plan import check_size, make_plan, prepare_data
+    from resablate.results import FAILED
     from resablate.summary import table
 
     if force and not resume:
@@ -162,7 +139,7 @@ def sweep(
     err = Console(stderr=True, quiet=quiet)
     outcome = run_sweep(plan, options, err.print)
     tracker = outcome.tracker
-    failed = tracker.counts["failed"]
+    failed = tracker.counts[FAILED]
     if not quiet:
         out = Console() if sys.stdout.isatty() else Console(width=140)
         out.print(table(outcome.cells, f"{spec.name}: final metrics, mean ± std over seeds"))
@@ -200,7 +177,7 @@ def sweep(
 
 @cli.command()
 @click.argument("sweep_file", metavar="SWEEP.yaml")
-@_overrides
+@overrides
 @click.option(
     "--json",
     "as_json",
@@ -242,7 +219,7 @@ def plan(sweep_file: str, overrides: tuple[str, ...], profile: str | None, as_js
 
 @cli.command()
 @click.argument("sweep_file", metavar="SWEEP.yaml")
-@_overrides
+@overrides
 @click.option(
     "--trial",
     "trial_ids",
@@ -364,9 +341,10 @@ def report(
     Only what the sweep recorded is drawn; report.md names what was not and why. The files are
     also logged to the sweep's parent run (artifacts report/...), next to its runs in the UI.
     """
+    from resablate.ledger import log_report, read_sweep
+    from resablate.loader import load_sweep
     from resablate.report import HISTORIES, HISTORY_PREFIXES, make_report
-    from resablate.spec import load_sweep
-    from resablate.tracking import log_report, read_sweep, resolve_uri
+    from resablate.store import resolve_uri
 
     spec_uri = None
     if sweep_file is not None:
@@ -391,94 +369,6 @@ def report(
     return 0
 
 
-JOBS_ADDRESS = click.option(
-    "--address",
-    required=True,
-    metavar="http://HEAD:8265",
-    envvar="RAY_API_SERVER_ADDRESS",
-    help="The cluster's Jobs API (its dashboard; tunnel to it): RAY_API_SERVER_ADDRESS.",
-)
-
-
-@cli.command()
-@click.argument("sweep_file", metavar="SWEEP.yaml")
-@_overrides
-@JOBS_ADDRESS
-@click.option(
-    "--tracking-uri",
-    metavar="URI",
-    help="The MLflow server the cluster records to (default: MLFLOW_TRACKING_URI).",
-)
-@click.option("--yes", is_flag=True, help="Allow a sweep of more than 1000 trials.")
-def submit(
-    sweep_file: str,
-    overrides: tuple[str, ...],
-    profile: str | None,
-    address: str,
-    tracking_uri: str | None,
-    yes: bool,
-) -> int:
-    """Submit SWEEP.yaml to a Ray cluster as a Ray Job; print its id.
-
-    The sweep is validated here first. The job runs `resablate sweep` on the cluster with this
-    folder as its working directory and records to an MLflow server every node reaches (a sqlite
-    store is refused). Follow it with `resablate logs ID --follow`; `resablate jobs` lists jobs.
-    """
-    from resablate import jobs
-    from resablate.plan import check_size, make_plan
-    from resablate.tracking import check_cluster_store, resolve_uri
-
-    plan = make_plan(sweep_file, overrides, profile)
-    check_size(plan, yes)
-    uri = resolve_uri(tracking_uri, plan.spec.tracking.uri)
-    check_cluster_store(uri)
-    job = jobs.submit(address, plan, uri, profile, Path.cwd(), yes)
-    click.echo(job)
-    click.echo(f"follow it: resablate logs {job} --address {address} --follow", err=True)
-    return 0
-
-
-@cli.command("jobs")
-@JOBS_ADDRESS
-def jobs_(address: str) -> int:
-    """List the cluster's Ray Jobs, newest first (id, status, command)."""
-    from resablate import jobs
-
-    shown = Table(title=f"jobs at {address}", title_justify="left")
-    shown.add_column("id", no_wrap=True)
-    shown.add_column("status", no_wrap=True)
-    shown.add_column("entrypoint")
-    for row in jobs.listing(address):
-        shown.add_row(row["id"], row["status"], row["entrypoint"])
-    (Console() if sys.stdout.isatty() else Console(width=160)).print(shown)
-    return 0
-
-
-@cli.command()
-@click.argument("job_id", metavar="ID")
-@JOBS_ADDRESS
-@click.option("-f", "--follow", is_flag=True, help="Stream the logs until the job ends.")
-def logs(job_id: str, address: str, follow: bool) -> int:
-    """Print a job's logs; with --follow, until it ends (exit 0 when it succeeded, else 1)."""
-    from resablate import jobs
-
-    status = jobs.logs(address, job_id, follow, lambda text: click.echo(text, nl=False))
-    click.echo(f"job {job_id}: {status}", err=True)
-    return 0 if status in ("SUCCEEDED", "RUNNING", "PENDING") else 1
-
-
-@cli.command()
-@click.argument("job_id", metavar="ID")
-@JOBS_ADDRESS
-def stop(job_id: str, address: str) -> int:
-    """Stop a running job (its sweep stops like on Ctrl-C; continue it later with --resume)."""
-    from resablate import jobs
-
-    stopped = jobs.stop(address, job_id)
-    click.echo(f"job {job_id}: {'stopping' if stopped else 'had already ended'}")
-    return 0
-
-
 @cli.command()
 def fields() -> int:
     """List every field of a trial's config: its default and its legal values.
@@ -486,7 +376,7 @@ def fields() -> int:
     Any of them can be set in a sweep file's sections, overridden with --set, and swept as a
     grid axis by its dotted path (grid: {model.depth: [2, 4, 8]}).
     """
-    from resablate.spec import describe
+    from resablate.catalog import describe
 
     shown = Table(
         title="trial config fields (sweep sections seed, model, init, data, train)",
@@ -516,32 +406,30 @@ def ui(tracking_uri: str | None, host: str, port: int) -> int:
     one child run per trial holds the trial's params (model.depth, init.c, ...) and its
     per-epoch metrics. Stop with Ctrl-C.
     """
-    from resablate.tracking import resolve_uri, serve_ui
+    from resablate.store import resolve_uri
+    from resablate.ui import serve_ui
 
     return serve_ui(resolve_uri(tracking_uri), host, port, click.echo)
 
 
-def _terminate_as_interrupt(signum: int, frame: object) -> None:
-    """SIGTERM (``resablate stop``, a scheduler's preemption) stops a sweep like Ctrl-C does:
-    trials stopped, runs marked killed, resumable."""
-    os.kill(os.getpid(), signal.SIGINT)
+for command in (submit, jobs_, logs, stop):
+    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    """Run a command; a sweep handles its stop signals itself (stop.py: Ctrl-C, SIGTERM and
+    SIGUSR1 stop its trials, mark their runs killed and leave it resumable)."""
+    from resablate.stop import Stopped
+
     try:
         code = cli.main(args=argv, prog_name="resablate", standalone_mode=False)
     except UserError as exc:
         click.echo(f"resablate: error: {exc}", err=True)
         sys.exit(2)
-    except NotImplementedError as exc:
-        click.echo(f"resablate: not built yet: {exc}", err=True)
-        sys.exit(2)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, KeyboardInterrupt, Stopped):
         click.echo(
             "resablate: interrupted; what was recorded is kept, continue with --resume", err=True
         )

@@ -2,7 +2,7 @@
 
 ``resablate sweep`` is this module's :func:`run_sweep`. One driver at a time owns a sweep's
 results folder (an OS file lock, released even when the driver is killed). MLflow is the ledger
-(see :class:`~resablate.tracking.Previous`): ``--resume`` reopens the sweep's latest parent run,
+(see :class:`~resablate.ledger.Previous`): ``--resume`` reopens the sweep's latest parent run,
 closes the child runs a killed driver left RUNNING, and runs only the trials without a finished
 child run; a search continues its Optuna studies from their journal.
 """
@@ -22,18 +22,14 @@ from typing import IO, Any
 
 from rich.console import Console
 
+from resablate import stop
 from resablate.errors import UserError
+from resablate.ledger import Ledger, Previous
 from resablate.plan import Plan, search_size, unsearched
 from resablate.results import RUNNING, Listener, TrialRecord
+from resablate.runlog import RunLog
+from resablate.store import Store, check_cluster_store, check_store, open_store, resolve_uri
 from resablate.summary import CellStats, markdown, summarize, to_csv
-from resablate.tracking import (
-    Previous,
-    SweepTracker,
-    check_cluster_store,
-    check_store,
-    open_store,
-    resolve_uri,
-)
 
 LOCK = ".driver.lock"
 
@@ -54,7 +50,7 @@ class Options:
 
 @dataclass
 class Outcome:
-    tracker: SweepTracker
+    tracker: RunLog
     total: int  # trials the sweep holds (a search: cells × candidates × seeds)
     records: list[TrialRecord] = field(default_factory=list)  # ended, this and resumed runs
     cells: list[CellStats] = field(default_factory=list)
@@ -128,14 +124,17 @@ def check_resume(plan: Plan, previous: Previous | None, options: Options) -> Pre
 
 
 def run_sweep(plan: Plan, options: Options, say: Callable[[str], Any]) -> Outcome:
-    """Run (or resume) every trial of ``plan``; ``say`` prints a line for the user."""
-    from resablate import runner
+    """Run (or resume) every trial of ``plan``; ``say`` prints a line for the user.
+
+    Stop signals become a stop request for the whole run (stop.py); one that arrives before the
+    parent run is opened raises :class:`~resablate.stop.Stopped` (nothing was recorded)."""
+    from resablate import cluster, runner
 
     uri = resolve_uri(options.tracking_uri, plan.spec.tracking.uri)
     backend = "inline" if options.inline else "ray"
     # before anything starts or is created: nothing left behind
     if options.address is not None:
-        runner.check_address(options.address)
+        cluster.check_address(options.address)
         check_cluster_store(uri)  # a server every node reaches (checked like any store)
     else:
         check_store(uri)
@@ -144,21 +143,22 @@ def run_sweep(plan: Plan, options: Options, say: Callable[[str], Any]) -> Outcom
         plan, backend, options.results_dir, options.dashboard, options.address
     )
     session.check()  # whatever can be refused before Ray starts is refused here
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    with stop.handling(), concurrent.futures.ThreadPoolExecutor(1) as pool:
         # the store opens (mlflow's import, a new sqlite file's schema) while Ray starts
         store = pool.submit(open_store, uri)
         with session:
             if session.dashboard_url:
                 say(f"Ray dashboard: {session.dashboard_url}")
-            return _sweep(plan, options, session, uri, store.result(), say)
+            client = store.result()
+            stop.REQUEST.check()  # stopped while Ray started: nothing recorded yet
+            return _sweep(plan, options, session, client, say)
 
 
 def _sweep(
     plan: Plan,
     options: Options,
     session: Any,
-    uri: str,
-    client: Any,
+    store: Store,
     say: Callable[[str], Any],
 ) -> Outcome:
     """The sweep once Ray and the store are up: lock, parent run, trials, summary."""
@@ -171,23 +171,29 @@ def _sweep(
         os.chdir(folder)
     with driver_lock(folder, plan.spec.name):
         experiment = plan.spec.tracking.experiment or plan.spec.name
-        tracker = SweepTracker(uri, experiment, client)  # client: tracking.open_store's
+        experiment_id = store.experiment(experiment)
+        ledger, tracker = Ledger(store, experiment_id), RunLog(store, experiment_id)
         outcome = Outcome(tracker, 0)
-        _open(plan, options, tracker, outcome, say)
+        _open(plan, options, ledger, tracker, outcome, say)
         try:
-            _run(plan, options, session, tracker, outcome)
+            _run(plan, options, session, ledger, tracker, outcome)
         finally:
             _close(tracker, outcome)
     return outcome
 
 
 def _open(
-    plan: Plan, options: Options, tracker: SweepTracker, outcome: Outcome, say: Callable
+    plan: Plan,
+    options: Options,
+    ledger: Ledger,
+    tracker: RunLog,
+    outcome: Outcome,
+    say: Callable,
 ) -> None:
     """Start the sweep's parent run, or reopen the one that --resume continues."""
     spec, source = plan.spec, Path(plan.source)
     outcome.total = search_size(plan)["total_trials"] if spec.search else len(plan.trials)
-    previous = tracker.find_previous(spec.name)
+    previous = ledger.find_previous(spec.name)
     outcome.resumed = check_resume(plan, previous, options)
     if outcome.resumed is not None:
         tracker.resume_sweep(outcome.resumed, spec.hash(), source, plan.trials)
@@ -206,7 +212,12 @@ def _open(
 
 
 def _run(
-    plan: Plan, options: Options, session: Any, tracker: SweepTracker, outcome: Outcome
+    plan: Plan,
+    options: Options,
+    session: Any,
+    ledger: Ledger,
+    tracker: RunLog,
+    outcome: Outcome,
 ) -> None:
     from resablate.progress import SweepProgress
     from resablate.search import run_search
@@ -220,13 +231,13 @@ def _run(
     with contextlib.nullcontext() if options.quiet else progress:
         # grid trials: the whole grid, or a search's trials outside search.where
         fixed = unsearched(plan) if spec.search else plan.trials
-        kept = tracker.records(fixed)
+        kept = ledger.records(outcome.resumed, fixed)
         finished = {r.trial.id for r in kept}
         todo = [t for t in fixed if t.id not in finished]
         outcome.records = kept + (session.run(listeners, todo) if todo else [])
         outcome.interrupted = outcome.ended < len(fixed)
         if spec.search and not outcome.interrupted:
-            outcome.journal = _journal(tracker, options.results_dir / spec.name)
+            outcome.journal = _journal(tracker, outcome.resumed, options.results_dir / spec.name)
             history = (spec.search.objective.metric,)
             assert tracker.parent_id is not None
             records, studies = run_search(
@@ -234,7 +245,7 @@ def _run(
                 session,
                 listeners,
                 outcome.journal,
-                done=lambda trials: tracker.records(trials, history),
+                done=lambda trials: ledger.records(outcome.resumed, trials, history),
                 tag=f"-{tracker.parent_id[:8]}",
             )
             outcome.records += records
@@ -242,21 +253,21 @@ def _run(
             outcome.interrupted = any(studies.remaining(c) for c in studies.cells)
 
 
-def _journal(tracker: SweepTracker, folder: Path) -> Path:
+def _journal(tracker: RunLog, resumed: Previous | None, folder: Path) -> Path:
     """Each invocation's studies live in their own journal file (a resumed one reuses its
     parent run's), named on the parent run so that the studies can be found from MLflow."""
     assert tracker.parent_id is not None
     key = "resablate.optuna_journal"
-    recorded = tracker.previous.tags.get(key) if tracker.previous else None
+    recorded = resumed.tags.get(key) if resumed else None
     journal = Path(recorded) if recorded else (folder / "optuna" / f"{tracker.parent_id}.journal")
     if not recorded:
-        tracker.client.set_tag(tracker.parent_id, key, str(journal.resolve()))
+        tracker.store.set_tag(tracker.parent_id, key, str(journal.resolve()))
     return journal
 
 
-def _close(tracker: SweepTracker, outcome: Outcome) -> None:
+def _close(tracker: RunLog, outcome: Outcome) -> None:
     """The parent run's summary artifacts and metrics, then its end (killed if interrupted)."""
-    if tracker.client.broken is not None:
+    if tracker.store.broken is not None:
         return  # the store failed: what it holds stays as it is, --resume closes the rest
     outcome.cells = summarize(outcome.records)
     artifacts = {"summary.md": markdown(outcome.cells), "summary.csv": to_csv(outcome.cells)}

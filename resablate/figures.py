@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from resablate.tracking import RunData, SweepRuns
+from resablate.ledger import RunData, SweepRuns
 
 DEPTH, SEED = "model.depth", "seed"
 

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from resablate.cluster import TRIAL_ENV
 from resablate.errors import UserError
 from resablate.plan import Plan
-from resablate.runner import TRIAL_ENV
 
 # what the working directory upload leaves out: local results, stores, caches, data sets
 EXCLUDES = [".git", "mlruns", "mlflow.db", "resablate-runs", "reports", "data", "__pycache__"]

@@ -11,21 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from resablate.errors import SpecError
+from resablate.catalog import trial_config
+from resablate.errors import ConfigError, SpecError
 from resablate.grid import EmptyGridError, Trial, canonical, cell_id, config_id, expand, matches
+from resablate.loader import Origins, load
 from resablate.registry import did_you_mean
-from resablate.spec import (
-    DataSpec,
-    InitSpec,
-    ModelSpec,
-    SweepSpec,
-    TrialConfig,
-    blame,
-    explain,
-    load_sweep,
-)
+from resablate.spec import DataSpec, InitSpec, ModelSpec, SweepSpec, TrialConfig
 
 
 @dataclass(frozen=True)
@@ -34,10 +25,11 @@ class Plan:
     spec: SweepSpec
     trials: list[Trial]
     overrides: tuple[str, ...] = ()
+    origins: Origins | None = None  # where overridden fields came from; None: all from source
 
     def error(self, field: str, problem: str) -> SpecError:
         """A one-line error about ``field``, naming the override that set it, else the file."""
-        return SpecError(blame(self.source, self.overrides, field), field, problem)
+        return SpecError(self.origins.of(field) if self.origins else self.source, field, problem)
 
     def axes(self) -> list[str]:
         return self.spec.grid.paths()
@@ -64,16 +56,15 @@ def make_plan(
     """Load ``path`` with its ``profile`` and ``overrides``, expand its grid and validate every
     trial's config."""
     source = str(path)
-    spec = load_sweep(path, overrides, profile)
+    loaded = load(path, overrides, profile)
+    spec, origins = loaded.spec, loaded.origins
     if spec.search and spec.search.param in spec.grid.paths():
         field = f"grid.{spec.search.param}"
         raise SpecError(
-            blame(source, overrides, field),
-            field,
-            "is searched by search.param; remove it from the grid",
+            origins.of(field), field, "is searched by search.param; remove it from the grid"
         )
     if spec.search:
-        _check_where(source, overrides, spec)
+        _check_where(origins, spec)
     try:
         points = expand(spec)
     except EmptyGridError as exc:
@@ -87,8 +78,7 @@ def make_plan(
             try:
                 checked[key] = _resolve(source, point.config, point.assignment)
             except SpecError as exc:
-                blamed = blame(source, overrides, exc.field)
-                raise SpecError(blamed, exc.field, exc.problem) from None
+                raise SpecError(origins.of(exc.field), exc.field, exc.problem) from None
         config = checked[key]
         trial_id = config_id(config)
         if trial_id in seen:
@@ -100,12 +90,12 @@ def make_plan(
             )
         seen[trial_id] = point.assignment
         trials.append(Trial(trial_id, config, point.assignment, cell_id(config)))
-    plan = Plan(source, spec, trials, tuple(overrides))
+    plan = Plan(source, spec, trials, tuple(overrides), origins)
     _check_probes(plan)
     return plan
 
 
-def _check_where(source: str, overrides: list[str] | tuple[str, ...], spec: SweepSpec) -> None:
+def _check_where(origins: Origins, spec: SweepSpec) -> None:
     """``search.where`` names grid axes (not the seed) and values they take."""
     assert spec.search is not None
     axes = {path: values for path, values in spec.grid.axes.items()}
@@ -116,7 +106,7 @@ def _check_where(source: str, overrides: list[str] | tuple[str, ...], spec: Swee
         if path not in axes or path == "seed":
             choices = [a for a in axes if a != "seed"]
             raise SpecError(
-                blame(source, overrides, field),
+                origins.of(field),
                 field,
                 f"not a grid axis{did_you_mean(path, choices)}"
                 f" (axes: {', '.join(choices) or 'none'}); the search runs in the cells whose"
@@ -124,7 +114,7 @@ def _check_where(source: str, overrides: list[str] | tuple[str, ...], spec: Swee
             )
         if not any(matches({path: wanted}, {path: v}) for v in axes[path]):
             raise SpecError(
-                blame(source, overrides, field),
+                origins.of(field),
                 field,
                 f"{wanted!r} is not a value of grid axis {path} (values: {axes[path]})",
             )
@@ -151,9 +141,9 @@ def _check_probes(plan: Plan) -> None:
 
 def _resolve(source: str, config: dict[str, Any], assignment: dict[str, Any]) -> dict[str, Any]:
     try:
-        resolved = TrialConfig.model_validate(config)
-    except ValidationError as exc:
-        field, problem = explain(exc)
+        resolved = trial_config(config)
+    except ConfigError as exc:
+        field, problem = exc.field, exc.problem
         if field in assignment:
             field = f"grid.{field}"
         where = "" if not assignment else f" (grid point {_point(assignment)})"

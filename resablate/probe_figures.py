@@ -20,7 +20,7 @@ from resablate.figures import (
     save,
     write_csv,
 )
-from resablate.tracking import RunData, SweepRuns
+from resablate.ledger import RunData, SweepRuns
 
 
 def _probe_curves(

@@ -16,14 +16,14 @@ from rich.progress import (
 )
 
 from resablate.grid import Trial
-from resablate.results import DIVERGED, FAILED, PRUNED, TrialRecord
+from resablate.results import DIVERGED, FAILED, PRUNED, RUNNING, TrialRecord
 
 
 class SweepProgress:
     """A :class:`~resablate.results.Listener` that draws one bar for the whole sweep."""
 
     def __init__(self, name: str, total: int, console: Console, done: int = 0) -> None:
-        self.counts = {"running": 0, FAILED: 0, DIVERGED: 0, PRUNED: 0}
+        self.counts = {RUNNING: 0, FAILED: 0, DIVERGED: 0, PRUNED: 0}
         self.bar = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -40,7 +40,7 @@ class SweepProgress:
 
     def _state(self) -> str:
         c = self.counts
-        state = f"running {c['running']} · failed {c[FAILED]} · diverged {c[DIVERGED]}"
+        state = f"running {c[RUNNING]} · failed {c[FAILED]} · diverged {c[DIVERGED]}"
         return state + (f" · pruned {c[PRUNED]}" if c[PRUNED] else "")
 
     def __enter__(self) -> SweepProgress:
@@ -56,17 +56,17 @@ class SweepProgress:
         self.bar.stop()
 
     def trial_started(self, trial: Trial) -> None:
-        self.counts["running"] += 1
+        self.counts[RUNNING] += 1
         self.bar.update(self.task, state=self._state())
 
     def trial_result(self, trial: Trial, result: dict[str, Any]) -> None:
         return None
 
     def trial_retried(self, trial: Trial, error: str | None) -> None:
-        self.counts["running"] = max(0, self.counts["running"] - 1)  # it starts again
+        self.counts[RUNNING] = max(0, self.counts[RUNNING] - 1)  # it starts again
 
     def trial_finished(self, record: TrialRecord) -> None:
-        self.counts["running"] = max(0, self.counts["running"] - 1)
+        self.counts[RUNNING] = max(0, self.counts[RUNNING] - 1)
         if record.status in (FAILED, DIVERGED, PRUNED):
             self.counts[record.status] += 1
         self.bar.update(self.task, advance=1, state=self._state())

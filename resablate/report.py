@@ -1,6 +1,6 @@
 """``resablate report``: a recorded sweep -> the papers' figures (PNG) and tables (CSV, markdown).
 
-Reads the sweep back from MLflow (:func:`resablate.tracking.read_sweep`: the parent run, its child
+Reads the sweep back from MLflow (:func:`resablate.ledger.read_sweep`: the parent run, its child
 runs' params, final metrics, per-epoch histories and probe JSON artifacts) and draws only what the
 sweep recorded; every figure it cannot draw is named in ``report.md`` with the reason. A
 *configuration* is a trial's grid values without its seed (mean ± std are over seeds), and without
@@ -29,9 +29,9 @@ from resablate.figures import (
     save,
     write_csv,
 )
+from resablate.ledger import RunData, SweepRuns
 from resablate.results import DIVERGED, FINISHED, METRICS
 from resablate.summary import STATUSES
-from resablate.tracking import RunData, SweepRuns
 
 LR = "train.lr"
 # the metrics whose per-epoch history a report reads (the rest: final values only)

@@ -7,13 +7,17 @@ and the summary. A listener has the three methods of :class:`Listener`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from resablate.errors import UserError
 from resablate.grid import Trial
 
 RUNNING, FINISHED, DIVERGED, FAILED = "running", "finished", "diverged", "failed"
 PRUNED = "pruned"  # stopped early by the sweep's scheduler (ASHA, median stopping)
+# an attempt that did not end its trial: the sweep stopped under it, or Tune restarted it
+KILLED, RETRIED = "killed", "retried"
 # a trial that ended with one of these is a result: not run again on resume
 RESULTS = (FINISHED, DIVERGED, PRUNED)
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
@@ -88,3 +92,48 @@ class Collector:
             record.status = FINISHED
         record.error = error
         return record
+
+
+class Events:
+    """Fans trial events out to listeners; the collector sees each event first.
+
+    A listener's :class:`UserError` (the tracking store failed) is kept in ``failure`` before it
+    propagates, so that it reaches the user as itself even where Ray Tune wraps it.
+    """
+
+    def __init__(self, listeners: Sequence[Listener], history_of: tuple[str, ...] = ()) -> None:
+        self.collector = Collector(history_of)
+        self.listeners = list(listeners)
+        self.failure: UserError | None = None
+
+    def _each(self, call: Callable[[Listener], object]) -> None:
+        try:
+            for listener in self.listeners:
+                call(listener)
+        except UserError as exc:
+            self.failure = exc
+            raise
+
+    def started(self, trial: Trial) -> None:
+        self.collector.trial_started(trial)
+        self._each(lambda listener: listener.trial_started(trial))
+
+    def result(self, trial: Trial, result: dict[str, Any]) -> None:
+        self.collector.trial_result(trial, result)
+        self._each(lambda listener: listener.trial_result(trial, result))
+
+    def finished(self, trial: Trial, status: str | None = None, error: str | None = None) -> None:
+        record = self.collector.finish(trial, status, error)
+        self._each(lambda listener: listener.trial_finished(record))
+
+    def retried(self, trial: Trial, error: str | None) -> None:
+        self.collector.trial_retried(trial, error)
+        self._each(lambda listener: listener.trial_retried(trial, error))
+
+    def failed(self, stack: Sequence[Trial], error: str | None) -> None:
+        """A worker failed: the trials of its stack that had not ended (a stacked seed may have
+        diverged) fail."""
+        for trial in stack:
+            record = self.collector.records.get(trial.id)
+            ended = record is not None and record.status not in (RUNNING, FINISHED)
+            self.finished(trial, None if ended else FAILED, None if ended else error)

@@ -4,13 +4,15 @@ Ray Tune's OptunaSearch refuses grid axes, so the grid stays ours: a *cell* is a
 its seed and without the searched parameter. Each cell has its own Optuna study, named by the
 cell's id, in a journal file beside the sweep's results (several writers are safe, and any study
 opens with ``optuna.load_study(study_name=cell, storage=JournalStorage(...))`` or
-optuna-dashboard). Candidates are asked in batches with the constant-liar TPE, each candidate's
-seeds run as trials of one Ray Tune run, and the candidate is told the mean over its seeds.
+optuna-dashboard). A search is one Ray Tune run whose searcher (tuning.Candidates) hands out
+the candidates of a :class:`CandidateQueue`: each cell keeps a few candidates in flight (the
+constant-liar TPE keeps them apart), a candidate's seeds run as Tune trials, and the candidate is
+told the mean over its seeds as soon as they all ended; the cell then asks its next.
 """
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
 import math
 import os
 import statistics
@@ -23,10 +25,11 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
+from resablate.catalog import trial_config
 from resablate.grid import Trial, cell_id, config_id, set_path
 from resablate.plan import Plan, search_cells, search_size
 from resablate.results import DIVERGED, FINISHED, PRUNED, RUNNING, TrialRecord
-from resablate.spec import SearchSpec, TrialConfig
+from resablate.spec import SearchSpec
 
 SAMPLERS = {
     "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
@@ -118,8 +121,8 @@ class CellSearch:
             for t in self._candidate(cell, None, frozen.params[self.search.param]).trials
         ]
 
-    def ask(self, per_cell: int, flying: Sequence[Candidate] = ()) -> list[Candidate]:
-        """Up to ``per_cell`` new candidates in every cell that has budget left.
+    def ask_cell(self, cell: str, count: int, flying: Sequence[Candidate] = ()) -> list[Candidate]:
+        """Up to ``count`` new candidates of ``cell`` (fewer when its budget runs out).
 
         A value the cell has already scored is told that score again without running anything
         (it still spends one of ``n_trials``, so a small int range cannot loop forever); a value
@@ -127,26 +130,22 @@ class CellSearch:
         """
         kind, low, high = self.search.distribution()
         out: list[Candidate] = []
-        for cell in self.cells:
-            added = 0
-            while added < per_cell and self.remaining(cell) > added:
-                trial = self.studies[cell].ask()
-                if kind == "int":
-                    value: float = trial.suggest_int(self.search.param, int(low), int(high))
-                else:
-                    value = trial.suggest_float(
-                        self.search.param, low, high, log=kind == "log_uniform"
-                    )
-                if self._repeat(cell, trial, value):
-                    continue  # told at once: the budget shrank
-                added += 1
-                twin = next(
-                    (c for c in [*flying, *out] if c.cell == cell and c.value == value), None
+        inflight = sum(c.cell == cell for c in flying)
+        while len(out) < count and self.remaining(cell) > inflight + len(out):
+            trial = self.studies[cell].ask()
+            if kind == "int":
+                value: float = trial.suggest_int(self.search.param, int(low), int(high))
+            else:
+                value = trial.suggest_float(
+                    self.search.param, low, high, log=kind == "log_uniform"
                 )
-                if twin is not None:
-                    out.append(Candidate(cell, trial, value, twin=twin))
-                else:
-                    out.append(self._candidate(cell, trial, value))
+            if self._repeat(cell, trial, value):
+                continue  # told at once: the budget shrank
+            twin = next((c for c in [*flying, *out] if c.cell == cell and c.value == value), None)
+            if twin is not None:
+                out.append(Candidate(cell, trial, value, twin=twin))
+            else:
+                out.append(self._candidate(cell, trial, value))
         return out
 
     def _repeat(self, cell: str, trial: optuna.Trial, value: float) -> bool:
@@ -169,7 +168,7 @@ class CellSearch:
     def _at(self, grid_trial: Trial, cell: str, value: float) -> Trial:
         raw = {k: dict(v) if isinstance(v, dict) else v for k, v in grid_trial.config.items()}
         set_path(raw, self.search.param, value)
-        config = TrialConfig.model_validate(raw).model_dump(mode="json")
+        config = trial_config(raw).model_dump(mode="json")
         seed = config["seed"]
         return Trial(
             config_id(config),
@@ -285,16 +284,91 @@ class CellSearch:
 
 
 class Runs(Protocol):
-    def run(
+    def search(
         self,
         listeners: Sequence[Any],
-        trials: list[Trial] | None = None,
-        name: str = "",
+        queue: CandidateQueue,
+        name: str,
         history_of: tuple[str, ...] = (),
     ) -> list[TrialRecord]: ...
 
+    def slots(self) -> int | None: ...
+
 
 Done = Callable[[list[Trial]], list[TrialRecord]]
+
+
+class CandidateQueue:
+    """The stacks of every cell's candidates, handed out as trials end (runner.Queue).
+
+    Each cell keeps up to ``per_cell`` candidates in flight; a candidate is told the mean over
+    its seeds as soon as all of them ended, and the cell then asks the next. Trials an earlier
+    invocation finished (``done``) are not run again; the candidates it left untold come first.
+    """
+
+    def __init__(
+        self, plan: Plan, search: CellSearch, done: Done, per_cell: int, slots: int | None
+    ) -> None:
+        self.plan, self.search, self.done, self.per_cell = plan, search, done, per_cell
+        self.slots = slots  # trials the session runs at once (None: inline, a cluster)
+        self.flying: list[Candidate] = search.pending()
+        self.known: dict[str, TrialRecord] = {}
+        self.queued: list[list[Trial]] = []
+        self._queue(self.flying)
+
+    def _queue(self, candidates: list[Candidate]) -> None:
+        from resablate.stacking import stacks
+
+        wanted = [t for c in candidates for t in c.trials]
+        self.known.update({r.trial.id: r for r in self.done(wanted)})
+        todo = [t for t in wanted if t.id not in self.known]
+        if todo:  # a candidate's seeds stack like a grid's
+            self.queued += stacks(dataclasses.replace(self.plan, trials=todo), self.slots)
+
+    def settle(self, records: dict[str, TrialRecord]) -> None:
+        """Tell every candidate whose seeds all ended; ask new ones where a cell has room."""
+        by_id = {**self.known, **records}
+
+        def ended(candidate: Candidate) -> bool:
+            twin = candidate.twin
+            if twin is not None:
+                return twin not in self.flying
+            return all(
+                (r := by_id.get(t.id)) is not None and r.status != RUNNING
+                for t in candidate.trials
+            )
+
+        # candidates without a diverged seed first: a diverged one is scored as the worst value
+        # the cell has seen; a twin after the candidate it repeats
+        while ready := [c for c in self.flying if ended(c)]:
+            ready.sort(
+                key=lambda c: any(
+                    (r := by_id.get(t.id)) is not None and r.status == DIVERGED for t in c.trials
+                )
+            )
+            for candidate in ready:
+                self.search.tell(candidate, by_id)
+                self.flying.remove(candidate)
+        for cell in self.search.cells:
+            inflight = sum(c.cell == cell for c in self.flying)
+            room = min(self.per_cell, self.search.remaining(cell)) - inflight
+            if room > 0:
+                asked = self.search.ask_cell(cell, room, self.flying)
+                self.flying += asked
+                self._queue([c for c in asked if c.twin is None])
+
+    def next(self, records: dict[str, TrialRecord]) -> list[Trial] | None:
+        if not self.queued:
+            self.settle(records)
+        return self.queued.pop(0) if self.queued else None
+
+    def finished(self, records: dict[str, TrialRecord]) -> bool:
+        self.settle(records)
+        return not self.queued and not self.flying
+
+    def records(self) -> list[TrialRecord]:
+        """What earlier invocations finished of this search's candidates."""
+        return list(self.known.values())
 
 
 def run_search(
@@ -305,8 +379,8 @@ def run_search(
     done: Done = lambda trials: [],
     tag: str = "",
 ) -> tuple[list[TrialRecord], CellSearch]:
-    """Ask candidates from every cell's study, run their seeds as one batch of trials, tell the
-    seed means; repeat until each study has ``n_trials`` finished candidates.
+    """Search every cell until each study has ``n_trials`` finished candidates: one run of the
+    session (one Ray Tune run) through a :class:`CandidateQueue`.
 
     ``done`` returns the records of the trials an earlier invocation finished (a resumed sweep):
     they are not run again. The candidates that invocation left untold are finished first.
@@ -316,36 +390,11 @@ def run_search(
     seeds = search_size(plan)["seeds"]
     slots = plan.spec.resources.max_concurrent_trials or max(1, os.cpu_count() or 1)
     # fill the slots, and at least two candidates per cell in flight (the constant liar keeps
-    # them apart), so that a small machine still needs few Tune runs
+    # them apart)
     per_cell = max(2, slots // (seeds * len(search.cells)))
     records: list[TrialRecord] = done(search.told_trials())
-    pending = search.pending()
-    for batch in itertools.count():
-        candidates = pending or search.ask(per_cell)
-        pending = []
-        if not candidates:
-            break
-        wanted = [t for c in candidates for t in c.trials]
-        known = {r.trial.id: r for r in done(wanted)}
-        trials = [t for t in wanted if t.id not in known]
-        name = f"{plan.spec.name}-search{tag}-{batch:03d}"
-        metric = (search.search.objective.metric,)  # scored at its last or best epoch
-        found = session.run(listeners, trials, name, history_of=metric) if trials else []
-        by_id = {**known, **{r.trial.id: r for r in found}}
-        # candidates without a diverged seed first: a diverged one is scored as the worst value
-        # the cell has seen, this batch included; twins after the candidate they repeat
-        for candidate in sorted(
-            candidates,
-            key=lambda c: (
-                c.twin is not None,
-                any(
-                    by_id.get(t.id) is not None and by_id[t.id].status == DIVERGED
-                    for t in c.trials
-                ),
-            ),
-        ):
-            search.tell(candidate, by_id)
-        records += [*known.values(), *found]
-        if len([r for r in found if r.status != RUNNING]) < len(trials):
-            break  # interrupted: the studies keep what finished
-    return records, search
+    queue = CandidateQueue(plan, search, done, per_cell, session.slots())
+    metric = (search.search.objective.metric,)  # scored at its last or best epoch
+    found = session.search(listeners, queue, f"{plan.spec.name}-search{tag}", history_of=metric)
+    queue.settle({r.trial.id: r for r in found})  # what ended after the last hand-out
+    return records + queue.records() + found, search

@@ -1,4 +1,10 @@
-"""Shared fixtures: run the real command line, in-process (fast) or as a real process."""
+"""Shared fixtures: run the real command line, in-process (fast) or as a real process.
+
+Two tiers. Daily: ``python -m pytest -m "not slow"`` (about 3 minutes on a 2-core machine; every
+test file keeps its fast tests). CI (``.ci/run``): plain ``python -m pytest``, every test, the
+``slow`` ones too (end-to-end sweeps through Ray, clusters, kill and resume, benchmarks). Mark a
+test ``@pytest.mark.slow`` when it runs a whole sweep or takes more than about 5 seconds.
+"""
 
 from __future__ import annotations
 

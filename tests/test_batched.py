@@ -8,14 +8,19 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 
-from resablate.batched import run_seeds, why_not
+from resablate import data
+from resablate.batched import Plain, Vmapped, build, why_not
+from resablate.compute import Compute
+from resablate.errors import SpecError
 from resablate.plan import make_plan
 from resablate.results import DIVERGED, FINISHED
-from resablate.runner import AUTO_STACK_MAX, STACKED, Session, stack_size, units
-from resablate.spec import SpecError, TrainSpec
-from resablate.tracking import SweepTracker
-from resablate.train import run_trial
+from resablate.runlog import RunLog
+from resablate.runner import Session
+from resablate.spec import ProbesSpec, TrainSpec, TrialConfig
+from resablate.stacking import AUTO_STACK_MAX, STACKED, stack_size, stacks
+from resablate.train import run_stack, run_trial
 from tests.conftest import STEP_REL, assert_trained_alike, write
 
 BASE = {
@@ -24,6 +29,7 @@ BASE = {
     "train": {"epochs": 3, "batch_size": 64, "lr": 0.02},
 }
 KEYS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")
+PROBES = ProbesSpec.model_validate({"weights": {}})
 
 
 def separately(configs: list[dict]) -> list[list[dict]]:
@@ -37,7 +43,7 @@ def separately(configs: list[dict]) -> list[list[dict]]:
 
 def stacked(configs: list[dict]) -> list[list[dict]]:
     out: list[list[dict]] = [[] for _ in configs]
-    run_seeds(configs, [r.append for r in out])
+    run_stack(configs, [r.append for r in out])
     return out
 
 
@@ -117,6 +123,29 @@ def test_a_seed_that_diverges_leaves_the_stack_and_the_others_train_on() -> None
         assert max(r["train_loss"] for s in run[1:] for r in s) < 4
 
 
+def test_reading_a_stacks_losses_in_groups_changes_no_result() -> None:
+    train = {**BASE["train"], "epochs": 2, "lr": 0.1, "momentum": 0.9}  # seed 1 diverges
+    configs = [{**BASE, "train": train, "seed": seed} for seed in (1, 4, 6)]
+    runs: dict[int, list[list[dict]]] = {}
+    for group in (1, 7):  # 7 does not divide an epoch's steps
+        runs[group] = [[] for _ in configs]
+        run_stack(configs, [r.append for r in runs[group]], sync_every=group)
+    timeless = [
+        [[{k: v for k, v in r.items() if k != "epoch_time"} for r in s] for s in runs[group]]
+        for group in (1, 7)
+    ]
+    assert timeless[0] == timeless[1]
+    assert [s[-1]["status"] for s in runs[7]] == [DIVERGED, FINISHED, FINISHED]
+
+
+def test_a_stack_of_one_is_the_plain_network_and_more_are_vmapped() -> None:
+    cfgs = [TrialConfig.model_validate({**BASE, "seed": seed}) for seed in (0, 1)]
+    shape = data.load(cfgs[0].data).shape
+    compute = Compute(cfgs[0].train, torch.device("cpu"))
+    assert isinstance(build(cfgs[:1], shape, compute), Plain)  # no vmap: it may round otherwise
+    assert isinstance(build(cfgs, shape, compute), Vmapped)
+
+
 def test_what_cannot_be_stacked_is_named() -> None:
     assert why_not(BASE) is None
     assert "norm" in str(why_not({**BASE, "model": {**BASE["model"], "norm": "batch"}}))
@@ -124,7 +153,9 @@ def test_what_cannot_be_stacked_is_named() -> None:
     assert "probes" in str(why_not(BASE, probes=True))
     assert "precision" in str(why_not({**BASE, "train": {**BASE["train"], "precision": "bf16"}}))
     with pytest.raises(ValueError, match="configs differ"):
-        run_seeds([BASE, {**BASE, "init": {"c": 0.3}}], [print, print])
+        run_stack([BASE, {**BASE, "init": {"c": 0.3}}], [print, print])
+    with pytest.raises(ValueError, match="probes"):
+        run_stack([BASE, {**BASE, "seed": 1}], [print, print], probes=PROBES)
 
 
 SWEEP = """\
@@ -142,10 +173,10 @@ resources: {cpu: 1, seeds_per_trial: 2}
 def test_units_stack_seeds_of_a_stackable_cell_only(tmp_path: Path) -> None:
     plan = make_plan(write(tmp_path / "s.yaml", SWEEP))
     sizes = sorted(
-        (len(u), u[0].config["model"]["norm"]) for u in units(plan)
+        (len(u), u[0].config["model"]["norm"]) for u in stacks(plan)
     )  # norm none: 2 + 1 seeds stacked; norm batch: each alone
     assert sizes == [(1, "batch"), (1, "batch"), (1, "batch"), (1, "none"), (2, "none")]
-    for unit in units(plan):
+    for unit in stacks(plan):
         assert len({t.cell for t in unit}) == 1
 
 
@@ -156,17 +187,17 @@ def test_units_split_a_configurations_seeds_into_stacks_of_near_equal_size(
         "seeds_per_trial: 2", "seeds_per_trial: 4"
     )
     plan = make_plan(write(tmp_path / "s.yaml", text.replace("[none, batch]", "[none]")))
-    stacks = units(plan)
-    assert [len(u) for u in stacks] == [2, 3]  # not 4 + 1
-    assert [t.id for u in stacks for t in u] == [t.id for t in plan.trials]
-    assert [t.tags[STACKED] for u in stacks for t in u] == ["2", "2", "3", "3", "3"]
+    found = stacks(plan)
+    assert [len(u) for u in found] == [2, 3]  # not 4 + 1
+    assert [t.id for u in found for t in u] == [t.id for t in plan.trials]
+    assert [t.tags[STACKED] for u in found for t in u] == ["2", "2", "3", "3", "3"]
 
 
 @pytest.mark.parametrize(
     ("groups", "slots", "size"),
     [
         ([16], 2, AUTO_STACK_MAX),  # 2 stacks of 8 keep both cores busy
-        ([16], 4, 5),  # 4 stacks (of 4 seeds each: units() splits evenly)
+        ([16], 4, 5),  # 4 stacks (of 4 seeds each: stacks() splits evenly)
         ([16], 5, 3),  # 6 stacks of 2-3 seeds
         ([16], 16, 1),  # stacking would leave cores idle
         ([16], 64, 1),
@@ -184,11 +215,11 @@ def test_auto_stacks_only_on_a_local_ray_and_never_under_a_scheduler(tmp_path: P
     plan = make_plan(write(tmp_path / "s.yaml", text))
     assert plan.spec.resources.seeds_per_trial == "auto"
     alone = sorted((t.id,) for t in plan.trials)
-    assert sorted(tuple(t.id for t in u) for u in units(plan)) == alone  # inline, cluster
-    assert sorted(len(u) for u in units(plan, slots=2)) == [1, 1, 1, 3]  # 3 seeds of norm none
-    assert len(units(plan, slots=6)) == 6
+    assert sorted(tuple(t.id for t in u) for u in stacks(plan)) == alone  # inline, cluster
+    assert sorted(len(u) for u in stacks(plan, slots=2)) == [1, 1, 1, 3]  # 3 seeds of norm none
+    assert len(stacks(plan, slots=6)) == 6
     asha = make_plan(write(tmp_path / "a.yaml", text + "scheduler: {kind: asha}\n"))
-    assert len(units(asha, slots=2)) == 6  # the scheduler stops seeds one by one
+    assert len(stacks(asha, slots=2)) == 6  # the scheduler stops seeds one by one
 
 
 def test_seeds_per_trial_1_and_auto_hash_alike_other_values_do_not(tmp_path: Path) -> None:
@@ -215,6 +246,7 @@ def test_seeds_per_trial_and_a_scheduler_are_refused_together(tmp_path: Path) ->
         make_plan(write(tmp_path / "s.yaml", text))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("backend", "stack"), [("ray", "2"), ("inline", "2"), ("ray", "auto")])
 def test_a_stacked_sweep_records_one_run_per_trial_with_the_separate_metrics(
     tmp_path: Path, backend: str, stack: str
@@ -224,12 +256,12 @@ def test_a_stacked_sweep_records_one_run_per_trial_with_the_separate_metrics(
     )
     plan = make_plan(path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracker = SweepTracker(uri, "stacked")
+    tracker = RunLog.open(uri, "stacked")
     tracker.start_sweep("stacked", {}, plan.spec.hash(), path, plan.trials)
     with Session(plan, backend, tmp_path / "runs") as session:
         slots = session.slots()
         records = session.run([tracker])
-    stacked = {t.id: t.tags.get(STACKED) for u in units(plan, slots) for t in u}
+    stacked = {t.id: t.tags.get(STACKED) for u in stacks(plan, slots) for t in u}
     if stack == "auto":  # 3 seeds of norm none + 3 trials alone: stacked where <= 4 cores
         assert slots is not None and (slots > 4 or sorted(stacked.values(), key=str)[0] == "3")
     tracker.end_sweep()

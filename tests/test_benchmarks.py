@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow
 def test_probe_benchmark_prints_relative_costs() -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "probes.py"), "--smoke"],
@@ -37,6 +38,7 @@ def run_benchmark(name: str, *args: str) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_overhead_benchmark_prints_wall_times_and_their_ratios() -> None:
     out = run_benchmark("overhead.py")
     line = r"^(plain loop|resablate|bare Ray Tune|resablate unstacked) +([\d.]+) s wall"
@@ -51,6 +53,7 @@ def test_overhead_benchmark_prints_wall_times_and_their_ratios() -> None:
         assert float(found[2]) == pytest.approx(walls[name] / walls["bare Ray Tune"], abs=0.02)
 
 
+@pytest.mark.slow
 def test_driver_scale_benchmark_plans_the_grid_and_samples_memory() -> None:
     out = run_benchmark("driver_scale.py")
     assert re.search(r"^planning +1000 trials +[\d.]+ s", out, re.M), out

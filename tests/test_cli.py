@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from resablate.spec import registries, trial_paths
+from resablate.catalog import registries
+from resablate.fields import trial_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -164,6 +164,7 @@ def runs_of(cluster: Cluster, experiment: str) -> list:
     return client.search_runs([found.experiment_id], "tags.trial_id != ''", max_results=1000)
 
 
+@pytest.mark.slow
 def test_a_sweep_on_a_two_node_cluster_records_every_trial_once_on_the_server(
     cluster: Cluster,
 ) -> None:
@@ -181,6 +182,7 @@ def test_a_sweep_on_a_two_node_cluster_records_every_trial_once_on_the_server(
         assert len(run.data.metrics) >= 4 and run.data.params["seed"] in {"0", "1", "2", "3"}
 
 
+@pytest.mark.slow
 def test_losing_the_worker_node_retries_its_trials_and_records_each_once(
     cluster: Cluster,
 ) -> None:
@@ -224,6 +226,7 @@ def test_losing_the_worker_node_retries_its_trials_and_records_each_once(
     )
 
 
+@pytest.mark.slow
 def test_a_sweep_submitted_as_a_ray_job_runs_on_the_cluster_and_can_be_followed(
     cluster: Cluster,
 ) -> None:

@@ -10,10 +10,14 @@ import torch
 from torch import Tensor
 
 from resablate import data, models
+from resablate.catalog import trial_config
+from resablate.compute import Compute
+from resablate.errors import SpecError
 from resablate.grid import config_id
+from resablate.optim import loss_fn
 from resablate.plan import make_plan
-from resablate.spec import SpecError, TrainSpec, TrialConfig
-from resablate.train import Compute, loss_fn, run_trial
+from resablate.spec import TrainSpec, TrialConfig
+from resablate.train import run_trial
 from tests.conftest import STEP_REL, assert_trained_alike, relative_error, write
 
 MLP = {
@@ -35,7 +39,7 @@ def with_train(config: dict, **train: object) -> dict:
 def one_step(config: dict) -> dict[str, Tensor]:
     """The output, loss and every gradient of a trial's first training step, computed the way
     run_trial computes it (the network and forward pass that Compute makes, its batch layout)."""
-    cfg = TrialConfig.model_validate(config)
+    cfg = trial_config(config)
     tensors = data.load(cfg.data)
     compute = Compute(cfg.train, torch.device("cpu"))
     torch.manual_seed(cfg.seed)
@@ -59,13 +63,11 @@ def assert_same_step(a: dict[str, Tensor], b: dict[str, Tensor]) -> None:
 
 
 def test_compute_fields_at_their_defaults_leave_the_config_and_its_id_unchanged() -> None:
-    plain = TrialConfig.model_validate(MLP).model_dump(mode="json")
+    plain = trial_config(MLP).model_dump(mode="json")
     assert not {"precision", "channels_last", "compile", "deterministic"} & set(plain["train"])
-    spelled = TrialConfig.model_validate(
-        with_train(MLP, precision="fp32", channels_last=False, compile=False)
-    )
+    spelled = trial_config(with_train(MLP, precision="fp32", channels_last=False, compile=False))
     assert config_id(spelled.model_dump(mode="json")) == config_id(plain)
-    bf16 = TrialConfig.model_validate(with_train(MLP, precision="bf16")).model_dump(mode="json")
+    bf16 = trial_config(with_train(MLP, precision="bf16")).model_dump(mode="json")
     assert bf16["train"]["precision"] == "bf16" and config_id(bf16) != config_id(plain)
     assert TrialConfig.model_validate(bf16).train.precision == "bf16"  # and it round-trips
 
@@ -101,18 +103,18 @@ def test_channels_last_computes_the_same_step_as_the_default_layout() -> None:
 
 
 def test_channels_last_trains_to_the_same_loss_as_the_default_layout() -> None:
-    plain = run_trial(CIFAR)
-    assert_trained_alike(run_trial(with_train(CIFAR, channels_last=True)), plain)
+    plain = run_trial(trial_config(CIFAR))
+    assert_trained_alike(run_trial(trial_config(with_train(CIFAR, channels_last=True))), plain)
     assert plain["train_loss"] < 0.8  # it trained (chance: ln 10 = 2.3), so alike means something
 
 
 def test_deterministic_sets_torch_flag_per_trial_and_repeats_exactly() -> None:
-    config = with_train(CIFAR, deterministic=True)
+    config = trial_config(with_train(CIFAR, deterministic=True))
     a = run_trial(config)
     assert torch.are_deterministic_algorithms_enabled()
     b = run_trial(config)
     assert [a[k] for k in KEYS] == [b[k] for k in KEYS]
-    run_trial(CIFAR)  # a reused worker's next trial gets its own setting back
+    run_trial(trial_config(CIFAR))  # a reused worker's next trial gets its own setting back
     assert not torch.are_deterministic_algorithms_enabled()
 
 
@@ -132,7 +134,7 @@ def test_fractional_gpus_validate_and_more_than_one_must_be_whole(tmp_path) -> N
 
 
 def test_fields_added_later_leave_a_sweeps_spec_hash_unchanged() -> None:
-    from resablate.spec import load_sweep
+    from resablate.loader import load_sweep
     from tests.conftest import ROOT
 
     # the hash smoke.yaml had before train.precision, data.image, resources.seeds_per_trial, ...

@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 import torch
-from pydantic import ValidationError
 
 from resablate import data, models
+from resablate.catalog import trial_config
 from resablate.data import DataShape
 from resablate.errors import ConfigError, SpecError
+from resablate.optim import loss_fn
 from resablate.plan import make_plan
 from resablate.probes.hessian import hessian_spectrum
-from resablate.spec import DataSpec, InitSpec, ModelSpec, TrialConfig
-from resablate.train import loss_fn
+from resablate.spec import DataSpec, InitSpec, ModelSpec
 from tests.conftest import SWEEPS, write
 
 # -- He et al.'s warm-up for 110 layers and more -------------------------------------------------
@@ -39,7 +39,7 @@ def test_he_cifar_turns_on_the_warm_up_from_110_layers(depth: int) -> None:
     block = {"model": {"family": "cifar", "depth": depth}}
     if depth == 164:
         block["model"]["block"] = "bottleneck"
-    train = TrialConfig.model_validate(
+    train = trial_config(
         {**block, "data": {"name": "cifar10"}, "train": {"recipe": "he_cifar"}}
     ).train
     assert (train.warmup_lr, train.warmup_until_error, train.lr) == (0.01, 0.8, 0.1)
@@ -174,11 +174,11 @@ def test_a_relu_net_at_the_exact_zero_point_has_a_degenerate_hessian_and_is_refu
 
 @pytest.mark.parametrize("activation", ["mid", "pre+mid"])
 def test_mid_on_a_one_layer_branch_is_refused_not_built_linear(activation: str) -> None:
-    with pytest.raises(ValidationError, match=r"one-layer branch .*has none"):
-        TrialConfig.model_validate({"model": {"shortcut_depth": 1, "activation": activation}})
+    with pytest.raises(ConfigError, match=r"one-layer branch .*has none"):
+        trial_config({"model": {"shortcut_depth": 1, "activation": activation}})
     # what the same pattern means layer by layer stays legal on one layer
     for named in ("post", "relu_preact", "pre"):
-        TrialConfig.model_validate({"model": {"shortcut_depth": 1, "activation": named}})
+        trial_config({"model": {"shortcut_depth": 1, "activation": named}})
 
 
 def test_mid_on_a_one_layer_branch_in_a_sweep_exits_2_naming_the_field(
@@ -214,10 +214,7 @@ def test_the_cifar_family_builds_one_layer_units_in_three_stages_or_one() -> Non
     ):
         models.check(ModelSpec(family="cifar", depth=101, stages=1), InitSpec(), shape)
     # the field came later: a config that leaves it at 3 keeps its trial id
-    assert (
-        "stages"
-        not in TrialConfig.model_validate({"model": {"family": "cifar"}}).model_dump()["model"]
-    )
+    assert "stages" not in trial_config({"model": {"family": "cifar"}}).model_dump()["model"]
 
 
 # -- the studies' arms, as their papers define them ----------------------------------------------

@@ -169,75 +169,56 @@ FAMILY_RAW = {
 }
 
 
-def _run_once(shape: DataShape, init: dict, **raw: Any) -> bool:
-    """Build (if the combination is legal), run forward and backward; True if it was legal."""
-    try:
-        net = build(shape=shape, init=init, **raw)
-    except ConfigError:
-        return False
+def _trains_a_step(shape: DataShape, init: dict, **raw: Any) -> None:
+    """Build, run forward and backward: the output and every gradient are finite."""
+    net = build(shape=shape, init=init, **raw)
     x = torch.randn(4, *shape.input_shape)
     out = net(x)
     assert out.shape == (4, shape.classes)
     out.square().mean().backward()
     assert bool(torch.isfinite(out).all())
     assert all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in net.parameters())
-    return True
 
 
 @pytest.mark.parametrize("family", list(FAMILY_SHAPES))
 @pytest.mark.parametrize("shortcut", models.SHORTCUTS.names())
 def test_every_shortcut_and_placement_builds_in_every_family(family: str, shortcut: str) -> None:
-    built = 0
     for placement, downsample in itertools.product(PLACEMENTS, ("A", "B")):
-        raw = {
-            **FAMILY_RAW[family],
-            "family": family,
-            "shortcut": shortcut,
-            "activation": placement,
-            "downsample": downsample,
-            "norm": "batch",
-        }
-        built += _run_once(FAMILY_SHAPES[family], {}, **raw)
-    assert built == 2 * len(PLACEMENTS)  # all legal with relu
+        raw = dict(FAMILY_RAW[family], family=family, shortcut=shortcut, activation=placement)
+        raw.update(downsample=downsample, norm="batch")
+        _trains_a_step(FAMILY_SHAPES[family], {}, **raw)  # all legal with relu
+
+
+def _refusals(placement: str, norm: str, act: str, scheme: str) -> list[str]:
+    """Why science.md leaves a combination undefined (§1.6, §3); empty where it is defined."""
+    preact = placement in ("relu_preact", "full_preact")
+    rules = [
+        (scheme in ("fixup", "nf") and norm != "none", "replaces normalization"),
+        (scheme == "nf" and not preact, "nf units are pre-activation"),
+        (scheme == "zero_last" and norm == "none", "it needs a norm"),
+        (scheme == "looks_linear" and act != "crelu", "looks_linear mirrors weights"),
+        # σ on the unit's output (post) or on the stem (post, relu_preact)
+        (act == "crelu" and placement in ("post", "relu_preact"), "crelu doubles the width"),
+    ]
+    return [reason for broken, reason in rules if broken]
 
 
 @pytest.mark.parametrize("norm", models.NORMS.names())
 @pytest.mark.parametrize("act", models.ACTS.names())
 @pytest.mark.parametrize("scheme", models.INITS.names())
 def test_every_norm_act_and_init_builds(norm: str, act: str, scheme: str) -> None:
-    legal = 0
     for family, placement in itertools.product(
         ("mlp", "cifar"), ("full_preact", "relu_preact", "post", "pre+mid")
     ):
-        raw = {
-            **FAMILY_RAW[family],
-            "family": family,
-            "norm": norm,
-            "act": act,
-            "activation": placement,
-            "groups": 2,
-            "drop_path": 0.2,
-        }
-        legal += _run_once(FAMILY_SHAPES[family], {"scheme": scheme}, **raw)
-    assert legal > 0 or (scheme, act, norm) in _NEVER_LEGAL
-
-
-_NEVER_LEGAL = (
-    {
-        (s, a, n)
-        for s in ("fixup", "nf")
-        for a in models.ACTS.names()
-        for n in models.NORMS.names()
-        if n != "none"
-    }
-    | {("zero_last", a, "none") for a in models.ACTS.names()}
-    | {
-        ("looks_linear", a, n)
-        for a in models.ACTS.names()
-        if a != "crelu"
-        for n in models.NORMS.names()
-    }
-)
+        raw = dict(FAMILY_RAW[family], family=family, norm=norm, act=act, activation=placement)
+        raw.update(groups=2, drop_path=0.2)
+        reasons = _refusals(placement, norm, act, scheme)
+        if not reasons:
+            _trains_a_step(FAMILY_SHAPES[family], {"scheme": scheme}, **raw)
+            continue
+        with pytest.raises(ConfigError) as refused:
+            build(shape=FAMILY_SHAPES[family], init={"scheme": scheme}, **raw)
+        assert any(reason in str(refused.value) for reason in reasons), str(refused.value)
 
 
 # -- the equations -------------------------------------------------------------------------------
@@ -272,6 +253,24 @@ def test_placements_compute_identity_mappings_equations(placement: str, formula:
     unit, (w1, w2) = unit_of(activation=placement, norm="layer")
     with torch.no_grad():
         assert torch.allclose(unit(X), formula(X, w1, w2), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "placement,n,branch,after",
+    [  # science.md §1.4's rows, read from the inside out
+        ("post", 2, "W N σ W N", "σ"),
+        ("bn_after_add", 2, "W N σ W", "N σ"),
+        ("relu_before_add", 2, "W N σ W N σ", ""),
+        ("relu_preact", 2, "σ W N σ W N", ""),
+        ("full_preact", 2, "N σ W N σ W", ""),
+        ("full_preact", 3, "N σ W N σ W N σ W", ""),
+        ("pre+post_branch", 1, "σ W N σ", ""),
+    ],
+)
+def test_units_hold_their_rows_in_order(placement: str, n: int, branch: str, after: str) -> None:
+    unit = build(depth=2 * n, width=6, shortcut_depth=n, activation=placement).units[0]
+    assert str(unit.branch_steps) == branch and f"F = {branch}," in repr(unit)
+    assert str(unit.after_steps) == (after or "identity")
 
 
 @pytest.mark.parametrize(
@@ -437,7 +436,14 @@ def test_fixup_skipinit_zero_last_start_each_unit_as_its_shortcut() -> None:
         net = build(depth=4, width=6, init={"scheme": scheme}, **raw).eval()
         with torch.no_grad():
             assert torch.allclose(net.units[0](x), x, atol=1e-6), scheme
+    raw = {"norm": "batch", "activation": "bn_after_add"}  # F = W N σ W: its one N is zeroed
+    after_add = build(depth=4, width=6, init={"scheme": "zero_last"}, **raw).eval()
+    with torch.no_grad():
+        assert not after_add.units[0].branch(x).any()
+    with pytest.raises(ConfigError, match="branch has none"):  # F = W, f = N σ: no N in F
+        build(depth=2, shortcut_depth=1, init={"scheme": "zero_last"}, **raw)
     fixup = build(depth=4, width=6, norm="none", init={"scheme": "fixup"})
+    assert str(fixup.units[0].branch_steps) == "+a W +b N σ +a W ×s +b N"  # scalars around W
     assert not fixup.head.weight.any()  # the classifier starts at zero
     assert all(not u.weights[-1].weight.any() for u in fixup.units)
     first = fixup.units[0].weights[0].weight.detach()
@@ -478,8 +484,12 @@ def test_init_is_seeded_and_bit_identical() -> None:
 
 
 def test_placements_parse() -> None:
-    assert parse_placement("linear") == Placement()
-    assert parse_placement("pre+post_branch") == Placement(pre=True, post_branch=True)
+    assert parse_placement("linear") == Placement("W N W N")
+    assert parse_placement("pre+post_branch") == Placement("σ W N W N σ")
+    assert parse_placement("mid") == Placement("W N σ W N")
+    assert parse_placement("full_preact").ops(3) == tuple("NσWNσWNσW")
+    with pytest.raises(ValueError, match="two-layer branch"):
+        Placement("W N σ")
     with pytest.raises(ValueError, match="did you mean 'mid'"):
         parse_placement("mdi")
 

@@ -12,13 +12,13 @@ import torch
 
 from resablate import data, models
 from resablate.data import DataShape
+from resablate.optim import loss_fn
 from resablate.probes.hessian import hessian_spectrum
 from resablate.probes.lesion import lesion
 from resablate.probes.shattered import autocorrelation, shattered_gradients
 from resablate.probes.spp import signal_propagation
 from resablate.probes.weights import weight_norms
 from resablate.spec import DataSpec, InitSpec, ModelSpec
-from resablate.train import loss_fn
 
 CE = loss_fn("ce", 10)
 

@@ -15,6 +15,8 @@ import torch
 
 from resablate import data, models
 from resablate.data import DataShape
+from resablate.optim import loss_fn
+from resablate.options import LesionProbe
 from resablate.probes.lesion import lesion
 from resablate.probes.measure import PROBES, ProbeData, scalars
 from resablate.probes.shattered import (
@@ -23,8 +25,8 @@ from resablate.probes.shattered import (
     line_gradients,
     shattered_gradients,
 )
-from resablate.spec import DataSpec, InitSpec, LesionProbe, ModelSpec, ProbesSpec
-from resablate.train import loss_fn, probe_trial
+from resablate.spec import DataSpec, InitSpec, ModelSpec, ProbesSpec
+from resablate.train import probe_trial
 
 IMAGES = DataShape((1, 8, 8), 10)
 VECTORS = DataShape((16,), 10)
@@ -248,10 +250,12 @@ def test_mnist_full_preact_ends_with_norm_and_relu_before_pooling_and_trains() -
         "ReLU",
         "Linear",
     ]
+    from resablate.catalog import trial_config
     from resablate.train import run_trial
 
     config = {
         "model": {"family": "mnist", "depth": 8, "channels": 8, "activation": "full_preact"},
         "train": {"epochs": 6, "batch_size": 32, "lr": 0.05},
     }
-    assert run_trial(config)["train_acc"] > 0.8  # 0.93 here; 0.38 without the ending N, σ
+    trained = trial_config(config)
+    assert run_trial(trained)["train_acc"] > 0.8  # 0.93 here; 0.38 without the ending N, σ

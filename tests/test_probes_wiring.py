@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from resablate.spec import ProbesSpec
 from resablate.train import run_trial
 from tests.conftest import run_process, trial_runs, write
@@ -25,6 +27,7 @@ grid:
 CONFIG = {"model": {"depth": 4, "width": 12}, "train": {"epochs": 3, "batch_size": 64, "lr": 0.02}}
 
 
+@pytest.mark.slow
 def test_probes_never_change_training() -> None:
     probes = ProbesSpec.model_validate(
         {
@@ -59,6 +62,7 @@ def test_probe_schedule_follows_at_and_every() -> None:
     assert ran == {0: ["weights"], 1: [], 2: ["weights"], 3: [], 4: ["hessian", "weights"]}
 
 
+@pytest.mark.slow
 def test_sweep_records_probe_metrics_and_curves_in_mlflow(tmp_path: Path) -> None:
     sweep = write(tmp_path / "probed.yaml", SWEEP)
     ran = run_process("sweep", str(sweep), "--quiet", cwd=tmp_path)  # on Ray

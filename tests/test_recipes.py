@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from pydantic import ValidationError
 
-from resablate.errors import SpecError
-from resablate.spec import RECIPES, TrainSpec, TrialConfig, explain, load_sweep
-from resablate.train import OPTIMIZERS, SCHEDULES, Clock, lr_schedule
+from resablate.catalog import trial_config
+from resablate.errors import ConfigError, SpecError
+from resablate.loader import load_sweep
+from resablate.optim import OPTIMIZERS, SCHEDULES, Clock, lr_schedule
+from resablate.recipes import RECIPES
+from resablate.spec import TrainSpec, TrialConfig
 from tests.conftest import write
 
 LR = 0.1
@@ -140,7 +142,7 @@ def test_optimizers_get_nesterov_and_weight_decay() -> None:
 
 
 def test_he_cifar_expands_to_the_papers_settings() -> None:
-    train = TrainSpec(recipe="he_cifar")
+    train = trial_config({"train": {"recipe": "he_cifar"}}).train
     assert (train.optimizer, train.momentum, train.weight_decay) == ("sgd", 0.9, 1e-4)
     assert (train.batch_size, train.lr, train.gamma) == (128, 0.1, 0.1)
     assert (train.schedule, train.milestones, train.milestone_unit) == (
@@ -162,9 +164,9 @@ def test_fields_written_by_the_user_override_the_recipe_one_by_one(tmp_path: Pat
     assert spec.train.lr == 0.05 and spec.train.warmup_lr == 0.01
     assert spec.train.milestones == [32000, 48000] and spec.train.batch_size == 128
     # the resolved config validates back to itself, and a grid axis still overrides the recipe
-    resolved = TrialConfig.model_validate(spec.base_config())
+    resolved = trial_config(spec.base_config())
     assert TrialConfig.model_validate(resolved.model_dump()) == resolved
-    overridden = TrialConfig.model_validate(
+    overridden = trial_config(
         {**spec.base_config(), "train": {**spec.base_config()["train"], "weight_decay": 0.001}}
     )
     assert overridden.train.weight_decay == 0.001 and overridden.train.momentum == 0.9
@@ -197,9 +199,9 @@ BAD_TRAIN = [
 def test_bad_train_fields_give_one_line_naming_the_field(
     tmp_path: Path, train: dict, field: str, expected: str
 ) -> None:
-    with pytest.raises(ValidationError) as caught:
-        TrialConfig.model_validate({"train": train})
-    where, problem = explain(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        trial_config({"train": train})
+    where, problem = caught.value.field, caught.value.problem
     assert where == field and expected in problem and "\n" not in problem
     with pytest.raises(SpecError) as error:
         load_sweep(write(tmp_path / "bad.yaml", f"name: x\ntrain: {train}\n".replace("'", "")))

@@ -135,6 +135,7 @@ POINTS: dict[str, tuple[list[str], Callable[[list[tuple]], bool]]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", list(POINTS))
 def test_a_sweep_killed_anywhere_resumes_with_one_finished_run_per_trial(
     tmp_path: Path, point: str
@@ -173,6 +174,7 @@ def test_a_sweep_killed_anywhere_resumes_with_one_finished_run_per_trial(
         assert [m.step for m in history] == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.slow
 def test_a_sweep_killed_mid_stack_reruns_the_stack_and_records_each_seed_once(
     tmp_path: Path,
 ) -> None:
@@ -231,6 +233,7 @@ def ctrl_c(tmp_path: Path, sweep: Path, after: int, *flags: str) -> str:
     return err.decode()
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_gracefully_and_resume_finishes(tmp_path: Path) -> None:
     sweep = write(tmp_path / "k.yaml", LONGER)
     ctrl_c(tmp_path, sweep, 2)
@@ -246,6 +249,7 @@ def test_ctrl_c_stops_gracefully_and_resume_finishes(tmp_path: Path) -> None:
     assert [r for r in runs if r.info.status == "RUNNING"] == []
 
 
+@pytest.mark.slow
 def test_an_interrupted_inline_sweep_is_hinted_at_by_the_next_run(tmp_path: Path) -> None:
     sweep = write(tmp_path / "k.yaml", LONGER)
     ctrl_c(tmp_path, sweep, 1, "--inline")
@@ -287,6 +291,7 @@ def test_resume_refuses_a_changed_sweep_unless_forced(tmp_path: Path, cli, monke
     assert {"sweep.resume_2.yaml", "plan.resume_2.json"} <= names
 
 
+@pytest.mark.slow
 def test_a_second_driver_of_the_same_sweep_is_refused(tmp_path: Path) -> None:
     # trials long enough (minutes) that the first driver still runs whatever the machine's speed
     sweep = write(tmp_path / "k.yaml", GRID.replace("epochs: 5", "epochs: 5000"))
@@ -302,6 +307,7 @@ def test_a_second_driver_of_the_same_sweep_is_refused(tmp_path: Path) -> None:
         kill_hard(proc)
 
 
+@pytest.mark.slow
 def test_a_killed_search_resumes_its_studies_without_duplicate_runs(tmp_path: Path) -> None:
     sweep = write(tmp_path / "s.yaml", SEARCH)
     db = tmp_path / "mlflow.db"
@@ -345,6 +351,7 @@ def test_a_killed_search_resumes_its_studies_without_duplicate_runs(tmp_path: Pa
             assert len(seeds) == 2 and trial.value == pytest.approx(sum(seeds) / 2)
 
 
+@pytest.mark.slow
 def test_an_int_search_runs_each_value_once_and_tells_repeats_its_score(tmp_path: Path) -> None:
     sweep = write(
         tmp_path / "i.yaml",
@@ -389,6 +396,7 @@ def workers(session: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_a_lost_worker_is_retried_and_its_attempt_recorded_as_failed(tmp_path: Path) -> None:
     text = GRID.replace("seeds_per_trial: 1}", "seeds_per_trial: 1, max_failures: 1}")
     sweep = write(tmp_path / "k.yaml", text.replace("[0, 1, 2, 3, 4]", "[0, 1]"))
@@ -418,6 +426,7 @@ def test_a_lost_worker_is_retried_and_its_attempt_recorded_as_failed(tmp_path: P
         assert steps == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.slow
 def test_two_sweeps_share_one_sqlite_store_at_once(tmp_path: Path) -> None:
     body = GRID.replace("epochs: 5", "epochs: 2")
     first = write(tmp_path / "a.yaml", body.replace("name: killed", "name: first"))
@@ -438,7 +447,7 @@ def test_two_sweeps_share_one_sqlite_store_at_once(tmp_path: Path) -> None:
 def test_a_gpu_out_of_memory_is_named_with_its_fix() -> None:
     import torch
 
-    from resablate.runner import failure_text
+    from resablate.stacking import failure_text
 
     try:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -451,6 +460,7 @@ def test_a_gpu_out_of_memory_is_named_with_its_fix() -> None:
     assert failure_text(ValueError("x")).splitlines()[-1] == "ValueError: x"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["ray", "inline"])
 def test_a_full_disk_stops_the_sweep_in_one_line_and_resume_finishes_it(
     tmp_path: Path, backend: str

@@ -11,20 +11,21 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from resablate import runner
+from resablate import stacking
 from resablate.driver import Options, run_sweep
 from resablate.errors import SpecError
 from resablate.grid import Trial
 from resablate.plan import make_plan
 from resablate.results import FAILED, FINISHED, TrialRecord
-from resablate.runner import Session, runs_of
-from resablate.tracking import SweepTracker
+from resablate.runlog import RunLog
+from resablate.runner import Session
+from resablate.stacking import runs_of
 from tests.conftest import trial_runs, write
 
 SWEEP = "name: runner\nmodel: {depth: 2, width: 8}\ntrain: {epochs: 2}\ngrid: {seed: [0, 1]}\n"
 
 
-@pytest.mark.parametrize("backend", ["ray", "inline"])
+@pytest.mark.parametrize("backend", [pytest.param("ray", marks=pytest.mark.slow), "inline"])
 def test_a_failing_trial_is_recorded_and_the_others_finish(tmp_path: Path, backend: str) -> None:
     path = write(tmp_path / "runner.yaml", SWEEP)
     plan = make_plan(path)
@@ -33,7 +34,7 @@ def test_a_failing_trial_is_recorded_and_the_others_finish(tmp_path: Path, backe
     broken_config = {**bad.config, "model": {**bad.config["model"], "depth": 3}}
     plan = dataclasses.replace(plan, trials=[good, dataclasses.replace(bad, config=broken_config)])
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracker = SweepTracker(uri, "runner")
+    tracker = RunLog.open(uri, "runner")
     tracker.start_sweep("runner", {}, plan.spec.hash(), path, plan.trials)
     with Session(plan, backend, tmp_path / "runs") as session:
         if backend == "ray":
@@ -76,6 +77,7 @@ def test_a_gpu_request_on_a_machine_without_gpus_fails_before_anything_runs(
         pass
 
 
+@pytest.mark.slow
 def test_ray_tune_keeps_statistics_of_the_epoch_only_and_mlflow_gets_every_metric(
     tmp_path: Path,
 ) -> None:
@@ -85,7 +87,7 @@ def test_ray_tune_keeps_statistics_of_the_epoch_only_and_mlflow_gets_every_metri
 
     plan = make_plan(write(tmp_path / "runner.yaml", SWEEP))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracker = SweepTracker(uri, "runner")
+    tracker = RunLog.open(uri, "runner")
     tracker.start_sweep("runner", {}, plan.spec.hash(), tmp_path / "runner.yaml", plan.trials)
     with Session(plan, "ray", tmp_path / "runs") as session:
         records = session.run([tracker])
@@ -106,8 +108,8 @@ def test_ray_tune_keeps_statistics_of_the_epoch_only_and_mlflow_gets_every_metri
 
 
 def test_units_are_split_into_near_equal_tune_runs_in_order(monkeypatch) -> None:
-    monkeypatch.setattr(runner, "UNITS_PER_RUN", 4)
-    monkeypatch.setattr(runner, "UNITS_PER_SLOT", 2)
+    monkeypatch.setattr(stacking, "STACKS_PER_RUN", 4)
+    monkeypatch.setattr(stacking, "STACKS_PER_SLOT", 2)
     nine = [[Trial(str(i), {}, {}, "cell")] for i in range(9)]
 
     def sizes(chosen: list, slots: int, scheduled: bool = False) -> list[int]:
@@ -161,13 +163,14 @@ class CtrlC:
             os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.mark.slow
 def test_a_grid_runs_as_several_tune_runs_and_ctrl_c_stops_before_the_next(
     tmp_path: Path, monkeypatch
 ) -> None:
     """Ray Tune's bookkeeping of a run's trials is released only when the run returns: a grid
     runs as several runs in turn. A Ctrl-C that Tune takes as its run ends starts no other."""
-    monkeypatch.setattr(runner, "UNITS_PER_RUN", 2)
-    monkeypatch.setattr(runner, "UNITS_PER_SLOT", 1)
+    monkeypatch.setattr(stacking, "STACKS_PER_RUN", 2)
+    monkeypatch.setattr(stacking, "STACKS_PER_SLOT", 1)
     plan = make_plan(write(tmp_path / "chunked.yaml", CHUNKED))
     ids = [t.id for t in plan.trials]
 
@@ -201,6 +204,7 @@ resources: {max_concurrent_trials: 1, seeds_per_trial: 1}
 """
 
 
+@pytest.mark.slow
 def test_a_ctrl_c_as_a_search_batch_ends_starts_no_other_batch(tmp_path: Path) -> None:
     plan = make_plan(write(tmp_path / "stopsearch.yaml", SEARCHED))
     outcome = in_process(tmp_path, plan, [CtrlC(after=2)])  # batches of 2 candidates

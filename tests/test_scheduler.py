@@ -62,6 +62,7 @@ def test_bad_schedulers_are_one_line(
     assert os.listdir(tmp_path) == ["b.yaml"]
 
 
+@pytest.mark.slow
 def test_asha_prunes_the_hopeless_trials_and_records_them_as_results(tmp_path: Path) -> None:
     sweep = write(tmp_path / "a.yaml", GRID)
     ran = run_process("sweep", str(sweep), "-q", cwd=tmp_path)
@@ -83,6 +84,7 @@ def test_asha_prunes_the_hopeless_trials_and_records_them_as_results(tmp_path: P
     assert client.get_run(parent).data.tags["resablate.pruned"] == str(len(pruned))
 
 
+@pytest.mark.slow
 def test_median_stopping_prunes_a_trial_worse_than_the_median(tmp_path: Path) -> None:
     text = GRID.replace(
         "{kind: asha, grace_period: 1, reduction_factor: 2}",
@@ -100,6 +102,7 @@ def test_median_stopping_prunes_a_trial_worse_than_the_median(tmp_path: Path) ->
     assert "pruned" in (status[("1e-05", "0")], status[("1e-05", "1")])
 
 
+@pytest.mark.slow
 def test_a_pruned_candidate_is_pruned_in_its_optuna_study(tmp_path: Path) -> None:
     sweep = write(
         tmp_path / "s.yaml",

@@ -36,6 +36,7 @@ def studies(folder: Path) -> dict[str, optuna.Study]:
     }
 
 
+@pytest.mark.slow
 def test_each_cell_study_holds_its_candidates_scored_by_the_seed_mean(tmp_path: Path) -> None:
     sweep = write(tmp_path / "s.yaml", SWEEP)
     ran = run_process("sweep", str(sweep), "--quiet", cwd=tmp_path)  # on Ray
@@ -74,6 +75,7 @@ def test_each_cell_study_holds_its_candidates_scored_by_the_seed_mean(tmp_path: 
         assert f"std.{cell}" in parent.data.metrics
 
 
+@pytest.mark.slow
 def test_diverging_candidates_score_as_the_worst_and_the_best_c_is_finite(tmp_path: Path) -> None:
     sweep = write(
         tmp_path / "d.yaml",
@@ -104,6 +106,7 @@ search: {param: init.c, log_uniform: [0.01, 100.0], n_trials: 6, sampler: random
     assert status[study.best_trial.params["init.c"]] == "finished"
 
 
+@pytest.mark.slow
 def test_search_where_searches_the_matching_cells_and_runs_the_others_once(
     tmp_path: Path, cli
 ) -> None:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import ast
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from resablate.spec import load_sweep, trial_paths
-from tests.conftest import SWEEPS, run_process, write
+from resablate.errors import SpecError
+from resablate.fields import trial_paths
+from resablate.loader import load_sweep, read_yaml
+from resablate.plan import make_plan
+from tests.conftest import ROOT, SWEEPS, run_process, write
 
 GOOD = """
 name: tiny
@@ -102,3 +108,111 @@ def test_yaml_is_read_with_safe_load(tmp_path: Path) -> None:
 
 def test_ready_sweeps_dir_exists() -> None:
     assert (SWEEPS / "smoke.yaml").is_file()
+
+
+DUPLICATES = [
+    (
+        "name: x\nmodel: {depth: 2}\nseed: 1\nmodel: {depth: 4}\n",
+        "model",
+        "'model'",
+        "lines 2 and 4",
+    ),
+    (
+        "name: x\nmodel:\n  family: mlp\n  depth: 4\n  width: 8\n  depth: 7\n",
+        "model.depth",
+        "'depth'",
+        "lines 4 and 6",
+    ),
+    (
+        "name: x\ngrid:\n  model.depth: [2, 4]\n  seed: [0]\n  model.depth: [6]\n",
+        "grid.model.depth",
+        "'model.depth'",
+        "lines 3 and 5",
+    ),
+    (
+        "name: x\nprofiles:\n  cpu:\n    train.epochs: 1\n  gpu: {}\n  cpu: {}\n",
+        "profiles.cpu",
+        "'cpu'",
+        "lines 3 and 6",
+    ),
+    (
+        "name: x\nprofiles:\n  cpu: {train.epochs: 1, train.epochs: 2}\n",
+        "profiles.cpu.train.epochs",
+        "'train.epochs'",
+        "line 3",
+    ),
+]
+
+
+@pytest.mark.parametrize("text,field,key,lines", DUPLICATES, ids=[d[1] for d in DUPLICATES])
+def test_a_key_given_twice_is_refused_naming_both_lines(
+    tmp_path: Path, text: str, field: str, key: str, lines: str
+) -> None:
+    """PyYAML keeps the last of two equal keys; a sweep that ran with the other would mislead."""
+    sweep = write(tmp_path / "sweep.yaml", text)
+    with pytest.raises(SpecError) as error:
+        load_sweep(sweep)
+    assert str(error.value) == f"{sweep}: {field}: key {key} is given twice ({lines}); keep one"
+
+
+def test_a_key_given_twice_in_an_override_names_the_override(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as error:
+        load_sweep(write(tmp_path / "s.yaml", GOOD), ["model={depth: 2, depth: 4}"])
+    assert str(error.value) == (
+        "--set model={depth: 2, depth: 4}: model.depth: key 'depth' is given twice (line 1);"
+        " keep one"
+    )
+
+
+def test_keys_that_differ_and_merge_keys_are_still_read(tmp_path: Path) -> None:
+    text = "name: x\nbase: &net {depth: 4, width: 8}\nmodel:\n  <<: *net\n  depth: 6\n"
+    raw = read_yaml(write(tmp_path / "s.yaml", text))
+    assert raw["model"] == {"depth": 6, "width": 8} and raw["base"] == {"depth": 4, "width": 8}
+
+
+def test_an_unknown_field_of_the_objective_lists_the_objectives_fields(tmp_path: Path) -> None:
+    sweep = write(
+        tmp_path / "s.yaml", "name: x\nsearch: {uniform: [0, 1], objective: {metrc: a}}\n"
+    )
+    with pytest.raises(SpecError) as error:
+        load_sweep(sweep)
+    assert str(error.value) == (
+        f"{sweep}: search.objective.metrc: unknown field 'metrc'; did you mean 'metric'?"
+        " (fields here: metric, direction, at, diverged)"
+    )
+
+
+def test_an_error_names_the_override_that_set_the_field_last(tmp_path: Path) -> None:
+    sweep = write(tmp_path / "s.yaml", GOOD + "profiles:\n  cpu: {model.width: 0}\n")
+    with pytest.raises(SpecError, match=r"^--set model.width=0: model.width: 0: "):
+        load_sweep(sweep, ["model.width=0"], profile="cpu")
+    with pytest.raises(SpecError, match=r"\(profile cpu\): model.width: 0: "):
+        load_sweep(sweep, profile="cpu")
+    # a later override of the whole section replaces what the earlier one set
+    with pytest.raises(SpecError, match=r"^--set model={width: 0}: model.width: 0: "):
+        load_sweep(sweep, ["model.width=3", "model={width: 0}"])
+    # the file's own value, once a field elsewhere is overridden
+    mistaken = write(tmp_path / "e.yaml", GOOD.replace("epochs: 1", "epochs: 0"))
+    with pytest.raises(SpecError, match=rf"^{mistaken}: train.epochs: 0: "):
+        load_sweep(mistaken, ["seed=1"])
+
+
+def test_a_grid_point_set_by_a_profile_names_the_profile(tmp_path: Path) -> None:
+    sweep = write(tmp_path / "s.yaml", GOOD + "profiles:\n  odd: {grid.model.depth: [3]}\n")
+    with pytest.raises(SpecError) as error:
+        make_plan(sweep, profile="odd")
+    assert str(error.value).startswith(f"{sweep} (profile odd): grid.model.depth: 3 does not fit")
+
+
+def test_the_schema_is_data_importing_no_torch_and_no_builder() -> None:
+    code = (
+        "import sys, resablate.spec, resablate.loader, resablate.catalog; "
+        "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    leaves = {"resablate.errors", "resablate.options", "resablate.section"}
+    for module in ("spec", "options", "section"):
+        tree = ast.parse((ROOT / "resablate" / f"{module}.py").read_text(encoding="utf-8"))
+        named = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert {m for m in named if m.startswith("resablate")} <= leaves, module

@@ -66,6 +66,7 @@ def test_every_study_plans_at_full_and_cpu_scale(study: str) -> None:
     assert f"resablate sweep sweeps/{study}.yaml --profile cpu" in text  # documented
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("study", list(REDUCED))
 def test_each_study_runs_its_cpu_profile_end_to_end(tmp_path: Path, study: str) -> None:
     sets, metrics, probes = REDUCED[study]

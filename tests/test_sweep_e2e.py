@@ -36,6 +36,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory):
     return cwd, ran, client
 
 
+@pytest.mark.slow
 def test_smoke_sweep_records_one_parent_and_one_finished_child_per_trial(smoke) -> None:
     cwd, _ran, client = smoke
     plan = make_plan(SMOKE)
@@ -78,6 +79,7 @@ def test_smoke_sweep_records_one_parent_and_one_finished_child_per_trial(smoke) 
     assert (cwd / "mlflow.db").is_file() and (cwd / "resablate-runs" / "smoke").is_dir()
 
 
+@pytest.mark.slow
 def test_smoke_sweep_shows_the_science(smoke) -> None:
     _cwd, _, client = smoke
     experiment = client.get_experiment_by_name("smoke")
@@ -93,6 +95,7 @@ def test_smoke_sweep_shows_the_science(smoke) -> None:
     assert statistics.mean(acc[("none", "32")]) < statistics.mean(acc[("identity", "32")]) - 0.3
 
 
+@pytest.mark.slow
 def test_smoke_sweep_prints_progress_and_the_cell_table(smoke) -> None:
     _, ran, _ = smoke
     assert "12/12" in ran.err  # the progress bar's last state
@@ -104,6 +107,7 @@ def test_smoke_sweep_prints_progress_and_the_cell_table(smoke) -> None:
     assert table.count("2/0/0/0") == 6  # 6 cells, 2 seeds each, all finished
 
 
+@pytest.mark.slow
 def test_quiet_inline_sweep_records_divergence_as_a_result(tmp_path: Path) -> None:
     sweep = write(
         tmp_path / "div.yaml",

@@ -1,127 +1,203 @@
-"""MLflow tracking against a real sqlite store: locks from other processes are waited out."""
+"""Tracking against real stores (sqlite, an mlflow server on 127.0.0.1): the run log's writes,
+the ledger's reading back, locks from other processes waited out, failures as one line."""
 
 from __future__ import annotations
 
 import os
-import signal
+import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from resablate import runlog
+from resablate.errors import StoreError
 from resablate.grid import Trial
-from resablate.results import FINISHED, TrialRecord
-from resablate.tracking import SweepTracker, _uninterrupted, flatten
+from resablate.ledger import Ledger
+from resablate.results import FINISHED, KILLED, RUNNING, TrialRecord
+from resablate.runlog import RunLog, flatten
+from resablate.store import RUN_FINISHED, RUN_KILLED, RUN_RUNNING, Store
+
+TRIAL = Trial("abc", {"seed": 0, "model": {"depth": 2}}, {"seed": 0}, "cell")
 
 
-def test_a_locked_sqlite_store_is_waited_out_not_an_error(tmp_path: Path) -> None:
-    db = tmp_path / "mlflow.db"
-    uri = f"sqlite:///{db}"
-    tracker = SweepTracker(uri, "locks")
+def started(tmp_path: Path, name: str, trials: list[Trial], uri: str | None = None) -> RunLog:
+    log = RunLog.open(uri or f"sqlite:///{tmp_path / 'mlflow.db'}", name)
     sweep = tmp_path / "s.yaml"
-    sweep.write_text("name: locks\n")
-    trial = Trial("abc", {"seed": 0, "model": {"depth": 2}}, {"seed": 0}, "cell")
-    tracker.start_sweep("locks", {"name": "locks"}, "hash", sweep, [trial])
+    sweep.write_text(f"name: {name}\n")
+    log.start_sweep(name, {"name": name}, "hash", sweep, trials)
+    return log
 
-    other = sqlite3.connect(db, timeout=30, isolation_level=None, check_same_thread=False)
+
+@pytest.mark.slow
+def test_a_locked_sqlite_store_is_waited_out_not_an_error(tmp_path: Path) -> None:
+    log = started(tmp_path, "locks", [TRIAL])
+    other = sqlite3.connect(
+        tmp_path / "mlflow.db", timeout=30, isolation_level=None, check_same_thread=False
+    )
     other.execute("BEGIN EXCLUSIVE")  # another process holds the write lock ...
     release = threading.Timer(7.0, lambda: other.execute("COMMIT"))  # ... beyond the busy timeout
     release.start()
-    started = time.monotonic()
+    began = time.monotonic()
     try:
-        tracker.trial_started(trial)
-        tracker.trial_result(trial, {"epoch": 1, "status": "running", "train_loss": 0.5})
-        tracker.trial_finished(TrialRecord(trial, FINISHED, 1, {"train_loss": 0.5}))
-        tracker.end_sweep({"summary.md": "| x |\n"})
+        log.trial_started(TRIAL)
+        log.trial_result(TRIAL, {"epoch": 1, "status": RUNNING, "train_loss": 0.5})
+        log.trial_finished(TrialRecord(TRIAL, FINISHED, 1, {"train_loss": 0.5}))
+        log.end_sweep({"summary.md": "| x |\n"})
     finally:
         release.join()
         other.close()
-    assert time.monotonic() - started > 5.0  # it really waited for the lock
+    assert time.monotonic() - began > 5.0  # it really waited for the lock
 
-    client = MlflowClient(tracking_uri=uri)
-    [child] = client.search_runs([tracker.experiment_id], "tags.trial_id = 'abc'")
-    assert child.info.status == "FINISHED"
-    assert child.data.tags["mlflow.parentRunId"] == tracker.parent_id
+    client = MlflowClient(tracking_uri=log.uri)
+    [child] = client.search_runs([log.experiment_id], "tags.trial_id = 'abc'")
+    assert child.info.status == RUN_FINISHED
+    assert child.data.tags["mlflow.parentRunId"] == log.parent_id
+    assert child.data.params == {"seed": "0", "model.depth": "2"}
     assert [m.value for m in client.get_metric_history(child.info.run_id, "train_loss")] == [0.5]
-    assert client.get_run(tracker.parent_id).info.status == "FINISHED"
+    assert client.get_run(log.parent_id).info.status == RUN_FINISHED
 
 
-class CtrlCMidWrite(MlflowClient):
-    """A real client; the user presses Ctrl-C (``presses`` times) while a tag is written."""
+def test_epoch_metrics_are_buffered_and_written_every_flush_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = started(tmp_path, "flush", [TRIAL])
+    log.trial_started(TRIAL)
+    batches: list[int] = []
+    write = log.store.log_batch
 
-    presses = 1
-    fails = False  # the write fails after the Ctrl-C (a full disk, a server gone)
+    def counted(run_id: str, metrics=(), params=None) -> None:
+        batches.append(len(metrics))
+        write(run_id, metrics, params)
 
-    def set_tag(self, *args: object, **kwargs: object) -> None:
-        for _ in range(self.presses):
-            os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.2)  # a KeyboardInterrupt raised mid-call lands here
-        if self.fails:
-            raise OSError("disk I/O error")
-        super().set_tag(*args, **kwargs)
-
-    def create_run(self, *args: object, **kwargs: object) -> object:
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.2)
-        return super().create_run(*args, **kwargs)  # a Ctrl-C held until here loses the id
-
-
-def test_a_ctrl_c_during_a_store_write_lands_after_the_write(tmp_path: Path, monkeypatch) -> None:
-    # Python's own Ctrl-C (an earlier test's ray.init may have left Ray's handler installed)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    monkeypatch.setattr(CtrlCMidWrite, "presses", 1)
-    monkeypatch.setattr(CtrlCMidWrite, "fails", False)
-    try:
-        ctrl_c_mid_write(tmp_path)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    monkeypatch.setattr(log.store, "log_batch", counted)
+    for epoch in range(1, 6):  # faster than FLUSH_EVERY_S: the first report, then the rest
+        log.trial_result(TRIAL, {"epoch": epoch, "train_loss": 1.0 / epoch, "test_acc": 0.5})
+    assert batches == [2] and len(log.attempts[TRIAL.id].pending) == 8
+    monkeypatch.setattr(runlog, "FLUSH_EVERY_S", 0.0)
+    log.trial_result(TRIAL, {"epoch": 6, "train_loss": 1.0 / 6})
+    assert batches == [2, 9] and log.attempts[TRIAL.id].pending == []
+    log.trial_finished(TrialRecord(TRIAL, FINISHED, 6))
+    assert log.attempts == {}  # nothing kept per ended trial
+    [child], _ = log.store.search_runs(log.experiment_id, "tags.trial_id = 'abc'")
+    steps = [step for step, _ in log.store.get_metric_history(child.run_id, "train_loss")]
+    assert steps == [1, 2, 3, 4, 5, 6]
 
 
-def ctrl_c_mid_write(tmp_path: Path) -> None:
+def test_the_ledger_finds_what_a_killed_invocation_finished_and_resume_closes_the_rest(
+    tmp_path: Path,
+) -> None:
+    lost = Trial("def", {"seed": 1}, {"seed": 1}, "cell")
+    log = started(tmp_path, "ledger", [TRIAL, lost])
+    log.trial_started(TRIAL)
+    for epoch in (1, 2):
+        log.trial_result(TRIAL, {"epoch": epoch, "test_acc": 0.25 * epoch})
+    log.trial_finished(TrialRecord(TRIAL, FINISHED, 2, {"test_acc": 0.5}))
+    log.trial_started(lost)  # the driver is killed here: no end_sweep
+    stale_id = log.attempts[lost.id].run_id
+
+    again = RunLog.open(log.uri, "ledger")
+    ledger = Ledger(again.store, again.experiment_id)
+    previous = ledger.find_previous("ledger")
+    assert previous is not None and previous.run_id == log.parent_id
+    assert previous.status == RUN_RUNNING and previous.unfinished
+    assert list(previous.done) == [TRIAL.id] and previous.stale == [stale_id]
+    [record] = ledger.records(previous, [TRIAL, lost], ("test_acc",))
+    assert (record.status, record.epoch, record.metrics) == (FINISHED, 2, {"test_acc": 0.5})
+    assert record.history == [{"test_acc": 0.25}, {"test_acc": 0.5}]
+    assert ledger.records(None, [TRIAL, lost]) == []
+
+    again.resume_sweep(previous, "hash", tmp_path / "s.yaml", [TRIAL, lost])
+    assert again.counts[FINISHED] == 1
+    stale = again.store.get_run(stale_id)
+    assert (stale.status, stale.tags["resablate.status"]) == (RUN_KILLED, KILLED)
+    parent = again.store.get_run(log.parent_id)
+    assert parent.status == RUN_RUNNING and parent.tags["resablate.resumes"] == "1"
+    again.end_sweep(interrupted=True)
+    assert again.store.get_run(log.parent_id).status == RUN_KILLED
+
+
+class Failing:
+    """A client whose writes fail as SQLAlchemy reports a full disk."""
+
+    calls = 0
+
+    def set_tag(self, *args: object) -> None:
+        self.calls += 1
+        raise RuntimeError(
+            "(sqlite3.OperationalError) database or disk is full\n[SQL: INSERT INTO tags ...]"
+        )
+
+    def list_artifacts(self, *args: object) -> None:
+        raise OSError("no such folder")
+
+
+def test_a_store_failure_is_one_line_and_breaks_the_store(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracker = SweepTracker(uri, "ctrl")
-    sweep = tmp_path / "s.yaml"
-    sweep.write_text("name: ctrl\n")
-    trial = Trial("abc", {"seed": 0}, {"seed": 0}, "cell")
-    tracker.start_sweep("ctrl", {"name": "ctrl"}, "hash", sweep, [trial])
-    tracker.trial_started(trial)
-    run_id = tracker.runs["abc"]
-    real = tracker.client._client
-    tracker.client._client = CtrlCMidWrite(tracking_uri=uri)
-    with pytest.raises(KeyboardInterrupt):
-        tracker.client.set_tag(run_id, "written", "yes")
-    assert real.get_run(run_id).data.tags["written"] == "yes"  # the write ended first
+    store = Store(uri)
+    store.client = failing = Failing()
+    assert store.list_artifacts("run", "probes/x") == []  # a missing artifact is an answer
+    assert store.broken is None
+    with pytest.raises(StoreError) as caught:
+        store.set_tag("run", "k", "v")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(
+        f"tracking store {uri} failed: database or disk is full;"
+    )
+    assert "--resume" in message and caught.value.reason == "database or disk is full"
+    assert store.broken is caught.value
+    with pytest.raises(StoreError) as again:  # later calls are refused, not made
+        store.set_tag("run", "k", "v")
+    assert again.value is caught.value and failing.calls == 1
 
-    CtrlCMidWrite.fails = True  # the held Ctrl-C still stops the sweep when the write failed
-    with pytest.raises(KeyboardInterrupt):
-        tracker.client.set_tag(run_id, "failed", "yes")
-    assert tracker.client.broken is None  # the interrupt, not a store failure, ends the sweep
-    CtrlCMidWrite.fails = False
 
-    CtrlCMidWrite.presses = 2  # a second Ctrl-C is not held
-    with pytest.raises(KeyboardInterrupt):
-        tracker.client.set_tag(run_id, "second", "yes")
-    assert "second" not in real.get_run(run_id).data.tags
-    with pytest.raises(KeyboardInterrupt), _uninterrupted():  # inside a tracker method too
-        tracker.client.set_tag(run_id, "nested", "yes")
-    assert "nested" not in real.get_run(run_id).data.tags
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
-    CtrlCMidWrite.presses = 1  # a trial's run created, then the Ctrl-C: the tracker knows it
-    later = Trial("def", {"seed": 1}, {"seed": 1}, "cell")
-    with pytest.raises(KeyboardInterrupt):
-        tracker.trial_started(later)
-    assert "def" in tracker.runs
 
-    tracker.client._client = real  # the store is not left locked: closing is immediate
-    started = time.monotonic()
-    tracker.end_sweep({}, interrupted=True)
-    assert time.monotonic() - started < 10
-    assert real.get_run(run_id).info.status == "KILLED"
-    assert real.get_run(tracker.runs["def"]).info.status == "KILLED"
+@pytest.mark.slow
+def test_a_tracking_server_that_goes_away_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's own retries: minutes
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    command = ["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    server = subprocess.Popen(
+        [sys.executable, "-m", *command, "--backend-store-uri", f"sqlite:///{tmp_path / 's.db'}"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        log = started(tmp_path, "server", [TRIAL], uri)
+        log.trial_started(TRIAL)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    with pytest.raises(StoreError) as caught:
+        log.trial_result(TRIAL, {"epoch": 1, "train_loss": 0.5})
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"tracking store {uri} failed: ")
+    assert log.store.broken is caught.value
 
 
 def test_params_are_flattened_yaml_paths() -> None:

@@ -6,7 +6,9 @@ import math
 
 import pytest
 
+from resablate.catalog import trial_config
 from resablate.results import DIVERGED, FINISHED, RUNNING
+from resablate.spec import TrialConfig
 from resablate.train import run_trial
 
 BASE = {
@@ -133,18 +135,20 @@ def test_mnist_family_learns_digits_as_8x8_images() -> None:
         "train": {"optimizer": "adam", "lr": 0.01, "epochs": 5, "batch_size": 64},
     }
     reports: list[dict] = []
-    run_trial(config, report=reports.append)
+    run_trial(trial_config(config), report=reports.append)
     assert reports[-1]["test_acc"] > 0.8  # chance is 0.1
     assert reports[-1]["train_loss"] < 0.5 * reports[0]["train_loss"]
 
 
 def test_cifar_family_trains_with_on_device_augmentation() -> None:
-    def config(augment: bool) -> dict:
-        return {
-            "model": {"family": "cifar", "depth": 8, "channels": 8},
-            "data": {"augment": augment},  # pad 4, random crop, flip: hard on 8×8 digits
-            "train": {"lr": 0.05, "epochs": 3, "batch_size": 64},
-        }
+    def config(augment: bool) -> TrialConfig:
+        return trial_config(
+            {
+                "model": {"family": "cifar", "depth": 8, "channels": 8},
+                "data": {"augment": augment},  # pad 4, random crop, flip: hard on 8×8 digits
+                "train": {"lr": 0.05, "epochs": 3, "batch_size": 64},
+            }
+        )
 
     plain, augmented = run_trial(config(False)), run_trial(config(True))
     assert plain["test_acc"] > 0.85

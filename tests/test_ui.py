@@ -11,6 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_process, write
 
 
@@ -34,6 +36,7 @@ def listening_addresses(port: int) -> set[str]:
     return found
 
 
+@pytest.mark.slow
 def test_ui_serves_the_store_on_localhost_and_prints_the_runs_link(tmp_path: Path) -> None:
     sweep = write(
         tmp_path / "ui.yaml", "name: ui-demo\nmodel: {depth: 2, width: 8}\ntrain: {epochs: 1}\n"

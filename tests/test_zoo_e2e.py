@@ -6,6 +6,8 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_process, trial_runs, write
 from tests.test_data import fake_mnist
 
@@ -19,6 +21,7 @@ grid:
 """
 
 
+@pytest.mark.slow
 def test_mnist_family_on_mnist_files_in_the_working_folder_runs_on_ray(tmp_path: Path) -> None:
     fake_mnist(tmp_path / "data", "MNIST")  # ./data, relative to where the user runs the sweep
     sweep = write(tmp_path / "zoo.yaml", SWEEP)

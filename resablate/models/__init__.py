@@ -20,7 +20,7 @@ from resablate.models import cifar, imagenet, mlp, mnist
 from resablate.models.init import INITS
 from resablate.models.layers import ACTS, NORMS
 from resablate.models.network import ResNet
-from resablate.models.placement import POSITIONS, parse_placement
+from resablate.models.placement import ACT, POSITIONS, N, W, parse_placement
 from resablate.models.shortcuts import SHORTCUTS
 from resablate.registry import Registry
 
@@ -89,6 +89,12 @@ def _check_combination(model: ModelSpec, init: InitSpec) -> None:
         )
     if init.scheme == "zero_last" and model.norm == "none":
         raise ConfigError("init.scheme", "zero_last zeros the last norm's γ; it needs a norm")
+    if init.scheme == "zero_last" and N not in placement.ops(model.shortcut_depth):
+        raise ConfigError(
+            "init.scheme",
+            f"zero_last zeros the γ of the branch's last norm, and a {model.shortcut_depth}-layer"
+            f" {model.activation} branch has none; use shortcut_depth 2 or another placement",
+        )
     if init.scheme == "skipinit" and model.shortcut == "scalar":
         raise ConfigError(
             "init.scheme",
@@ -104,8 +110,8 @@ def degenerate_hessian(model: ModelSpec, init: InitSpec) -> str | None:
     0 (its Assumption 3). ReLU'(0) = 0 in PyTorch: a σ that reads a zero branch's pre-activation
     (mid, post_branch) passes no gradient at the exact zero point, and the Hessian comes out
     degenerate (an n = 2 Hessian of exactly zero, against the theorem)."""
-    placement = parse_placement(model.activation)
-    reads_zero = placement.post_branch or (placement.mid and model.shortcut_depth > 1)
+    ops = parse_placement(model.activation).ops(model.shortcut_depth)
+    reads_zero = ACT in ops[ops.index(W) + 1 :]  # a σ after the first weight
     if init.scheme != "zero" or init.eps != 0 or model.act not in ("relu", "crelu"):
         return None
     if not reads_zero:

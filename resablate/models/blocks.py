@@ -1,7 +1,9 @@
 """The residual unit: y = h(x) + F(x), x' = f(y) (science.md §1), for maps and for vectors.
 
-F is ``n`` weight layers (the shortcut depth); where σ and N sit is the placement (placement.py),
-how h joins F is the shortcut type (shortcuts.py). Each unit owns the initialization of its branch
+F is ``n`` weight layers (the shortcut depth) with σ and N where the placement puts them
+(placement.py), held as the sequence of its ops in the order they apply: ``print(unit)`` shows
+``F = N σ W N σ W`` for ``full_preact``, science.md §1.4's row read from the inside out. How h
+joins F is the shortcut type (shortcuts.py). Each unit owns the initialization of its branch
 (timm's ``zero_init_last`` habit): the network calls ``unit.init_branch(...)`` and never inspects
 the unit's layers itself.
 """
@@ -18,7 +20,7 @@ from torch.nn.utils import parametrize
 
 from resablate.models.init import INITS, LayerContext, ScaledWS, mirrored_
 from resablate.models.layers import ACTS, NORMS, weight
-from resablate.models.placement import parse_placement
+from resablate.models.placement import ACT, N, W, parse_placement
 from resablate.models.shortcuts import SHORTCUTS, Geometry, projects
 
 if TYPE_CHECKING:
@@ -46,41 +48,103 @@ def raw_weight(layer: nn.Module) -> Tensor:
     return cast(Tensor, layer.weight)
 
 
+@dataclass(frozen=True)
+class Step:
+    """One op of a unit's equation, applied to z: the layer the unit holds as ``attr``
+    (``attr[index]``), or, for Fixup's scalars, the parameter it holds there added to z (+a, +b)
+    or multiplying it (×s). Steps name what they apply rather than hold it, so a unit's copies,
+    ``functional_call`` and a swapped-in module are all seen."""
+
+    symbol: str  # as science.md writes it: W, N, σ; Fixup's +a, ×s, +b
+    attr: str
+    index: int | None = None
+
+    def __call__(self, unit: nn.Module, z: Tensor) -> Tensor:
+        held = getattr(unit, self.attr)
+        if self.index is not None:
+            held = held[self.index]
+        if self.symbol == "×s":
+            return z * held
+        if self.symbol.startswith("+"):
+            return z + held
+        return cast(Tensor, held(z))
+
+
+class Steps(tuple[Step, ...]):
+    """Ops in the order they apply; prints as its equation, e.g. ``N σ W N σ W``."""
+
+    def __str__(self) -> str:
+        return " ".join(step.symbol for step in self) or "identity"
+
+
+def with_fixup(steps: list[Step]) -> list[Step]:
+    """Fixup's scalars around each weight (Zhang, Dauphin, Ma 2019, arXiv 1901.09321): a bias
+    before it and one after it, the last weight's output multiplied by a scalar first."""
+    weights = sum(step.symbol == W for step in steps)
+    out: list[Step] = []
+    for step in steps:
+        if step.symbol != W:
+            out.append(step)
+            continue
+        k = cast(int, step.index)
+        out += [Step("+a", "bias_in", k), step]
+        if k == weights - 1:
+            out.append(Step("×s", "scale"))
+        out.append(Step("+b", "bias_out", k))
+    return out
+
+
 class ResidualUnit(nn.Module):
+    """x' = f(h(x) + F(x)): F is ``branch_steps``, the placement's ops in the order they apply
+    (``F = W N σ W N``, ``f = σ`` for ``post``), h the shortcut, f ``after_steps``.
+
+    Around F, in ``forward``: the normalizer-free x/β and α (Brock, De, Smith 2021), SkipInit's
+    gain (De & Smith 2020), stochastic depth and lesioning; Fixup's scalars are steps of F."""
+
     def __init__(self, plan: UnitPlan, spec: ModelSpec, init: InitSpec) -> None:
         super().__init__()
         self.plan, self.placement = plan, parse_placement(spec.activation)
-        self.scheme_name, scheme = init.scheme, INITS[init.scheme]
-        act = ACTS[spec.act]
-        p, n = self.placement, len(plan.kernels)
-        self.acted = [p.pre if i == 0 else p.mid for i in range(n)]  # σ before weight i
-        self.weights = nn.ModuleList()
-        self.norms = nn.ModuleList()
-        for i in range(n):
-            cin, cout = plan.widths[i], plan.widths[i + 1]
-            stride = plan.stride if i == plan.stride_at else 1
-            wide = cin * (act.widen if self.acted[i] else 1)
-            self.weights.append(
-                weight(plan.spatial, wide, cout, plan.kernels[i], stride, plan.bias)
-            )
-            has_norm = p.norm_first or i < n - 1 or p.last_norm
-            channels = cin if p.norm_first else cout
-            norm = spec.norm if has_norm else "none"
-            self.norms.append(NORMS[norm](channels, plan.spatial, spec.groups))
+        scheme = INITS[init.scheme]
+        act, nf = ACTS[spec.act], scheme.normalizer_free
+        ops = self.placement.ops(len(plan.kernels))
+        # The layers F's ops name. Weights are registered before norms: that order is the order
+        # of the parameters (state_dict, the Hessian probe's vector) and of the init draws.
+        self.weights, self.norms = nn.ModuleList(), nn.ModuleList()
+        steps: list[Step] = []
+        reads_act: list[bool] = []
+        width = plan.widths[0]
+        for i, op in enumerate(ops):
+            if op == W:
+                k = len(self.weights)
+                cout, stride = plan.widths[k + 1], plan.stride if k == plan.stride_at else 1
+                self.weights.append(
+                    weight(plan.spatial, width, cout, plan.kernels[k], stride, plan.bias)
+                )
+                reads_act.append(i > 0 and ops[i - 1] == ACT)
+                steps.append(Step(W, "weights", k))
+                width = cout
+            elif op == N:
+                self.norms.append(NORMS[spec.norm](width, plan.spatial, spec.groups))
+                steps.append(Step(N, "norms", len(self.norms) - 1))
+            else:
+                steps.append(Step(ACT, "act"))
+                width *= act.widen
+        self.reads_act = tuple(reads_act)  # σ directly before each weight
         cout = plan.widths[-1]
-        self.after_add = NORMS[spec.norm if p.norm_after_add else "none"](
+        after = self.placement.after_add.split()
+        self.after_add = NORMS[spec.norm if N in after else "none"](
             cout, plan.spatial, spec.groups
         )
+        self.act, self.widen = act.make(), act.widen
         # He et al.'s pre-activation nets feed a shape-changing projection with σ(N(x)), what the
         # branch's first weight reads; normalizer-free units feed every projection (shortcut conv
         # too) what the branch reads, σ(x/β) (Brock et al. 2021). Option A subsamples x itself.
-        nf = scheme.normalizer_free
         self.projects = projects(Geometry(plan.widths[0], cout, plan.stride, plan.spatial), spec)
-        self.preact_shortcut = p.preact_shortcut and self.projects and (self.changes_shape or nf)
-        reads = plan.widths[0] * (act.widen if self.preact_shortcut and p.pre else 1)
-        self.act, self.widen = act.make(), act.widen
+        preact = self.placement.preact_shortcut and self.projects and (self.changes_shape or nf)
+        self.shortcut_steps = Steps(steps[: ops.index(W)] if preact else ())
+        reads = plan.widths[0] * (act.widen if self.shortcut_reads_act else 1)
         gamma = ScaledWS.gain(self.act) if nf else 1.0  # Scaled WS: γ where σ precedes a weight
-        standardize = (gamma if self.preact_shortcut and p.pre else 1.0) if nf else None
+        standardize = (gamma if self.shortcut_reads_act else 1.0) if nf else None
         self.shortcut = SHORTCUTS[spec.shortcut](
             Geometry(reads, cout, plan.stride, plan.spatial, standardize), spec
         )
@@ -92,59 +156,62 @@ class ResidualUnit(nn.Module):
             if scheme.branch_gain is not None
             else None
         )
-        self.fixup = scheme.fixup
-        if scheme.fixup:  # scalar biases before each weight and σ, a multiplier and a bias last
+        if scheme.fixup:
+            n = len(self.weights)
             self.bias_in = nn.ParameterList(nn.Parameter(torch.zeros(())) for _ in range(n))
             self.bias_out = nn.ParameterList(nn.Parameter(torch.zeros(())) for _ in range(n))
             self.scale = nn.Parameter(torch.ones(()))
+            steps = with_fixup(steps)
+        self.branch_steps = Steps(steps)
+        self.after_steps = Steps(
+            Step(N, "after_add") if op == N else Step(ACT, "act") for op in after
+        )
         self.nf_alpha = math.sqrt(init.c) * init.alpha if nf else None
         if nf:
-            for layer, acted in zip(self.weights, self.acted, strict=True):
+            for layer, acted in zip(self.weights, self.reads_act, strict=True):
                 ScaledWS.register(layer, gamma if acted else 1.0)
+
+    def extra_repr(self) -> str:
+        h = f"h reads {self.shortcut_steps}, " if self.shortcut_steps else ""
+        return f"F = {self.branch_steps}, {h}f = {self.after_steps}"
 
     # -- the equations ------------------------------------------------------------------------
 
-    def layer(self, i: int, z: Tensor) -> Tensor:
-        """One branch layer: W N (σ before it where the placement says), or N σ W pre-activated."""
-        if self.placement.norm_first:
-            z = self.norms[i](z)
-        if self.acted[i]:
-            z = self.act(z)
-        if self.fixup:
-            z = z + self.bias_in[i]
-        z = self.weights[i](z)
-        if self.fixup:
-            last = i == len(self.weights) - 1
-            z = (z * self.scale if last else z) + self.bias_out[i]
-        if not self.placement.norm_first:
-            z = self.norms[i](z)
+    def forward(self, x: Tensor) -> Tensor:
+        x_in = x / self.plan.nf_beta if self.nf_alpha is not None else x  # nf: x + α·F(x/β)
+        fx = self.scaled(self.dropped_branch(x_in))
+        y = self.shortcut(self.shortcut_input(x, x_in), self.branch_out(fx))
+        return self.run(self.after_steps, y)
+
+    def run(self, steps: Steps, z: Tensor) -> Tensor:
+        """``steps`` applied in order, each to the layer or scalar of this unit it names."""
+        for step in steps:
+            z = step(self, z)
         return z
 
     def branch(self, x: Tensor) -> Tensor:
-        """F(x), ending with σ when the placement is relu_before_add / post_branch."""
-        z = x
-        for i in range(len(self.weights)):
-            z = self.layer(i, z)
-        return self.act(z) if self.placement.post_branch else z
+        """F(x)."""
+        return self.run(self.branch_steps, x)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x_in = x / self.plan.nf_beta if self.nf_alpha is not None else x  # nf: x + α·F(x/β)
-        fx = self.dropped_branch(x_in)
+    def scaled(self, fx: Tensor) -> Tensor:
+        """α·F in normalizer-free units, then g·F with SkipInit's learnable gain g."""
         if self.nf_alpha is not None:
             fx = self.nf_alpha * fx
         if self.gain is not None:
             fx = self.gain * fx
-        y = self.after_add(self.shortcut(self.shortcut_input(x, x_in), self.branch_out(fx)))
-        return self.act(y) if self.placement.act_after_add else y
+        return fx
 
     def shortcut_input(self, x: Tensor, x_in: Tensor) -> Tensor:
         """What h reads: x, or x/β where a normalizer-free unit resets the variance (a projection
-        or option A); a pre-activated projection reads what the branch's first weight reads."""
+        or option A), through ``shortcut_steps`` where a projection reads what F's first weight
+        reads."""
         if self.nf_alpha is not None and (self.projects or self.changes_shape):
             x = x_in
-        if self.preact_shortcut:
-            return self.act(self.norms[0](x)) if self.placement.norm_first else self.act(x)
-        return x
+        return self.run(self.shortcut_steps, x)
+
+    @property
+    def shortcut_reads_act(self) -> bool:
+        return bool(self.shortcut_steps) and self.shortcut_steps[-1].symbol == ACT
 
     @property
     def changes_shape(self) -> bool:
@@ -173,13 +240,13 @@ class ResidualUnit(nn.Module):
         scheme = INITS[init.scheme]
         n = len(self.weights)
         for i, layer in enumerate(self.weights):
-            ctx = LayerContext(units, n, i, mirrored=self.acted[i] and self.widen > 1)
+            ctx = LayerContext(units, n, i, mirrored=self.reads_act[i] and self.widen > 1)
             scheme.rule(raw_weight(layer), generator, init.c, init.eps, ctx)
-        if scheme.zero_last_norm:
+        if scheme.zero_last_norm:  # Goyal et al. 2017: F starts at zero
             last = self.norms[-1]
             with torch.no_grad():
                 cast(Tensor, last.weight).zero_()
-        if scheme.mirror and self.preact_shortcut and self.widen > 1:
+        if scheme.mirror and self.shortcut_reads_act and self.widen > 1:
             for module in self.shortcut.modules():  # the projection reads σ(N(x)) too
                 if isinstance(module, (nn.Conv2d, nn.Linear)):
                     mirrored_(module.weight, generator)

@@ -1,17 +1,21 @@
 """Where the activation σ and the norm N sit in a residual unit (science.md §1.4).
 
-Two vocabularies. Identity Mappings' named placements (He et al. 2016, Fig. 4), for n layers the
-same pattern layer by layer:
+A placement is the unit written out in the order it computes: the branch F of a two-layer unit
+as a sequence of W (a weight layer), N (the norm) and σ (the activation), and f, what follows the
+sum h(x) + F(x). Identity Mappings' rows (He et al. 2016, Fig. 4, arXiv 1603.05027) read right to
+left in science.md's notation and left to right here:
 
-    post             x' = σ(h(x) + N W σ(N W x))
-    bn_after_add     x' = σ(N(h(x) + W σ(N W x)))
-    relu_before_add  x' = h(x) + σ(N W σ(N W x))
-    relu_preact      x' = h(x) + N W σ(N W σ(x))
-    full_preact      x' = h(x) + W σ(N W σ(N x))      (the network ends with N, σ)
+    post             x' = σ(x + N(W2 σ(N(W1 x))))     F = W N σ W N      f = σ
+    bn_after_add     x' = σ(N(x + W2 σ(N(W1 x))))     F = W N σ W        f = N σ
+    relu_before_add  x' = x + σ(N(W2 σ(N(W1 x))))     F = W N σ W N σ
+    relu_preact      x' = x + N(W2 σ(N(W1 σ(x))))     F = σ W N σ W N
+    full_preact      x' = x + W2 σ(N(W1 σ(N(x))))     F = N σ W N σ W    (the net ends with N σ)
 
-and Demystifying ResNet's positions on the branch: ``pre`` (σ before the first weight), ``mid``
-(between weights), ``post_branch`` (after the last weight), combinations joined by ``+``
-(``pre+mid``), or ``linear`` (none); each weight is followed by N there.
+For n weights the same pattern extends layer by layer: what stands between W1 and W2 stands
+between every pair of weights (``Placement.ops``). Demystifying ResNet's positions on the branch
+(arXiv 1611.01186): ``pre`` (σ before the first weight), ``mid`` (σ between weights),
+``post_branch`` (σ after the last weight), combinations joined by ``+`` (``pre+mid``), or
+``linear`` (none); every weight is followed by N there, and nothing follows the sum.
 """
 
 from __future__ import annotations
@@ -21,49 +25,56 @@ from dataclasses import dataclass
 from resablate.registry import did_you_mean
 
 POSITIONS = ("pre", "mid", "post_branch")
+W, N, ACT = "W", "N", "σ"  # a weight layer, the norm, the activation
 
 
 @dataclass(frozen=True)
 class Placement:
-    pre: bool = False  # σ on the branch's input (after N_1 when norms come first)
-    mid: bool = False  # σ between the branch's weights
-    post_branch: bool = False  # σ at the end of the branch
-    norm_first: bool = False  # each layer is N σ W (full pre-activation) instead of W N σ
-    last_norm: bool = True  # the branch's last weight is followed by N
-    norm_after_add: bool = False
-    act_after_add: bool = False
+    branch: str = "W N W N"  # F of a two-layer unit, ops in the order they apply
+    after_add: str = ""  # f: ops applied to h(x) + F(x)
     stem: str = "conv_norm"  # what follows the stem convolution: conv | conv_norm | conv_norm_act
     final: str = ""  # before pooling: "" | act | norm_act
-    preact_shortcut: bool = False  # a projecting shortcut reads the pre-activated input
+    # A projecting shortcut reads what the branch's first weight reads, σ(N(x)) or σ(x), as He
+    # et al.'s pre-activation nets do.
+    preact_shortcut: bool = False
+
+    def __post_init__(self) -> None:
+        ops = self.branch.split()
+        if ops.count(W) != 2 or not set(ops + self.after_add.split()) <= {W, N, ACT}:
+            raise ValueError(f"a two-layer branch of W, N and σ, got '{self.branch}'")
+
+    def ops(self, n: int) -> tuple[str, ...]:
+        """F of an n-layer unit: the ops before W1, then W, then (between, W) n − 1 times, then
+        the ops after the last weight."""
+        ops = self.branch.split()
+        first, second = (i for i, op in enumerate(ops) if op == W)
+        before, between, after = ops[:first], ops[first + 1 : second], ops[second + 1 :]
+        return (*before, W, *[op for _ in range(n - 1) for op in (*between, W)], *after)
 
     @property
     def widens_output(self) -> bool:
-        """Whether σ acts on the unit's output (a widening σ such as crelu cannot)."""
-        return self.post_branch or self.act_after_add
+        """Whether some σ is not followed by a weight, so that a σ which widens (crelu) would
+        change the width of the unit's output."""
+        ops = [*self.branch.split(), *self.after_add.split()]
+        return any(op == ACT and ops[i + 1 : i + 2] != [W] for i, op in enumerate(ops))
 
 
 NAMED = {
-    "post": Placement(mid=True, act_after_add=True, stem="conv_norm_act"),
-    "bn_after_add": Placement(
-        mid=True, last_norm=False, norm_after_add=True, act_after_add=True, stem="conv_norm_act"
-    ),
-    "relu_before_add": Placement(mid=True, post_branch=True, stem="conv_norm_act"),
+    "post": Placement("W N σ W N", after_add="σ", stem="conv_norm_act"),
+    "bn_after_add": Placement("W N σ W", after_add="N σ", stem="conv_norm_act"),
+    "relu_before_add": Placement("W N σ W N σ", stem="conv_norm_act"),
     "relu_preact": Placement(
-        pre=True, mid=True, stem="conv_norm_act", final="act", preact_shortcut=True
+        "σ W N σ W N", stem="conv_norm_act", final="act", preact_shortcut=True
     ),
-    "full_preact": Placement(
-        pre=True, mid=True, norm_first=True, stem="conv", final="norm_act", preact_shortcut=True
-    ),
+    "full_preact": Placement("N σ W N σ W", stem="conv", final="norm_act", preact_shortcut=True),
 }
 
 
 def parse_placement(name: str) -> Placement:
-    """``'pre+mid'`` -> Placement(pre=True, mid=True); unknown names raise a ValueError."""
+    """``'pre+mid'`` -> Placement('σ W N σ W N'); unknown names raise a ValueError."""
     if name in NAMED:
         return NAMED[name]
-    if name == "linear":
-        return Placement()
-    parts = name.split("+")
+    parts = [] if name == "linear" else name.split("+")
     for part in parts:
         if part not in POSITIONS:
             choices = [*NAMED, *POSITIONS, "linear"]
@@ -74,4 +85,7 @@ def parse_placement(name: str) -> Placement:
             )
     if len(set(parts)) != len(parts):
         raise ValueError(f"'{name}' names a position twice")
-    return Placement(pre="pre" in parts, mid="mid" in parts, post_branch="post_branch" in parts)
+    before = [ACT] if "pre" in parts else []
+    between = [N, ACT] if "mid" in parts else [N]
+    after = [N, ACT] if "post_branch" in parts else [N]
+    return Placement(" ".join([*before, W, *between, W, *after]))

@@ -1,0 +1,181 @@
+"""Names and fit: the one place where a config meets the registries of the modules that build it.
+
+The schema (:mod:`resablate.spec`) holds variant names as plain strings. Here they are checked
+against the registries of :mod:`resablate.models`, :mod:`resablate.data` and
+:mod:`resablate.train` (and the recipes); the fields a model family or a training recipe sets by
+itself are filled in; and a trial's config is checked to fit its family and its data.
+
+Two ways in, each raising :class:`~resablate.errors.ConfigError` (dotted field, problem):
+``trial_config(raw)`` turns a raw trial config (a grid point, a test's dict) into a resolved,
+checked :class:`~resablate.spec.TrialConfig`; ``sweep_spec(raw)`` does the same for a whole sweep.
+The torch-side modules are imported on first use: importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from resablate.errors import ConfigError
+from resablate.fields import explain, legal, short, trial_fields
+from resablate.options import SchedulerSpec, SearchSpec
+from resablate.recipes import RECIPES, recipe_defaults, with_recipe
+from resablate.registry import Registry, did_you_mean
+from resablate.results import METRICS
+from resablate.spec import SweepSpec, TrialConfig
+
+PLACEMENT = "model.activation"  # names a placement (models.parse_placement), not one registry
+
+
+def registries() -> dict[str, Registry[Any]]:
+    """The registry that names the legal values of each field that picks a variant."""
+    from resablate import data, models, optim
+
+    return {
+        "model.family": models.FAMILIES,
+        "model.shortcut": models.SHORTCUTS,
+        "model.norm": models.NORMS,
+        "model.act": models.ACTS,
+        "init.scheme": models.INITS,
+        "data.name": data.DATASETS,
+        "train.optimizer": optim.OPTIMIZERS,
+        "train.schedule": optim.SCHEDULES,
+        "train.recipe": RECIPES,
+    }
+
+
+def resolve(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A raw trial config with what it leaves to others filled in: the fields of ``model`` the
+    user left out take the family's defaults, ``train`` takes its recipe's preset (the fields
+    written override it one by one) and what the recipe adds for this network (the deep nets'
+    warm-up). Anything malformed is left for the schema to name."""
+    from resablate.models import FAMILIES
+
+    out = dict(raw)
+    model = out.get("model", {})
+    train = out.get("train", {})
+    if isinstance(model, dict):
+        family = model.get("family", "mlp")
+        if isinstance(family, str) and family in FAMILIES:  # else the name check says why
+            model = out["model"] = {**FAMILIES[family].defaults(model), **model}
+            if isinstance(train, dict):
+                train = recipe_defaults(train, {**model, "family": family})
+    if isinstance(train, dict):
+        out["train"] = _with_recipe(train)
+    return out
+
+
+def trial_config(raw: Mapping[str, Any]) -> TrialConfig:
+    """A raw trial config -> the resolved, checked TrialConfig whose dump a trial id hashes."""
+    try:
+        config = TrialConfig.model_validate(resolve(raw))
+    except ValidationError as exc:
+        raise ConfigError(*explain(exc)) from None
+    check_names(config)
+    check_fit(config)
+    return config
+
+
+def sweep_spec(raw: Mapping[str, Any]) -> SweepSpec:
+    """A raw sweep mapping (its grid already a GridSpec) -> the checked SweepSpec. Its trial
+    sections stay as written (plus the recipe's preset): each grid point resolves its own."""
+    raw = dict(raw)
+    if isinstance(raw.get("train"), dict):
+        raw["train"] = _with_recipe(raw["train"])
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(*explain(exc)) from None
+    check_names(spec)
+    if spec.search is not None:
+        check_search(spec.search)
+    check_scheduler(spec.scheduler)
+    return spec
+
+
+def _with_recipe(train: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return with_recipe(train)
+    except ValueError as exc:
+        raise ConfigError("train.recipe", f"{short(train['recipe'])}: {exc}") from None
+
+
+def check_names(config: TrialConfig | SweepSpec) -> None:
+    """Every field of the trial sections that names a variant names a registered one."""
+    from resablate.models import parse_placement
+
+    found = registries()
+    for path, _ in trial_fields():
+        if path not in found and path != PLACEMENT:
+            continue
+        section, _, leaf = path.partition(".")
+        value = getattr(getattr(config, section), leaf)
+        if value is None:  # train.recipe: none
+            continue
+        try:
+            parse_placement(value) if path == PLACEMENT else found[path].check(value)
+        except ValueError as exc:
+            raise ConfigError(path, f"{short(value)}: {exc}") from None
+
+
+def check_fit(config: TrialConfig) -> None:
+    """The network fits its family and the data's shape, and is defined (models.check)."""
+    from resablate import data, models
+
+    shape = data.DATASETS[config.data.name].shape(config.data)  # raises ConfigError
+    models.check(config.model, config.init, shape)  # raises ConfigError
+
+
+def numeric_paths() -> list[str]:
+    """The trial config's numeric fields (a search's ``param``), the seed aside."""
+    return [
+        path
+        for path, field in trial_fields()
+        if isinstance(field.default, (int, float))
+        and not isinstance(field.default, bool)
+        and path != "seed"
+    ]
+
+
+def check_search(search: SearchSpec) -> None:
+    """The objective is a reported metric (or a probe's number) and the parameter is numeric."""
+    metric = search.objective.metric
+    if metric not in METRICS and "." not in metric:  # or a probe's number, hessian.cond
+        raise ConfigError(
+            "search.objective.metric",
+            f"{metric!r} is not a reported metric"
+            f"{did_you_mean(metric, list(METRICS))} (choices: {', '.join(METRICS)},"
+            " or a probe's <probe>.<key>)",
+        )
+    numeric = numeric_paths()
+    if search.param not in numeric:
+        raise ConfigError(
+            "search.param",
+            f"{search.param!r} is not a numeric field of the"
+            f" trial config{did_you_mean(search.param, numeric)}",
+        )
+
+
+def check_scheduler(scheduler: SchedulerSpec) -> None:
+    """The scheduler's metric is one each epoch reports."""
+    if scheduler.metric is not None and scheduler.metric not in METRICS:
+        raise ConfigError(
+            "scheduler.metric",
+            f"{scheduler.metric!r} is not a per-epoch metric"
+            f"{did_you_mean(scheduler.metric, list(METRICS))} (choices: {', '.join(METRICS)})",
+        )
+
+
+def describe() -> list[tuple[str, Any, str]]:
+    """(dotted path, default, legal values) of every trial-config field (``resablate fields``)."""
+    from resablate.models.placement import NAMED, POSITIONS
+
+    names = {path: ", ".join(r.names()) for path, r in registries().items()}
+    names[PLACEMENT] = (
+        f"{', '.join(NAMED)}; or {', '.join(POSITIONS)}, combined with '+', or linear"
+    )
+    return [
+        (path, field.default, names.get(path) or legal(field)) for path, field in trial_fields()
+    ]

@@ -1,0 +1,176 @@
+"""The sections of a sweep file that are not part of a trial's config: what the probes measure,
+the search over one parameter, and the scheduler that stops trials early.
+
+Types and ranges only, like :mod:`resablate.spec`; which metric names and which fields of the
+trial config they may name is checked by :mod:`resablate.catalog`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from resablate.errors import ConfigError
+from resablate.section import Grown, Section
+
+When = Literal["init", "end"]
+
+
+class Probe(Section):
+    """When a probe runs: at ``init`` (before training, step 0), at the ``end``, and every
+    ``every`` epochs. Probes measure a copy of the network: they never change training."""
+
+    at: list[When] = ["init", "end"]
+    every: int | None = Field(None, ge=1)
+
+    def due(self, epoch: int, last: int) -> bool:
+        if epoch == 0:
+            return "init" in self.at
+        return (epoch == last and "end" in self.at) or bool(self.every and epoch % self.every == 0)
+
+
+class SppProbe(Probe):
+    """Signal propagation per unit: forward, branch and backward variance, channel squared mean."""
+
+    input: Literal["data", "noise"] = "data"  # noise: a white-noise batch (Brock et al. 2021)
+    batch: int = Field(256, ge=2)
+
+
+class HessianProbe(Probe):
+    """The training loss's Hessian spectrum: max |λ|, P10 |λ|, condition number, index."""
+
+    method: Literal["auto", "exact", "lanczos"] = "auto"
+    max_exact: int = Field(3000, ge=1)  # parameters up to which auto computes the full matrix
+    batch: int | Literal["full"] = 512
+    dtype: Literal["float64", "float32"] = "float64"
+
+
+class WeightsProbe(Probe):
+    """Mean Frobenius norm of the weights per layer kind (Demystifying ResNet Figs. 2-3)."""
+
+    every: int | None = Field(1, ge=1)
+
+
+class ShatteredProbe(Probe):
+    """Autocorrelation of input gradients along a line of inputs (Balduzzi et al. 2017)."""
+
+    at: list[When] = ["init"]
+    points: int = Field(256, ge=16)
+
+
+class LesionProbe(Probe):
+    """Test error against the number of units removed at random, 1 … ``k``, and accuracy with
+    each single unit removed (Veit et al. 2016)."""
+
+    at: list[When] = ["end"]
+    k: int | None = Field(None, ge=1)  # the most units removed at once; default half the units
+    draws: int = Field(10, ge=1)  # random sets of units per k
+
+
+class ProbesSpec(Section):
+    """``probes:`` maps a probe's name to its options (``{}`` takes the defaults)."""
+
+    spp: SppProbe | None = None
+    hessian: HessianProbe | None = None
+    weights: WeightsProbe | None = None
+    shattered: ShatteredProbe | None = None
+    lesion: LesionProbe | None = None
+
+    def chosen(self) -> dict[str, Probe]:
+        return {
+            name: getattr(self, name)
+            for name in type(self).model_fields
+            if getattr(self, name) is not None
+        }
+
+
+class ObjectiveSpec(Section):
+    """What a candidate is scored by: a final metric, averaged over the grid's seeds."""
+
+    metric: str = "test_acc"  # a reported metric (results.METRICS) or a probe's <probe>.<key>
+    direction: Literal["max", "min"] = "max"
+    at: Literal["last", "best"] = "last"  # the last epoch's value or the best epoch's
+    diverged: Literal["worst"] | float = "worst"  # a diverged run's score, or a stated penalty
+
+
+class SearchSpec(Grown):
+    """Optuna over one continuous parameter inside every grid cell (a grid point without this
+    parameter and without its seed); each candidate is scored by the mean over the seeds.
+
+    ``where`` (grid axis -> value or list of values) limits the search to the cells that match;
+    the other grid points run once, with the parameter as the sweep sets it (Taki's study
+    searches c for its taki arm only, against He init at c = 1)."""
+
+    LATER = ("where",)  # spec hashes of earlier sweeps stand (--resume)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_by_name=True, serialize_by_alias=True
+    )
+
+    param: str = "init.c"  # a numeric field of the trial config
+    log_uniform: tuple[float, float] | None = None
+    uniform: tuple[float, float] | None = None
+    int_: tuple[int, int] | None = Field(None, alias="int")
+    sampler: Literal["tpe", "gp", "cmaes", "random"] = "tpe"
+    seed: int = 0
+    n_trials: int = Field(20, ge=1)  # candidates per cell
+    objective: ObjectiveSpec = ObjectiveSpec()
+    where: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _distribution(self) -> SearchSpec:
+        given = {
+            k: v
+            for k, v in (
+                ("log_uniform", self.log_uniform),
+                ("uniform", self.uniform),
+                ("int", self.int_),
+            )
+            if v is not None
+        }
+        if len(given) != 1:
+            raise ConfigError(
+                "search",
+                "give exactly one distribution: log_uniform: [low, high],"
+                f" uniform: [low, high] or int: [low, high] (got {len(given)})",
+            )
+        kind, (low, high) = next(iter(given.items()))
+        if not low <= high:
+            raise ConfigError(
+                f"search.{kind}", f"`low <= high` must hold, but got (low={low}, high={high})"
+            )
+        if kind == "log_uniform" and low <= 0:
+            raise ConfigError(f"search.{kind}", f"a log scale needs low > 0, but got low={low}")
+        return self
+
+    def distribution(self) -> tuple[str, float, float]:
+        for kind, bounds in (
+            ("log_uniform", self.log_uniform),
+            ("uniform", self.uniform),
+            ("int", self.int_),
+        ):
+            if bounds is not None:
+                return kind, bounds[0], bounds[1]
+        raise AssertionError("validated: exactly one distribution")
+
+
+class SchedulerSpec(Section):
+    """Early stopping by Ray Tune's scheduler: ASHA or the median stopping rule, on a reported
+    metric per epoch. A trial it stops is a result with status ``pruned``."""
+
+    kind: Literal["none", "asha", "median"] = "none"
+    metric: str | None = None  # default: the search objective's metric, else test_acc
+    mode: Literal["max", "min"] | None = None  # default: max for accuracies, min otherwise
+    grace_period: int = Field(1, ge=1)  # epochs every trial runs before it can be stopped
+    reduction_factor: float = Field(3.0, gt=1.0)  # asha: 1 / fraction kept at each rung
+    min_samples_required: int = Field(3, ge=1)  # median: trials to compare with
+
+    def resolved(self, search: SearchSpec | None) -> tuple[str, str]:
+        """(metric, mode) with the defaults filled in."""
+        objective = search.objective if search else None
+        metric = self.metric or (objective.metric if objective else "test_acc")
+        if self.mode is not None:
+            return metric, self.mode
+        if objective is not None and objective.metric == metric:
+            return metric, objective.direction
+        return metric, "max" if "acc" in metric else "min"

@@ -1,0 +1,314 @@
+"""A plan's stacks run as Ray Tune trials: the trainable, the events Tune reports, the stop.
+
+Ray Tune schedules one function trainable per stack with the sweep's per-trial resources; the
+stacks' trial configs travel once through the object store (``tune.with_parameters``) and Tune
+sees only the stack's id. A large grid runs as several Tune runs in turn (:func:`runs_of`), so
+that the driver's memory stays flat. Tune's driver-side callbacks forward every trial event to
+the sweep's listeners (MLflow, progress), so every MLflow write happens in the driver. A stop
+request (stop.py) reaches Tune through a ``Stopper``: Tune stops every trial and returns.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.tune.search import Searcher
+
+from resablate import stop
+from resablate.cluster import ray_slots
+from resablate.grid import Trial
+from resablate.plan import Plan
+from resablate.results import PRUNED, RUNNING, Events
+from resablate.stacking import failure_text, runs_of, stack_id, stacks, train_stack
+
+NODE = "ray_node_id"  # the key of a report that names the Ray node the trial runs on
+TRIAL = "resablate_trial"  # the key of a stacked seed's report that names its trial
+# The key of a Tune result that carries our report whole. Ray Tune keeps running statistics
+# (max, min, averages over the last 5 and 10 steps) of every numeric key of every trial's results
+# for the whole run; the report travels wrapped in a list, which Tune leaves alone, beside the
+# few keys Tune reads itself (the epoch, a scheduler's metric): ~2 KiB less per key and trial.
+REPORT = "resablate_report"
+
+
+def _trainable(
+    tune_config: dict[str, Any],
+    configs: dict[str, list[tuple[str, dict[str, Any]]]],
+    threads: int,
+    device: str,
+    probes: dict[str, Any],
+    tune_keys: tuple[str, ...] = ("epoch",),
+) -> None:
+    """Ray Tune's function trainable: one stack (a trial, or stacked seeds), reporting every
+    epoch of each of its trials."""
+    import ray
+    import torch
+
+    from resablate.spec import ProbesSpec
+
+    torch.set_num_threads(threads)
+    node = ray.get_runtime_context().get_node_id()  # which node ran it (tagged on the run)
+    # a grid's stacks come through ``configs``; a searcher's in the Tune trial's own config
+    members = tune_config.get("members") or configs[tune_config["trial_id"]]
+
+    def report(trial_id: str, result: dict[str, Any]) -> None:
+        named = {TRIAL: trial_id} if len(members) > 1 else {}  # a stacked seed names its trial
+        seen = {k: result[k] for k in tune_keys if k in result}
+        tune.report({**seen, REPORT: [{**result, NODE: node, **named}]})
+
+    try:
+        train_stack(
+            [c for _, c in members],
+            [functools.partial(report, i) for i, _ in members],
+            device,
+            ProbesSpec.model_validate(probes),
+        )
+    except Exception as exc:
+        # Not every exception survives Ray's pickling (pydantic's do not): send the traceback text.
+        raise RuntimeError(failure_text(exc)) from None
+
+
+class StopRequested(tune.Stopper):
+    """Ends the Tune run when a stop was requested (stop.py): Tune stops every trial, then
+    returns from ``fit``."""
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return stop.REQUEST.requested
+
+
+class Forward(tune.Callback):
+    """Forwards trial events to the sweep's listeners (Tune runs callbacks in the driver). A Tune
+    trial trains a stack: one of our trials, or stacked seeds whose reports name theirs."""
+
+    def __init__(self, events: Events, chosen: dict[str, list[Trial]]) -> None:
+        self.events, self.stacks = events, chosen  # a searcher adds stacks as it hands them out
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its state (callbacks included) for resuming; the events and trials live
+        # only in this process
+        return {}
+
+    def setup(self, *args: Any, **info: Any) -> None:
+        stop.install()  # Tune has just pointed SIGUSR1 at its own handler: take it back
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        for ours in self.stacks[trial.config["trial_id"]]:
+            self.events.started(ours)
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        ours = dict(result[REPORT][0])
+        named = ours.pop(TRIAL, None)
+        stack = self.stacks[trial.config["trial_id"]]
+        self.events.result(next(t for t in stack if t.id == named) if named else stack[0], ours)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        for ours in self.stacks[trial.config["trial_id"]]:
+            record = self.events.collector.records.get(ours.id)
+            # a trial ends by itself with a last report of finished or diverged; one that
+            # completes while still running was stopped: by the scheduler (pruned), or by a stop
+            # request (it has no ending: its run is closed as killed)
+            running = record is not None and record.status == RUNNING
+            if running and stop.REQUEST.requested:
+                continue
+            pruned = running and record is not None and record.epoch > 0
+            self.events.finished(ours, PRUNED if pruned else None)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.events.failed(self.stacks[trial.config["trial_id"]], _error(trial))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        error = _error(trial)
+        for ours in self.stacks[trial.config["trial_id"]]:
+            self.events.retried(ours, error)
+
+
+def _error(trial: Any) -> str | None:
+    """The error Tune stored for a failed trial attempt (the worker's traceback, or why the
+    worker died)."""
+    if trial.error_file and os.path.exists(trial.error_file):
+        return Path(trial.error_file).read_text(errors="replace")
+    return None
+
+
+def _tune_keys(plan: Plan) -> tuple[str, ...]:
+    """The keys of a report that Ray Tune reads itself: the epoch, and a scheduler's metric."""
+    chosen = plan.spec.scheduler
+    if chosen.kind == "none":
+        return ("epoch",)
+    return ("epoch", chosen.resolved(plan.spec.search)[0])
+
+
+def _scheduler(plan: Plan) -> Any:
+    """Ray Tune's trial scheduler named by the sweep's ``scheduler:`` section (None: FIFO)."""
+    from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
+
+    chosen = plan.spec.scheduler
+    if chosen.kind == "none":
+        return None
+    metric, mode = chosen.resolved(plan.spec.search)
+    if chosen.kind == "asha":
+        epochs = max(int(t.config["train"]["epochs"]) for t in plan.trials)
+        return ASHAScheduler(
+            time_attr="epoch",
+            metric=metric,
+            mode=mode,
+            max_t=max(epochs, chosen.grace_period),
+            grace_period=chosen.grace_period,
+            reduction_factor=chosen.reduction_factor,
+        )
+
+    class Median(MedianStoppingRule):
+        # Ray's rule skips a report without the metric (the epoch-0 probe report, a run that
+        # diverged in its first epoch) but keeps a completing trial's last result and reads the
+        # metric from it later (KeyError, Ray 2.60): give it only results that hold the metric
+        def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+            if metric in result and "epoch" in result:
+                super().on_trial_complete(tune_controller, trial, result)
+
+    return Median(
+        time_attr="epoch",
+        metric=metric,
+        mode=mode,
+        grace_period=chosen.grace_period,
+        min_samples_required=chosen.min_samples_required,
+        # never pause a trial to let a waiting one run: a trainable without checkpoints would
+        # start over and log its epochs twice; it runs until it is stopped or ends
+        min_time_slice=float("inf"),  # type: ignore[arg-type]
+        hard_stop=True,
+    )
+
+
+def _ended(events: Events, stack: list[Trial]) -> bool:
+    return all(
+        (r := events.collector.records.get(t.id)) is not None and r.status != RUNNING
+        for t in stack
+    )
+
+
+def _quiet() -> None:
+    # a scheduler reads its metric from each epoch's report; the init report (probes at epoch 0)
+    # and a diverged one may lack it, which the scheduler skips but Tune would call an error
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    # Ctrl-C is the driver's (stop.py), not Tune's: Tune learns of it through StopRequested
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    for logger in ("ray", "ray.tune", "ray.train", "ray.data"):
+        logging.getLogger(logger).setLevel(logging.ERROR)
+
+
+def run_grid(
+    plan: Plan, events: Events, results_dir: Path, name: str, slots: int | None = None
+) -> None:
+    """Run the plan's stacks as one Ray Tune run, or several in turn (:func:`runs_of`), named
+    ``name``, ``name-part002``, ...; a stop request, or a run that returns with a stack not
+    ended, ends the grid."""
+    _quiet()
+    scheduled = plan.spec.scheduler.kind != "none"
+    parts = runs_of(stacks(plan, slots), slots or ray_slots(plan), scheduled)
+    for k, part in enumerate(parts):
+        if stop.REQUEST.requested:
+            return
+        chosen = {stack_id(stack): stack for stack in part}
+        configs = {key: [(t.id, t.config) for t in stack] for key, stack in chosen.items()}
+        space = {"trial_id": tune.grid_search(list(chosen))}
+        named = name if k == 0 else f"{name}-part{k + 1:03d}"
+        _fit(plan, events, results_dir, named, chosen, configs=configs, param_space=space)
+        # Tune's controller and trials hold one another (reference cycles): collect them now,
+        # or the driver keeps every finished run's bookkeeping until Python's rare full
+        # collection, which is what running a grid as several runs is for
+        gc.collect()
+        if not all(_ended(events, stack) for stack in part):
+            return
+
+
+def _fit(
+    plan: Plan,
+    events: Events,
+    results_dir: Path,
+    name: str,
+    chosen: dict[str, list[Trial]],
+    configs: dict[str, list[tuple[str, dict[str, Any]]]] | None = None,
+    param_space: dict[str, Any] | None = None,
+    search_alg: Any = None,
+) -> None:
+    """One Ray Tune run: of the stacks in ``chosen`` (their configs passed once, ``configs``),
+    or of those a searcher hands out (it adds them to ``chosen``; their configs travel in each
+    Tune trial's config)."""
+    forward = Forward(events, chosen)
+    resources = plan.spec.resources
+    trainable = tune.with_parameters(
+        _trainable,
+        configs=configs or {},
+        threads=max(1, int(resources.cpu)),
+        device="cuda" if resources.gpu > 0 else "cpu",
+        probes=plan.spec.probes.model_dump(mode="json"),
+        tune_keys=_tune_keys(plan),
+    )
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": resources.cpu, "gpu": resources.gpu}),
+        param_space=param_space or {},
+        tune_config=tune.TuneConfig(
+            scheduler=_scheduler(plan),
+            search_alg=search_alg,
+            num_samples=-1 if search_alg is not None else 1,
+            max_concurrent_trials=resources.max_concurrent_trials,
+            reuse_actors=True,
+            trial_name_creator=lambda t: t.config["trial_id"],
+            trial_dirname_creator=lambda t: t.config["trial_id"],
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(results_dir.resolve()),
+            verbose=0,
+            stop=StopRequested(),
+            callbacks=[forward],
+            failure_config=tune.FailureConfig(max_failures=resources.max_failures),
+        ),
+    )
+    try:
+        with stop.saved():  # Tune points SIGUSR1 at its own handler for good
+            tuner.fit()
+    except Exception:
+        if events.failure is not None:  # Tune wraps a callback's error in its TuneError
+            raise events.failure from None
+        raise
+
+
+class Candidates(Searcher):
+    """Ray Tune's searcher over a search's queue (search.CandidateQueue): each suggestion is the
+    next stack of a cell's Optuna candidate, asked as trials end and slots free up."""
+
+    def __init__(self, queue: Any, events: Events, chosen: dict[str, list[Trial]]) -> None:
+        super().__init__()
+        self.queue, self.events, self.chosen = queue, events, chosen
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        records = self.events.collector.records
+        stack = None if stop.REQUEST.requested else self.queue.next(records)
+        if stack is None:
+            done = stop.REQUEST.requested or self.queue.finished(records)
+            return Searcher.FINISHED if done else None  # type: ignore[return-value]
+        key = stack_id(stack)
+        self.chosen[key] = stack
+        return {"trial_id": key, "members": [(t.id, t.config) for t in stack]}
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        """Nothing to do here: the queue reads how the trials ended from the sweep's records."""
+
+
+def run_queue(plan: Plan, events: Events, results_dir: Path, name: str, queue: Any) -> None:
+    """One Ray Tune run of every stack that ``queue`` hands out, until it has none left."""
+    _quiet()
+    chosen: dict[str, list[Trial]] = {}
+    _fit(plan, events, results_dir, name, chosen, search_alg=Candidates(queue, events, chosen))
