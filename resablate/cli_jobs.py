@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from resablate.cli_options import overrides
+from resablate.cli_options import overrides, tracking_uri
 
 JOBS_ADDRESS = click.option(
     "--address",
@@ -24,11 +24,7 @@ JOBS_ADDRESS = click.option(
 @click.argument("sweep_file", metavar="SWEEP.yaml")
 @overrides
 @JOBS_ADDRESS
-@click.option(
-    "--tracking-uri",
-    metavar="URI",
-    help="The MLflow server the cluster records to (default: MLFLOW_TRACKING_URI).",
-)
+@tracking_uri("The MLflow server the cluster records to (default: MLFLOW_TRACKING_URI).")
 @click.option("--yes", is_flag=True, help="Allow a sweep of more than 1000 trials.")
 def submit(
     sweep_file: str,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 
 SET_HELP = (
@@ -14,11 +16,14 @@ PROFILE_HELP = (
 )
 
 
-TRACKING_URI = click.option(
-    "--tracking-uri",
-    metavar="URI",
-    help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).",
-)
+def tracking_uri(
+    help: str = "MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).",
+) -> Callable[[click.decorators.FC], click.decorators.FC]:
+    """The ``--tracking-uri`` option, with what it means for the command."""
+    return click.option("--tracking-uri", metavar="URI", help=help)
+
+
+TRACKING_URI = tracking_uri()
 
 
 def overrides(func: click.decorators.FC) -> click.decorators.FC:

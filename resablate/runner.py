@@ -147,7 +147,7 @@ class Session:
         else:
             from resablate.tuning import run_queue
 
-            run_queue(self.plan, events, self.results_dir, name, queue)
+            run_queue(self.plan, events, self.results_dir, name, queue, self.slots())
         return list(events.collector.records.values())
 
     def slots(self) -> int | None:

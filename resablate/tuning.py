@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import itertools
 import logging
 import os
 from pathlib import Path
@@ -20,12 +21,18 @@ from typing import Any
 from ray import tune
 from ray.tune.search import Searcher
 
-from resablate import stop
+from resablate import stacking, stop
 from resablate.cluster import ray_slots
 from resablate.grid import Trial
 from resablate.plan import Plan
 from resablate.results import PRUNED, RUNNING, Events
-from resablate.stacking import failure_text, runs_of, stack_id, stacks, train_stack
+from resablate.stacking import (
+    failure_text,
+    runs_of,
+    stack_id,
+    stacks,
+    train_stack,
+)
 
 NODE = "ray_node_id"  # the key of a report that names the Ray node the trial runs on
 TRIAL = "resablate_trial"  # the key of a stacked seed's report that names its trial
@@ -285,17 +292,22 @@ def _fit(
 
 class Candidates(Searcher):
     """Ray Tune's searcher over a search's queue (search.CandidateQueue): each suggestion is the
-    next stack of a cell's Optuna candidate, asked as trials end and slots free up."""
+    next stack of a cell's Optuna candidate, asked as trials end and slots free up. After
+    ``limit`` stacks it hands out no more: the run ends when they have, and the next run of the
+    same queue continues (Tune's bookkeeping of a run's trials is freed when the run returns)."""
 
-    def __init__(self, queue: Any, events: Events, chosen: dict[str, list[Trial]]) -> None:
+    def __init__(
+        self, queue: Any, events: Events, chosen: dict[str, list[Trial]], limit: int
+    ) -> None:
         super().__init__()
-        self.queue, self.events, self.chosen = queue, events, chosen
+        self.queue, self.events, self.chosen, self.limit = queue, events, chosen, limit
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         records = self.events.collector.records
-        stack = None if stop.REQUEST.requested else self.queue.next(records)
+        full = len(self.chosen) >= self.limit
+        stack = None if stop.REQUEST.requested or full else self.queue.next(records)
         if stack is None:
-            done = stop.REQUEST.requested or self.queue.finished(records)
+            done = stop.REQUEST.requested or full or self.queue.finished(records)
             return Searcher.FINISHED if done else None  # type: ignore[return-value]
         key = stack_id(stack)
         self.chosen[key] = stack
@@ -307,8 +319,21 @@ class Candidates(Searcher):
         """Nothing to do here: the queue reads how the trials ended from the sweep's records."""
 
 
-def run_queue(plan: Plan, events: Events, results_dir: Path, name: str, queue: Any) -> None:
-    """One Ray Tune run of every stack that ``queue`` hands out, until it has none left."""
+def run_queue(
+    plan: Plan, events: Events, results_dir: Path, name: str, queue: Any, slots: int | None
+) -> None:
+    """Ray Tune runs of every stack that ``queue`` hands out, until it has none left: one run,
+    or several in turn (``name``, ``name-part002``, ...) of at most max(STACKS_PER_RUN,
+    STACKS_PER_SLOT x slots) stacks each, as a grid's; a stop request ends them."""
     _quiet()
-    chosen: dict[str, list[Trial]] = {}
-    _fit(plan, events, results_dir, name, chosen, search_alg=Candidates(queue, events, chosen))
+    limit = max(stacking.STACKS_PER_RUN, stacking.STACKS_PER_SLOT * (slots or ray_slots(plan)))
+    for k in itertools.count():
+        chosen: dict[str, list[Trial]] = {}
+        named = name if k == 0 else f"{name}-part{k + 1:03d}"
+        searcher = Candidates(queue, events, chosen, limit)
+        _fit(plan, events, results_dir, named, chosen, search_alg=searcher)
+        gc.collect()
+        records = events.collector.records
+        ended = all(_ended(events, stack) for stack in chosen.values())
+        if stop.REQUEST.requested or not ended or queue.finished(records):
+            return

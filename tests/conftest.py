@@ -105,3 +105,13 @@ def assert_trained_alike(a: dict, b: dict) -> None:
         assert a[key] == pytest.approx(b[key], rel=TRAINED_REL), key
     for key in ("train_acc", "test_acc"):
         assert a[key] == pytest.approx(b[key], abs=TRAINED_ACC), key
+
+
+def heavy_imports(*modules: str) -> list[str]:
+    """Which of torch, ray and mlflow a fresh Python has imported after importing ``modules``."""
+    code = (
+        f"import sys, {', '.join(modules)}; "
+        "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return [name.strip(" '") for name in done.stdout.strip()[1:-1].split(",") if name.strip()]

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from resablate.grid import cell_id, config_id
 from resablate.plan import make_plan
-from tests.conftest import write
+from tests.conftest import heavy_imports, write
 
 GOLDEN = Path(__file__).parent / "golden" / "grid_ids.json"
 
@@ -90,9 +88,4 @@ def test_no_grid_is_one_trial(tmp_path: Path) -> None:
 
 
 def test_grid_module_imports_neither_ray_nor_torch() -> None:
-    code = (
-        "import sys, resablate.grid, resablate.spec; "
-        "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
+    assert heavy_imports("resablate.grid", "resablate.spec") == []

@@ -107,7 +107,7 @@ def test_ray_tune_keeps_statistics_of_the_epoch_only_and_mlflow_gets_every_metri
         assert steps == [1, 2]
 
 
-def test_units_are_split_into_near_equal_tune_runs_in_order(monkeypatch) -> None:
+def test_stacks_are_split_into_near_equal_tune_runs_in_order(monkeypatch) -> None:
     monkeypatch.setattr(stacking, "STACKS_PER_RUN", 4)
     monkeypatch.setattr(stacking, "STACKS_PER_SLOT", 2)
     nine = [[Trial(str(i), {}, {}, "cell")] for i in range(9)]
@@ -205,9 +205,28 @@ resources: {max_concurrent_trials: 1, seeds_per_trial: 1}
 
 
 @pytest.mark.slow
-def test_a_ctrl_c_as_a_search_batch_ends_starts_no_other_batch(tmp_path: Path) -> None:
+def test_a_ctrl_c_in_a_search_starts_no_other_candidate(tmp_path: Path) -> None:
     plan = make_plan(write(tmp_path / "stopsearch.yaml", SEARCHED))
-    outcome = in_process(tmp_path, plan, [CtrlC(after=2)])  # batches of 2 candidates
+    outcome = in_process(tmp_path, plan, [CtrlC(after=2)])  # 2 candidates in flight
     assert outcome.interrupted and len(outcome.records) == 2
     _, runs = trial_runs(tmp_path, "stopsearch")
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 2
+
+
+@pytest.mark.slow
+def test_a_large_search_runs_as_several_tune_runs(tmp_path: Path, monkeypatch) -> None:
+    """One searcher hands out every candidate; after STACKS_PER_RUN stacks its Tune run ends
+    and the next continues the same studies, so the driver's memory stays flat."""
+    monkeypatch.setattr(stacking, "STACKS_PER_RUN", 3)
+    monkeypatch.setattr(stacking, "STACKS_PER_SLOT", 0)
+    sweep = SEARCHED.replace("name: stopsearch", "name: parts") + "grid: {seed: [0, 1]}\n"
+    plan = make_plan(write(tmp_path / "parts.yaml", sweep))
+    outcome = in_process(tmp_path, plan)
+    assert not outcome.interrupted and outcome.ended == 8  # 4 candidates x 2 seeds
+    [cell] = outcome.search.values()
+    assert cell["complete"] == 4
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir() if p.name.startswith("parts-"))
+    assert len(runs) == 3 and all("-search-" in name for name in runs)  # 3 + 3 + 2 stacks
+    assert [name.rpartition("-")[2] for name in runs[1:]] == ["part002", "part003"]
+    _, children = trial_runs(tmp_path, "parts")
+    assert sorted(r.info.status for r in children) == ["FINISHED"] * 8
