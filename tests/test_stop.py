@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +47,26 @@ def test_install_takes_a_signal_back_from_a_library_that_set_its_own() -> None:
         stop.install()
         _press(signal.SIGUSR1)
         assert request.signal == signal.SIGUSR1
+
+
+def test_a_stop_signal_during_a_store_write_lets_the_write_finish(tmp_path: Path) -> None:
+    """The write that a Ctrl-C falls in is not interrupted (a KeyboardInterrupt inside a sqlite
+    write can leave its write lock held, and closing the runs then waits on it)."""
+    from mlflow.tracking import MlflowClient
+
+    from resablate.store import Store
+
+    class CtrlCMidWrite(MlflowClient):
+        def set_tag(self, *args: object, **kwargs: object) -> None:
+            _press(signal.SIGINT)  # lands while the write is under way
+            super().set_tag(*args, **kwargs)
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    store = Store(uri)
+    run_id = store.create_run(store.experiment("stop"), {})
+    store.client = CtrlCMidWrite(tracking_uri=uri)
+    with stop.handling() as request:
+        store.set_tag(run_id, "written", "yes")
+        assert request.requested
+    assert MlflowClient(tracking_uri=uri).get_run(run_id).data.tags["written"] == "yes"
+    assert store.broken is None
