@@ -163,7 +163,12 @@ def check_path(source: str, path: str) -> None:
         if path == "grid" or path.count(".") == 0:
             raise SpecError(source, path, "name a grid axis, e.g. --set grid.model.depth=[2,4]")
         return
-    if top in ("probes", "search", "scheduler"):  # nested: checked by the schema like the file
+    if top in (
+        "probes",
+        "search",
+        "scheduler",
+        "report",
+    ):  # nested: checked by the schema like the file
         return
     known = (
         [f for f in SweepSpec.model_fields]

@@ -174,3 +174,11 @@ class SchedulerSpec(Section):
         if objective is not None and objective.metric == metric:
             return metric, objective.direction
         return metric, "max" if "acc" in metric else "min"
+
+
+class ReportSpec(Section):
+    """What ``resablate report`` compares against: ``reference`` (grid axis -> value) picks the
+    reference configuration of its comparison table (default: the first value of every axis).
+    Not part of the spec's hash: it changes no result."""
+
+    reference: dict[str, Any] = {}

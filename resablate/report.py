@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from resablate import probe_figures
+from resablate import comparisons, probe_figures
 from resablate.figures import (
     DEPTH,
     SEED,
@@ -82,6 +82,7 @@ def make_report(sweep: SweepRuns, out: Path) -> Report:
         _search,
     ):
         draw(sweep, finished, grid, report)
+    comparisons.table(sweep, grid, report)
     (out / "report.md").write_text(report.markdown(sweep), encoding="utf-8")
     return report
 

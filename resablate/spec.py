@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from resablate.errors import ConfigError
-from resablate.options import ProbesSpec, SchedulerSpec, SearchSpec
+from resablate.options import ProbesSpec, ReportSpec, SchedulerSpec, SearchSpec
 from resablate.section import Grown, Section
 
 __all__ = [
@@ -310,6 +310,7 @@ class SweepSpec(Section):
     resources: ResourcesSpec = ResourcesSpec()
     tracking: TrackingSpec = TrackingSpec()
     profile: str | None = Field(None, pattern=NAME_PATTERN)  # the profiles: entry applied
+    report: ReportSpec = ReportSpec()
 
     @model_validator(mode="after")
     def _stackable(self) -> SweepSpec:
@@ -323,6 +324,18 @@ class SweepSpec(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _reference(self) -> SweepSpec:
+        axes = [a for a in self.grid.paths() if a != "seed"]
+        for axis in self.report.reference:
+            if axis not in axes:
+                raise ConfigError(
+                    f"report.reference.{axis}",
+                    f"not a grid axis of this sweep (axes: {', '.join(axes) or 'none'});"
+                    " the reference names one value of some grid axes",
+                )
+        return self
+
     def base_config(self) -> dict[str, Any]:
         """The trial config every grid point starts from, as plain nested dicts."""
         return self.model_dump(
@@ -331,7 +344,7 @@ class SweepSpec(Section):
 
     def hash(self) -> str:
         """Stable hash of the resolved spec (what ran, whatever the YAML's formatting)."""
-        dumped = self.model_dump(mode="json")
+        dumped = self.model_dump(mode="json", exclude={"report"})  # what to compare: no result
         # how seeds are grouped into workers changes no result: 1 (the default before auto) and
         # auto hash alike, so that sweeps recorded before auto resume
         if dumped.get("resources", {}).get("seeds_per_trial") == 1:

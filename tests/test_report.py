@@ -91,6 +91,19 @@ def test_report_draws_what_was_recorded_and_its_numbers_are_mlflows(
         cell = configuration(run)
         assert float(summary[cell]["train_loss_mean"]) == pytest.approx(statistics.fmean(seeds))
         assert summary[cell]["finished"] == "2"
+    # each configuration against the first value of every axis, per final metric; 2 seeds an
+    # arm are too few for a test, which the table says
+    compared = [r for r in rows(out / "comparisons.csv") if r["metric"] == "test_acc"]
+    reference = "depth=2 shortcut=identity"
+    assert sorted(r["configuration"] for r in compared) == sorted(set(summary) - {reference})
+    ref_runs = [r for r in runs if configuration(r) == reference]
+    for row in compared:
+        arm = [r for r in runs if configuration(r) == row["configuration"]]
+        shift = statistics.fmean(r.data.metrics["test_acc"] for r in arm)
+        shift -= statistics.fmean(r.data.metrics["test_acc"] for r in ref_runs)
+        assert float(row["difference"]) == pytest.approx(shift)
+        assert row["test"] == "too few seeds (2 < 3)" and row["p"] == ""
+    assert f"# Comparisons against `{reference}`" in (out / "comparisons.md").read_text()
     units = rows(out / "signal_propagation.csv")
     assert {r["configuration"] for r in units} == {
         f"depth={d} shortcut={s}" for d in (2, 4) for s in ("identity", "none")
@@ -111,6 +124,7 @@ def test_report_draws_what_was_recorded_and_its_numbers_are_mlflows(
     [parent_id] = {r.data.tags["mlflow.parentRunId"] for r in runs}
     logged = {a.path for a in client.list_artifacts(parent_id, "report")}
     assert {f"report/{n}" for n in [*drawn, "degradation.csv", "report.md"]} <= logged
+    assert {"report/comparisons.md", "report/comparisons.csv"} <= logged
 
 
 def test_report_by_experiment_and_run_and_its_errors(

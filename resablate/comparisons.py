@@ -1,0 +1,229 @@
+"""Every configuration against a reference configuration, on the final value of each metric.
+
+A *configuration* is a trial's grid values without its seed; its seeds are the samples. For each
+configuration and metric: the difference of means (configuration − reference), its 95%
+bootstrap (percentile) confidence interval, and a two-sided p-value: Student's paired t-test
+when both arms ran the same seeds (each seed's difference is one sample), Welch's t otherwise.
+Holm's step-down adjustment then controls the family-wise error over the whole table. Fewer than
+:data:`MIN_SEEDS` finished seeds in either arm is said in the table instead of a test. The tests
+and the bootstrap are scipy.stats'; the bootstrap is seeded, so a report is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from resablate.figures import SEED, Report, label, write_csv
+from resablate.ledger import RunData, SweepRuns
+from resablate.results import FINISHED, METRICS
+
+MIN_SEEDS = 3  # per arm, for a test
+CONFIDENCE = 0.95
+BOOTSTRAP_SEED = 0
+# last values that describe how a run ended rather than what it measured
+NOT_COMPARED = ("lr", "epoch_time", "last_finite_loss", "diverged_epoch")
+
+
+@dataclass
+class Comparison:
+    configuration: str
+    metric: str
+    n: int  # finished seeds with the metric, this configuration
+    n_reference: int
+    difference: float  # mean(configuration) − mean(reference)
+    test: str  # "paired t", "Welch t", or why there is none
+    low: float | None = None  # the 95% bootstrap interval of the difference
+    high: float | None = None
+    p: float | None = None
+    p_holm: float | None = None
+
+
+def finals(runs: Sequence[RunData], metric: str) -> dict[str, float]:
+    """Seed -> the final value of ``metric`` of each finished run that recorded it."""
+    return {
+        r.params.get(SEED, str(i)): r.metrics[metric]
+        for i, r in enumerate(runs)
+        if r.status == FINISHED and metric in r.metrics and math.isfinite(r.metrics[metric])
+    }
+
+
+def compare(configurations: Mapping[str, Sequence[RunData]], reference: str) -> list[Comparison]:
+    """Each configuration but ``reference`` against it, on every metric both recorded."""
+    base = configurations[reference]
+    recorded = {m for r in base for m in r.metrics if m not in NOT_COMPARED}
+    metrics = [m for m in METRICS if m in recorded] + sorted(recorded - set(METRICS))
+    out = [
+        one(name, metric, finals(runs, metric), finals(base, metric))
+        for name, runs in configurations.items()
+        if name != reference
+        for metric in metrics
+        if finals(runs, metric) and finals(base, metric)
+    ]
+    for found, adjusted in zip(
+        [c for c in out if c.p is not None],
+        holm([c.p for c in out if c.p is not None]),
+        strict=True,
+    ):
+        found.p_holm = adjusted
+    return out
+
+
+def one(name: str, metric: str, arm: dict[str, float], ref: dict[str, float]) -> Comparison:
+    """One cell of the table: ``arm`` against ``ref`` (seed -> final value)."""
+    from scipy import stats
+
+    x, y = list(arm.values()), list(ref.values())
+    found = Comparison(
+        name, metric, len(x), len(y), statistics.fmean(x) - statistics.fmean(y), "Welch t"
+    )
+    if min(len(x), len(y)) < MIN_SEEDS:
+        found.test = f"too few seeds ({min(len(x), len(y))} < {MIN_SEEDS})"
+        return found
+    paired = set(arm) == set(ref)
+    if paired:
+        found.test = "paired t"
+        differences = [arm[s] - ref[s] for s in sorted(arm)]
+        p = stats.ttest_rel([arm[s] for s in sorted(arm)], [ref[s] for s in sorted(arm)]).pvalue
+        samples: tuple[list[float], ...] = (differences,)
+    else:
+        p = stats.ttest_ind(x, y, equal_var=False).pvalue
+        samples = (x, y)
+    if math.isnan(p):  # no spread at all: every sample alike
+        found.test += ", no variance"
+        return found
+    found.p = float(p)
+    interval = stats.bootstrap(
+        samples,
+        _mean if paired else _difference,
+        confidence_level=CONFIDENCE,
+        method="percentile",  # BCa's acceleration is unstable with a handful of seeds
+        rng=BOOTSTRAP_SEED,
+        vectorized=True,
+    ).confidence_interval
+    found.low, found.high = float(interval.low), float(interval.high)
+    return found
+
+
+def _mean(x: Any, axis: int = -1) -> Any:
+    return x.mean(axis=axis)
+
+
+def _difference(x: Any, y: Any, axis: int = -1) -> Any:
+    return x.mean(axis=axis) - y.mean(axis=axis)
+
+
+def holm(p: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm 1979), in the order given: the k-th smallest
+    p times (m − k + 1), made non-decreasing in that order and capped at 1."""
+    order = sorted(range(len(p)), key=lambda i: p[i])
+    adjusted = [0.0] * len(p)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def reference_of(
+    configurations: Mapping[str, Sequence[RunData]],
+    axes: Sequence[str],
+    first: Mapping[str, Any],
+    chosen: Mapping[str, Any] | None = None,
+) -> str | None:
+    """The reference configuration: the one whose runs have the ``chosen`` values (grid axis ->
+    value, the sweep's ``report.reference``), else the first value of every grid axis
+    (``first``: the plan's first trial's grid values); None when no configuration matches."""
+    wanted = {**first, **(chosen or {})}
+    for name, runs in configurations.items():
+        params = runs[0].params
+        if all(_same(params.get(a), wanted[a]) for a in axes if a != SEED and a in wanted):
+            return name
+    return None
+
+
+def _same(param: str | None, value: Any) -> bool:
+    """An MLflow param (text) against a YAML value."""
+    import json
+
+    if param is None:
+        return False
+    try:
+        parsed = json.loads(param)  # numbers, booleans, lists; -6.0 == -6
+    except ValueError:
+        parsed = param  # a name
+    return bool(parsed == value)
+
+
+def configurations(runs: Sequence[RunData], axes: Sequence[str]) -> dict[str, list[RunData]]:
+    """The runs grouped by their grid values without the seed."""
+    cell_axes = [a for a in axes if a != SEED]
+    out: dict[str, list[RunData]] = {}
+    for run in runs:
+        out.setdefault(label(run, cell_axes), []).append(run)
+    return out
+
+
+def table(sweep: SweepRuns, grid: Sequence[str], report: Report) -> None:
+    """``comparisons.md`` and ``comparisons.csv``: every configuration against the reference.
+    A search's candidates are not configurations of the grid: its trials are left out."""
+    runs = [r for r in sweep.runs if "search_cell" not in r.tags]
+    grid = [a for a in grid if a != SEED]
+    groups = configurations(runs, grid)
+    if len(groups) < 2:
+        report.skipped.append(("comparisons.md", "fewer than two configurations to compare"))
+        return
+    spec = sweep.artifact(sweep.parent.run_id, "sweep.resolved.json") or {}
+    plan = sweep.artifact(sweep.parent.run_id, "plan.json") or [{}]
+    chosen = (spec.get("report") or {}).get("reference") or {}
+    reference = reference_of(groups, grid, plan[0].get("grid", {}), chosen)
+    if reference is None:
+        why = f"no configuration has the reference values {chosen}"
+        report.skipped.append(("comparisons.md", why))
+        return
+    found = compare(groups, reference)
+    header = ["configuration", "metric", "seeds", "reference_seeds", "difference"]
+    header += ["ci_low", "ci_high", "test", "p", "p_holm"]
+    rows = [
+        [
+            c.configuration,
+            c.metric,
+            c.n,
+            c.n_reference,
+            c.difference,
+            *_blank(c.low, c.high),
+            c.test,
+            *_blank(c.p, c.p_holm),
+        ]
+        for c in found
+    ]
+    write_csv(report.out / "comparisons.csv", header, rows)
+    lines = [
+        f"# Comparisons against `{reference}`",
+        "",
+        f"Difference of means over finished seeds (configuration − reference), its"
+        f" {CONFIDENCE:.0%} bootstrap interval, the test's p and Holm's adjusted p over the"
+        f" {sum(c.p is not None for c in found)} tests of this table.",
+        "",
+        "| configuration | metric | seeds | difference | 95% CI | test | p | p (Holm) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in found:
+        interval = "—" if c.low is None else f"[{c.low:.4g}, {c.high:.4g}]"
+        lines.append(
+            f"| {c.configuration} | {c.metric} | {c.n} vs {c.n_reference} | {c.difference:.4g}"
+            f" | {interval} | {c.test} | {_g(c.p)} | {_g(c.p_holm)} |"
+        )
+    (report.out / "comparisons.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report.drawn += ["comparisons.md", "comparisons.csv"]
+
+
+def _blank(*values: float | None) -> list[Any]:
+    return ["" if v is None else v for v in values]
+
+
+def _g(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3g}"
