@@ -261,6 +261,36 @@ def test_an_interrupted_inline_sweep_is_hinted_at_by_the_next_run(tmp_path: Path
     )
 
 
+# one epoch of several seconds: a stop request waits for it, a second signal does not
+SLOW_EPOCH = """
+name: slowepoch
+data: {name: synthetic, samples: 60000, features: 256}
+model: {depth: 16, width: 1024}
+train: {epochs: 3, batch_size: 2, lr: 0.001}
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_requests_a_stop_and_a_second_signal_stops_at_once(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    proc = start(tmp_path, str(write(tmp_path / "s.yaml", SLOW_EPOCH)), "--inline")
+    try:
+        wait_until(proc, lambda: db.exists() and bool(query(db)(CHILDREN)))  # training
+        proc.send_signal(signal.SIGTERM)  # a request: read after the running epoch
+        time.sleep(1.0)
+        assert proc.poll() is None, "the first signal only requests the stop"
+        pressed = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        kill_hard(proc)
+    assert time.monotonic() - pressed < 10  # not the rest of the epoch
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert "--resume" in err.decode()
+    assert query(db)(PARENTS) == [("KILLED",)]
+    assert [status for _, status, _ in query(db)(CHILDREN)] == ["KILLED"]
+
+
 def test_resume_refuses_a_changed_sweep_unless_forced(tmp_path: Path, cli, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
