@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from resablate.figures import SEED, Report, label, write_csv
+from resablate.figures import SEED, Report, label
 from resablate.ledger import RunData, SweepRuns
 from resablate.results import FINISHED, METRICS
 
@@ -56,18 +56,15 @@ def compare(configurations: Mapping[str, Sequence[RunData]], reference: str) -> 
     base = configurations[reference]
     recorded = {m for r in base for m in r.metrics if m not in NOT_COMPARED}
     metrics = [m for m in METRICS if m in recorded] + sorted(recorded - set(METRICS))
-    out = [
-        one(name, metric, finals(runs, metric), finals(base, metric))
-        for name, runs in configurations.items()
-        if name != reference
-        for metric in metrics
-        if finals(runs, metric) and finals(base, metric)
-    ]
-    for found, adjusted in zip(
-        [c for c in out if c.p is not None],
-        holm([c.p for c in out if c.p is not None]),
-        strict=True,
-    ):
+    ref = {metric: finals(base, metric) for metric in metrics}
+    out = []
+    for name, runs in configurations.items():
+        for metric in metrics if name != reference else ():
+            arm = finals(runs, metric)
+            if arm and ref[metric]:
+                out.append(one(name, metric, arm, ref[metric]))
+    tested = [(c, c.p) for c in out if c.p is not None]
+    for (found, _), adjusted in zip(tested, holm([p for _, p in tested]), strict=True):
         found.p_holm = adjusted
     return out
 
@@ -200,7 +197,6 @@ def table(sweep: SweepRuns, grid: Sequence[str], report: Report) -> None:
         ]
         for c in found
     ]
-    write_csv(report.out / "comparisons.csv", header, rows)
     lines = [
         f"# Comparisons against `{reference}`",
         "",
@@ -217,8 +213,8 @@ def table(sweep: SweepRuns, grid: Sequence[str], report: Report) -> None:
             f"| {c.configuration} | {c.metric} | {c.n} vs {c.n_reference} | {c.difference:.4g}"
             f" | {interval} | {c.test} | {_g(c.p)} | {_g(c.p_holm)} |"
         )
-    (report.out / "comparisons.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    report.drawn += ["comparisons.md", "comparisons.csv"]
+    report.text("comparisons.md", lines)
+    report.table("comparisons.csv", header, rows)
 
 
 def _blank(*values: float | None) -> list[Any]:

@@ -40,6 +40,20 @@ class Report:
         ]
         return "\n".join(lines)
 
+    def table(self, name: str, header: list[str], rows: list[list[Any]]) -> None:
+        """Write the CSV file ``name`` into the report and record it as drawn."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(header)
+        writer.writerows(rows)
+        (self.out / name).write_text(buffer.getvalue(), encoding="utf-8")
+        self.drawn.append(name)
+
+    def text(self, name: str, lines: list[str]) -> None:
+        """Write the markdown file ``name`` (one line each) and record it as drawn."""
+        (self.out / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        self.drawn.append(name)
+
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for one value), the summary's convention; an
@@ -60,14 +74,6 @@ def group(runs: Iterable[RunData], key: Callable[[RunData], str]) -> dict[str, l
     for run in runs:
         out.setdefault(key(run), []).append(run)
     return out
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows(rows)
-    path.write_text(buffer.getvalue(), encoding="utf-8")
 
 
 def pm(mean: float | None, std: float | None) -> str:

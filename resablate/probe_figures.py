@@ -18,7 +18,6 @@ from resablate.figures import (
     legend,
     mean_std,
     save,
-    write_csv,
 )
 from resablate.ledger import RunData, SweepRuns
 
@@ -74,12 +73,7 @@ def signal_propagation(
         legend(ax, len(found))
     fig.suptitle(f"{sweep.experiment}: signal propagation at initialization (mean over seeds)")
     save(fig, report, "signal_propagation.png")
-    write_csv(
-        report.out / "signal_propagation.csv",
-        ["configuration", "unit", "fwd_var", "bwd_var"],
-        rows,
-    )
-    report.drawn.append("signal_propagation.csv")
+    report.table("signal_propagation.csv", ["configuration", "unit", "fwd_var", "bwd_var"], rows)
 
 
 HESSIAN_COLUMNS = ["configuration", "depth", "seeds", "cond_mean", "cond_std", "index_mean"]
@@ -124,12 +118,7 @@ def hessian(sweep: SweepRuns, finished: list[RunData], grid: list[str], report: 
         legend(ax, len(configs))
     fig.suptitle(f"{sweep.experiment}: Hessian at initialization")
     save(fig, report, "hessian.png")
-    write_csv(
-        report.out / "hessian.csv",
-        HESSIAN_COLUMNS,
-        rows,
-    )
-    report.drawn.append("hessian.csv")
+    report.table("hessian.csv", HESSIAN_COLUMNS, rows)
 
 
 def hessian_training(
@@ -166,8 +155,7 @@ def hessian_training(
     fig.suptitle(f"{sweep.experiment}: Hessian during training (mean over seeds)")
     save(fig, report, "hessian_training.png")
     header = ["configuration", "epoch", "seeds", "index_mean", "index_std"]
-    write_csv(report.out / "hessian_training.csv", [*header, "max_abs_mean", "max_abs_std"], rows)
-    report.drawn.append("hessian_training.csv")
+    report.table("hessian_training.csv", [*header, "max_abs_mean", "max_abs_std"], rows)
 
 
 def weight_norms(
@@ -224,8 +212,7 @@ def lesion(sweep: SweepRuns, finished: list[RunData], grid: list[str], report: R
     fig.suptitle(f"{sweep.experiment}: lesions")
     save(fig, report, "lesion.png")
     if rows:
-        write_csv(report.out / "lesion.csv", ["configuration", "k", "test_error", "seeds"], rows)
-        report.drawn.append("lesion.csv")
+        report.table("lesion.csv", ["configuration", "k", "test_error", "seeds"], rows)
 
 
 def shattered(sweep: SweepRuns, finished: list[RunData], grid: list[str], report: Report) -> None:

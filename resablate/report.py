@@ -27,7 +27,6 @@ from resablate.figures import (
     mean_std,
     pm,
     save,
-    write_csv,
 )
 from resablate.ledger import RunData, SweepRuns
 from resablate.results import DIVERGED, FINISHED, METRICS
@@ -116,7 +115,6 @@ def _summary(sweep: SweepRuns, finished: list[RunData], grid: list[str], report:
         rows.append(row)
         counts = "/".join(str(c) for c in row[2:6])
         lines.append(f"| {name} | {counts} | " + " | ".join(shown) + " |")
-    write_csv(report.out / "summary.csv", header, rows)
     head = ["cell", "/".join(STATUSES), *METRICS]
     text = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *lines]
     best = sweep.artifact(sweep.parent.run_id, "search.json")
@@ -126,8 +124,8 @@ def _summary(sweep: SweepRuns, finished: list[RunData], grid: list[str], report:
             f"- {v['label']}: {v['best']} ({pm(v['mean'], v['std'])}, {v['complete']} candidates)"
             for v in best.values()
         ]
-    (report.out / "summary.md").write_text("\n".join(text) + "\n", encoding="utf-8")
-    report.drawn += ["summary.md", "summary.csv"]
+    report.text("summary.md", text)
+    report.table("summary.csv", header, rows)
 
 
 def _degradation(
@@ -161,8 +159,7 @@ def _degradation(
     fig.suptitle(f"{sweep.experiment}: degradation (mean ± std over seeds)")
     save(fig, report, "degradation.png")
     header = ["configuration", "depth", "seeds", "train_error_mean", "train_error_std"]
-    write_csv(report.out / "degradation.csv", [*header, "test_error_mean", "test_error_std"], rows)
-    report.drawn.append("degradation.csv")
+    report.table("degradation.csv", [*header, "test_error_mean", "test_error_std"], rows)
 
 
 def _best_over_lr(
@@ -198,7 +195,6 @@ def _best_over_lr(
         rows.append([name, lr, len(losses), mean, std, len(tried)])
         lines.append(f"| {name} | {lr:g} | {pm(mean, std)} | {len(losses)} |")
     header = ["configuration", "best_lr", "seeds", "train_loss_mean", "train_loss_std", "lrs"]
-    write_csv(report.out / "best_over_lr.csv", header, rows)
     text = [
         "Best final training loss over the swept learning rates, per configuration"
         " (seed mean ± std at the best lr; Demystifying ResNet, Fig. 8)",
@@ -207,8 +203,8 @@ def _best_over_lr(
         "|---|---|---|---|",
         *lines,
     ]
-    (report.out / "best_over_lr.md").write_text("\n".join(text) + "\n", encoding="utf-8")
-    report.drawn += ["best_over_lr.md", "best_over_lr.csv"]
+    report.text("best_over_lr.md", text)
+    report.table("best_over_lr.csv", header, rows)
     if DEPTH not in grid:
         return
     others = [a for a in rest if a != DEPTH]
@@ -299,12 +295,8 @@ def _search(sweep: SweepRuns, finished: list[RunData], grid: list[str], report: 
     legend(ax, len(cells))
     fig.suptitle(f"{sweep.experiment}: search of {param} per cell")
     save(fig, report, "search.png")
-    write_csv(
-        report.out / "search.csv",
-        ["cell", param, "seeds", "diverged", f"{metric}_mean", f"{metric}_std"],
-        rows,
-    )
-    report.drawn.append("search.csv")
+    header = ["cell", param, "seeds", "diverged", f"{metric}_mean", f"{metric}_std"]
+    report.table("search.csv", header, rows)
 
 
 def _maybe(values: list[float]) -> list[Any]:
