@@ -80,12 +80,8 @@ def install() -> None:
 
 def saved() -> contextlib.AbstractContextManager[None]:
     """Restore the stop signals' handlers when the block ends (a library may set its own)."""
-    return _restoring() if threading.current_thread() is threading.main_thread() else _nothing()
-
-
-@contextlib.contextmanager
-def _nothing() -> Iterator[None]:
-    yield
+    main = threading.current_thread() is threading.main_thread()
+    return _restoring() if main else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
