@@ -92,6 +92,7 @@ def sweep_spec(raw: Mapping[str, Any]) -> SweepSpec:
     if spec.search is not None:
         check_search(spec.search)
     check_scheduler(spec.scheduler)
+    check_claims(spec)
     return spec
 
 
@@ -166,6 +167,43 @@ def check_scheduler(scheduler: SchedulerSpec) -> None:
             f"{scheduler.metric!r} is not a per-epoch metric"
             f"{did_you_mean(scheduler.metric, list(METRICS))} (choices: {', '.join(METRICS)})",
         )
+
+
+def recorded(spec: SweepSpec, at: str) -> list[str]:
+    """The metrics a sweep's runs record: at ``last`` the reported metrics and every number of
+    a probe that runs after init; at ``init`` (step 0) the numbers of probes that run there."""
+    found = list(METRICS) if at == "last" else []
+    for name, probe in spec.probes.chosen().items():
+        runs = "init" in probe.at if at == "init" else ("end" in probe.at or bool(probe.every))
+        found += [f"{name}.{key}" for key in probe.records] if runs else []
+    return found
+
+
+def check_claims(spec: SweepSpec) -> None:
+    """Claim ids are unique, name grid axes only and metrics that the sweep records."""
+    axes = [a for a in spec.grid.paths() if a != "seed"]
+    seen: set[str] = set()
+    for claim in spec.claims:
+        if claim.id in seen:
+            raise ConfigError(f"claims.{claim.id}", "two claims have this id; ids are unique")
+        seen.add(claim.id)
+        for field, named in claim.axes().items():
+            for axis in named:
+                if axis not in axes:
+                    raise ConfigError(
+                        f"{field}.{axis}" if not field.endswith(("over", "best_over")) else field,
+                        f"{axis!r} is not a grid axis of this sweep{did_you_mean(axis, axes)}"
+                        f" (axes: {', '.join(axes) or 'none'})",
+                    )
+        metrics = recorded(spec, claim.at)
+        if claim.metric not in metrics:
+            when = "at init (step 0)" if claim.at == "init" else "at the last epoch"
+            raise ConfigError(
+                f"claims.{claim.id}.metric",
+                f"{claim.metric!r} is not recorded {when} by this sweep"
+                f"{did_you_mean(claim.metric, metrics)} (recorded: {', '.join(metrics) or 'none'};"
+                " a probe's numbers need the probe in probes:, at init or at the end)",
+            )
 
 
 def describe() -> list[tuple[str, Any, str]]:

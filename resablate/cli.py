@@ -316,6 +316,11 @@ def _brief(found: dict) -> str:
 )
 @TRACKING_URI
 @click.option("--no-log", is_flag=True, help="Do not log the files to the sweep's parent run.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 1 when a claim is contradicted: the study as a regression test of the science.",
+)
 def report(
     sweep_file: str | None,
     experiment: str | None,
@@ -323,6 +328,7 @@ def report(
     out: str | None,
     tracking_uri: str | None,
     no_log: bool,
+    check: bool,
 ) -> int:
     """Draw a recorded sweep's figures (PNG) and tables (CSV, markdown) from MLflow.
 
@@ -337,35 +343,50 @@ def report(
     lesion.png/.csv          test error against k units removed, each unit removed alone
     shattered.png, search.png/.csv (Optuna: searched value against the objective)
     summary.md/.csv          mean ± std and median of the final metrics per cell, best c
+    comparisons.md/.csv      each configuration against the reference (report.reference):
+                             difference, 95% bootstrap CI, paired or Welch t, Holm's p
+    claims.md/.csv           the sweep's claims: holds, contradicted, inconclusive or not
+                             measured, with the numbers; printed first, and each verdict
+                             logged to the parent run (tag and metric claim.<id>)
+
+    The claims are the sweep file's when SWEEP.yaml is given (edit them and report again, no
+    rerun needed), else those recorded with the sweep.
 
     Only what the sweep recorded is drawn; report.md names what was not and why. The files are
     also logged to the sweep's parent run (artifacts report/...), next to its runs in the UI.
     """
+    from resablate.claims import CONTRADICTED, logged
     from resablate.ledger import log_report, read_sweep
     from resablate.loader import load_sweep
     from resablate.report import HISTORIES, HISTORY_PREFIXES, make_report
     from resablate.store import resolve_uri
 
-    spec_uri = None
+    spec_uri, claimed = None, None
     if sweep_file is not None:
         spec = load_sweep(sweep_file)
         experiment = experiment or spec.tracking.experiment or spec.name
-        spec_uri = spec.tracking.uri
+        spec_uri, claimed = spec.tracking.uri, list(spec.claims)
     if experiment is None:
         raise UserError("name the sweep: resablate report SWEEP.yaml, or --experiment NAME")
     sweep = read_sweep(
         resolve_uri(tracking_uri, spec_uri), experiment, run_id, HISTORIES, HISTORY_PREFIXES
     )
     folder = Path(out) if out else Path("reports") / experiment
-    done = make_report(sweep, folder)
+    done, verdicts = make_report(sweep, folder, claimed)
     if not no_log:
-        log_report(sweep, folder)
+        log_report(sweep, folder, *logged(verdicts))
+    for line in done.claims:
+        click.echo(line)
     for name in done.drawn:
         click.echo(str(folder / name))
     for name, why in done.skipped:
         click.echo(f"not drawn: {name} ({why})", err=True)
     where = "" if no_log else f"; logged to parent run {sweep.parent.run_id} (artifacts report/)"
     click.echo(f"report of {len(sweep.runs)} runs in {folder / 'report.md'}{where}", err=True)
+    contradicted = [v.claim.id for v in verdicts if v.verdict == CONTRADICTED]
+    if check and contradicted:
+        click.echo(f"contradicted: {', '.join(contradicted)}", err=True)
+        return 1
     return 0
 
 

@@ -22,6 +22,7 @@ class Report:
     out: Path
     drawn: list[str] = field(default_factory=list)  # file names
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (figure, why not)
+    claims: list[str] = field(default_factory=list)  # the claims table (markdown lines)
 
     def markdown(self, sweep: SweepRuns) -> str:
         lines = [
@@ -29,6 +30,7 @@ class Report:
             "",
             f"Parent run `{sweep.parent.run_id}` in `{sweep.uri}`: {len(sweep.runs)} trial runs.",
             "",
+            *(["## Claims", "", *self.claims, ""] if self.claims else []),
             "## Drawn",
             "",
             *(f"- [{name}]({name})" for name in self.drawn),

@@ -20,6 +20,7 @@ from resablate.results import KILLED, RESULTS, RETRIED, TrialRecord
 from resablate.store import (
     RUN_FINISHED,
     RUN_RUNNING,
+    Metric,
     Run,
     Store,
     check_store,
@@ -229,6 +230,20 @@ def _run_data(run: Run) -> RunData:
     )
 
 
-def log_report(sweep: SweepRuns, folder: Path) -> None:
-    """The report's files as artifacts ``report/...`` of the sweep's parent run."""
-    sweep.store.log_artifacts(sweep.parent.run_id, folder, "report")
+def log_report(
+    sweep: SweepRuns,
+    folder: Path,
+    tags: dict[str, str] | None = None,
+    metrics: dict[str, float] | None = None,
+) -> None:
+    """The report's files as artifacts ``report/...`` of the sweep's parent run, with what the
+    report concluded as the parent's ``tags`` and ``metrics`` (the claims' verdicts)."""
+    import time
+
+    parent = sweep.parent.run_id
+    sweep.store.log_artifacts(parent, folder, "report")
+    for key, text in (tags or {}).items():
+        sweep.store.set_tag(parent, key, text)
+    now = int(time.time() * 1000)
+    found = [Metric(key, v, now, 0) for key, v in (metrics or {}).items()]
+    sweep.store.log_batch(parent, metrics=found)

@@ -7,7 +7,7 @@ trial config they may name is checked by :mod:`resablate.catalog`.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -23,6 +23,8 @@ class Probe(Section):
 
     at: list[When] = ["init", "end"]
     every: int | None = Field(None, ge=1)
+    # the numbers it records, each an MLflow metric <probe>.<key> (tested against the probe)
+    records: ClassVar[tuple[str, ...]] = ()
 
     def due(self, epoch: int, last: int) -> bool:
         if epoch == 0:
@@ -34,6 +36,7 @@ class SppProbe(Probe):
     """Signal propagation per unit: forward, branch and backward variance, channel squared mean."""
 
     input: Literal["data", "noise"] = "data"  # noise: a white-noise batch (Brock et al. 2021)
+    records = ("moment_growth", "var_growth", "var_linearity", "fwd_last", "nf_ratio")
     batch: int = Field(256, ge=2)
 
 
@@ -44,12 +47,14 @@ class HessianProbe(Probe):
     max_exact: int = Field(3000, ge=1)  # parameters up to which auto computes the full matrix
     batch: int | Literal["full"] = 512
     dtype: Literal["float64", "float32"] = "float64"
+    records = ("max_abs", "p10_abs", "cond", "index", "n_params", "zero")
 
 
 class WeightsProbe(Probe):
     """Mean Frobenius norm of the weights per layer kind (Demystifying ResNet Figs. 2-3)."""
 
     every: int | None = Field(1, ge=1)
+    records = ("branch", "shortcut", "stem", "head", "all")
 
 
 class ShatteredProbe(Probe):
@@ -57,6 +62,7 @@ class ShatteredProbe(Probe):
 
     at: list[When] = ["init"]
     points: int = Field(256, ge=16)
+    records = ("lag1", "white_lag1", "brown_lag1")
 
 
 class LesionProbe(Probe):
@@ -66,6 +72,7 @@ class LesionProbe(Probe):
     at: list[When] = ["end"]
     k: int | None = Field(None, ge=1)  # the most units removed at once; default half the units
     draws: int = Field(10, ge=1)  # random sets of units per k
+    records = ("whole", "error_k1", "error_kmax", "kmax")
 
 
 class ProbesSpec(Section):
@@ -182,3 +189,91 @@ class ReportSpec(Section):
     Not part of the spec's hash: it changes no result."""
 
     reference: dict[str, Any] = {}
+
+
+class CompareClaim(Section):
+    """Arm ``a`` is better than arm ``b`` (each: grid axis -> value, with the claim's
+    ``where``): a paired t-test over common seeds (Welch's otherwise) at α = 0.05 after Holm's
+    correction over the file's compare claims. ``best_over`` (a grid axis, e.g. train.lr):
+    each arm at its best value of that axis (the best seed mean), as Demystifying ResNet's
+    Fig. 8 reports the best final loss over the learning rates."""
+
+    better: Literal["higher", "lower"]
+    a: dict[str, Any]
+    b: dict[str, Any]
+    best_over: str | None = None
+
+
+class TrendClaim(Section):
+    """The metric against a grid axis: ``increasing`` / ``decreasing`` (Spearman's rank
+    correlation over the runs, significant at α = 0.05) or ``flat`` (the seed means' spread
+    (max − min) within ``tolerance`` of their mean's magnitude)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True)
+
+    over: str
+    is_: Literal["increasing", "decreasing", "flat"] = Field(alias="is")
+    tolerance: float = Field(0.01, ge=0.0)  # flat: relative spread allowed
+
+
+class ValueClaim(Section):
+    """The metric equals ``value`` within ``tolerance`` (absolute), or lies below / above it.
+    ``of``: the seed mean of each configuration (``mean``), ``every`` run, or ``most`` runs
+    (more than half)."""
+
+    value: float
+    tolerance: float = Field(0.0, ge=0.0)  # equals only
+    of: Literal["mean", "every", "most"] = "mean"
+
+
+CLAIM_KINDS = ("compare", "trend", "equals", "below", "above")
+
+
+class ClaimSpec(Section):
+    """One statement of the study's paper, tested by ``resablate report`` on the recorded runs.
+
+    ``where`` (grid axis -> value or list of values) selects the runs the claim speaks of;
+    ``metric`` is a reported metric or a probe's number ``<probe>.<key>``, taken at the last
+    epoch (``at: last``) or at initialization (``at: init``, step 0, a probe's). A trend or
+    value claim is judged on every configuration ``where`` leaves (each must hold). A diverged
+    run counts as ``diverged`` where that is given (0.1: chance accuracy on ten classes), and
+    otherwise against the claim. A searched cell speaks through its best candidate's seeds."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    says: str
+    metric: str
+    at: Literal["last", "init"] = "last"
+    where: dict[str, Any] = {}
+    diverged: float | None = None
+    compare: CompareClaim | None = None
+    trend: TrendClaim | None = None
+    equals: ValueClaim | None = None
+    below: ValueClaim | None = None
+    above: ValueClaim | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ClaimSpec:
+        given = [k for k in CLAIM_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ConfigError(
+                "claims",
+                f"claim {self.id!r}: give exactly one of {', '.join(CLAIM_KINDS)}"
+                f" (got {', '.join(given) or 'none'})",
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in CLAIM_KINDS if getattr(self, k) is not None)
+
+    def axes(self) -> dict[str, list[str]]:
+        """Field path -> the grid axes it names (checked against the grid by the catalog)."""
+        named = {f"claims.{self.id}.where": list(self.where)}
+        if self.compare is not None:
+            named[f"claims.{self.id}.compare.a"] = list(self.compare.a)
+            named[f"claims.{self.id}.compare.b"] = list(self.compare.b)
+            if self.compare.best_over is not None:
+                named[f"claims.{self.id}.compare.best_over"] = [self.compare.best_over]
+        if self.trend is not None:
+            named[f"claims.{self.id}.trend.over"] = [self.trend.over]
+        return named

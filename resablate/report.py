@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from resablate import comparisons, probe_figures
+from resablate import claims, comparisons, probe_figures
 from resablate.figures import (
     DEPTH,
     SEED,
@@ -29,6 +29,7 @@ from resablate.figures import (
     save,
 )
 from resablate.ledger import RunData, SweepRuns
+from resablate.options import ClaimSpec
 from resablate.results import DIVERGED, FINISHED, METRICS
 from resablate.summary import STATUSES
 
@@ -58,14 +59,21 @@ def _number(text: str) -> float:
         return math.nan
 
 
-def make_report(sweep: SweepRuns, out: Path) -> Report:
-    """Write every figure and table the sweep's data allows into ``out``."""
+def make_report(
+    sweep: SweepRuns, out: Path, claimed: list[ClaimSpec] | None = None
+) -> tuple[Report, list[claims.Verdict]]:
+    """Write every figure and table the sweep's data allows into ``out``, and test the claims
+    (``claimed``: the sweep file's; default the claims recorded with the sweep)."""
     import matplotlib
 
     matplotlib.use("Agg")
     out.mkdir(parents=True, exist_ok=True)
     report = Report(out)
     grid = axes(sweep)
+    if claimed is None:
+        spec = sweep.artifact(sweep.parent.run_id, "sweep.resolved.json") or {}
+        claimed = [ClaimSpec.model_validate(c) for c in spec.get("claims", [])]
+    verdicts = claims.table(sweep, claimed, grid, report)
     finished = [r for r in sweep.runs if r.status == FINISHED]
     for draw in (
         _summary,
@@ -83,7 +91,7 @@ def make_report(sweep: SweepRuns, out: Path) -> Report:
         draw(sweep, finished, grid, report)
     comparisons.table(sweep, grid, report)
     (out / "report.md").write_text(report.markdown(sweep), encoding="utf-8")
-    return report
+    return report, verdicts
 
 
 def _summary(sweep: SweepRuns, finished: list[RunData], grid: list[str], report: Report) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from resablate.errors import ConfigError
-from resablate.options import ProbesSpec, ReportSpec, SchedulerSpec, SearchSpec
+from resablate.options import ClaimSpec, ProbesSpec, ReportSpec, SchedulerSpec, SearchSpec
 from resablate.section import Grown, Section
 
 __all__ = [
@@ -311,6 +311,7 @@ class SweepSpec(Section):
     tracking: TrackingSpec = TrackingSpec()
     profile: str | None = Field(None, pattern=NAME_PATTERN)  # the profiles: entry applied
     report: ReportSpec = ReportSpec()
+    claims: list[ClaimSpec] = []  # what the study expects; `resablate report` tests them
 
     @model_validator(mode="after")
     def _stackable(self) -> SweepSpec:
@@ -344,7 +345,8 @@ class SweepSpec(Section):
 
     def hash(self) -> str:
         """Stable hash of the resolved spec (what ran, whatever the YAML's formatting)."""
-        dumped = self.model_dump(mode="json", exclude={"report"})  # what to compare: no result
+        # what to compare and what to expect change no result
+        dumped = self.model_dump(mode="json", exclude={"report", "claims"})
         # how seeds are grouped into workers changes no result: 1 (the default before auto) and
         # auto hash alike, so that sweeps recorded before auto resume
         if dumped.get("resources", {}).get("seeds_per_trial") == 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
+import typing
 from typing import Any
 
 import pytest
@@ -130,6 +131,11 @@ def test_unnormalized_identity_resnet_doubles_the_second_moment_per_unit() -> No
     assert statistics.mean(ratios) == pytest.approx(2.0, rel=0.08)
     assert all(1.6 < r < 2.4 for r in ratios)
     assert len(found["bwd_var"]) == len(found["branch_var"]) == 8
+    # the recorded summary is the geometric mean of those ratios, first unit to last
+    assert found["moment_growth"] == pytest.approx(math.prod(ratios) ** (1 / len(ratios)))
+    assert found["moment_growth"] == pytest.approx(2.0, rel=0.08)
+    assert found["fwd_last"] == found["fwd_var"][-1]
+    assert "nf_ratio" not in found  # not a normalizer-free net
 
 
 def test_normalized_preactivation_variance_grows_linearly() -> None:
@@ -139,6 +145,27 @@ def test_normalized_preactivation_variance_grows_linearly() -> None:
     steps = [b - a for a, b in itertools.pairwise(var)]
     assert min(steps) > 0 and max(steps) < 1.3 * min(steps)  # about constant increments
     assert var[-1] / var[0] < 8  # far from 2^7 exponential growth
+    assert found["var_linearity"] > 0.99  # R² of a straight line through the variances
+    assert found["var_growth"] == pytest.approx((var[-1] / var[0]) ** (1 / 7))
+
+
+def test_each_probe_records_the_numbers_its_spec_declares() -> None:
+    # a claim's metric is checked against ProbesSpec's `records` before a sweep runs: they must
+    # be exactly the numbers the probes return
+    from resablate.options import ProbesSpec
+    from resablate.probes.measure import ProbeData, measure, scalars
+
+    # name -> its Probe class (the field's type is `SppProbe | None`)
+    specs = {n: typing.get_args(f.annotation)[0] for n, f in ProbesSpec.model_fields.items()}
+
+    net = net_of(WIDE, {"scheme": "nf"}, depth=8, width=32, activation="full_preact", norm="none")
+    x, y = batch(64)
+    probe_data = ProbeData(x, y, x, y, x, y, CE, 10)
+    chosen = {name: {**cls().model_dump(), "batch": 64} for name, cls in specs.items()}
+    found = scalars(measure(net, probe_data, chosen, seed=0))
+    for name, cls in specs.items():
+        keys = {k.split(".", 1)[1] for k in found if k.startswith(f"{name}.")}
+        assert keys == set(cls.records), name
 
 
 def test_spp_leaves_no_hooks_grads_or_inplace_changes() -> None:

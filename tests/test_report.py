@@ -127,6 +127,87 @@ def test_report_draws_what_was_recorded_and_its_numbers_are_mlflows(
     assert {"report/comparisons.md", "report/comparisons.csv"} <= logged
 
 
+CLAIMS = """
+claims:
+  - id: plain-collapses
+    says: Removing one unit of a plain net costs most of its accuracy
+    where: {model.shortcut: none}
+    metric: lesion.error_k1
+    above: {value: 0.6, of: every}
+  - id: spp-at-init
+    says: The last unit's variance at init is positive
+    metric: spp.fwd_last
+    at: init
+    above: {value: 0.0, of: every}
+  - id: impossible
+    says: Every net is worse than no accuracy at all
+    metric: test_acc
+    below: {value: 0.0}
+  - id: absent
+    says: A depth this sweep did not run
+    where: {model.depth: 64}
+    metric: test_acc
+    above: {value: 0.5}
+  - id: two-seeds
+    says: Identity shortcuts beat none at depth 4
+    where: {model.depth: 4}
+    metric: test_acc
+    compare: {better: higher, a: {model.shortcut: identity}, b: {model.shortcut: none}}
+"""
+
+
+def test_report_tests_the_sweep_files_claims_and_check_fails_on_a_contradiction(
+    recorded: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # claims are not part of the spec's hash: added to the file after the sweep ran, they are
+    # tested on its recorded runs
+    monkeypatch.chdir(recorded)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    write(recorded / "claimed.yaml", SWEEP + CLAIMS)
+    ran = cli("report", "claimed.yaml", "--out", "claimed", "--check")
+    assert ran.code == 1, ran.err
+    assert "contradicted: impossible" in ran.err
+    verdicts = {r["claim"]: r for r in rows(recorded / "claimed" / "claims.csv")}
+    assert {k: v["verdict"] for k, v in verdicts.items()} == {
+        "plain-collapses": "holds",
+        "spp-at-init": "holds",
+        "impossible": "contradicted",
+        "absent": "not measured",
+        "two-seeds": "inconclusive",
+    }
+    assert "too few seeds (2 < 3)" in verdicts["two-seeds"]["measured"]
+    # the claims table is printed first, and is report.md's first section
+    lines = ran.out.splitlines()
+    assert lines[0] == "| claim | says | verdict | measured |"
+    assert (
+        "| impossible | Every net is worse than no accuracy at all | **contradicted** |"
+        in (lines[4])
+    )
+    head = (recorded / "claimed" / "report.md").read_text().split("## Drawn")[0]
+    assert "## Claims" in head and "**not measured**" in head
+    claims_md = (recorded / "claimed" / "claims.md").read_text()
+    assert claims_md.startswith(
+        "# Claims: 2 holds, 1 contradicted, 1 inconclusive, 1 not measured"
+    )
+    # judged per configuration: both plain depths, each seed of each
+    _, runs = trial_runs(recorded, "reported")
+    plain = verdicts["plain-collapses"]["measured"]
+    assert plain.count("2 of 2 runs") == 2 and "shortcut=identity" not in plain
+    # each verdict on the parent run: tag claim.<id>, metric 1 (holds) / 0 (contradicted)
+    client, _ = trial_runs(recorded, "reported")
+    parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"]).data
+    assert {k: v for k, v in parent.tags.items() if k.startswith("claim.")} == {
+        f"claim.{k}": v["verdict"] for k, v in verdicts.items()
+    }
+    assert {k: v for k, v in parent.metrics.items() if k.startswith("claim.")} == {
+        "claim.plain-collapses": 1.0,
+        "claim.spp-at-init": 1.0,
+        "claim.impossible": 0.0,
+    }
+    # without --check a contradiction is a result, not a failure
+    assert cli("report", "claimed.yaml", "--out", "claimed", "--no-log").code == 0
+
+
 def test_report_by_experiment_and_run_and_its_errors(
     recorded: Path, cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -39,6 +39,7 @@ class UnitPlan:
     bias: bool = False  # conv biases (the mnist family has them)
     survival: float = 1.0  # stochastic depth: probability that F is kept while training
     nf_beta: float = 1.0  # normalizer-free: expected std of the unit's input
+    nf_out: float = 1.0  # normalizer-free: expected variance of the unit's output
 
 
 def raw_weight(layer: nn.Module) -> Tensor:

@@ -91,7 +91,9 @@ def with_schedule(plans: list[UnitPlan], spec: ModelSpec, init: InitSpec) -> lis
         elif g.changes_shape:
             variance = g.cin / g.cout
         variance += alpha2
-        out.append(replace(plan, survival=survival(spec, i, len(plans)), nf_beta=beta))
+        out.append(
+            replace(plan, survival=survival(spec, i, len(plans)), nf_beta=beta, nf_out=variance)
+        )
     return out
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -91,13 +91,20 @@ def shattered_gradients(
     generator: torch.Generator,
     points: int = 256,
     max_lag: int = 32,
-) -> dict[str, list[float]]:
+) -> dict[str, Any]:
     """Autocorrelation of g(t) (``autocorr``) and of white and brown noise, lags 0..max_lag."""
     g = line_gradients(net, input_shape, generator, points)
     white = torch.randn(points, generator=generator)
     lag = min(max_lag, points - 2)
-    return {
+    found = {
         "autocorr": autocorrelation(g, lag),
         "white": autocorrelation(white, lag),
         "brown": autocorrelation(white.cumsum(0), lag),
+    }
+    # lag 1: Balduzzi et al.'s summary, near 0 for white noise and near 1 for brown noise
+    return {
+        **found,
+        "lag1": found["autocorr"][1],
+        "white_lag1": found["white"][1],
+        "brown_lag1": found["brown"][1],
     }

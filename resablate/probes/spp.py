@@ -10,7 +10,9 @@ switched off while probing; parameter gradients are left untouched.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -45,7 +47,7 @@ def noise_batch(shape: tuple[int, ...], n: int, generator: torch.Generator) -> T
 
 def signal_propagation(
     net: nn.Module, x: Tensor, y: Tensor, loss: Callable[[Tensor, Tensor], Tensor]
-) -> dict[str, list[float]]:
+) -> dict[str, Any]:
     units = list(net.units)  # type: ignore[arg-type]
     fwd, sq, branch, outputs = [0.0] * len(units), [0.0] * len(units), [0.0] * len(units), []
     handles = []
@@ -74,4 +76,34 @@ def signal_propagation(
         for handle in handles:
             handle.remove()
     bwd = [channel_stats(g)[0] if g is not None else 0.0 for g in grads]
-    return {"fwd_var": fwd, "branch_var": branch, "bwd_var": bwd, "chan_sq_mean": sq}
+    found = {"fwd_var": fwd, "branch_var": branch, "bwd_var": bwd, "chan_sq_mean": sq}
+    expected = [u.plan.nf_out for u in units if getattr(u, "nf_alpha", None) is not None]
+    return {**found, **laws(fwd, sq, expected if len(expected) == len(units) else None)}
+
+
+def laws(
+    fwd: list[float], sq: list[float], nf_expected: list[float] | None = None
+) -> dict[str, float]:
+    """The numbers the study's laws are stated in (science.md §4), each only where defined:
+
+    - ``moment_growth``, ``var_growth``: the factor per unit by which the second moment
+      (variance + channel squared mean) and the variance grow from the first unit to the last,
+      (last / first)^(1 / (units − 1)): 2 for unnormalized He units;
+    - ``var_linearity``: R² of a least-squares line through the variance against the unit
+      index (scipy.stats.linregress): near 1 where it grows linearly (De & Smith 2020);
+    - ``fwd_last``: the last unit's variance;
+    - ``nf_ratio`` (normalizer-free nets): the largest factor, either way, between a unit's
+      variance and its expected β² schedule (Brock et al. 2021).
+    """
+    from scipy import stats
+
+    out: dict[str, float] = {"fwd_last": fwd[-1]} if fwd else {}
+    moment = [v + s for v, s in zip(fwd, sq, strict=True)]
+    for key, series in (("moment_growth", moment), ("var_growth", fwd)):
+        if len(series) > 1 and series[0] > 0 and series[-1] > 0:
+            out[key] = (series[-1] / series[0]) ** (1.0 / (len(series) - 1))
+    if len(fwd) > 2 and len(set(fwd)) > 1 and all(math.isfinite(v) for v in fwd):
+        out["var_linearity"] = float(stats.linregress(range(len(fwd)), fwd).rvalue ** 2)
+    if nf_expected and all(v > 0 for v in fwd):
+        out["nf_ratio"] = max(max(v / e, e / v) for v, e in zip(fwd, nf_expected, strict=True))
+    return {k: v for k, v in out.items() if math.isfinite(v)}
