@@ -142,8 +142,8 @@ def _not_measured(claim: ClaimSpec, why: str) -> Verdict:
 def _configuration(
     claim: ClaimSpec, runs: list[RunData], cells: list[str], name: str, best_over: str | None
 ) -> tuple[list[RunData], str]:
-    """One arm's runs (at its best ``best_over`` value) and what it is; an arm that matches
-    several configurations is an error in the claim."""
+    """One arm's runs (at its best ``best_over`` value, which the text returned names); an arm
+    that matches several configurations is an error in the claim."""
     assert claim.compare is not None
     if best_over is not None:
         sign = 1.0 if claim.compare.better == "higher" else -1.0
@@ -158,17 +158,15 @@ def _configuration(
         by_value = group(runs, lambda r: r.params.get(best_over, "?"))
         top = max(by_value, key=lambda v: (score(by_value[v]), -_number(v)))
         runs = by_value[top]
-    others = [a for a in cells if a != best_over]
+    others = [a for a in _varying(runs, cells) if a != best_over]
     found = group(runs, lambda r: label(r, others))
     if len(found) > 1:
         raise UserError(
             f"claim {claim.id}: arm {name} matches {len(found)} configurations"
             f" ({'; '.join(list(found)[:3])}...); name more grid axes in compare.{name}"
         )
-    text = next(iter(found))
-    if best_over is not None:
-        text += f" at best {_axis(best_over)}={runs[0].params.get(best_over)}"
-    return runs, text
+    at = f" at best {_axis(best_over)}={runs[0].params.get(best_over)}" if best_over else ""
+    return runs, at
 
 
 def _compare(claim: ClaimSpec, chosen: list[RunData], cells: list[str]) -> Verdict:
@@ -178,8 +176,10 @@ def _compare(claim: ClaimSpec, chosen: list[RunData], cells: list[str]) -> Verdi
     missing = [n for n, r in (("a", a_runs), ("b", b_runs)) if not r]
     if missing:
         return _not_measured(claim, f"no run of arm {' or '.join(missing)} in this sweep")
-    a_runs, a_name = _configuration(claim, a_runs, cells, "a", spec.best_over)
-    b_runs, b_name = _configuration(claim, b_runs, cells, "b", spec.best_over)
+    a_runs, a_at = _configuration(claim, a_runs, cells, "a", spec.best_over)
+    b_runs, b_at = _configuration(claim, b_runs, cells, "b", spec.best_over)
+    apart = [x for x in _varying(a_runs + b_runs, cells) if x != spec.best_over]
+    a_name, b_name = label(a_runs[0], apart) + a_at, label(b_runs[0], apart) + b_at
     a, b = _finals(a_runs, claim), _finals(b_runs, claim)
     if not a or not b:
         return _not_measured(claim, f"{claim.metric} not recorded in arm {'a' if not a else 'b'}")
@@ -215,10 +215,22 @@ def _finals(runs: list[RunData], claim: ClaimSpec) -> dict[str, float]:
     return out
 
 
+def _varying(runs: list[RunData], cells: list[str]) -> list[str]:
+    """The grid axes whose values differ among ``runs``: what tells their configurations apart
+    (the rest is the claim's selection)."""
+    return [a for a in cells if len({r.params.get(a) for r in runs}) > 1]
+
+
+def _shown(values: list[float]) -> str:
+    if len(values) <= 5:
+        return ", ".join(f"{v:.4g}" for v in values)
+    return f"{min(values):.4g} to {max(values):.4g}"
+
+
 def _trend(claim: ClaimSpec, chosen: list[RunData], cells: list[str]) -> Verdict:
     spec = claim.trend
     assert spec is not None
-    rest = [a for a in cells if a != spec.over]
+    rest = [a for a in _varying(chosen, cells) if a != spec.over]
     verdicts, parts = [], []
     for name, runs in group(chosen, lambda r: label(r, rest)).items():
         points = [(_number(r.params.get(spec.over)), value(r, claim)) for r in runs]
@@ -280,7 +292,8 @@ def _value(claim: ClaimSpec, chosen: list[RunData], cells: list[str]) -> Verdict
     kind = claim.kind
     spec = getattr(claim, kind)
     verdicts, parts = [], []
-    for name, runs in group(chosen, lambda r: label(r, cells)).items():
+    shown = _varying(chosen, cells)
+    for name, runs in group(chosen, lambda r: label(r, shown)).items():
         values = [v for v in (value(r, claim) for r in runs) if v is not None]
         if not values:
             continue
@@ -288,16 +301,18 @@ def _value(claim: ClaimSpec, chosen: list[RunData], cells: list[str]) -> Verdict
         if spec.of == "mean":
             mean = statistics.fmean(values)
             holds = _satisfies(kind, mean, spec.value, spec.tolerance)
-            parts.append(f"{name}: mean {mean:.4g} of {len(values)}")
+            parts.append(f"{name}: mean {mean:.4g} of {len(values)} ({_shown(values)})")
         else:
             needed = len(values) if spec.of == "every" else len(values) // 2 + 1
             holds = sum(ok) >= needed
-            parts.append(f"{name}: {sum(ok)} of {len(values)} runs")
+            parts.append(f"{name}: {sum(ok)} of {len(values)} runs ({_shown(values)})")
         verdicts.append(HOLDS if holds else CONTRADICTED)
     if not verdicts:
-        return _not_measured(claim, f"no run of this sweep records {claim.metric} where claimed")
+        where = ", ".join(f"{k}={v}" for k, v in claim.where.items()) or "any run"
+        return _not_measured(claim, f"no run of this sweep records {claim.metric} at {where}")
     target = f"{kind} {spec.value:g}" + (f" ± {spec.tolerance:g}" if kind == "equals" else "")
-    return Verdict(claim, _all(verdicts), f"{target}: " + "; ".join(parts), parts=parts)
+    text = "; ".join(p.removeprefix("(all): ") for p in parts)
+    return Verdict(claim, _all(verdicts), f"{target}: {text}", parts=parts)
 
 
 def _satisfies(kind: str, v: float, target: float, tolerance: float) -> bool:

@@ -65,6 +65,20 @@ def test_forward_variance_stays_on_the_beta_schedule(depth: int, shortcut: str) 
     assert found["nf_ratio"] == pytest.approx(max(max(r, 1 / r) for r in ratios))
 
 
+@pytest.mark.parametrize("depth", [8, 32])
+def test_the_dense_family_standardizes_its_stem_and_stays_on_schedule(depth: int) -> None:
+    # as the conv families' stems (Brock et al.'s code): a He stem would double the input's
+    # variance and put every unit about 2x above its β² (seen in the cpu signal_propagation run)
+    shape = DataShape((64,), 10)
+    raw = {"family": "mlp", "depth": depth, "width": 32, "activation": "full_preact"}
+    model = ModelSpec(**{**models.FAMILIES["mlp"].defaults(raw), **raw})
+    net = models.build(model, InitSpec(scheme="nf"), shape, torch.Generator().manual_seed(0))
+    assert_standardized(net.stem[1].weight, 1.0)
+    g = torch.Generator().manual_seed(1)
+    x, y = noise_batch((64,), 256, g), torch.randint(0, 10, (256,), generator=g)
+    assert signal_propagation(net, x, y, F.cross_entropy)["nf_ratio"] < 1.25
+
+
 def assert_standardized(w: Tensor, gamma: float) -> None:
     """Ŵ = γ·(W − mean(W))/(std(W)·√fan_in): per output channel mean 0, fan_in·var = γ²."""
     w = w.detach()

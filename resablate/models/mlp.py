@@ -15,6 +15,7 @@ from torch import nn
 
 from resablate.errors import ConfigError
 from resablate.models.blocks import UnitPlan
+from resablate.models.init import INITS, ScaledWS
 from resablate.models.network import ResNet, build_units
 
 if TYPE_CHECKING:
@@ -40,9 +41,10 @@ def check(spec: ModelSpec, init: InitSpec, shape: DataShape) -> None:
 def build(spec: ModelSpec, init: InitSpec, shape: DataShape) -> ResNet:
     d, n = spec.width, spec.shortcut_depth
     inputs = math.prod(shape.input_shape)
-    stem = nn.Sequential(
-        nn.Flatten(), nn.Linear(inputs, d, bias=False) if inputs != d else nn.Identity()
-    )
+    linear = nn.Linear(inputs, d, bias=False) if inputs != d else nn.Identity()
+    if INITS[init.scheme].normalizer_free and inputs not in (1, d):
+        ScaledWS.register(linear, 1.0)  # as the conv families' stems: γ = 1, no σ precedes it
+    stem = nn.Sequential(nn.Flatten(), linear)
     plan = UnitPlan((d,) * (n + 1), (1,) * n, spatial=False)
     units = build_units([plan] * (spec.depth // n), spec, init)
     head = nn.Linear(d, shape.classes, bias=False) if shape.classes != d else nn.Identity()
