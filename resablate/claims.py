@@ -259,7 +259,8 @@ def _trend(claim: ClaimSpec, chosen: list[RunData], cells: list[str]) -> Verdict
         else:
             verdicts.append(INCONCLUSIVE)
         parts.append(f"{name}: ρ = {rho:.3g}, p = {p:.3g} ({len(known)} runs)")
-    return Verdict(claim, _all(verdicts), "; ".join(parts) or "no run", parts=parts)
+    text = "; ".join(p.removeprefix("(all): ") for p in parts)
+    return Verdict(claim, _all(verdicts), text or "no run", parts=parts)
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:

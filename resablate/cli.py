@@ -349,8 +349,8 @@ def report(
                              measured, with the numbers; printed first, and each verdict
                              logged to the parent run (tag and metric claim.<id>)
 
-    The claims are the sweep file's when SWEEP.yaml is given (edit them and report again, no
-    rerun needed), else those recorded with the sweep.
+    The claims and report.reference are the sweep file's when SWEEP.yaml is given (edit them
+    and report again, no rerun needed), else those recorded with the sweep.
 
     Only what the sweep recorded is drawn; report.md names what was not and why. The files are
     also logged to the sweep's parent run (artifacts report/...), next to its runs in the UI.
@@ -361,18 +361,19 @@ def report(
     from resablate.report import HISTORIES, HISTORY_PREFIXES, make_report
     from resablate.store import resolve_uri
 
-    spec_uri, claimed = None, None
+    spec_uri, claimed, reference = None, None, None
     if sweep_file is not None:
         spec = load_sweep(sweep_file)
         experiment = experiment or spec.tracking.experiment or spec.name
         spec_uri, claimed = spec.tracking.uri, list(spec.claims)
+        reference = dict(spec.report.reference)
     if experiment is None:
         raise UserError("name the sweep: resablate report SWEEP.yaml, or --experiment NAME")
     sweep = read_sweep(
         resolve_uri(tracking_uri, spec_uri), experiment, run_id, HISTORIES, HISTORY_PREFIXES
     )
     folder = Path(out) if out else Path("reports") / experiment
-    done, verdicts = make_report(sweep, folder, claimed)
+    done, verdicts = make_report(sweep, folder, claimed, reference)
     if not no_log:
         log_report(sweep, folder, *logged(verdicts))
     for line in done.claims:

@@ -164,9 +164,15 @@ def configurations(runs: Sequence[RunData], axes: Sequence[str]) -> dict[str, li
     return out
 
 
-def table(sweep: SweepRuns, grid: Sequence[str], report: Report) -> None:
-    """``comparisons.md`` and ``comparisons.csv``: every configuration against the reference.
-    A search's candidates are not configurations of the grid: its trials are left out."""
+def table(
+    sweep: SweepRuns,
+    grid: Sequence[str],
+    report: Report,
+    chosen: Mapping[str, Any] | None = None,
+) -> None:
+    """``comparisons.md`` and ``comparisons.csv``: every configuration against the reference
+    (``chosen``: the sweep file's ``report.reference``, default the one recorded with the
+    sweep). A search's candidates are not configurations of the grid: its trials are left out."""
     runs = [r for r in sweep.runs if "search_cell" not in r.tags]
     grid = [a for a in grid if a != SEED]
     groups = configurations(runs, grid)
@@ -175,7 +181,8 @@ def table(sweep: SweepRuns, grid: Sequence[str], report: Report) -> None:
         return
     spec = sweep.artifact(sweep.parent.run_id, "sweep.resolved.json") or {}
     plan = sweep.artifact(sweep.parent.run_id, "plan.json") or [{}]
-    chosen = (spec.get("report") or {}).get("reference") or {}
+    if chosen is None:
+        chosen = (spec.get("report") or {}).get("reference") or {}
     reference = reference_of(groups, grid, plan[0].get("grid", {}), chosen)
     if reference is None:
         why = f"no configuration has the reference values {chosen}"

@@ -60,10 +60,14 @@ def _number(text: str) -> float:
 
 
 def make_report(
-    sweep: SweepRuns, out: Path, claimed: list[ClaimSpec] | None = None
+    sweep: SweepRuns,
+    out: Path,
+    claimed: list[ClaimSpec] | None = None,
+    reference: dict[str, Any] | None = None,
 ) -> tuple[Report, list[claims.Verdict]]:
-    """Write every figure and table the sweep's data allows into ``out``, and test the claims
-    (``claimed``: the sweep file's; default the claims recorded with the sweep)."""
+    """Write every figure and table the sweep's data allows into ``out``, and test the claims.
+    ``claimed`` and ``reference`` (the comparisons' reference configuration) are the sweep
+    file's when it is given; by default those recorded with the sweep."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,7 +93,7 @@ def make_report(
         _search,
     ):
         draw(sweep, finished, grid, report)
-    comparisons.table(sweep, grid, report)
+    comparisons.table(sweep, grid, report, reference)
     (out / "report.md").write_text(report.markdown(sweep), encoding="utf-8")
     return report, verdicts
 

@@ -128,6 +128,7 @@ def test_report_draws_what_was_recorded_and_its_numbers_are_mlflows(
 
 
 CLAIMS = """
+report: {reference: {model.shortcut: none, model.depth: 4}}
 claims:
   - id: plain-collapses
     says: Removing one unit of a plain net costs most of its accuracy
@@ -159,8 +160,8 @@ claims:
 def test_report_tests_the_sweep_files_claims_and_check_fails_on_a_contradiction(
     recorded: Path, cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # claims are not part of the spec's hash: added to the file after the sweep ran, they are
-    # tested on its recorded runs
+    # claims (and report.reference) are not part of the spec's hash: added to the file after the
+    # sweep ran, they are tested on its recorded runs
     monkeypatch.chdir(recorded)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     write(recorded / "claimed.yaml", SWEEP + CLAIMS)
@@ -204,6 +205,9 @@ def test_report_tests_the_sweep_files_claims_and_check_fails_on_a_contradiction(
         "claim.spp-at-init": 1.0,
         "claim.impossible": 0.0,
     }
+    # the file's report.reference too is read now, not the one recorded with the sweep
+    comparisons = (recorded / "claimed" / "comparisons.md").read_text()
+    assert comparisons.startswith("# Comparisons against `depth=4 shortcut=none`")
     # without --check a contradiction is a result, not a failure
     assert cli("report", "claimed.yaml", "--out", "claimed", "--no-log").code == 0
 

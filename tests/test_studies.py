@@ -115,11 +115,33 @@ VERDICTS = {
         "nf-on-schedule": "holds",
         "taki-bounded": "holds",
     },
+    "shortcut_depth": {
+        "n1-cond-grows": "holds",
+        "n2-cond-flat": "holds",
+        "n3-hessian-zero": "holds",
+        "plain-zero-stays-at-chance": "holds",
+        "n2-trains-best-depth-12": "holds",
+        "n2-trains-best-depth-24": "not measured",
+    },
+    "mnist_lecture": {
+        "resnet-survives-a-lesion": "holds",
+        "plain-collapses-under-a-lesion": "holds",
+        "plain24-gradients-white": "holds",
+        "resnet-gradients-brown": "holds",
+        "resnet-smoother-than-plain24": "holds",
+        "looks-linear-is-linear": "holds",
+    },
 }
+# the two longest profiles (about 3 minutes each) would take CI past its 30 minutes: they run with
+# `pytest -m study`, and their recorded runs are in docs/studies/
+LONGEST = ("shortcut_depth", "mnist_lecture")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("study", list(VERDICTS))
+@pytest.mark.parametrize(
+    "study",
+    [pytest.param(s, marks=[pytest.mark.study] if s in LONGEST else []) for s in VERDICTS],
+)
 def test_each_cpu_profile_shows_its_studys_claims(tmp_path: Path, study: str) -> None:
     sweep = str(SWEEPS / f"{study}.yaml")
     ran = run_process(
