@@ -13,6 +13,9 @@ from tests.conftest import SWEEPS
 
 SWEEP = SWEEPS / "mnist_lecture.yaml"
 MODEL = ("shortcut", "depth", "shortcut_depth", "drop_path", "activation", "act")
+# the ResNet's units: 25 at full scale (the lecture net), 16 in the cpu profile, where the plain
+# net of 25 units does not train and its collapse under lesions could not be seen
+UNITS = {None: 25, "cpu": 16}
 RESNET = {
     "shortcut": "identity",
     "depth": 25,
@@ -40,6 +43,10 @@ def arms(profile: str | None) -> list[dict[str, Any]]:
     return found
 
 
+def resnet(profile: str | None) -> dict[str, Any]:
+    return {**RESNET, "depth": UNITS[profile]}
+
+
 def changed(a: dict[str, Any], b: dict[str, Any]) -> set[str]:
     """The factors two arms differ in; depth and shortcut depth together are one: the layers."""
     keys = {k for k in a if a[k] != b[k]}
@@ -52,8 +59,9 @@ def changed(a: dict[str, Any], b: dict[str, Any]) -> set[str]:
 def test_shattered_gradient_arms_are_balduzzis_figure_1(profile: str | None) -> None:
     found = arms(profile)
     layers = {(a["shortcut"], a["depth"] * a["shortcut_depth"]) for a in found}
-    assert {("none", 1), ("none", 24), ("identity", 50)} <= layers  # 1-, 24-layer plain; ResNet
-    assert RESNET in found  # the 50-layer ResNet is the lecture net: 25 units of 2 layers
+    resnet_layers = 2 * UNITS[profile]  # 50 at full scale: the lecture net
+    assert {("none", 1), ("none", 24), ("identity", resnet_layers)} <= layers
+    assert resnet(profile) in found
 
 
 @pytest.mark.parametrize("profile", [None, "cpu"])
@@ -61,7 +69,7 @@ def test_lesion_compares_the_resnet_with_a_plain_net_of_the_same_depth(
     profile: str | None,
 ) -> None:
     found = arms(profile)
-    assert {**RESNET, "shortcut": "none"} in found
+    assert {**resnet(profile), "shortcut": "none"} in found
 
 
 @pytest.mark.parametrize("profile", [None, "cpu"])
@@ -69,22 +77,30 @@ def test_looks_linear_has_he_crelu_as_its_control_one_factor_per_arm(
     profile: str | None,
 ) -> None:
     found = arms(profile)
-    preact = {**RESNET, "activation": "full_preact"}
+    base = resnet(profile)
+    preact = {**base, "activation": "full_preact"}
     control = {**preact, "act": "crelu"}  # He + CReLU
     looks_linear = {**control, "scheme": "looks_linear"}
     assert preact in found and control in found and looks_linear in found
     assert changed(looks_linear, control) == {"scheme"}
     assert changed(control, preact) == {"act"}
-    assert changed(preact, RESNET) == {"activation"}
+    assert changed(preact, base) == {"activation"}
     for arm in found:  # every arm is one step from another: the resnet, or a chain to it
-        assert arm == RESNET or any(len(changed(arm, other)) == 1 for other in found), arm
-    assert {**RESNET, "shortcut": "gate"} in found and {**RESNET, "drop_path": 0.5} in found
+        assert arm == base or any(len(changed(arm, other)) == 1 for other in found), arm
+    assert {**base, "shortcut": "gate"} in found and {**base, "drop_path": 0.5} in found
 
 
 def test_cpu_profile_keeps_the_arms_and_shrinks_the_rest() -> None:
     full, cpu = make_plan(SWEEP), make_plan(SWEEP, profile="cpu")
-    assert arms(None) == arms("cpu") and len(arms(None)) == 9
-    assert len(full.trials) == 18 and len(cpu.trials) == 9  # 2 seeds; 1 seed
+    fewer_units = [{**a, "depth": 16 if a["depth"] == 25 else a["depth"]} for a in arms(None)]
+    assert fewer_units == arms("cpu") and len(arms(None)) == 9
+    assert len(full.trials) == 18  # 2 seeds
+    # 3 seeds for the arms the lesion and shattered-gradient claims compare, 1 for the rest
+    seeds: dict[str, int] = {}
+    for trial in cpu.trials:
+        model = trial.config["model"]
+        key = "-".join(str(model[k]) for k in MODEL) + trial.config["init"]["scheme"]
+        seeds[key] = seeds.get(key, 0) + 1
+    assert sorted(seeds.values()) == [1, 1, 1, 1, 1, 3, 3, 3, 3]  # resnet, plain, plain24, plain1
     assert {t.config["data"]["name"] for t in cpu.trials} == {"digits"}
-    assert {t.config["model"]["channels"] for t in full.trials} == {16}
-    assert {t.config["model"]["channels"] for t in cpu.trials} == {8}
+    assert {t.config["model"]["channels"] for t in full.trials + cpu.trials} == {16}
