@@ -61,6 +61,14 @@ class Stack(Protocol):
         """The network itself, for probes (a stack of one)."""
         ...
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """Every weight and buffer (a checkpoint's)."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Back from :meth:`state_dict`, into the tensors the optimizer holds."""
+        ...
+
 
 class Plain:
     """A stack of one: the trial's network, its forward pass as ``compute`` makes it."""
@@ -89,6 +97,12 @@ class Plain:
 
     def network(self) -> nn.Module:
         return self.net
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return self.net.state_dict()
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.net.load_state_dict(state)
 
 
 class Vmapped:
@@ -121,6 +135,22 @@ class Vmapped:
 
     def network(self) -> nn.Module:
         raise ValueError("probes run on each seed's own network: a stack of one")
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The stacked weights and buffers, ``param.<name>`` / ``buffer.<name>``."""
+        return {
+            **{f"param.{k}": v for k, v in self.params.items()},
+            **{f"buffer.{k}": v for k, v in self.buffers.items()},
+        }
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Copied into the tensors the optimizer holds: they stay the same objects."""
+        mine = self.state_dict()
+        if set(mine) != set(state):
+            raise ValueError("the saved stack has other weights than this one")
+        for key, tensor in mine.items():
+            tensor.copy_(state[key])
 
 
 def why_not(config: TrialConfig | dict[str, Any], probes: bool = False) -> str | None:

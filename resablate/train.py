@@ -23,9 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from resablate import batched, data
+from resablate import batched, checkpoint, data
 from resablate.batched import Stack
 from resablate.catalog import trial_config
+from resablate.checkpoint import Checkpoints
 from resablate.compute import Compute
 from resablate.optim import OPTIMIZERS, Clock, loss_fn, lr_schedule, steps
 from resablate.results import DIVERGED, FINISHED, METRICS, RUNNING
@@ -172,6 +173,8 @@ def run_stack(
     probes: ProbesSpec | None = None,
     probe_only: bool = False,
     sync_every: int | None = None,
+    checkpoints: Checkpoints | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Train k >= 1 trials as one stack (:mod:`resablate.batched`): one trial, or the seeds of
     one configuration that :func:`resablate.batched.why_not` lets train stacked. ``reports[i]``
@@ -181,6 +184,10 @@ def run_stack(
 
     Every member gets its own trial's generators: initialization (``seed``), shuffle
     (``seed + 1``), augmentation (``seed + 2``), probe batch (``seed``).
+
+    ``checkpoints`` saves the whole training state at the end of the epochs it says are due
+    (:mod:`resablate.checkpoint`); ``resume`` (a checkpoint read back) continues from its epoch:
+    the epochs before it are neither trained nor reported again, nor are the init probes.
     """
     cfgs = [c if isinstance(c, TrialConfig) else trial_config(c) for c in configs]
     batched.check(cfgs, probes=bool(probes and probes.chosen()))
@@ -204,7 +211,11 @@ def run_stack(
         for i, (c, report) in enumerate(zip(cfgs, reports, strict=True))
     ]
     probe = Prober(probes, tensors, loss, cfg.seed, clock.epochs)  # probes: a stack of one
-    for member in members:
+    live = list(members)  # the members that have not diverged
+    done = 0  # epochs trained before this call
+    if resume is not None:
+        done, live = checkpoint.restore(resume, stack, optimizer, scheduler, members)
+    for member in members if resume is None else ():
         member.result = probe(member.result, stack)
         if "probes" in member.result:
             member.report(member.result)
@@ -216,8 +227,7 @@ def run_stack(
     # last finite loss; only the steps of its group after it ran in vain.
     group = sync_every or (SYNC_EVERY if compute.device.type == "cuda" else 1)
     group = 1 if error_warmup is not None else group
-    live = list(members)  # the members that have not diverged
-    for epoch in range(1, clock.epochs + 1):
+    for epoch in range(done + 1, clock.epochs + 1):
         start = time.perf_counter()
         stack.train(True)
         for member in live:
@@ -260,6 +270,8 @@ def run_stack(
             result = epoch_report(epoch, clock, trained_on, tested[member.index], lr, elapsed)
             member.result = probe(result, stack)
             member.report(member.result)
+        if checkpoints is not None and checkpoints.due(epoch, clock.epochs):
+            checkpoints.save(checkpoint.capture(epoch, stack, optimizer, scheduler, members, live))
     return [m.result for m in members]
 
 
