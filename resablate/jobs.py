@@ -28,8 +28,20 @@ EXCLUDES += ["*.pyc", ".venv", "venv", ".mypy_cache", ".ruff_cache", ".pytest_ca
 RESULTS = "~/resablate-runs"  # on the head node: where a job's sweep keeps its results folder
 
 
+GET_TOKEN = (
+    "run `ray get-auth-token` on the head node and export RAY_AUTH_TOKEN=<that token> here (or"
+    " RAY_AUTH_TOKEN_PATH=<a file holding it>)"
+)
+
+
 def client(address: str) -> Any:
-    """A Jobs API client for the dashboard at ``address`` (http://HEAD:8265), or one line."""
+    """A Jobs API client for the dashboard at ``address`` (http://HEAD:8265), or one line.
+
+    Ray 2.60 turns token authentication on for a head started where a token file exists, and its
+    Jobs client sends a token only with RAY_AUTH_MODE=token. Here a head that asks for a token
+    gets the one this machine has (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token, as
+    Ray itself looks them up), sent as the Authorization header of every request; a head that
+    does not ask is sent none."""
     if not address.startswith(("http://", "https://")):
         raise UserError(
             f"--address {address}: the Jobs API is the dashboard's http address,"
@@ -37,19 +49,56 @@ def client(address: str) -> Any:
         )
     import logging
 
+    logging.getLogger("ray.dashboard").setLevel(logging.WARNING)  # its upload chatter
+    try:
+        return _connect(address, None)
+    except _AuthRequired:
+        pass
+    token = local_token()
+    if token is None:
+        raise UserError(
+            f"--address {address}: the cluster uses token authentication and no token is set"
+            f" here; {GET_TOKEN}"
+        )
+    try:
+        return _connect(address, token)
+    except _AuthRequired:
+        raise UserError(
+            f"--address {address}: the cluster refuses this machine's Ray token (RAY_AUTH_TOKEN,"
+            f" RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token); {GET_TOKEN}"
+        ) from None
+
+
+class _AuthRequired(Exception):
+    """The dashboard answered 401/403: it wants a (valid) token."""
+
+
+def _connect(address: str, token: str | None) -> Any:
     from ray.job_submission import JobSubmissionClient
 
-    logging.getLogger("ray.dashboard").setLevel(logging.WARNING)  # its upload chatter
-
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
-        return JobSubmissionClient(address)
-    except Exception as exc:  # ConnectionError, or a dashboard that refuses the token
+        return JobSubmissionClient(address, headers=headers)
+    except Exception as exc:  # ConnectionError, or a dashboard that refuses the request
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        if any(s in str(exc) for s in ("401", "403", "Unauthorized", "authentication token")):
+            raise _AuthRequired from None
         raise UserError(
             f"--address {address}: no Ray Jobs API answers ({first[:200]}); start the cluster's"
-            " dashboard (ray start --head --dashboard-host=127.0.0.1) and tunnel to it, and set"
-            " RAY_AUTH_TOKEN when the cluster uses token authentication"
+            " dashboard (ray start --head --dashboard-host=127.0.0.1) and tunnel to it"
         ) from None
+
+
+def local_token() -> str | None:
+    """This machine's Ray token, found where Ray finds it, whatever RAY_AUTH_MODE says (Ray's
+    own loader, the one `ray get-auth-token` uses: its order of places is Ray's to change)."""
+    from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]
+
+    loader = AuthenticationTokenLoader.instance()
+    loader.reset_cache()  # the environment may have changed since Ray first looked
+    if not loader.has_token(ignore_auth_mode=True):
+        return None
+    return str(loader.get_raw_token(ignore_auth_mode=True))
 
 
 def entrypoint(plan: Plan, uri: str, profile: str | None, folder: Path) -> str:
