@@ -68,3 +68,18 @@ def test_gpu_throughput_benchmark_compares_the_trainer_with_a_hand_loop() -> Non
     rates = dict(re.findall(r"^(hand loop|resablate) +(\d+) images/s", out, re.M))
     assert set(rates) == {"hand loop", "resablate"} and min(map(int, rates.values())) > 0, out
     assert re.search(r"^resablate/hand [\d.]+", out, re.M), out
+
+
+@pytest.mark.slow
+def test_checkpoint_benchmark_prints_cost_per_checkpoint_and_share_of_a_trial() -> None:
+    out = run_benchmark("checkpoint_cost.py")
+    found = re.search(
+        r"^checkpoint +([\d.]+) s to write +([\d.]+) s to read +([\d.]+) MB", out, re.M
+    )
+    assert found and float(found[3]) > 1.0, out  # ResNet-20's weights and momentum: ~2 MB
+    step = re.search(r"^step +([\d.]+) s +a 64000-iteration trial: +([\d.]+) h", out, re.M)
+    assert step and float(step[2]) == pytest.approx(64000 * float(step[1]) / 3600, rel=0.01), out
+    share = re.search(r"^cadence +(\d+) checkpoints a trial: ([\d.]+) %", out, re.M)
+    assert share, out
+    expected = 100 * int(share[1]) * float(found[1]) / (float(step[2]) * 3600)
+    assert float(share[2]) == pytest.approx(expected, abs=0.002), out
