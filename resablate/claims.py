@@ -11,8 +11,9 @@ metric per run (its last value, or step 0 for ``at: init``) and ends in one verd
 
 ``compare`` uses :func:`resablate.comparisons.one` (paired t over common seeds, Welch's t
 otherwise, a bootstrap interval) with Holm's correction over the file's compare claims;
-``trend`` uses Spearman's rank correlation with an exact permutation p-value (every pairing for
-up to 8 runs; scipy.stats.permutation_test), so a handful of depths is judged for what it is.
+``trend`` uses Spearman's rank correlation with a permutation p-value
+(scipy.stats.permutation_test: every pairing, exact, for up to 7 runs; 9,999 seeded resamples
+beyond), so a handful of depths is judged for what it is.
 A trend or value claim is judged on each configuration its ``where`` leaves, and holds only when
 it holds on every one. Statistics are scipy.stats'.
 """
@@ -264,7 +265,8 @@ def _trend(claim: ClaimSpec, chosen: list[RunData], cells: list[str]) -> Verdict
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """Spearman's ρ and its two-sided permutation p-value (exact for up to 8 points)."""
+    """Spearman's ρ and its two-sided permutation p-value (exact up to 7 points, whose 5,040
+    pairings are all counted; seeded resamples beyond)."""
     import numpy as np
     from scipy import stats
 
