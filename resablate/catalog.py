@@ -191,7 +191,7 @@ def check_claims(spec: SweepSpec) -> None:
             for axis in named:
                 if axis not in axes:
                     raise ConfigError(
-                        f"{field}.{axis}" if not field.endswith(("over", "best_over")) else field,
+                        field if field.endswith("over") else f"{field}.{axis}",
                         f"{axis!r} is not a grid axis of this sweep{did_you_mean(axis, axes)}"
                         f" (axes: {', '.join(axes) or 'none'})",
                     )

@@ -21,7 +21,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -66,12 +66,13 @@ def capture(
     members: Sequence[Member],
     live: Sequence[Member],
 ) -> dict[str, Any]:
-    """The training state at the end of ``epoch``, as a dict ``torch.save`` writes."""
+    """The training state at the end of ``epoch``, as a dict ``torch.save`` writes: views of
+    the live tensors, no copies, so it is written before training goes on."""
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
     return {
         "format": FORMAT,
         "epoch": epoch,
-        "stack": {k: v.detach().clone() for k, v in stack.state_dict().items()},
+        "stack": {k: v.detach() for k, v in stack.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "rng": torch.get_rng_state(),
@@ -148,7 +149,7 @@ class Checkpoints:
 
     folder: Path
     every: int | None = None
-    stopping: Any = None  # () -> bool
+    stopping: Callable[[], bool] | None = None  # a stop was requested
     saved_at: float = field(default_factory=time.monotonic)
 
     def due(self, epoch: int, last: int) -> bool:
@@ -157,7 +158,7 @@ class Checkpoints:
             epoch % every == 0
             or epoch == last
             or time.monotonic() - self.saved_at >= EVERY_SECONDS
-            or bool(self.stopping and self.stopping())
+            or (self.stopping is not None and self.stopping())
         )
 
     def save(self, state: dict[str, Any]) -> Path:

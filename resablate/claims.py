@@ -20,7 +20,6 @@ it holds on every one. Statistics are scipy.stats'.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -29,7 +28,7 @@ from typing import Any
 
 from resablate.comparisons import MIN_SEEDS, _same, holm, one
 from resablate.errors import UserError
-from resablate.figures import SEED, Report, group, label
+from resablate.figures import SEED, Report, group, label, number
 from resablate.ledger import RunData, SweepRuns
 from resablate.options import ClaimSpec
 from resablate.results import DIVERGED, FINISHED
@@ -86,8 +85,8 @@ def value(run: RunData, claim: ClaimSpec) -> float | None:
 
 def searched_best(sweep: SweepRuns, runs: list[RunData]) -> list[RunData]:
     """A search's candidates out, each searched cell's best candidate's seeds in."""
-    spec = sweep.artifact(sweep.parent.run_id, "sweep.resolved.json") or {}
-    best = sweep.artifact(sweep.parent.run_id, "search.json") or {}
+    spec = sweep.recorded("sweep.resolved.json") or {}
+    best = sweep.recorded("search.json") or {}
     param = (spec.get("search") or {}).get("param")
     kept = []
     for run in runs:
@@ -95,17 +94,10 @@ def searched_best(sweep: SweepRuns, runs: list[RunData]) -> list[RunData]:
         if cell is None:
             kept.append(run)
         elif param and cell in best and best[cell]["best"] is not None:
-            mine = _number(run.params.get(param))
+            mine = number(run.params.get(param))
             if math.isclose(mine, float(best[cell]["best"]), rel_tol=1e-9):
                 kept.append(run)
     return kept
-
-
-def _number(text: str | None) -> float:
-    try:
-        return float(json.loads(text)) if text is not None else math.nan
-    except (ValueError, TypeError):
-        return math.nan
 
 
 def evaluate(
@@ -157,7 +149,7 @@ def _configuration(
             return sign * statistics.fmean(known)
 
         by_value = group(runs, lambda r: r.params.get(best_over, "?"))
-        top = max(by_value, key=lambda v: (score(by_value[v]), -_number(v)))
+        top = max(by_value, key=lambda v: (score(by_value[v]), -number(v)))
         runs = by_value[top]
     others = [a for a in _varying(runs, cells) if a != best_over]
     found = group(runs, lambda r: label(r, others))
@@ -234,7 +226,7 @@ def _trend(claim: ClaimSpec, chosen: list[RunData], cells: list[str]) -> Verdict
     rest = [a for a in _varying(chosen, cells) if a != spec.over]
     verdicts, parts = [], []
     for name, runs in group(chosen, lambda r: label(r, rest)).items():
-        points = [(_number(r.params.get(spec.over)), value(r, claim)) for r in runs]
+        points = [(number(r.params.get(spec.over)), value(r, claim)) for r in runs]
         known = [(x, v) for x, v in points if v is not None and math.isfinite(v)]
         xs = sorted({x for x, _ in known})
         if len(xs) < 2:
@@ -300,12 +292,12 @@ def _value(claim: ClaimSpec, chosen: list[RunData], cells: list[str]) -> Verdict
         values = [v for v in (value(r, claim) for r in runs) if v is not None]
         if not values:
             continue
-        ok = [_satisfies(kind, v, spec.value, spec.tolerance) for v in values]
         if spec.of == "mean":
             mean = statistics.fmean(values)
             holds = _satisfies(kind, mean, spec.value, spec.tolerance)
             parts.append(f"{name}: mean {mean:.4g} of {len(values)} ({_shown(values)})")
         else:
+            ok = [_satisfies(kind, v, spec.value, spec.tolerance) for v in values]
             needed = len(values) if spec.of == "every" else len(values) // 2 + 1
             holds = sum(ok) >= needed
             parts.append(f"{name}: {sum(ok)} of {len(values)} runs ({_shown(values)})")
@@ -327,11 +319,13 @@ def _satisfies(kind: str, v: float, target: float, tolerance: float) -> bool:
 
 
 def _all(verdicts: list[str]) -> str:
-    """One claim over several configurations: contradicted by any, holds only on all."""
-    for verdict in (CONTRADICTED, INCONCLUSIVE, NOT_MEASURED):
-        if verdict in verdicts:
-            return verdict if verdict != NOT_MEASURED or HOLDS not in verdicts else INCONCLUSIVE
-    return HOLDS if verdicts else NOT_MEASURED
+    """One claim over several configurations: contradicted by any, holds only on all; some
+    holding and some not measured is inconclusive."""
+    if CONTRADICTED in verdicts:
+        return CONTRADICTED
+    if INCONCLUSIVE in verdicts or (NOT_MEASURED in verdicts and HOLDS in verdicts):
+        return INCONCLUSIVE
+    return HOLDS if HOLDS in verdicts else NOT_MEASURED
 
 
 def _axis(path: str) -> str:

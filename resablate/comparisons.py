@@ -179,8 +179,8 @@ def table(
     if len(groups) < 2:
         report.skipped.append(("comparisons.md", "fewer than two configurations to compare"))
         return
-    spec = sweep.artifact(sweep.parent.run_id, "sweep.resolved.json") or {}
-    plan = sweep.artifact(sweep.parent.run_id, "plan.json") or [{}]
+    spec = sweep.recorded("sweep.resolved.json") or {}
+    plan = sweep.recorded("plan.json") or [{}]
     if chosen is None:
         chosen = (spec.get("report") or {}).get("reference") or {}
     reference = reference_of(groups, grid, plan[0].get("grid", {}), chosen)

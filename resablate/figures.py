@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import statistics
 from collections.abc import Callable, Iterable, Sequence
@@ -64,6 +65,14 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     if not all(math.isfinite(v) for v in values):
         return mean, math.nan
     return mean, statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def number(text: str | None) -> float:
+    """An MLflow param (text) as a number; NaN for a name or a missing param."""
+    try:
+        return float(json.loads(text)) if text is not None else math.nan
+    except (ValueError, TypeError):
+        return math.nan
 
 
 def label(run: RunData, paths: Iterable[str]) -> str:

@@ -151,6 +151,14 @@ class SweepRuns:
     parent: RunData
     runs: list[RunData]
     store: Store = field(repr=False)
+    _parents: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def recorded(self, path: str) -> Any | None:
+        """A JSON artifact of the parent run (sweep.resolved.json, plan.json, search.json),
+        downloaded once however many figures and tables read it."""
+        if path not in self._parents:
+            self._parents[path] = self.artifact(self.parent.run_id, path)
+        return self._parents[path]
 
     def artifact(self, run_id: str, path: str) -> Any | None:
         """A JSON artifact of a run (None when it has none at ``path``)."""

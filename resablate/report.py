@@ -9,7 +9,6 @@ its depth where depth is the x-axis.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path
@@ -25,6 +24,7 @@ from resablate.figures import (
     label,
     legend,
     mean_std,
+    number,
     pm,
     save,
 )
@@ -42,21 +42,14 @@ HISTORY_PREFIXES = ("weights.", "hessian.")
 def axes(sweep: SweepRuns) -> list[str]:
     """The sweep's grid axes (from the parent run's plan), then the searched parameter."""
     found: list[str] = []
-    plan = sweep.artifact(sweep.parent.run_id, "plan.json") or []
+    plan = sweep.recorded("plan.json") or []
     for trial in plan:
         found += [a for a in trial.get("grid", {}) if a not in found]
-    spec = sweep.artifact(sweep.parent.run_id, "sweep.resolved.json") or {}
+    spec = sweep.recorded("sweep.resolved.json") or {}
     searched = (spec.get("search") or {}).get("param")
     if searched and searched not in found:
         found.append(searched)
     return found
-
-
-def _number(text: str) -> float:
-    try:
-        return float(json.loads(text))
-    except (ValueError, TypeError):
-        return math.nan
 
 
 def make_report(
@@ -75,7 +68,7 @@ def make_report(
     report = Report(out)
     grid = axes(sweep)
     if claimed is None:
-        spec = sweep.artifact(sweep.parent.run_id, "sweep.resolved.json") or {}
+        spec = sweep.recorded("sweep.resolved.json") or {}
         claimed = [ClaimSpec.model_validate(c) for c in spec.get("claims", [])]
     verdicts = claims.table(sweep, claimed, grid, report)
     finished = [r for r in sweep.runs if r.status == FINISHED]
@@ -129,7 +122,7 @@ def _summary(sweep: SweepRuns, finished: list[RunData], grid: list[str], report:
         lines.append(f"| {name} | {counts} | " + " | ".join(shown) + " |")
     head = ["cell", "/".join(STATUSES), *METRICS]
     text = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *lines]
-    best = sweep.artifact(sweep.parent.run_id, "search.json")
+    best = sweep.recorded("search.json")
     if best:
         text += ["", "Best searched value per cell (seed mean ± std of the objective):", ""]
         text += [
@@ -198,7 +191,7 @@ def _best_over_lr(
                 if r.status in (FINISHED, DIVERGED) and "train_loss" in r.metrics
             ]
             if losses:
-                tried.append((statistics.fmean(losses), _number(value), losses))
+                tried.append((statistics.fmean(losses), number(value), losses))
         if not tried:
             continue
         mean, lr, losses = min(tried, key=lambda t: (t[0], t[1]))
@@ -225,7 +218,7 @@ def _best_over_lr(
     for name, runs in configs.items():
         by_depth = group(runs, lambda r: label(r, rest))
         points = sorted(
-            (_number(runs_[0].params[DEPTH]), best[key][1]) for key, runs_ in by_depth.items()
+            (number(runs_[0].params[DEPTH]), best[key][1]) for key, runs_ in by_depth.items()
         )
         finite = [(d, v) for d, v in points if all(math.isfinite(x) for x in v)]
         if finite:
@@ -278,7 +271,7 @@ def _search(sweep: SweepRuns, finished: list[RunData], grid: list[str], report: 
     """Each cell's candidates: the searched value against the seed mean of the objective."""
     import matplotlib.pyplot as plt
 
-    spec = sweep.artifact(sweep.parent.run_id, "sweep.resolved.json") or {}
+    spec = sweep.recorded("sweep.resolved.json") or {}
     search = spec.get("search")
     searched = [r for r in sweep.runs if "search_cell" in r.tags]
     if not search or not searched:
@@ -295,7 +288,7 @@ def _search(sweep: SweepRuns, finished: list[RunData], grid: list[str], report: 
             scores = [r.metrics[metric] for r in members if r.status == FINISHED]
             diverged = sum(r.status == DIVERGED for r in members)
             if scores:
-                points.append((_number(value), statistics.fmean(scores)))
+                points.append((number(value), statistics.fmean(scores)))
             rows.append([name, value, len(members), diverged, *_maybe(scores)])
         if points:
             xs, ys = zip(*sorted(points), strict=True)

@@ -26,7 +26,6 @@ from torch import Tensor
 from resablate import batched, checkpoint, data
 from resablate.batched import Stack
 from resablate.catalog import trial_config
-from resablate.checkpoint import Checkpoints
 from resablate.compute import Compute
 from resablate.optim import OPTIMIZERS, Clock, loss_fn, lr_schedule, steps
 from resablate.results import DIVERGED, FINISHED, METRICS, RUNNING
@@ -173,7 +172,7 @@ def run_stack(
     probes: ProbesSpec | None = None,
     probe_only: bool = False,
     sync_every: int | None = None,
-    checkpoints: Checkpoints | None = None,
+    checkpoints: checkpoint.Checkpoints | None = None,
     resume: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Train k >= 1 trials as one stack (:mod:`resablate.batched`): one trial, or the seeds of
@@ -215,10 +214,11 @@ def run_stack(
     done = 0  # epochs trained before this call
     if resume is not None:
         done, live = checkpoint.restore(resume, stack, optimizer, scheduler, members)
-    for member in members if resume is None else ():
-        member.result = probe(member.result, stack)
-        if "probes" in member.result:
-            member.report(member.result)
+    else:
+        for member in members:
+            member.result = probe(member.result, stack)
+            if "probes" in member.result:
+                member.report(member.result)
     if probe_only:
         return [m.result for m in members]
     # On a GPU, reading each step's losses would stall the device once per step: they are read
