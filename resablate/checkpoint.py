@@ -50,7 +50,8 @@ M = TypeVar("M", bound=Member)
 FORMAT = 1  # the layout of a checkpoint's dict; a file of another format is not resumed from
 KEEP = 2  # checkpoints kept per trial: the newest and the one before it
 EVERY_SECONDS = 600.0  # a trial loses at most this much work ...
-EVERY_FRACTION = 0.1  # ... and at most this share of its epochs
+EVERY_FRACTION = 0.1  # ... and at most this share of its epochs, ...
+MIN_SECONDS = 60.0  # ... or this much work, when that share of its epochs takes less
 
 
 def default_every(epochs: int) -> int:
@@ -130,61 +131,163 @@ def write(path: Path, state: dict[str, Any]) -> None:
 
 def read(path: Path) -> dict[str, Any]:
     """A checkpoint file back (tensors on the CPU); raises ValueError when it is not one."""
+    with path.open("rb") as handle:
+        return load(handle, str(path))
+
+
+def load(handle: Any, where: str) -> dict[str, Any]:
+    """A checkpoint from an open file, with ``torch.load(weights_only=True)``: tensors, numbers,
+    strings, lists and dicts only. Raises ValueError when it is not a whole checkpoint."""
     try:
-        found = torch.load(path, map_location="cpu", weights_only=True)
+        found = torch.load(handle, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, corrupted, or not a torch file at all
-        raise ValueError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
+        raise ValueError(f"{where}: unreadable checkpoint ({type(exc).__name__})") from None
     if not isinstance(found, dict) or found.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a resablate checkpoint of format {FORMAT}")
+        raise ValueError(f"{where}: not a resablate checkpoint of format {FORMAT}")
     return found
 
 
-@dataclass
-class Checkpoints:
-    """A trial's checkpoints in ``folder``: ``epoch_<k>.pt``, the newest :data:`KEEP` kept.
+@dataclass(kw_only=True)
+class Cadence:
+    """When the end of an epoch is a checkpoint (:meth:`due`), and where one goes (:meth:`save`:
+    files in a folder, :class:`Checkpoints`; Ray Tune's ``Checkpoint``, tuning.py).
 
-    :meth:`due` says whether the end of an epoch is a checkpoint: every ``every`` epochs (default
-    :func:`default_every`), the last epoch, when :data:`EVERY_SECONDS` have passed since the last
-    one, and when ``stopping()`` (a requested stop) says so."""
+    Due: at the end of the epoch a stop is requested in (``stopping()``); at the last epoch only
+    when ``final`` (a finished trial's checkpoint is kept only with train.keep_checkpoint); when
+    :data:`EVERY_SECONDS` have passed since the last one; and every ``every`` epochs when it is
+    set. By default (``every`` None), once :func:`default_every` epochs (a tenth of the trial's)
+    have passed since the last one, unless that was less than :data:`MIN_SECONDS` ago: a trial
+    loses at most a tenth of its epochs or a minute, whichever is more, and never more than ten
+    minutes (and the epoch running); a trial of seconds is not slowed by checkpoints it could
+    only lose seconds without."""
 
-    folder: Path
     every: int | None = None
     stopping: Callable[[], bool] | None = None  # a stop was requested
+    final: bool = True
     saved_at: float = field(default_factory=time.monotonic)
+    saved_epoch: int = 0  # the epoch of the last checkpoint (or the one resumed from)
 
     def due(self, epoch: int, last: int) -> bool:
-        every = self.every or default_every(last)
-        return (
-            epoch % every == 0
-            or epoch == last
-            or time.monotonic() - self.saved_at >= EVERY_SECONDS
-            or (self.stopping is not None and self.stopping())
-        )
+        if self.stopping is not None and self.stopping():
+            return True
+        if epoch == last:
+            return self.final
+        since = time.monotonic() - self.saved_at
+        if since >= EVERY_SECONDS:
+            return True
+        if self.every is not None:
+            return epoch % self.every == 0
+        return epoch - self.saved_epoch >= default_every(last) and since >= MIN_SECONDS
 
-    def save(self, state: dict[str, Any]) -> Path:
-        path = self.folder / f"epoch_{state['epoch']}.pt"
-        write(path, state)
-        self.saved_at = time.monotonic()
+    def saved(self, epoch: int) -> None:
+        """Note that the checkpoint of ``epoch`` was saved (a subclass's :meth:`save` calls it)."""
+        self.saved_at, self.saved_epoch = time.monotonic(), epoch
+
+    def save(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError  # a subclass says where a checkpoint goes
+
+
+@dataclass
+class Checkpoints(Cadence):
+    """A trial's checkpoints in ``folder``: ``epoch_<k>.pt``, the newest :data:`KEEP` kept
+    (the inline runner's; on Ray Tune they go through Tune's ``Checkpoint``)."""
+
+    folder: Path
+
+    def save(self, state: dict[str, Any]) -> None:
+        write(self.folder / name(state["epoch"]), state)
+        self.saved(state["epoch"])
         for old in self.files()[KEEP:]:
             old.unlink(missing_ok=True)
-        return path
 
     def files(self) -> list[Path]:
         """The checkpoint files, newest first."""
-        found = [p for p in self.folder.glob("epoch_*.pt") if p.stem[6:].isdigit()]
-        return sorted(found, key=lambda p: int(p.stem[6:]), reverse=True)
+        found = [p for p in self.folder.glob("epoch_*.pt") if epoch_of(p.name) is not None]
+        return sorted(found, key=lambda p: epoch_of(p.name) or 0, reverse=True)
 
     def latest(self) -> dict[str, Any] | None:
-        """The newest checkpoint that reads back whole; one that does not is said and skipped
-        (the trial then resumes from the one before it, or starts from epoch 0)."""
-        for path in self.files():
-            try:
-                return read(path)
-            except ValueError as exc:
-                warnings.warn(f"{exc}; resuming from the checkpoint before it", stacklevel=2)
-        return None
+        """The newest checkpoint that reads back whole (:func:`find`)."""
+        return find(str(self.folder))
 
     def clear(self) -> None:
         """Delete the trial's checkpoints (a finished trial keeps none)."""
-        for path in self.files():
-            path.unlink(missing_ok=True)
+        remove(str(self.folder))
+
+
+# -- checkpoints where they are kept: a local folder, or a URI (s3://, gs://) -------------------
+
+
+def name(epoch: int) -> str:
+    """The file name of the checkpoint of ``epoch``."""
+    return f"epoch_{epoch}.pt"
+
+
+def epoch_of(filename: str) -> int | None:
+    """The epoch of a checkpoint file's name (None: not a checkpoint's name)."""
+    stem, _, suffix = filename.partition(".")
+    if suffix != "pt" or not stem.startswith("epoch_") or not stem[6:].isdigit():
+        return None
+    return int(stem[6:])
+
+
+def filesystem(location: str) -> tuple[Any, str]:
+    """(pyarrow file system, path in it) of a folder or URI, as Ray Tune opens its storage."""
+    import pyarrow.fs
+
+    if "://" in location:
+        return pyarrow.fs.FileSystem.from_uri(location)
+    return pyarrow.fs.LocalFileSystem(), str(Path(location).resolve())
+
+
+def listing(location: str, fs: Any = None) -> list[tuple[int, str, int]]:
+    """(epoch, path, bytes) of every checkpoint file under ``location`` (in it, or in Ray Tune's
+    ``checkpoint_<n>`` folders in it), newest first; none when the folder does not exist.
+    ``fs``: the pyarrow file system ``location`` is a path of (default: from ``location``)."""
+    import pyarrow.fs
+
+    fs, root = (fs, location) if fs is not None else filesystem(location)
+    selector = pyarrow.fs.FileSelector(root, recursive=True, allow_not_found=True)
+    found = []
+    for info in fs.get_file_info(selector):
+        epoch = epoch_of(info.base_name) if info.type == pyarrow.fs.FileType.File else None
+        if epoch is not None:
+            found.append((epoch, info.path, int(info.size or 0)))
+    return sorted(found, reverse=True)
+
+
+def find(location: str, upto: int | None = None, fs: Any = None) -> dict[str, Any] | None:
+    """The newest checkpoint under ``location`` (of an epoch up to ``upto``) that reads back
+    whole; one that does not is said and skipped: the trial then resumes from the one before
+    it, or starts from epoch 0. Never raises for a missing or damaged checkpoint."""
+    import io
+
+    try:
+        files = listing(location, fs)
+        fs = fs if fs is not None else filesystem(location)[0]
+    except OSError as exc:  # the storage cannot be listed (gone, no access): start afresh
+        warnings.warn(f"{location}: checkpoints unreadable ({exc}); from epoch 0", stacklevel=2)
+        return None
+    for epoch, path, _ in files:
+        if upto is not None and epoch > upto:
+            continue
+        try:
+            with fs.open_input_file(path) as handle:
+                return load(io.BytesIO(handle.read()), path)
+        except (OSError, ValueError) as exc:
+            warnings.warn(f"{exc}; resuming from the checkpoint before it", stacklevel=2)
+    return None
+
+
+def remove(location: str, fs: Any = None) -> int:
+    """Delete the checkpoints under ``location`` (Tune's ``checkpoint_<n>`` folders whole);
+    returns the bytes freed."""
+    fs = fs if fs is not None else filesystem(location)[0]
+    freed = 0
+    for _, path, size in listing(location, fs):
+        parent, _, _ = path.rpartition("/")
+        if parent.rpartition("/")[2].startswith("checkpoint_"):
+            fs.delete_dir(parent)
+        else:
+            fs.delete_file(path)
+        freed += size
+    return freed

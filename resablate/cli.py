@@ -20,7 +20,7 @@ from rich.table import Table
 
 from resablate import __version__
 from resablate.cli_jobs import jobs_, logs, stop, submit
-from resablate.cli_options import TRACKING_URI, overrides
+from resablate.cli_options import STORAGE, TRACKING_URI, overrides
 from resablate.errors import UserError
 
 EXAMPLES = """
@@ -79,8 +79,9 @@ def cli() -> None:
     "--resume",
     is_flag=True,
     help="Continue the sweep's last run (killed, interrupted or with failed trials): trials"
-    " that finished are kept and not run again; the others run, under the same parent run."
-    " With nothing recorded yet, starts the sweep.",
+    " that finished are kept and not run again; a trial cut short goes on in its MLflow run"
+    " from its last checkpoint (train.checkpoint_every), the others run, under the same parent"
+    " run. With nothing recorded yet, starts the sweep.",
 )
 @click.option(
     "--yes",
@@ -93,6 +94,7 @@ def cli() -> None:
     help="With --resume: continue even though the sweep file (or --set) changed since that"
     " run started; the new file is recorded on the parent run.",
 )
+@STORAGE
 def sweep(
     sweep_file: str,
     overrides: tuple[str, ...],
@@ -106,6 +108,7 @@ def sweep(
     resume: bool,
     yes: bool,
     force: bool,
+    storage: str | None,
 ) -> int:
     """Run every trial of SWEEP.yaml and record it in MLflow.
 
@@ -135,6 +138,7 @@ def sweep(
         resume=resume,
         force=force,
         address=address,
+        storage=storage if storage is None or "://" in storage else str(Path(storage).absolute()),
     )
     err = Console(stderr=True, quiet=quiet)
     outcome = run_sweep(plan, options, err.print)
@@ -157,6 +161,8 @@ def sweep(
             f"(id {tracker.experiment_id}), parent run {tracker.parent_id} in {tracker.uri}"
         )
         out.print("Browse: resablate ui")
+        if tracker.saved["checkpoints"]:
+            out.print(saved_line(tracker, outcome.interrupted))
     if outcome.interrupted:
         click.echo(
             f"resablate: sweep interrupted; {outcome.ended} of {outcome.total} trials ended and"
@@ -214,7 +220,40 @@ def plan(sweep_file: str, overrides: tuple[str, ...], profile: str | None, as_js
             + (f" + {outside} grid trials outside search.where" if outside else "")
             + f" = {size['total_trials']} trials"
         )
+    click.echo(disk_line(found["checkpoints"]))
     return 0
+
+
+def saved_line(tracker: Any, interrupted: bool) -> str:
+    """What the sweep's checkpoints took on disk, said at its end."""
+    from resablate.plan import size_text
+
+    written, largest = tracker.saved["checkpoints"], tracker.saved["largest"]
+    kept = (
+        "the last of each finished trial logged to MLflow (artifact checkpoint/), the rest deleted"
+        if tracker.keep_checkpoint
+        else "finished trials' deleted"
+    )
+    left = "; unfinished trials keep their last 2 for --resume" if interrupted else ""
+    return f"checkpoints: {written} written, the largest {size_text(largest)}; {kept}{left}"
+
+
+def disk_line(disk: dict[str, Any]) -> str:
+    """`resablate plan`'s estimate of the disk a sweep's checkpoints take."""
+    from resablate.plan import size_text
+
+    line = (
+        f"checkpoints: about {size_text(disk['bytes_per_trial'])} per trial (weights and"
+        f" optimizer state); each running trial keeps its last {disk['kept_per_trial']}: about"
+        f" {size_text(disk['peak_bytes'])} at once with {disk['trials_at_once']} running here;"
+        " deleted when a trial finishes"
+    )
+    if disk["artifact_bytes"]:
+        line += (
+            f", but for its last, logged to MLflow (train.keep_checkpoint): about"
+            f" {size_text(disk['artifact_bytes'])} in all"
+        )
+    return line
 
 
 @cli.command()

@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from resablate.cli_options import overrides, tracking_uri
+from resablate.cli_options import STORAGE, overrides, tracking_uri
 
 JOBS_ADDRESS = click.option(
     "--address",
@@ -26,6 +26,7 @@ JOBS_ADDRESS = click.option(
 @JOBS_ADDRESS
 @tracking_uri("The MLflow server the cluster records to (default: MLFLOW_TRACKING_URI).")
 @click.option("--yes", is_flag=True, help="Allow a sweep of more than 1000 trials.")
+@STORAGE
 def submit(
     sweep_file: str,
     overrides: tuple[str, ...],
@@ -33,6 +34,7 @@ def submit(
     address: str,
     tracking_uri: str | None,
     yes: bool,
+    storage: str | None,
 ) -> int:
     """Submit SWEEP.yaml to a Ray cluster as a Ray Job; print its id.
 
@@ -48,7 +50,7 @@ def submit(
     check_size(plan, yes)
     uri = resolve_uri(tracking_uri, plan.spec.tracking.uri)
     check_cluster_store(uri)
-    job = jobs.submit(address, plan, uri, profile, Path.cwd(), yes)
+    job = jobs.submit(address, plan, uri, profile, Path.cwd(), yes, storage)
     click.echo(job)
     click.echo(f"follow it: resablate logs {job} --address {address} --follow", err=True)
     return 0

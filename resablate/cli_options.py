@@ -31,3 +31,12 @@ def overrides(func: click.decorators.FC) -> click.decorators.FC:
     return click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE", help=SET_HELP)(
         func
     )
+
+
+STORAGE = click.option(
+    "--storage",
+    metavar="PATH|URI",
+    help="Where Ray Tune keeps trial folders and checkpoints (its storage_path): on a cluster a"
+    " folder every node reaches (NFS), or s3://bucket/path, gs://bucket/path; a retried trial"
+    " resumes from there on any node. Default: --results-dir.",
+)

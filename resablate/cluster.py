@@ -12,20 +12,14 @@ import os
 import sys
 
 from resablate.errors import UserError
-from resablate.plan import Plan
+from resablate.plan import Plan, slots_in
 
 
 def ray_slots(plan: Plan) -> int:
     """How many of the plan's trials the Ray this process is connected to can run at once now."""
     import ray
 
-    have, wanted = ray.cluster_resources(), plan.spec.resources
-    fits = [int(have.get("CPU", 0.0) // wanted.cpu)]
-    if wanted.gpu > 0:
-        fits.append(int(have.get("GPU", 0.0) // wanted.gpu))
-    if wanted.max_concurrent_trials is not None:
-        fits.append(wanted.max_concurrent_trials)
-    return max(1, min(fits))
+    return slots_in(plan, ray.cluster_resources())
 
 
 def check_resources(plan: Plan, available: dict[str, float], where: str = "this machine") -> None:

@@ -44,6 +44,9 @@ class Options:
     resume: bool = False
     force: bool = False
     address: str | None = None  # a running Ray cluster to join ("auto", "HOST:PORT")
+    # Ray Tune's storage: trial folders and checkpoints (a shared folder, s3://, gs://);
+    # None: results_dir
+    storage: str | None = None
     # told of every trial event beside the tracker and the progress bar (notebooks, benchmarks)
     listeners: list[Listener] = field(default_factory=list)
 
@@ -107,6 +110,21 @@ def driver_lock(folder: Path, name: str) -> Iterator[None]:
         handle.close()
 
 
+def check_storage(storage: str) -> None:
+    """A --storage that cannot hold checkpoints is one line before anything starts."""
+    from resablate.checkpoint import filesystem
+
+    try:
+        fs, path = filesystem(storage)
+        fs.create_dir(path, recursive=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"--storage {storage}: cannot write there ({first}); give a folder every node can"
+            " write, or an s3:// / gs:// URI this machine's credentials reach"
+        ) from None
+
+
 def check_resume(plan: Plan, previous: Previous | None, options: Options) -> Previous | None:
     """The invocation to continue (None: start a new one), or a one-line refusal."""
     if not options.resume:
@@ -139,8 +157,10 @@ def run_sweep(plan: Plan, options: Options, say: Callable[[str], Any]) -> Outcom
     else:
         check_store(uri)
     check_results_dir(options.results_dir)
+    if options.storage is not None:
+        check_storage(options.storage)
     session = runner.Session(
-        plan, backend, options.results_dir, options.dashboard, options.address
+        plan, backend, options.results_dir, options.dashboard, options.address, options.storage
     )
     session.check()  # whatever can be refused before Ray starts is refused here
     with stop.handling(), concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -175,6 +195,10 @@ def _sweep(
         ledger, tracker = Ledger(store, experiment_id), RunLog(store, experiment_id)
         outcome = Outcome(tracker, 0)
         _open(plan, options, ledger, tracker, outcome, say)
+        tracker.keep_checkpoint = plan.spec.train.keep_checkpoint
+        session.points = tracker.resume_points()
+        if outcome.resumed is not None:  # its Tune runs get folders of their own
+            session.tag = f"-resume{outcome.resumed.resumes + 1}"
         try:
             _run(plan, options, session, ledger, tracker, outcome)
         finally:
@@ -199,7 +223,8 @@ def _open(
         tracker.resume_sweep(outcome.resumed, spec.hash(), source, plan.trials)
         say(
             f"resuming parent run {outcome.resumed.run_id}: {len(outcome.resumed.done)}"
-            f" trial(s) already finished, {len(outcome.resumed.stale)} stale run(s) closed"
+            f" trial(s) already finished, {len(tracker.resumable)} continue from their"
+            f" checkpoints, {tracker.closed} stale run(s) closed"
         )
         return
     if previous is not None and previous.unfinished:

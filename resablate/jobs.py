@@ -101,8 +101,11 @@ def local_token() -> str | None:
     return str(loader.get_raw_token(ignore_auth_mode=True))
 
 
-def entrypoint(plan: Plan, uri: str, profile: str | None, folder: Path) -> str:
-    """The command the job runs on the head node, with the sweep file relative to ``folder``."""
+def entrypoint(
+    plan: Plan, uri: str, profile: str | None, folder: Path, storage: str | None = None
+) -> str:
+    """The command the job runs on the head node, with the sweep file relative to ``folder``
+    (``storage``: Ray Tune's, as the head node names it)."""
     source = Path(plan.source).resolve()
     try:
         relative = source.relative_to(folder.resolve())
@@ -114,6 +117,8 @@ def entrypoint(plan: Plan, uri: str, profile: str | None, folder: Path) -> str:
     words = ["resablate", "sweep", str(relative), "--address", "auto", "--tracking-uri", uri]
     # Tune's folders, the lock and a search's Optuna journal outlive the job's working directory
     words += ["--results-dir", RESULTS]
+    if storage:
+        words += ["--storage", storage]
     if profile:
         words += ["--profile", profile]
     for override in plan.overrides:
@@ -123,11 +128,17 @@ def entrypoint(plan: Plan, uri: str, profile: str | None, folder: Path) -> str:
 
 
 def submit(
-    address: str, plan: Plan, uri: str, profile: str | None, folder: Path, yes: bool
+    address: str,
+    plan: Plan,
+    uri: str,
+    profile: str | None,
+    folder: Path,
+    yes: bool,
+    storage: str | None = None,
 ) -> str:
     """Submit the sweep as a Ray Job; returns its submission id."""
     jobs = client(address)
-    command = entrypoint(plan, uri, profile, folder)
+    command = entrypoint(plan, uri, profile, folder, storage)
     if yes:
         command += " --yes"
     name = f"resablate-{plan.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -47,6 +47,9 @@ class Previous:
     tags: dict[str, str]
     done: dict[str, Run] = field(default_factory=dict)  # trial id -> its finished child run
     stale: list[str] = field(default_factory=list)  # child runs left RUNNING by a killed driver
+    # trial id -> the run of an unfinished trial (left running, or closed as killed by a stop)
+    # that names a checkpoint: --resume continues it there (runlog.RunLog.resume_sweep)
+    resumable: dict[str, Run] = field(default_factory=dict)
 
     @property
     def unfinished(self) -> bool:
@@ -63,6 +66,10 @@ def children(store: Store, experiment_id: str, parent_id: str) -> Iterator[Run]:
         yield from page
         if not token:
             return
+
+
+def _epoch(run: Run) -> int:
+    return int(run.tags.get("resablate.checkpoint_epoch", "0"))
 
 
 class Ledger:
@@ -98,6 +105,16 @@ class Ledger:
                 previous.stale.append(run.run_id)
             elif run.status == RUN_FINISHED and status in RESULTS and trial_id:
                 previous.done.setdefault(trial_id, run)
+            if (
+                trial_id
+                and "resablate.checkpoint" in run.tags
+                and (run.status == RUN_RUNNING or status == KILLED)
+            ):
+                best = previous.resumable.get(trial_id)
+                if best is None or _epoch(run) > _epoch(best):
+                    previous.resumable[trial_id] = run
+        for trial_id in previous.done:
+            previous.resumable.pop(trial_id, None)
         return previous
 
     def records(

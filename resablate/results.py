@@ -45,9 +45,15 @@ class TrialRecord:
     error: str | None = None
     # each report's values of the metrics the run was asked to keep (Collector's history_of)
     history: list[dict[str, float]] = field(default_factory=list)
+    reported: int = -1  # the last epoch reported (a resumed attempt's repeats are not kept twice)
 
 
 class Listener(Protocol):
+    """What a sweep's listeners receive. Optional, for those that care: ``trial_checkpointed(
+    trial, location, epoch, size)`` (the trial's training state up to ``epoch`` is saved under
+    ``location``, ``size`` bytes) and ``trial_resumed(trial, epoch)`` (an attempt continues
+    from the checkpoint of ``epoch``)."""
+
     def trial_started(self, trial: Trial) -> None: ...
 
     def trial_result(self, trial: Trial, result: dict[str, Any]) -> None: ...
@@ -67,7 +73,9 @@ class Collector:
         self.history_of = history_of
 
     def trial_started(self, trial: Trial) -> None:
-        self.records[trial.id] = TrialRecord(trial)  # a retried attempt starts afresh
+        record = self.records.get(trial.id)
+        if record is None or record.status != RUNNING:  # a retried attempt continues its record
+            self.records[trial.id] = TrialRecord(trial)
 
     def trial_retried(self, trial: Trial, error: str | None) -> None:
         return None
@@ -77,8 +85,9 @@ class Collector:
         record.epoch = int(result.get("epoch", record.epoch))
         found = epoch_metrics(result)
         record.metrics.update(found)
-        if self.history_of:
+        if self.history_of and record.epoch > record.reported:  # an epoch once, on a resume
             record.history.append({k: found[k] for k in self.history_of if k in found})
+        record.reported = max(record.reported, record.epoch)
         record.status = str(result.get("status", RUNNING))
 
     def finish(
@@ -129,6 +138,18 @@ class Events:
     def retried(self, trial: Trial, error: str | None) -> None:
         self.collector.trial_retried(trial, error)
         self._each(lambda listener: listener.trial_retried(trial, error))
+
+    def checkpointed(self, trial: Trial, location: str, epoch: int, size: int) -> None:
+        """The trial's state up to ``epoch`` is saved under ``location`` (``size`` bytes)."""
+        self._optional("trial_checkpointed", trial, location, epoch, size)
+
+    def resumed(self, trial: Trial, epoch: int) -> None:
+        """An attempt of the trial continues from its checkpoint of ``epoch`` (0: from the
+        start, its earlier epochs reported again)."""
+        self._optional("trial_resumed", trial, epoch)
+
+    def _optional(self, name: str, *args: Any) -> None:
+        self._each(lambda listener: getattr(listener, name, lambda *a: None)(*args))
 
     def failed(self, stack: Sequence[Trial], error: str | None) -> None:
         """A worker failed: the trials of its stack that had not ended (a stacked seed may have

@@ -1,4 +1,10 @@
-"""Writing a sweep invocation to the store: one parent run, one nested child run per trial attempt.
+"""Writing a sweep invocation to the store: one parent run, one nested child run per trial.
+
+A trial's attempts share its run: an attempt that Ray Tune retries, that a scheduler paused, or
+that ``--resume`` continues after a killed driver goes on in the same run from its checkpoint
+(resablate.checkpoint), and an epoch it reports again is not logged twice. So each trial that
+ends has exactly one run, whose history holds every epoch once; where it resumed is its tag
+``resablate.resumed_from_epoch``, its attempts' errors ``errors/attempt_<n>.txt``.
 
 :class:`RunLog` starts (or reopens, for ``--resume``) the parent run, is the sweep's results
 :class:`~resablate.results.Listener`, and closes every run at the end. All writes happen in the
@@ -11,6 +17,7 @@ from __future__ import annotations
 import json
 import platform
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -25,7 +32,7 @@ from resablate.results import (
     FINISHED,
     KILLED,
     PRUNED,
-    RETRIED,
+    RESULTS,
     RUNNING,
     TrialRecord,
     epoch_metrics,
@@ -47,6 +54,7 @@ _STATE = {FINISHED: RUN_FINISHED, DIVERGED: RUN_FINISHED, PRUNED: RUN_FINISHED, 
 # A running trial's epoch metrics are written at most this often (and when it ends): a killed
 # driver loses at most these seconds of an unfinished trial's curve, which --resume reruns.
 FLUSH_EVERY_S = 2.0
+EPOCH_TAG = "resablate.checkpoint_epoch"  # the epoch of the checkpoint a run's tag names
 
 
 def versions() -> dict[str, str]:
@@ -107,6 +115,9 @@ class OpenRun:
     pending: list[Metric] = field(default_factory=list)  # epoch metrics not written yet
     flushed: float = 0.0  # when its metrics were last written (time.monotonic)
     node_tagged: bool = False  # its run names the Ray node that runs the attempt
+    logged: int = -1  # the last epoch whose metrics are written or pending
+    attempts: int = 1
+    checkpoint: str | None = None  # where its checkpoints are (the latest attempt's)
 
 
 class RunLog:
@@ -117,6 +128,12 @@ class RunLog:
         self.parent_id: str | None = None
         self.attempts: dict[str, OpenRun] = {}  # trial id -> its open attempt
         self.counts = {FINISHED: 0, DIVERGED: 0, PRUNED: 0, FAILED: 0}
+        # trial id -> (run, checkpoint location, epoch) of an unfinished trial that --resume
+        # continues in its run, from its checkpoint
+        self.resumable: dict[str, tuple[str, str, int]] = {}
+        self.keep_checkpoint = False  # train.keep_checkpoint: a finished trial's is an artifact
+        self.saved = {"checkpoints": 0, "largest": 0}  # checkpoints written, the largest's bytes
+        self.closed = 0  # stale runs of a resumed invocation closed as killed
 
     @classmethod
     def open(cls, uri: str, experiment: str) -> RunLog:
@@ -156,10 +173,17 @@ class RunLog:
         self, previous: Previous, spec_hash: str, source: Path, trials: list[Trial]
     ) -> str:
         """Continue ``previous``: close its stale child runs as killed, reopen its parent run,
-        and count what it finished. A changed spec (allowed by --force) is recorded on it."""
+        and count what it finished. A changed spec (allowed by --force) is recorded on it. An
+        unfinished trial with a checkpoint is continued in its run (:attr:`resumable`)."""
+        for trial_id, run in previous.resumable.items():
+            location = run.tags["resablate.checkpoint"]
+            self.resumable[trial_id] = (run.run_id, location, int(run.tags[EPOCH_TAG]))
+        continued = {run_id for run_id, _, _ in self.resumable.values()}
         for run_id in previous.stale:
-            self.store.set_tag(run_id, "resablate.status", KILLED)
-            self.store.set_terminated(run_id, RUN_KILLED)
+            if run_id not in continued:
+                self.store.set_tag(run_id, "resablate.status", KILLED)
+                self.store.set_terminated(run_id, RUN_KILLED)
+                self.closed += 1
         resumes = previous.resumes + 1
         parent = previous.run_id
         self.store.update_run(parent, RUN_RUNNING)
@@ -178,6 +202,10 @@ class RunLog:
             self.counts[status] = self.counts.get(status, 0) + 1
         return parent
 
+    def resume_points(self) -> dict[str, tuple[str, int]]:
+        """trial id -> (checkpoint location, epoch) of the trials --resume continues."""
+        return {trial: (where, epoch) for trial, (_, where, epoch) in self.resumable.items()}
+
     def log_sweep_metrics(self, metrics: dict[str, float]) -> None:
         """Numbers about the whole sweep (e.g. each cell's best c) on the parent run."""
         if self.parent_id is None or not metrics:
@@ -192,10 +220,12 @@ class RunLog:
             return
         for run in self.attempts.values():  # what the stopped trials reported last
             self._flush(run)
-        for run in self.attempts.values():
-            if self.store.get_run(run.run_id).status == RUN_RUNNING:
-                self.store.set_tag(run.run_id, "resablate.status", KILLED)
-                self.store.set_terminated(run.run_id, RUN_KILLED)
+        left = [run.run_id for run in self.attempts.values()]
+        left += [run_id for run_id, _, _ in self.resumable.values()]  # not continued this time
+        for run_id in left:
+            if self.store.get_run(run_id).status == RUN_RUNNING:
+                self.store.set_tag(run_id, "resablate.status", KILLED)
+                self.store.set_terminated(run_id, RUN_KILLED)
         for artifact, text in (summary or {}).items():
             self.store.log_text(self.parent_id, text, artifact)
         for key, value in self.counts.items():
@@ -207,6 +237,16 @@ class RunLog:
     # -- listener -----------------------------------------------------------------------------
 
     def trial_started(self, trial: Trial) -> None:
+        if trial.id in self.attempts:
+            return  # a retried or paused attempt goes on in its trial's run
+        if trial.id in self.resumable:  # a trial the killed invocation left unfinished
+            run_id, location, _ = self.resumable.pop(trial.id)
+            history = self.store.get_metric_history(run_id, "epoch_time")
+            logged = max((step for step, _ in history), default=-1)
+            self.store.update_run(run_id, RUN_RUNNING)
+            self.store.set_tag(run_id, "resablate.status", RUNNING)
+            self.attempts[trial.id] = OpenRun(run_id, logged=logged, checkpoint=location)
+            return
         tags = {
             "mlflow.parentRunId": self.parent_id or "",
             "mlflow.runName": trial.label() or trial.id,
@@ -228,6 +268,9 @@ class RunLog:
             run.node_tagged = True
             self.store.set_tag(run.run_id, "ray.node_id", str(node))
         step = int(result.get("epoch", 0))
+        if step <= run.logged:
+            return  # a resumed attempt reports again the epochs after its checkpoint: once
+        run.logged = step
         now = int(time.time() * 1000)
         run.pending += [Metric(k, v, now, step) for k, v in epoch_metrics(result).items()]
         if time.monotonic() - run.flushed >= FLUSH_EVERY_S:
@@ -235,6 +278,26 @@ class RunLog:
         for name, found in (result.get("probes") or {}).items():
             # per-unit curves and the full result: probes/<probe>/epoch_<k>.json
             self.store.log_dict(run.run_id, {"epoch": step, **found}, probe_artifact(name, step))
+
+    def trial_checkpointed(self, trial: Trial, location: str, epoch: int, size: int) -> None:
+        """The trial's state up to ``epoch`` is saved under ``location``: its metrics so far
+        are written with the tags that name the checkpoint, in one call, so that a run's
+        checkpoint tag never names an epoch its history lacks (what --resume relies on)."""
+        run = self.attempts.get(trial.id)
+        if run is None:
+            return
+        self.saved["checkpoints"] += 1
+        self.saved["largest"] = max(self.saved["largest"], size)
+        run.checkpoint = location
+        run.flushed = time.monotonic()
+        metrics, run.pending = run.pending, []
+        tags = {"resablate.checkpoint": location, EPOCH_TAG: str(epoch)}
+        self.store.log_batch(run.run_id, metrics=metrics, tags=tags)
+
+    def trial_resumed(self, trial: Trial, epoch: int) -> None:
+        run = self.attempts.get(trial.id)
+        if run is not None:
+            self.store.set_tag(run.run_id, "resablate.resumed_from_epoch", str(epoch))
 
     def _flush(self, run: OpenRun) -> None:
         """Write a trial's buffered epoch metrics: one call per trial every FLUSH_EVERY_S (and
@@ -245,17 +308,18 @@ class RunLog:
             self.store.log_batch(run.run_id, metrics=metrics)
 
     def trial_retried(self, trial: Trial, error: str | None) -> None:
-        """Tune restarts a failed attempt (max_failures): its run ends failed, with the error,
-        and the next attempt gets a run of its own (it trains from the start again)."""
+        """Tune (or the inline runner) retries a failed attempt (max_failures): the error is
+        kept as ``errors/attempt_<n>.txt`` of the trial's run, and the next attempt goes on in
+        the same run, from the trial's last checkpoint."""
         run = self.attempts.get(trial.id)
         if run is None:
             return
         self._flush(run)
-        del self.attempts[trial.id]
-        self.store.set_tag(run.run_id, "resablate.status", RETRIED)
         if error:
-            self.store.log_text(run.run_id, error, "error.txt")
-        self.store.set_terminated(run.run_id, RUN_FAILED)
+            self.store.log_text(run.run_id, error, f"errors/attempt_{run.attempts}.txt")
+        run.attempts += 1
+        run.node_tagged = False  # the next attempt may run on another node
+        self.store.set_tag(run.run_id, "resablate.attempts", str(run.attempts))
 
     def trial_finished(self, record: TrialRecord) -> None:
         if record.trial.id not in self.attempts:
@@ -263,8 +327,27 @@ class RunLog:
         run = self.attempts[record.trial.id]
         self._flush(run)
         self.counts[record.status] = self.counts.get(record.status, 0) + 1
+        if self.keep_checkpoint and run.checkpoint and record.status in RESULTS:
+            self._keep(run)
         self.store.set_tag(run.run_id, "resablate.status", record.status)
         if record.error:
             self.store.log_text(run.run_id, record.error, "error.txt")
         self.store.set_terminated(run.run_id, _STATE.get(record.status, RUN_FAILED))
         del self.attempts[record.trial.id]
+
+    def _keep(self, run: OpenRun) -> None:
+        """The trial's last checkpoint as its run's artifact ``checkpoint/epoch_<k>.pt``
+        (train.keep_checkpoint): the trained network, reloadable with checkpoint.read."""
+        from resablate import checkpoint
+
+        assert run.checkpoint is not None
+        found = checkpoint.listing(run.checkpoint)
+        if not found:
+            return
+        _, path, _ = found[0]
+        fs, _ = checkpoint.filesystem(run.checkpoint)
+        with tempfile.TemporaryDirectory() as folder:
+            local = Path(folder) / path.rpartition("/")[2]
+            with fs.open_input_file(path) as source:
+                local.write_bytes(source.read())
+            self.store.log_artifacts(run.run_id, Path(folder), "checkpoint")

@@ -4,8 +4,13 @@ A :class:`Session` is the backend made ready for a plan (a local Ray started, or
 joined: cluster.py); its ``run`` trains the plan's stacks (stacking.py) and its ``search`` the
 stacks a search hands out (search.py), each trial's events fanned out to the sweep's listeners
 (MLflow, progress) in this process. Ray is imported only when the backend is ray, so ``--inline``
-and ``plan`` never pay for it. A stop request (stop.py) is read between stacks, and inline after
-every report of a trial.
+and ``plan`` never pay for it. A stop request (stop.py) is read between stacks, and by every
+trial at the end of an epoch, where it saves a checkpoint and stops.
+
+Checkpoints: on Ray Tune they go into the run's storage (tuning.py); inline into
+``<results_dir>/<sweep>/checkpoints/<stack id>/``. Either way a retried trial starts from its last
+one, ``--resume`` hands a trial the one its MLflow run names (``points``), and a finished trial's
+are deleted.
 """
 
 from __future__ import annotations
@@ -13,18 +18,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from resablate import stop
+from resablate import checkpoint, stop
 from resablate.cluster import check_resources, ray_slots, start_ray
 from resablate.errors import UserError
 from resablate.grid import Trial
-from resablate.plan import Plan
-from resablate.results import Events, Listener, TrialRecord
-from resablate.stacking import failure_text, stacks, train_stack
+from resablate.plan import Plan, local_resources
+from resablate.results import RESULTS, Events, Listener, TrialRecord
+from resablate.stacking import failure_text, resume_point, stack_id, stacks, train_stack
 
 BACKENDS = ("ray", "inline")
 
@@ -55,11 +59,17 @@ class Session:
         results_dir: Path = Path("resablate-runs"),
         dashboard: bool = False,
         address: str | None = None,
+        storage: str | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
         self.plan, self.backend, self.results_dir = plan, backend, results_dir
         self.dashboard, self.address = dashboard, address
+        # Ray Tune's storage_path: trial folders and checkpoints (a folder, or s3:// / gs://)
+        self.storage = storage or str(results_dir.resolve())
+        # trial id -> (checkpoint location, epoch) of the trials --resume continues
+        self.points: dict[str, tuple[str, int]] = {}
+        self.tag = ""  # appended to the Tune runs' names (a resumed invocation's own folders)
         self.dashboard_url: str | None = None
         self._started = False
 
@@ -73,12 +83,7 @@ class Session:
                 " does not use; drop --inline, or set scheduler.kind: none",
             )
         if self.address is None:
-            import torch
-
-            check_resources(
-                self.plan,
-                {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())},
-            )
+            check_resources(self.plan, local_resources())
 
     def __enter__(self) -> Session:
         self.check()
@@ -119,11 +124,12 @@ class Session:
             with contextlib.suppress(stop.Stopped):  # the stopped trials have no record
                 for stack in stacks(plan):
                     stop.REQUEST.check()
-                    _run_inline(plan, events, stack)
+                    self._inline(events, stack)
         else:
             from resablate.tuning import run_grid
 
-            run_grid(plan, events, self.results_dir, name or plan.spec.name, self.slots())
+            named = (name or plan.spec.name) + self.tag
+            run_grid(plan, events, self.storage, named, self.slots(), self.points)
         return list(events.collector.records.values())
 
     def search(
@@ -143,11 +149,12 @@ class Session:
             with contextlib.suppress(stop.Stopped):  # the stopped trials have no record
                 while (stack := queue.next(events.collector.records)) is not None:
                     stop.REQUEST.check()
-                    _run_inline(self.plan, events, stack)
+                    self._inline(events, stack)
         else:
             from resablate.tuning import run_queue
 
-            run_queue(self.plan, events, self.results_dir, name, queue, self.slots())
+            named = name + self.tag
+            run_queue(self.plan, events, self.storage, named, queue, self.slots(), self.points)
         return list(events.collector.records.values())
 
     def slots(self) -> int | None:
@@ -158,36 +165,81 @@ class Session:
             return None
         return ray_slots(self.plan)
 
-
-def _run_inline(plan: Plan, events: Events, stack: list[Trial]) -> None:
-    """A stack in this process (a breakpoint in train.py just works), retried up to
-    ``resources.max_failures`` times; a stop request ends it after the report it follows."""
-
-    def report(trial: Trial, result: dict[str, Any]) -> None:
-        events.result(trial, result)
-        stop.REQUEST.check()  # raises Stopped: the stack's trials stay without an ending
-
-    attempts = plan.spec.resources.max_failures + 1
-    device = "cuda" if plan.spec.resources.gpu > 0 else "cpu"
-    for attempt in range(1, attempts + 1):
-        for trial in stack:
-            events.started(trial)
-        try:
-            train_stack(
-                [t.config for t in stack],
-                [functools.partial(report, t) for t in stack],
-                device,
-                plan.spec.probes,
-            )
-        except (UserError, stop.Stopped):
-            raise  # the store failed (recording a result), or a stop: not the trial
-        except Exception as exc:
-            if attempt < attempts:
-                for trial in stack:
-                    events.retried(trial, failure_text(exc))
-                continue
-            events.failed(stack, failure_text(exc))
-        else:
+    def _inline(self, events: Events, stack: list[Trial]) -> None:
+        """A stack in this process (a breakpoint in train.py just works), retried up to
+        ``resources.max_failures`` times, each attempt from the stack's last checkpoint; a stop
+        request ends it at the end of the epoch it arrives in, once that epoch is saved."""
+        plan, train = self.plan, self.plan.spec.train
+        folder = self.results_dir / plan.spec.name / "checkpoints" / stack_id(stack)
+        saved = Saved(
+            folder.resolve(),
+            events,
+            stack,
+            every=train.checkpoint_every,
+            stopping=lambda: stop.REQUEST.requested,
+            final=train.keep_checkpoint,
+        )
+        point = saved.adopt(resume_point(stack, self.points))
+        attempts = plan.spec.resources.max_failures + 1
+        device = "cuda" if plan.spec.resources.gpu > 0 else "cpu"
+        for attempt in range(1, attempts + 1):
             for trial in stack:
-                events.finished(trial)
-        return
+                events.started(trial)
+            state = saved.latest() or (checkpoint.find(*point) if point else None)
+            if state is not None or attempt > 1:
+                for trial in stack:
+                    events.resumed(trial, int(state["epoch"]) if state else 0)
+            try:
+                train_stack(
+                    [t.config for t in stack],
+                    [functools.partial(events.result, t) for t in stack],
+                    device,
+                    plan.spec.probes,
+                    checkpoints=saved,
+                    resume=state,
+                )
+            except (UserError, stop.Stopped):
+                raise  # the store failed (recording a result), or a stop: not the trial
+            except Exception as exc:
+                if attempt < attempts:
+                    for trial in stack:
+                        events.retried(trial, failure_text(exc))
+                    continue
+                events.failed(stack, failure_text(exc))
+            else:
+                for trial in stack:
+                    events.finished(trial)
+                records = [events.collector.records.get(t.id) for t in stack]
+                if all(r is not None and r.status in RESULTS for r in records):
+                    saved.clear()  # a finished stack keeps no checkpoint
+                    if point is not None:
+                        checkpoint.remove(point[0])
+            return
+
+
+@dataclasses.dataclass
+class Saved(checkpoint.Checkpoints):
+    """The inline runner's checkpoints of a stack: files in a folder, each told to the sweep's
+    listeners (the trials' MLflow runs name it); after one a stop request asked for, the stack
+    stops (:class:`~resablate.stop.Stopped`)."""
+
+    events: Events
+    stack: list[Trial]
+
+    def adopt(self, point: tuple[str, int] | None) -> tuple[str, int] | None:
+        """Clear what an earlier invocation left in the folder, but for the checkpoint that
+        --resume continues from (``point``) and none newer (their epochs have no metrics
+        recorded). Returns ``point`` when it is elsewhere; None when :meth:`latest` finds it."""
+        here = point is not None and point[0] == str(self.folder)
+        for old in self.files():
+            if not here or point is None or point[1] < (checkpoint.epoch_of(old.name) or 0):
+                old.unlink()
+        return None if here else point
+
+    def save(self, state: dict[str, Any]) -> None:
+        super().save(state)
+        epoch = int(state["epoch"])
+        size = (self.folder / checkpoint.name(epoch)).stat().st_size
+        for trial in self.stack:
+            self.events.checkpointed(trial, str(self.folder), epoch, size)
+        stop.REQUEST.check()  # raises Stopped: the stack's trials stay without an ending

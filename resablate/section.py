@@ -17,10 +17,16 @@ class Grown(Section):
     its sweep resumes) whatever the version that runs it."""
 
     LATER: ClassVar[tuple[str, ...]] = ()
+    # How a trial is run, not what it computes (e.g. how often it checkpoints): never written
+    # out, so never in a trial's config, its id or the spec's hash (changing one resumes a
+    # sweep as it is); the runner reads them from the sweep's own section.
+    UNHASHED: ClassVar[tuple[str, ...]] = ()
 
     @model_serializer(mode="wrap")
     def _drop_later_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         out = handler(self)
+        for name in self.UNHASHED:
+            out.pop(name, None)
         for name in self.LATER:
             if name in out and out[name] == type(self).model_fields[name].default:
                 del out[name]

@@ -135,6 +135,7 @@ COMPUTE_FIELDS = ("precision", "channels_last", "compile", "deterministic")
 
 class TrainSpec(Grown):
     LATER = COMPUTE_FIELDS
+    UNHASHED = ("checkpoint_every", "keep_checkpoint")
 
     loss: Literal["ce", "mse"] = "ce"
     optimizer: str = "sgd"
@@ -169,6 +170,14 @@ class TrainSpec(Grown):
     channels_last: bool = False
     compile: bool = False
     deterministic: bool = False
+    # Epochs between checkpoints of a trial's whole training state (resablate.checkpoint);
+    # null: a tenth of its epochs, but not within a minute of the last one. Always within 10
+    # minutes, and at the epoch a stop is requested in. A retried or resumed trial continues from
+    # its last checkpoint.
+    checkpoint_every: int | None = Field(None, ge=1)
+    # Keep each finished trial's final checkpoint as an MLflow artifact (checkpoint/epoch_<k>.pt,
+    # to reload the trained network); otherwise a finished trial's checkpoints are deleted.
+    keep_checkpoint: bool = False
 
     @field_validator("batch_size", mode="before")
     @classmethod
@@ -246,7 +255,8 @@ class ResourcesSpec(Grown):
     cpu: float = Field(1.0, gt=0.0)
     gpu: float = Field(0.0, ge=0.0)
     max_concurrent_trials: int | None = Field(None, ge=1)
-    # retries of a failed trial (an exception, a lost worker or node); each attempt starts over
+    # retries of a failed trial (an exception, a lost worker or node); each attempt goes on from
+    # the trial's last checkpoint (train.checkpoint_every), in the same MLflow run
     max_failures: int = Field(0, ge=0)
     # seeds of one configuration trained together as one stacked computation in one worker
     # (resablate.batched; configurations it cannot stack run alone): fewer, fuller workers.

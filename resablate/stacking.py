@@ -77,11 +77,26 @@ def train_stack(
     reports: list[Callable[[dict[str, Any]], None]],
     device: str,
     probes: Any,
+    checkpoints: Any = None,
+    resume: dict[str, Any] | None = None,
 ) -> None:
-    """Train a stack: one trial (with its probes), or seeds stacked (they have none)."""
+    """Train a stack: one trial (with its probes), or seeds stacked (they have none), saving
+    checkpoints where ``checkpoints`` (a checkpoint.Cadence) says, from ``resume`` if given."""
     from resablate.train import run_stack
 
-    run_stack(configs, reports, device=device, probes=probes)
+    run_stack(
+        configs, reports, device=device, probes=probes, checkpoints=checkpoints, resume=resume
+    )
+
+
+def resume_point(stack: list[Trial], points: dict[str, tuple[str, int]]) -> tuple[str, int] | None:
+    """Where a stack starts from: the checkpoint (location, epoch) that --resume found for its
+    trials, when all of them name the same one (a checkpoint holds its whole stack); None:
+    from the start."""
+    found = {points.get(t.id) for t in stack}
+    if len(found) != 1:
+        return None
+    return found.pop()
 
 
 def stack_id(stack: list[Trial]) -> str:

@@ -309,17 +309,24 @@ class Store:
         run_id: str,
         metrics: Sequence[Metric] = (),
         params: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> None:
-        """Params in one call; metrics in calls of at most MAX_BATCH (MLflow's limit)."""
+        """Params in one call; metrics in calls of at most MAX_BATCH (MLflow's limit), the
+        ``tags`` with the last of them (a tag that says what the metrics reach is set with
+        them, or not at all)."""
         from mlflow.entities import Metric as MlflowMetric
-        from mlflow.entities import Param
+        from mlflow.entities import Param, RunTag
 
         if params:
             found = [Param(k, v) for k, v in params.items()]
             self._call("log_batch", run_id, params=found)
-        for i in range(0, len(metrics), MAX_BATCH):
-            batch = [MlflowMetric(*m) for m in metrics[i : i + MAX_BATCH]]
-            self._call("log_batch", run_id, metrics=batch)
+        chunks = [metrics[i : i + MAX_BATCH] for i in range(0, len(metrics), MAX_BATCH)] or [[]]
+        for k, chunk in enumerate(chunks):
+            last = k == len(chunks) - 1
+            marks = [RunTag(key, value) for key, value in (tags or {}).items()] if last else []
+            if chunk or marks:
+                batch = [MlflowMetric(*m) for m in chunk]
+                self._call("log_batch", run_id, metrics=batch, tags=marks)
 
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         self._call("set_tag", run_id, key, value)

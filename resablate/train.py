@@ -172,7 +172,7 @@ def run_stack(
     probes: ProbesSpec | None = None,
     probe_only: bool = False,
     sync_every: int | None = None,
-    checkpoints: checkpoint.Checkpoints | None = None,
+    checkpoints: checkpoint.Cadence | None = None,
     resume: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Train k >= 1 trials as one stack (:mod:`resablate.batched`): one trial, or the seeds of
@@ -214,6 +214,8 @@ def run_stack(
     done = 0  # epochs trained before this call
     if resume is not None:
         done, live = checkpoint.restore(resume, stack, optimizer, scheduler, members)
+        if checkpoints is not None:
+            checkpoints.saved(done)
     else:
         for member in members:
             member.result = probe(member.result, stack)

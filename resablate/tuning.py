@@ -5,27 +5,40 @@ stacks' trial configs travel once through the object store (``tune.with_paramete
 sees only the stack's id. A large grid runs as several Tune runs in turn (:func:`runs_of`), so
 that the driver's memory stays flat. Tune's driver-side callbacks forward every trial event to
 the sweep's listeners (MLflow, progress), so every MLflow write happens in the driver. A stop
-request (stop.py) reaches Tune through a ``Stopper``: Tune stops every trial and returns.
+request (stop.py) reaches the trials through a flag (a small Ray actor) that each reads at the end
+of an epoch: each saves a checkpoint and is stopped there, then Tune returns.
+
+Checkpoints (checkpoint.py) travel as Ray Tune ``Checkpoint``s into the run's storage
+(``storage_path``: --results-dir, or a shared folder or s3:// / gs:// URI on a cluster), the newest
+two kept per trial. A retried trial (max_failures, a lost worker or node) and a paused one start
+from the last of them; ``--resume`` hands a trial the checkpoint its MLflow run names. A finished
+trial's checkpoints are deleted (or its last logged to MLflow: train.keep_checkpoint).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import itertools
 import logging
 import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 from ray.tune.search import Searcher
 
-from resablate import stacking, stop
+from resablate import checkpoint, stacking, stop
 from resablate.cluster import ray_slots
 from resablate.grid import Trial
 from resablate.plan import Plan
-from resablate.results import PRUNED, RUNNING, Events
+from resablate.results import PRUNED, RESULTS, RUNNING, Events
 from resablate.stacking import (
     failure_text,
     runs_of,
@@ -41,6 +54,73 @@ TRIAL = "resablate_trial"  # the key of a stacked seed's report that names its t
 # for the whole run; the report travels wrapped in a list, which Tune leaves alone, beside the
 # few keys Tune reads itself (the epoch, a scheduler's metric): ~2 KiB less per key and trial.
 REPORT = "resablate_report"
+# The key of a report that carries a checkpoint: [{"epoch", "bytes"}]; and of the report an
+# attempt sends first when it continues from one: the epoch it resumes from (0: from the start)
+CHECKPOINT, RESUMED = "resablate_checkpoint", "resablate_resumed"
+POLL_S = 1.0  # a trial reads the stop flag at the end of an epoch, at most this often
+
+Point = tuple[str, int]  # (where a trial's checkpoints are, the newest epoch to resume from)
+
+
+@ray.remote(num_cpus=0)
+class StopFlag:
+    """Whether the driver was asked to stop: each trial reads it at the end of an epoch, saves
+    a checkpoint when it is set, and is stopped there (:class:`StopRequested`)."""
+
+    def __init__(self) -> None:
+        self.value = False
+
+    def set(self) -> None:
+        self.value = True
+
+    def requested(self) -> bool:
+        return self.value
+
+
+def _polled(flag: Any) -> Callable[[], bool]:
+    """Reads ``flag`` (a StopFlag) at most every POLL_S seconds; once set it stays set."""
+    seen = {"at": 0.0, "set": False}
+
+    def stopping() -> bool:
+        if not seen["set"] and time.monotonic() - seen["at"] >= POLL_S:
+            seen["at"] = time.monotonic()
+            # the driver gone or busy: its own stop reaches the trial
+            with contextlib.suppress(Exception):
+                seen["set"] = bool(ray.get(flag.requested.remote(), timeout=30))
+        return bool(seen["set"])
+
+    return stopping
+
+
+class Reported(checkpoint.Cadence):
+    """Checkpoints through Ray Tune: each written to a temporary folder and reported as a Tune
+    ``Checkpoint`` (Tune copies it into the run's storage before ``report`` returns)."""
+
+    def save(self, state: dict[str, Any]) -> None:
+        epoch = state["epoch"]
+        with tempfile.TemporaryDirectory(prefix="resablate-checkpoint-") as folder:
+            path = Path(folder) / checkpoint.name(epoch)
+            checkpoint.write(path, state)
+            mark = {"epoch": epoch, CHECKPOINT: [{"epoch": epoch, "bytes": path.stat().st_size}]}
+            tune.report({**mark, REPORT: []}, checkpoint=tune.Checkpoint.from_directory(folder))
+        self.saved(epoch)
+
+
+def resume_state(point: Point | None) -> dict[str, Any] | None:
+    """The checkpoint an attempt starts from: its trial's last one in this Tune run (a retry,
+    a paused trial), else the one ``--resume`` named (``point``), else None (epoch 0). A
+    checkpoint that does not read back whole falls back to the one before it (a warning)."""
+    found = tune.get_checkpoint()
+    if found is not None:
+        mine = checkpoint.listing(found.path, found.filesystem)
+        folder = found.path.rstrip("/").rpartition("/")[0]
+        upto = mine[0][0] if mine else None  # never one Tune has not registered
+        state = checkpoint.find(folder, upto, found.filesystem)
+        if state is not None:
+            return state
+    if point is not None:
+        return checkpoint.find(point[0], point[1])
+    return None
 
 
 def _trainable(
@@ -50,10 +130,15 @@ def _trainable(
     device: str,
     probes: dict[str, Any],
     tune_keys: tuple[str, ...] = ("epoch",),
+    every: int | None = None,
+    points: dict[str, Point] | None = None,
+    flag: Any = None,
+    final: bool = False,
 ) -> None:
     """Ray Tune's function trainable: one stack (a trial, or stacked seeds), reporting every
-    epoch of each of its trials."""
-    import ray
+    epoch of each of its trials, saving checkpoints (every ``every`` epochs; the default
+    cadence when None; at the last epoch when ``final``) and starting from one when there is
+    one (:func:`resume_state`; ``points``: where --resume found each stack's)."""
     import torch
 
     from resablate.spec import ProbesSpec
@@ -68,12 +153,19 @@ def _trainable(
         seen = {k: result[k] for k in tune_keys if k in result}
         tune.report({**seen, REPORT: [{**result, NODE: node, **named}]})
 
+    key = tune_config["trial_id"]
+    state = resume_state(tune_config.get("resume") or (points or {}).get(key))
+    if state is not None:
+        tune.report({"epoch": state["epoch"], REPORT: [], RESUMED: state["epoch"]})
+    stopping = _polled(flag) if flag is not None else None
     try:
         train_stack(
             [c for _, c in members],
             [functools.partial(report, i) for i, _ in members],
             device,
             ProbesSpec.model_validate(probes),
+            checkpoints=Reported(every=every, stopping=stopping, final=final),
+            resume=state,
         )
     except Exception as exc:
         # Not every exception survives Ray's pickling (pydantic's do not): send the traceback text.
@@ -81,22 +173,37 @@ def _trainable(
 
 
 class StopRequested(tune.Stopper):
-    """Ends the Tune run when a stop was requested (stop.py): Tune stops every trial, then
-    returns from ``fit``."""
+    """Ends the Tune run when a stop was requested (stop.py): the trials running then save a
+    checkpoint at the end of their epoch and are stopped at it; once every one of them has,
+    Tune stops the rest and returns from ``fit``."""
+
+    def __init__(self, forward: Forward) -> None:
+        self.forward = forward
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        return False
+        return stop.REQUEST.requested and CHECKPOINT in result
 
     def stop_all(self) -> bool:
-        return stop.REQUEST.requested
+        return stop.REQUEST.requested and self.forward.saved_all()
 
 
 class Forward(tune.Callback):
     """Forwards trial events to the sweep's listeners (Tune runs callbacks in the driver). A Tune
     trial trains a stack: one of our trials, or stacked seeds whose reports name theirs."""
 
-    def __init__(self, events: Events, chosen: dict[str, list[Trial]]) -> None:
+    def __init__(
+        self,
+        events: Events,
+        chosen: dict[str, list[Trial]],
+        storage: str = "",
+        flag: Any = None,
+        points: dict[str, Point] | None = None,
+    ) -> None:
         self.events, self.stacks = events, chosen  # a searcher adds stacks as it hands them out
+        self.storage, self.flag, self.points = storage, flag, points or {}
+        self.running: set[str] = set()  # Tune's ids of the trials running
+        self.seen: set[str] = set()  # Tune's ids of the trials started in this run
+        self.waiting: set[str] | None = None  # those running at a stop request, not yet saved
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its state (callbacks included) for resuming; the events and trials live
@@ -106,20 +213,63 @@ class Forward(tune.Callback):
     def setup(self, *args: Any, **info: Any) -> None:
         stop.install()  # Tune has just pointed SIGUSR1 at its own handler: take it back
 
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if stop.REQUEST.requested and self.waiting is None:  # tell the trials, once
+            self.waiting = set(self.running)
+            if self.flag is not None:
+                self.flag.set.remote()
+
+    def saved_all(self) -> bool:
+        """Whether every trial that ran when the stop was requested has saved since, or ended."""
+        return self.waiting is not None and not self.waiting
+
+    def location(self, trial: Any) -> str:
+        """Where a Tune trial's checkpoints are: its folder in the run's storage, as a path or a
+        URI of the storage's scheme."""
+        path = trial.storage.trial_fs_path
+        scheme, found, _ = self.storage.partition("://")
+        return f"{scheme}://{path}" if found else path
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running.add(trial.trial_id)
+        if trial.trial_id not in self.seen:  # not a retry, not a paused trial going on
+            self.seen.add(trial.trial_id)
+            # an earlier invocation's run of the same name left these (a resumed invocation's
+            # runs are named apart, so this never holds the checkpoint it resumes from)
+            delete([self.location(trial)])
         for ours in self.stacks[trial.config["trial_id"]]:
             self.events.started(ours)
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
+        stack = self.stacks[trial.config["trial_id"]]
+        if CHECKPOINT in result:
+            [saved] = result[CHECKPOINT]
+            for member in stack:
+                self.events.checkpointed(
+                    member, self.location(trial), int(saved["epoch"]), int(saved["bytes"])
+                )
+            if self.waiting is not None:
+                self.waiting.discard(trial.trial_id)
+            return
+        if RESUMED in result:
+            for member in stack:
+                self.events.resumed(member, int(result[RESUMED]))
+            return
         ours = dict(result[REPORT][0])
         named = ours.pop(TRIAL, None)
-        stack = self.stacks[trial.config["trial_id"]]
         self.events.result(next(t for t in stack if t.id == named) if named else stack[0], ours)
 
+    def _gone(self, trial: Any) -> None:
+        self.running.discard(trial.trial_id)
+        if self.waiting is not None:
+            self.waiting.discard(trial.trial_id)
+
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        for ours in self.stacks[trial.config["trial_id"]]:
+        self._gone(trial)
+        stack = self.stacks[trial.config["trial_id"]]
+        for ours in stack:
             record = self.events.collector.records.get(ours.id)
             # a trial ends by itself with a last report of finished or diverged; one that
             # completes while still running was stopped: by the scheduler (pruned), or by a stop
@@ -129,14 +279,29 @@ class Forward(tune.Callback):
                 continue
             pruned = running and record is not None and record.epoch > 0
             self.events.finished(ours, PRUNED if pruned else None)
+        records = [self.events.collector.records.get(t.id) for t in stack]
+        if all(r is not None and r.status in RESULTS for r in records):
+            point = self.points.get(trial.config["trial_id"])
+            delete([self.location(trial), *([point[0]] if point else [])])
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._gone(trial)
         self.events.failed(self.stacks[trial.config["trial_id"]], _error(trial))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         error = _error(trial)
         for ours in self.stacks[trial.config["trial_id"]]:
             self.events.retried(ours, error)
+
+
+def delete(locations: list[str]) -> None:
+    """Delete a finished trial's checkpoints (each location's); one that cannot be deleted is
+    said, not raised: the trial's result stands."""
+    for location in locations:
+        try:
+            checkpoint.remove(location)
+        except OSError as exc:
+            warnings.warn(f"{location}: checkpoints not deleted ({exc})", stacklevel=2)
 
 
 def _error(trial: Any) -> str | None:
@@ -188,11 +353,18 @@ def _scheduler(plan: Plan) -> Any:
         mode=mode,
         grace_period=chosen.grace_period,
         min_samples_required=chosen.min_samples_required,
-        # never pause a trial to let a waiting one run: a trainable without checkpoints would
-        # start over and log its epochs twice; it runs until it is stopped or ends
-        min_time_slice=float("inf"),  # type: ignore[arg-type]
+        # a trial paused to let a waiting one run resumes from its last checkpoint: it runs at
+        # least one checkpoint interval between pauses, so that it always gets past one
+        min_time_slice=interval(plan),
         hard_stop=True,
     )
+
+
+def interval(plan: Plan) -> int:
+    """The most epochs between two checkpoints of any trial of the plan."""
+    every = plan.spec.train.checkpoint_every
+    epochs = max((int(t.config["train"]["epochs"]) for t in plan.trials), default=1)
+    return every or checkpoint.default_every(epochs)
 
 
 def _ended(events: Events, stack: list[Trial]) -> bool:
@@ -213,11 +385,17 @@ def _quiet() -> None:
 
 
 def run_grid(
-    plan: Plan, events: Events, results_dir: Path, name: str, slots: int | None = None
+    plan: Plan,
+    events: Events,
+    storage: str,
+    name: str,
+    slots: int | None = None,
+    points: dict[str, Point] | None = None,
 ) -> None:
     """Run the plan's stacks as one Ray Tune run, or several in turn (:func:`runs_of`), named
     ``name``, ``name-part002``, ...; a stop request, or a run that returns with a stack not
-    ended, ends the grid."""
+    ended, ends the grid. ``points``: where --resume found unfinished trials' checkpoints (by
+    trial id); a stack whose trials all have the same one starts from it."""
     _quiet()
     scheduled = plan.spec.scheduler.kind != "none"
     parts = runs_of(stacks(plan, slots), slots or ray_slots(plan), scheduled)
@@ -228,7 +406,9 @@ def run_grid(
         configs = {key: [(t.id, t.config) for t in stack] for key, stack in chosen.items()}
         space = {"trial_id": tune.grid_search(list(chosen))}
         named = name if k == 0 else f"{name}-part{k + 1:03d}"
-        _fit(plan, events, results_dir, named, chosen, configs=configs, param_space=space)
+        found = {key: stacking.resume_point(stack, points or {}) for key, stack in chosen.items()}
+        resume = {key: point for key, point in found.items() if point is not None}
+        _fit(plan, events, storage, named, chosen, resume, configs=configs, param_space=space)
         # Tune's controller and trials hold one another (reference cycles): collect them now,
         # or the driver keeps every finished run's bookkeeping until Python's rare full
         # collection, which is what running a grid as several runs is for
@@ -240,17 +420,20 @@ def run_grid(
 def _fit(
     plan: Plan,
     events: Events,
-    results_dir: Path,
+    storage: str,
     name: str,
     chosen: dict[str, list[Trial]],
+    points: dict[str, Point],
     configs: dict[str, list[tuple[str, dict[str, Any]]]] | None = None,
     param_space: dict[str, Any] | None = None,
     search_alg: Any = None,
 ) -> None:
     """One Ray Tune run: of the stacks in ``chosen`` (their configs passed once, ``configs``),
     or of those a searcher hands out (it adds them to ``chosen``; their configs travel in each
-    Tune trial's config)."""
-    forward = Forward(events, chosen)
+    Tune trial's config). ``points``: the stacks' checkpoints to start from (by stack id; a
+    searcher adds to it); the run's checkpoints go into ``storage``."""
+    flag = StopFlag.remote()  # type: ignore[attr-defined]
+    forward = Forward(events, chosen, storage, flag, points)
     resources = plan.spec.resources
     trainable = tune.with_parameters(
         _trainable,
@@ -259,6 +442,10 @@ def _fit(
         device="cuda" if resources.gpu > 0 else "cpu",
         probes=plan.spec.probes.model_dump(mode="json"),
         tune_keys=_tune_keys(plan),
+        every=plan.spec.train.checkpoint_every,
+        points=points,
+        flag=flag,
+        final=plan.spec.train.keep_checkpoint,
     )
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": resources.cpu, "gpu": resources.gpu}),
@@ -274,11 +461,12 @@ def _fit(
         ),
         run_config=tune.RunConfig(
             name=name,
-            storage_path=str(results_dir.resolve()),
+            storage_path=storage,
             verbose=0,
-            stop=StopRequested(),
+            stop=StopRequested(forward),
             callbacks=[forward],
             failure_config=tune.FailureConfig(max_failures=resources.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=checkpoint.KEEP),
         ),
     )
     try:
@@ -297,10 +485,18 @@ class Candidates(Searcher):
     same queue continues (Tune's bookkeeping of a run's trials is freed when the run returns)."""
 
     def __init__(
-        self, queue: Any, events: Events, chosen: dict[str, list[Trial]], limit: int
+        self,
+        queue: Any,
+        events: Events,
+        chosen: dict[str, list[Trial]],
+        limit: int,
+        points: dict[str, Point],
+        resume: dict[str, Point],
     ) -> None:
         super().__init__()
         self.queue, self.events, self.chosen, self.limit = queue, events, chosen, limit
+        self.points = points  # by trial id: where --resume found checkpoints
+        self.resume = resume  # by stack id: what the stacks handed out start from
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         records = self.events.collector.records
@@ -311,7 +507,10 @@ class Candidates(Searcher):
             return Searcher.FINISHED if done else None  # type: ignore[return-value]
         key = stack_id(stack)
         self.chosen[key] = stack
-        return {"trial_id": key, "members": [(t.id, t.config) for t in stack]}
+        point = stacking.resume_point(stack, self.points)
+        if point is not None:
+            self.resume[key] = point
+        return {"trial_id": key, "members": [(t.id, t.config) for t in stack], "resume": point}
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -320,7 +519,13 @@ class Candidates(Searcher):
 
 
 def run_queue(
-    plan: Plan, events: Events, results_dir: Path, name: str, queue: Any, slots: int | None
+    plan: Plan,
+    events: Events,
+    storage: str,
+    name: str,
+    queue: Any,
+    slots: int | None,
+    points: dict[str, Point] | None = None,
 ) -> None:
     """Ray Tune runs of every stack that ``queue`` hands out, until it has none left: one run,
     or several in turn (``name``, ``name-part002``, ...) of at most max(STACKS_PER_RUN,
@@ -330,8 +535,9 @@ def run_queue(
     for k in itertools.count():
         chosen: dict[str, list[Trial]] = {}
         named = name if k == 0 else f"{name}-part{k + 1:03d}"
-        searcher = Candidates(queue, events, chosen, limit)
-        _fit(plan, events, results_dir, named, chosen, search_alg=searcher)
+        resume: dict[str, Point] = {}
+        searcher = Candidates(queue, events, chosen, limit, points or {}, resume)
+        _fit(plan, events, storage, named, chosen, resume, search_alg=searcher)
         gc.collect()
         records = events.collector.records
         ended = all(_ended(events, stack) for stack in chosen.values())

@@ -130,24 +130,33 @@ def test_only_the_newest_two_are_kept_and_a_corrupt_one_falls_back(tmp_path: Pat
     assert saved.files() == []
 
 
-def test_checkpoints_are_due_every_k_epochs_at_the_last_and_on_a_stop(tmp_path: Path) -> None:
+def test_checkpoints_are_due_every_k_epochs_at_the_last_and_on_a_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     every = Checkpoints(tmp_path, every=3)
     assert [e for e in range(1, 11) if every.due(e, 10)] == [3, 6, 9, 10]
-    default = Checkpoints(tmp_path)  # a tenth of the epochs
-    assert [e for e in range(1, 41) if default.due(e, 40)] == [
-        4,
-        8,
-        12,
-        16,
-        20,
-        24,
-        28,
-        32,
-        36,
-        40,
-    ]
-    stopping = Checkpoints(tmp_path, every=100, stopping=lambda: True)
-    assert stopping.due(1, 200)
+    assert [e for e in range(1, 11) if Checkpoints(tmp_path, every=3, final=False).due(e, 10)] == [
+        3,
+        6,
+        9,
+    ]  # the last epoch only when the finished trial keeps its checkpoint
+
+    def default(epochs: int) -> list[int]:  # a tenth of the epochs since the last one
+        cadence = Checkpoints(tmp_path, final=False)
+        out = []
+        for epoch in range(1, epochs + 1):
+            if cadence.due(epoch, epochs):
+                cadence.saved(epoch)
+                out.append(epoch)
+        return out
+
+    monkeypatch.setattr(checkpoint, "MIN_SECONDS", 0.0)  # each tenth took a minute or more
+    assert default(40) == [4, 8, 12, 16, 20, 24, 28, 32, 36]
+    assert default(5) == [1, 2, 3, 4]
+    monkeypatch.setattr(checkpoint, "MIN_SECONDS", 1e9)  # a trial of seconds: none needed
+    assert default(40) == []
+    stopping = Checkpoints(tmp_path, every=100, stopping=lambda: True, final=False)
+    assert stopping.due(1, 200) and stopping.due(200, 200)
     late = Checkpoints(tmp_path, every=100, saved_at=-1e9)  # ten minutes ago and more
     assert late.due(1, 200)
 

@@ -183,12 +183,16 @@ def test_a_sweep_on_a_two_node_cluster_records_every_trial_once_on_the_server(
 
 
 @pytest.mark.slow
-def test_losing_the_worker_node_retries_its_trials_and_records_each_once(
+def test_losing_the_worker_node_resumes_its_trial_on_the_head_from_its_checkpoint(
     cluster: Cluster,
 ) -> None:
-    # long enough that the worker's trial is still training when its node is killed
-    sweep = write(cluster.folder / "c.yaml", SWEEP.replace("epochs: 4", "epochs: 40"))
+    # long enough that the worker's trial is still training, past a checkpoint, when its node
+    # is killed; checkpoints go to storage both nodes reach (here: one disk, as NFS would be)
+    text = SWEEP.replace("epochs: 4,", "epochs: 40, checkpoint_every: 2,")
+    sweep = write(cluster.folder / "c.yaml", text)
+    storage = cluster.folder / "shared"
     args = ["--address", cluster.address, "--tracking-uri", cluster.tracking, "-q"]
+    args += ["--storage", str(storage)]
     env = {**cluster.env}
     driver = subprocess.Popen(
         [sys.executable, "-m", "resablate.cli", "sweep", str(sweep), *args],
@@ -199,7 +203,7 @@ def test_losing_the_worker_node_retries_its_trials_and_records_each_once(
     )
     client = MlflowClient(tracking_uri=cluster.tracking)
     deadline = time.monotonic() + 180
-    while True:  # until both nodes run a trial that has reported an epoch
+    while True:  # until both nodes run a trial that has saved a checkpoint
         if driver.poll() is not None:
             pytest.fail(f"the sweep ended early: {driver.communicate()[1].decode()[-3000:]}")
         assert time.monotonic() < deadline, "the two nodes never ran trials at once"
@@ -207,23 +211,30 @@ def test_losing_the_worker_node_retries_its_trials_and_records_each_once(
         if found is not None:
             running = client.search_runs(
                 [found.experiment_id],
-                "tags.trial_id != '' and metrics.test_acc > 0 and attributes.status = 'RUNNING'",
+                "tags.trial_id != '' and tags.`resablate.checkpoint_epoch` != ''"
+                " and attributes.status = 'RUNNING'",
             )
-            if len({r.data.tags.get("ray.node_id") for r in running} - {None}) == 2:
+            nodes = {r.data.tags.get("ray.node_id"): r for r in running}
+            if len(set(nodes) - {None}) == 2:
                 break
         time.sleep(0.2)
     kill_node(cluster.worker.pid)
     _, err = driver.communicate(timeout=400)
     assert driver.returncode == 0, err.decode()[-3000:]
     runs = runs_of(cluster, "clustered")
-    finished = [r for r in runs if r.info.status == "FINISHED"]
     ids = sorted(t.id for t in make_plan(sweep).trials)
-    assert sorted(r.data.tags["trial_id"] for r in finished) == ids
-    lost = [r for r in runs if r.info.status != "FINISHED"]
-    assert lost, "the killed node ran no trial"
-    assert all(
-        r.info.status == "FAILED" and r.data.tags["resablate.status"] == "retried" for r in lost
-    )
+    assert sorted(r.data.tags["trial_id"] for r in runs) == ids  # one run per trial
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    # the trial of the lost node: its run went on, on the node that was left
+    [again] = [r for r in runs if r.data.tags.get("resablate.attempts") == "2"]
+    [lost] = [r for r in nodes.values() if r.info.run_id == again.info.run_id]
+    head = next(node for node in nodes if node != lost.data.tags["ray.node_id"])
+    assert again.data.tags["ray.node_id"] == head
+    resumed = int(again.data.tags["resablate.resumed_from_epoch"])
+    assert resumed >= int(lost.data.tags["resablate.checkpoint_epoch"]) > 0
+    steps = [m.step for m in client.get_metric_history(again.info.run_id, "test_acc")]
+    assert steps == list(range(1, 41))  # every epoch once
+    assert not list(storage.rglob("epoch_*.pt"))  # finished: its checkpoints deleted
 
 
 @pytest.mark.slow

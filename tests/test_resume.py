@@ -197,8 +197,9 @@ def test_a_sweep_killed_mid_stack_reruns_the_stack_and_records_each_seed_once(
     assert (
         sorted(r.data.tags["resablate.stacked_seeds"] for r in finished) == ["2"] * 2 + ["3"] * 3
     )
+    # killed before a checkpoint, a stack reruns; after one, its runs go on (test_preemption.py)
     stale = [r for r in runs if r.info.status != "FINISHED"]
-    assert stale and all(r.data.tags["resablate.status"] == "killed" for r in stale)
+    assert all(r.data.tags["resablate.status"] == "killed" for r in stale)
     for run in finished:  # every epoch once: a stack's rerun does not append to a killed run
         history = client.get_metric_history(run.info.run_id, "test_acc")
         assert [m.step for m in history] == list(range(1, 61))
@@ -424,36 +425,6 @@ def workers(session: int) -> list[int]:
         except OSError:
             continue
     return found
-
-
-@pytest.mark.slow
-def test_a_lost_worker_is_retried_and_its_attempt_recorded_as_failed(tmp_path: Path) -> None:
-    text = GRID.replace("seeds_per_trial: 1}", "seeds_per_trial: 1, max_failures: 1}")
-    sweep = write(tmp_path / "k.yaml", text.replace("[0, 1, 2, 3, 4]", "[0, 1]"))
-    db = tmp_path / "mlflow.db"
-    proc = start(tmp_path, str(sweep))
-    try:
-        reached = POINTS["mid-trial"][1]
-        wait_until(proc, lambda: db.exists() and reached(query(db)(CHILDREN)))
-        [worker] = workers(proc.pid)
-        os.kill(worker, signal.SIGKILL)  # the node (here: the worker) running a trial is lost
-        _, err = proc.communicate(timeout=300)
-    finally:
-        kill_hard(proc)
-    assert proc.returncode == 0, err.decode()[-3000:]
-    client, runs = trial_runs(tmp_path, "killed")
-    finished = [r for r in runs if r.info.status == "FINISHED"]
-    assert sorted(r.data.tags["trial_id"] for r in finished) == sorted(
-        t.id for t in make_plan(sweep).trials
-    )
-    [lost] = [r for r in runs if r.info.status != "FINISHED"]
-    assert lost.info.status == "FAILED" and lost.data.tags["resablate.status"] == "retried"
-    assert lost.data.tags["trial_id"] in {r.data.tags["trial_id"] for r in finished}
-    error = Path(client.download_artifacts(lost.info.run_id, "error.txt", str(tmp_path)))
-    assert "died" in error.read_text().lower() or "actor" in error.read_text().lower()
-    for run in finished:
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "test_acc")]
-        assert steps == [1, 2, 3, 4, 5]
 
 
 @pytest.mark.slow
