@@ -34,12 +34,11 @@ class Timed(Checkpoints):
     took: list[float]
     sizes: list[int]
 
-    def save(self, state: dict[str, Any]) -> Path:
+    def save(self, state: dict[str, Any]) -> None:
         start = time.perf_counter()
-        path = super().save(state)
+        super().save(state)
         self.took.append(time.perf_counter() - start)
-        self.sizes.append(path.stat().st_size)
-        return path
+        self.sizes.append((self.folder / checkpoint.name(state["epoch"])).stat().st_size)
 
 
 def main() -> None:

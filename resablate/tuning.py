@@ -33,6 +33,7 @@ from typing import Any
 import ray
 from ray import tune
 from ray.tune.search import Searcher
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from resablate import checkpoint, stacking, stop
 from resablate.cluster import ray_slots
@@ -361,10 +362,19 @@ def _scheduler(plan: Plan) -> Any:
 
 
 def interval(plan: Plan) -> int:
-    """The most epochs between two checkpoints of any trial of the plan."""
+    """The most epochs between two checkpoints of any trial of the plan (:func:`_every`)."""
     every = plan.spec.train.checkpoint_every
     epochs = max((int(t.config["train"]["epochs"]) for t in plan.trials), default=1)
     return every or checkpoint.default_every(epochs)
+
+
+def _every(plan: Plan) -> int | None:
+    """Epochs between a trial's checkpoints: ``train.checkpoint_every``; under median stopping,
+    which pauses trials, at most :func:`interval` epochs even when they take less than a
+    minute (a paused trial resumes from its last checkpoint); else the default cadence."""
+    if plan.spec.train.checkpoint_every is None and plan.spec.scheduler.kind == "median":
+        return interval(plan)
+    return plan.spec.train.checkpoint_every
 
 
 def _ended(events: Events, stack: list[Trial]) -> bool:
@@ -432,7 +442,9 @@ def _fit(
     or of those a searcher hands out (it adds them to ``chosen``; their configs travel in each
     Tune trial's config). ``points``: the stacks' checkpoints to start from (by stack id; a
     searcher adds to it); the run's checkpoints go into ``storage``."""
-    flag = StopFlag.remote()  # type: ignore[attr-defined]
+    # on the driver's node: it starts no worker on a node the trials need, and goes with the driver
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    flag = StopFlag.options(scheduling_strategy=here).remote()  # type: ignore[attr-defined]
     forward = Forward(events, chosen, storage, flag, points)
     resources = plan.spec.resources
     trainable = tune.with_parameters(
@@ -442,7 +454,7 @@ def _fit(
         device="cuda" if resources.gpu > 0 else "cpu",
         probes=plan.spec.probes.model_dump(mode="json"),
         tune_keys=_tune_keys(plan),
-        every=plan.spec.train.checkpoint_every,
+        every=_every(plan),
         points=points,
         flag=flag,
         final=plan.spec.train.keep_checkpoint,
