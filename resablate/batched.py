@@ -6,18 +6,19 @@ A stack takes one batch per member, (k, B, ...), and returns each member's outpu
 * :class:`Plain` (k = 1) is an ordinary trial's network, run as :class:`resablate.compute.Compute`
   says (bf16 autocast, channels-last, torch.compile). Everything a trial supports runs on it:
   BatchNorm, random layers, probes, an error-driven warm-up.
-* :class:`Vmapped` (k > 1) holds several seeds of one configuration
-  (``resources.seeds_per_trial``): their weights stacked (``torch.func.stack_module_state``)
-  and run with ``vmap`` over ``functional_call``, one forward and one backward pass per step
-  for all seeds, one optimizer over the stacked weights. Short trials on CPU spend much of their
-  time in Python and per-call overhead, which the stack pays once for all seeds. Each seed gets
-  what its own trial would (its initialization, batches, lr schedule, loss and reports); results
-  agree with separate runs to float tolerance, since stacked matrix products may round
-  differently.
+* :class:`Vmapped` (k > 1) holds several seeds (and init scales c) of one configuration
+  (``resources.seeds_per_trial``, :func:`stack_key`): their weights stacked
+  (``torch.func.stack_module_state``) and run with ``vmap`` over ``functional_call``, one
+  forward and one backward pass per step for all seeds, one optimizer over the stacked weights.
+  Short trials on CPU spend much of their time in Python and per-call overhead, which the stack
+  pays once for all seeds. Each seed gets what its own trial would (its initialization, batches,
+  lr schedule, loss and reports); results agree with separate runs to float tolerance, since
+  stacked matrix products may round differently.
 
 Only configurations whose computation is the same for every seed can be stacked
 (:func:`why_not`): no BatchNorm statistics, no random layers (dropout, stochastic depth), no
-warm-up driven by each seed's own training error, no probes, default compute settings.
+warm-up driven by each seed's own training error, default compute settings. Probes run on each
+member's own network (:meth:`Stack.network`), unstacked, as a trial's run on a copy of its own.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from torch import Tensor, nn
 from resablate import models
 from resablate.catalog import trial_config
 from resablate.data import DataShape
+from resablate.grid import cell_id
 from resablate.spec import COMPUTE_FIELDS, TrainSpec, TrialConfig
 
 if TYPE_CHECKING:
@@ -57,8 +59,9 @@ class Stack(Protocol):
         """Training (True) or evaluation mode, as ``nn.Module.train``."""
         ...
 
-    def network(self) -> nn.Module:
-        """The network itself, for probes (a stack of one)."""
+    def network(self, index: int = 0) -> nn.Module:
+        """Member ``index``'s network as a module of its own, for probes (which run on a
+        copy: what they do to it does not reach the stack)."""
         ...
 
     def state_dict(self) -> dict[str, Tensor]:
@@ -95,7 +98,9 @@ class Plain:
     def train(self, mode: bool) -> None:
         self.net.train(mode)
 
-    def network(self) -> nn.Module:
+    def network(self, index: int = 0) -> nn.Module:
+        if index != 0:
+            raise IndexError(f"a stack of one has no member {index}")
         return self.net
 
     def state_dict(self) -> dict[str, Tensor]:
@@ -114,6 +119,7 @@ class Vmapped:
         self.size = len(nets)
         self.params, self.buffers = stack_module_state(list(nets))  # type: ignore[arg-type]
         self.skeleton = copy.deepcopy(nets[0]).to("meta")  # the architecture, without weights
+        self.template = nets[0]  # a real module of the architecture: members' copies for probes
 
         def one(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor) -> Tensor:
             return functional_call(self.skeleton, (p, b), (x,))
@@ -133,8 +139,13 @@ class Vmapped:
     def train(self, mode: bool) -> None:
         self.skeleton.train(mode)
 
-    def network(self) -> nn.Module:
-        raise ValueError("probes run on each seed's own network: a stack of one")
+    @torch.no_grad()
+    def network(self, index: int = 0) -> nn.Module:
+        net = copy.deepcopy(self.template)
+        state = {**self.params, **self.buffers}
+        net.load_state_dict({name: tensor[index] for name, tensor in state.items()})
+        net.train(self.skeleton.training)
+        return net
 
     def state_dict(self) -> dict[str, Tensor]:
         """The stacked weights and buffers, ``param.<name>`` / ``buffer.<name>``."""
@@ -153,11 +164,9 @@ class Vmapped:
             tensor.copy_(state[key])
 
 
-def why_not(config: TrialConfig | dict[str, Any], probes: bool = False) -> str | None:
+def why_not(config: TrialConfig | dict[str, Any]) -> str | None:
     """Why the seeds of ``config`` cannot train stacked (None: they can)."""
     cfg = config if isinstance(config, TrialConfig) else trial_config(config)
-    if probes:
-        return "probes run on each seed's own network"
     if cfg.model.norm != "none":
         return f"model.norm {cfg.model.norm} keeps running statistics per network"
     if cfg.model.drop_path > 0 or cfg.model.shortcut == "dropout":
@@ -171,16 +180,29 @@ def why_not(config: TrialConfig | dict[str, Any], probes: bool = False) -> str |
     return None
 
 
-def check(configs: Sequence[TrialConfig], probes: bool) -> None:
-    """Raise ValueError unless ``configs`` can train as one stack: one config, or seeds of one
-    configuration that :func:`why_not` passes."""
+# What the members of a stack may differ in: the seed, and the init scale c where it only scales
+# the initial weights (not under a normalizer-free scheme, whose forward pass reads c)
+MAY_DIFFER = ("seed", "init.c")
+
+
+def stack_key(config: TrialConfig | dict[str, Any]) -> str:
+    """Trials with the same key can train as one stack (when :func:`why_not` passes)."""
+    cfg = config if isinstance(config, TrialConfig) else TrialConfig.model_validate(config)
+    varies = MAY_DIFFER if not models.c_in_forward(cfg.init) else ("seed",)
+    return cell_id(cfg.model_dump(mode="json"), drop=varies)
+
+
+def check(configs: Sequence[TrialConfig]) -> None:
+    """Raise ValueError unless ``configs`` can train as one stack: one config, or configs that
+    differ only in :data:`MAY_DIFFER` and that :func:`why_not` passes."""
     if len(configs) == 1:
         return
-    dumped = [c.model_dump(mode="json") for c in configs]
-    first = {k: v for k, v in dumped[0].items() if k != "seed"}
-    if any({k: v for k, v in c.items() if k != "seed"} != first for c in dumped):
-        raise ValueError("a stack trains seeds of one configuration: the configs differ")
-    reason = why_not(configs[0], probes)
+    if len({stack_key(c) for c in configs}) > 1:
+        raise ValueError(
+            "a stack trains configs that differ only in their seed (and init.c): the configs"
+            " differ"
+        )
+    reason = why_not(configs[0])
     if reason:
         raise ValueError(f"these seeds cannot train stacked: {reason}")
 

@@ -1,8 +1,9 @@
 """Stacks: the trials that one worker trains together as one computation.
 
-A stack is one trial, or seeds of one configuration whose networks train stacked (the training
-loop's stack of k >= 1 networks): a Ray Tune trial trains one stack, and each of its trials still
-gets its own reports, MLflow run and ending. Which configurations can stack is the training
+A stack is one trial, or trials of one configuration that differ only in their seed and init
+scale c (batched.stack_key) whose networks train stacked (the training loop's stack of k >= 1
+networks): a Ray Tune trial trains one stack, and each of its trials still gets its own reports,
+MLflow run and ending. Which configurations can stack is the training
 loop's to say; how many seeds go together is ``resources.seeds_per_trial`` (auto: as many as keep
 every trial slot busy).
 """
@@ -14,7 +15,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from resablate.grid import Trial, cell_id
+from resablate.grid import Trial
 from resablate.plan import Plan
 
 AUTO_STACK_MAX = 8  # seeds_per_trial: auto stacks at most this many seeds in one worker
@@ -33,19 +34,17 @@ def stacks(plan: Plan, slots: int | None = None) -> list[list[Trial]]:
     scheduled = plan.spec.scheduler.kind != "none"  # it stops trials one by one
     if chosen == 1 or (chosen == "auto" and (slots is None or scheduled)):
         return [[t] for t in plan.trials]
-    from resablate.batched import why_not
-
-    probes = bool(plan.spec.probes.chosen())
+    from resablate.batched import stack_key, why_not
 
     def alone(config: dict[str, Any]) -> bool:
         try:
-            return why_not(config, probes) is not None
+            return why_not(config) is not None
         except ValueError:  # a config that does not validate fails in its own worker
             return True
 
     together: dict[str, list[Trial]] = {}
     for trial in plan.trials:
-        key = trial.id if alone(trial.config) else cell_id(trial.config)
+        key = trial.id if alone(trial.config) else stack_key(trial.config)
         together.setdefault(key, []).append(trial)
     groups = list(together.values())
     size = chosen if chosen != "auto" else stack_size([len(g) for g in groups], slots or 1)
@@ -80,7 +79,7 @@ def train_stack(
     checkpoints: Any = None,
     resume: dict[str, Any] | None = None,
 ) -> None:
-    """Train a stack: one trial (with its probes), or seeds stacked (they have none), saving
+    """Train a stack: one trial, or seeds stacked (probes run on each seed's network), saving
     checkpoints where ``checkpoints`` (a checkpoint.Cadence) says, from ``resume`` if given."""
     from resablate.train import run_stack
 

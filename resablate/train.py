@@ -102,7 +102,11 @@ class Prober:
         from resablate.probes.measure import ProbeData
 
         order = torch.randperm(len(tensors.y_train), generator=torch.Generator().manual_seed(seed))
-        order = order.to(tensors.x_train.device)
+        # the probe batch: the first samples of a seeded order, as many as the largest probe
+        # batch (a stack's members each hold theirs: not a copy of the training set each)
+        batches = [getattr(p, "batch", None) for p in self.chosen.values()]
+        size = max((b for b in batches if isinstance(b, int)), default=1)  # "full": x_train
+        order = order[:size].to(tensors.x_train.device)
         self.data = ProbeData(
             tensors.x_train[order],
             tensors.y_train[order],
@@ -114,14 +118,16 @@ class Prober:
             tensors.shape.classes,
         )
 
-    def __call__(self, result: dict[str, Any], stack: Stack) -> dict[str, Any]:
+    def __call__(self, result: dict[str, Any], stack: Stack, index: int = 0) -> dict[str, Any]:
+        """``result`` with the probes due at its epoch, measured on member ``index``'s
+        network."""
         epoch = result["epoch"]
         due = {n: p.model_dump() for n, p in self.chosen.items() if p.due(epoch, self.last)}
         if not due:
             return result
         from resablate.probes.measure import measure, scalars
 
-        found = measure(stack.network(), self.data, due, self.seed + 3)
+        found = measure(stack.network(index), self.data, due, self.seed + 3)
         return {**result, **scalars(found), "probes": found}
 
 
@@ -189,7 +195,7 @@ def run_stack(
     the epochs before it are neither trained nor reported again, nor are the init probes.
     """
     cfgs = [c if isinstance(c, TrialConfig) else trial_config(c) for c in configs]
-    batched.check(cfgs, probes=bool(probes and probes.chosen()))
+    batched.check(cfgs)
     cfg = cfgs[0]
     tensors = data.load(cfg.data).to(device)
     compute = Compute(cfg.train, torch.device(device))
@@ -209,7 +215,8 @@ def run_stack(
         )
         for i, (c, report) in enumerate(zip(cfgs, reports, strict=True))
     ]
-    probe = Prober(probes, tensors, loss, cfg.seed, clock.epochs)  # probes: a stack of one
+    # each member's probes on its own network, with its own seed's probe batch
+    probers = [Prober(probes, tensors, loss, c.seed, clock.epochs) for c in cfgs]
     live = list(members)  # the members that have not diverged
     done = 0  # epochs trained before this call
     if resume is not None:
@@ -218,7 +225,7 @@ def run_stack(
             checkpoints.saved(done)
     else:
         for member in members:
-            member.result = probe(member.result, stack)
+            member.result = probers[member.index](member.result, stack, member.index)
             if "probes" in member.result:
                 member.report(member.result)
     if probe_only:
@@ -270,7 +277,7 @@ def run_stack(
         for member in live:
             trained_on = (member.total / member.seen, correct[member.index] / member.seen)
             result = epoch_report(epoch, clock, trained_on, tested[member.index], lr, elapsed)
-            member.result = probe(result, stack)
+            member.result = probers[member.index](result, stack, member.index)
             member.report(member.result)
         if checkpoints is not None and checkpoints.due(epoch, clock.epochs):
             checkpoints.save(checkpoint.capture(epoch, stack, optimizer, scheduler, members, live))

@@ -150,12 +150,51 @@ def test_what_cannot_be_stacked_is_named() -> None:
     assert why_not(BASE) is None
     assert "norm" in str(why_not({**BASE, "model": {**BASE["model"], "norm": "batch"}}))
     assert "drop_path" in str(why_not({**BASE, "model": {**BASE["model"], "drop_path": 0.1}}))
-    assert "probes" in str(why_not(BASE, probes=True))
     assert "precision" in str(why_not({**BASE, "train": {**BASE["train"], "precision": "bf16"}}))
     with pytest.raises(ValueError, match="configs differ"):
         run_stack([BASE, {**BASE, "init": {"c": 0.3}}], [print, print])
-    with pytest.raises(ValueError, match="probes"):
-        run_stack([BASE, {**BASE, "seed": 1}], [print, print], probes=PROBES)
+
+
+# every probe, at init and at the end (a lesion probe of at most 2 units: it draws per member)
+EVERY_PROBE = ProbesSpec.model_validate(
+    {
+        "spp": {"at": ["init", "end"], "batch": 64},
+        "hessian": {"at": ["init", "end"], "batch": 64, "method": "exact"},
+        "weights": {},
+        "shattered": {"at": ["init", "end"], "points": 32},
+        "lesion": {"at": ["end"], "k": 2, "draws": 2},
+    }
+)
+
+
+def probe_numbers(reports: list[dict]) -> list[dict[str, float]]:
+    return [{k: v for k, v in r.items() if "." in k} for r in reports]
+
+
+def test_stacked_seeds_run_their_probes_each_on_its_own_network() -> None:
+    """Issue 21 (probes on stacks): a stack's probes run per member, on the member's own
+    network and probe batch; they equal the probes of separate runs, exactly at init (the same
+    weights) and to training's rounding after it."""
+    configs = [{**BASE, "model": {"depth": 4, "width": 8}, "seed": seed} for seed in (0, 1, 2)]
+    alone = []
+    for config in configs:
+        reports: list[dict] = []
+        run_trial(config, report=reports.append, probes=EVERY_PROBE)
+        alone.append(reports)
+    together: list[list[dict]] = [[] for _ in configs]
+    run_stack(configs, [r.append for r in together], probes=EVERY_PROBE)
+    for one, other in zip(alone, together, strict=True):
+        assert [r["epoch"] for r in one] == [r["epoch"] for r in other] == [0, 1, 2, 3]
+        assert one[0]["probes"] == other[0]["probes"]  # at init: bit for bit
+        last, stacked_last = probe_numbers(one)[-1], probe_numbers(other)[-1]
+        assert last.keys() == stacked_last.keys() and any(k.startswith("hessian") for k in last)
+        for key, value in last.items():
+            if key.startswith("lesion."):  # accuracies: a near-tie may tip one sample
+                assert stacked_last[key] == pytest.approx(value, abs=0.02), key
+            else:
+                assert stacked_last[key] == pytest.approx(value, rel=1e-3, abs=1e-6), key
+    seeds = [probe_numbers(r)[0]["spp.fwd_last"] for r in together]
+    assert len(set(seeds)) == 3  # each member measured its own network, not member 0's
 
 
 SWEEP = """\
@@ -283,3 +322,42 @@ def test_a_stacked_sweep_records_one_run_per_trial_with_the_separate_metrics(
         cell = [t.id for t in plan.trials if t.cell == trial.cell]
         gap = {i: abs(alone[i]["train_loss"] - logged["train_loss"]) for i in cell}
         assert min(gap, key=gap.__getitem__) == trial.id, (trial.assignment, gap)
+
+
+def test_trials_that_differ_in_seed_and_init_scale_train_as_one_stack() -> None:
+    """Issue 21 (search candidates stack): trials that differ only in their seed and init.c
+    (a cell's Optuna candidates x seeds) train as one stack, each as its own run would."""
+    configs = [
+        {**BASE, "init": {"c": c}, "seed": seed} for c, seed in ((0.5, 0), (0.25, 0), (1.0, 1))
+    ]
+    assert_alike(separately(configs), stacked(configs))
+    preact = {**BASE["model"], "activation": "full_preact"}
+    nf = [{**BASE, "model": preact, "init": {"scheme": "nf", "c": c}} for c in (0.5, 0.25)]
+    with pytest.raises(ValueError, match="differ"):  # c is in the nf forward pass (alpha, beta)
+        run_stack(nf, [print, print])
+    with pytest.raises(ValueError, match="differ"):  # the learning rate: not yet
+        run_stack([BASE, {**BASE, "train": {**BASE["train"], "lr": 0.01}}], [print, print])
+
+
+CELLS = """\
+name: cstack
+model: {family: mlp, width: 16, activation: full_preact}
+train: {epochs: 2, batch_size: 64, lr: 0.02}
+grid:
+  init.c: [0.25, 0.5, 1.0]
+  init.scheme: [he, nf]
+  seed: [0, 1]
+resources: {cpu: 1, seeds_per_trial: 8}
+"""
+
+
+def test_stacks_gather_the_init_scales_of_a_cell_unless_c_is_in_the_forward_pass(
+    tmp_path: Path,
+) -> None:
+    plan = make_plan(write(tmp_path / "c.yaml", CELLS))
+    found = sorted(
+        (len(s), s[0].config["init"]["scheme"], len({t.config["init"]["c"] for t in s}))
+        for s in stacks(plan)
+    )
+    # he: 3 scales x 2 seeds in one stack; nf: each scale's 2 seeds apart
+    assert found == [(2, "nf", 1), (2, "nf", 1), (2, "nf", 1), (6, "he", 3)]

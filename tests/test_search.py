@@ -156,3 +156,30 @@ def test_a_bad_search_where_is_refused_naming_the_field(
     ran = cli("plan", str(sweep))
     assert ran.code == 2 and len(ran.err.strip().splitlines()) == 1
     assert re.search(message, ran.err), ran.err
+
+
+def test_a_cells_candidates_and_seeds_are_handed_out_as_one_stack(tmp_path: Path) -> None:
+    """Issue 21 (search candidates stack): the candidates a cell asks at once differ only in
+    init.c; with their seeds they train as one stack (on a local Ray that runs one at a time)."""
+    from resablate.plan import make_plan
+    from resablate.search import CandidateQueue, CellSearch
+
+    sweep = write(
+        tmp_path / "s.yaml",
+        """
+name: stackedsearch
+model: {depth: 4, width: 16}
+train: {epochs: 1, batch_size: 128}
+search: {param: init.c, log_uniform: [0.1, 1.0], n_trials: 4, sampler: random, seed: 0}
+grid: {seed: [0, 1]}
+""",
+    )
+    plan = make_plan(sweep)
+    search = CellSearch(plan, tmp_path / "s.journal")
+    queue = CandidateQueue(plan, search, lambda trials: [], per_cell=2, slots=1)
+    queue.settle({})  # the cell asks its first two candidates
+    stack = queue.next({})
+    assert stack is not None and queue.next({}) is None
+    assert sorted(t.config["seed"] for t in stack) == [0, 0, 1, 1]
+    assert len({t.config["init"]["c"] for t in stack}) == 2
+    assert {t.tags["resablate.stacked_seeds"] for t in stack} == {"4"}

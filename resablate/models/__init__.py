@@ -123,6 +123,12 @@ def degenerate_hessian(model: ModelSpec, init: InitSpec) -> str | None:
     )
 
 
+def c_in_forward(init: InitSpec) -> bool:
+    """Whether the init scale c enters the network's forward pass (a normalizer-free scheme's
+    α and β), not only its initial weights."""
+    return INITS[init.scheme].normalizer_free
+
+
 @functools.lru_cache(maxsize=4096)  # a grid repeats each network over seeds and recipes
 def check(model: ModelSpec, init: InitSpec, shape: DataShape) -> None:
     """Raise ConfigError if the config does not fit its family and the data, or is undefined."""
