@@ -151,8 +151,8 @@ def test_what_cannot_be_stacked_is_named() -> None:
     assert "norm" in str(why_not({**BASE, "model": {**BASE["model"], "norm": "batch"}}))
     assert "drop_path" in str(why_not({**BASE, "model": {**BASE["model"], "drop_path": 0.1}}))
     assert "precision" in str(why_not({**BASE, "train": {**BASE["train"], "precision": "bf16"}}))
-    with pytest.raises(ValueError, match="configs differ"):
-        run_stack([BASE, {**BASE, "init": {"c": 0.3}}], [print, print])
+    with pytest.raises(ValueError, match="configs differ"):  # another width: other shapes
+        run_stack([BASE, {**BASE, "model": {**BASE["model"], "width": 16}}], [print, print])
 
 
 # every probe, at init and at the end (a lesion probe of at most 2 units: it draws per member)
