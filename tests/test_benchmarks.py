@@ -83,3 +83,21 @@ def test_checkpoint_benchmark_prints_cost_per_checkpoint_and_share_of_a_trial() 
     assert share, out
     expected = 100 * int(share[1]) * float(found[1]) / (float(step[2]) * 3600)
     assert float(share[2]) == pytest.approx(expected, abs=0.002), out
+
+
+@pytest.mark.slow
+def test_headline_benchmark_prints_the_three_walls_and_their_ratios() -> None:
+    out = run_benchmark("headline.py")
+    line = r"^(resablate default|resablate --inline|plain loop) +([\d.]+) s wall"
+    walls = {name: float(wall) for name, wall in re.findall(line, out, re.M)}
+    assert set(walls) == {"resablate default", "resablate --inline", "plain loop"}, out
+    found = re.search(
+        r"^default/inline ([\d.]+) .* inline/plain ([\d.]+) +default/plain ([\d.]+)", out, re.M
+    )
+    assert found and "4 trials" in out, out
+    default, inline, hand = (
+        walls[k] for k in ("resablate default", "resablate --inline", "plain loop")
+    )
+    assert float(found[1]) == pytest.approx(default / inline, abs=0.02)
+    assert float(found[2]) == pytest.approx(inline / hand, abs=0.02)
+    assert float(found[3]) == pytest.approx(default / hand, abs=0.02)
