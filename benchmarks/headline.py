@@ -94,7 +94,7 @@ def main() -> None:
         ("inline", "resablate --inline"),
         ("plain", "plain loop"),
     ):
-        print(f"{label:<20} {walls[name]:8.1f} s wall")
+        print(f"{label:<20} {walls[name]:8.2f} s wall")
     print(
         f"default/inline {walls['default'] / walls['inline']:.2f} (target <= 0.5)  "
         f"inline/plain {walls['inline'] / walls['plain']:.2f}  "
