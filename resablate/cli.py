@@ -162,7 +162,7 @@ def sweep(
         )
         out.print("Browse: resablate ui")
         if tracker.saved["checkpoints"]:
-            out.print(saved_line(tracker, outcome.interrupted))
+            out.print(tracker.saved_text(outcome.interrupted))
     if outcome.interrupted:
         click.echo(
             f"resablate: sweep interrupted; {outcome.ended} of {outcome.total} trials ended and"
@@ -195,7 +195,7 @@ def plan(sweep_file: str, overrides: tuple[str, ...], profile: str | None, as_js
 
     Nothing is trained and nothing is recorded: use it to check a sweep before running it.
     """
-    from resablate.plan import make_plan, to_json
+    from resablate.plan import disk_text, make_plan, to_json
 
     found = to_json(make_plan(sweep_file, overrides, profile))
     if as_json:
@@ -220,40 +220,8 @@ def plan(sweep_file: str, overrides: tuple[str, ...], profile: str | None, as_js
             + (f" + {outside} grid trials outside search.where" if outside else "")
             + f" = {size['total_trials']} trials"
         )
-    click.echo(disk_line(found["checkpoints"]))
+    click.echo(disk_text(found["checkpoints"]))
     return 0
-
-
-def saved_line(tracker: Any, interrupted: bool) -> str:
-    """What the sweep's checkpoints took on disk, said at its end."""
-    from resablate.plan import size_text
-
-    written, largest = tracker.saved["checkpoints"], tracker.saved["largest"]
-    kept = (
-        "the last of each finished trial logged to MLflow (artifact checkpoint/), the rest deleted"
-        if tracker.keep_checkpoint
-        else "finished trials' deleted"
-    )
-    left = "; unfinished trials keep their last 2 for --resume" if interrupted else ""
-    return f"checkpoints: {written} written, the largest {size_text(largest)}; {kept}{left}"
-
-
-def disk_line(disk: dict[str, Any]) -> str:
-    """`resablate plan`'s estimate of the disk a sweep's checkpoints take."""
-    from resablate.plan import size_text
-
-    line = (
-        f"checkpoints: about {size_text(disk['bytes_per_trial'])} per trial (weights and"
-        f" optimizer state); each running trial keeps its last {disk['kept_per_trial']}: about"
-        f" {size_text(disk['peak_bytes'])} at once with {disk['trials_at_once']} running here;"
-        " deleted when a trial finishes"
-    )
-    if disk["artifact_bytes"]:
-        line += (
-            f", but for its last, logged to MLflow (train.keep_checkpoint): about"
-            f" {size_text(disk['artifact_bytes'])} in all"
-        )
-    return line
 
 
 @cli.command()

@@ -255,6 +255,22 @@ def slots_in(plan: Plan, have: dict[str, float]) -> int:
     return max(1, min(fits))
 
 
+def disk_text(disk: dict[str, Any]) -> str:
+    """`resablate plan`'s line: the estimate of :func:`checkpoint_disk`."""
+    line = (
+        f"checkpoints: about {size_text(disk['bytes_per_trial'])} per trial (weights and"
+        f" optimizer state); each running trial keeps its last {disk['kept_per_trial']}: about"
+        f" {size_text(disk['peak_bytes'])} at once with {disk['trials_at_once']} running here;"
+        " deleted when a trial finishes"
+    )
+    if disk["artifact_bytes"]:
+        line += (
+            f", but for its last, logged to MLflow (train.keep_checkpoint): about"
+            f" {size_text(disk['artifact_bytes'])} in all"
+        )
+    return line
+
+
 def size_text(n: float) -> str:
     """Bytes as a short human number: 13.5 MB, 2.1 GB."""
     for unit in ("B", "kB", "MB", "GB", "TB"):

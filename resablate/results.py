@@ -139,6 +139,12 @@ class Events:
         self.collector.trial_retried(trial, error)
         self._each(lambda listener: listener.trial_retried(trial, error))
 
+    def results(self, stack: Sequence[Trial]) -> bool:
+        """Whether every trial of ``stack`` ended with a result (finished, diverged, pruned):
+        then its checkpoints can go."""
+        found = [self.collector.records.get(t.id) for t in stack]
+        return all(r is not None and r.status in RESULTS for r in found)
+
     def checkpointed(self, trial: Trial, location: str, epoch: int, size: int) -> None:
         """The trial's state up to ``epoch`` is saved under ``location`` (``size`` bytes)."""
         self._optional("trial_checkpointed", trial, location, epoch, size)

@@ -206,6 +206,21 @@ class RunLog:
         """trial id -> (checkpoint location, epoch) of the trials --resume continues."""
         return {trial: (where, epoch) for trial, (_, where, epoch) in self.resumable.items()}
 
+    def saved_text(self, interrupted: bool) -> str:
+        """What the sweep's checkpoints took on disk, said at its end."""
+        from resablate.checkpoint import KEEP
+        from resablate.plan import size_text
+
+        written, largest = self.saved["checkpoints"], self.saved["largest"]
+        kept = (
+            "the last of each finished trial logged to MLflow (artifact checkpoint/), the rest"
+            " deleted"
+            if self.keep_checkpoint
+            else "finished trials' deleted"
+        )
+        left = f"; unfinished trials keep their last {KEEP} for --resume" if interrupted else ""
+        return f"checkpoints: {written} written, the largest {size_text(largest)}; {kept}{left}"
+
     def log_sweep_metrics(self, metrics: dict[str, float]) -> None:
         """Numbers about the whole sweep (e.g. each cell's best c) on the parent run."""
         if self.parent_id is None or not metrics:

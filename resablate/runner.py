@@ -27,7 +27,7 @@ from resablate.cluster import check_resources, ray_slots, start_ray
 from resablate.errors import UserError
 from resablate.grid import Trial
 from resablate.plan import Plan, local_resources
-from resablate.results import RESULTS, Events, Listener, TrialRecord
+from resablate.results import Events, Listener, TrialRecord
 from resablate.stacking import failure_text, resume_point, stack_id, stacks, train_stack
 
 BACKENDS = ("ray", "inline")
@@ -209,8 +209,7 @@ class Session:
             else:
                 for trial in stack:
                     events.finished(trial)
-                records = [events.collector.records.get(t.id) for t in stack]
-                if all(r is not None and r.status in RESULTS for r in records):
+                if events.results(stack):
                     saved.clear()  # a finished stack keeps no checkpoint
                     if point is not None:
                         checkpoint.remove(point[0])

@@ -8,25 +8,21 @@ the sweep's listeners (MLflow, progress), so every MLflow write happens in the d
 request (stop.py) reaches the trials through a flag (a small Ray actor) that each reads at the end
 of an epoch: each saves a checkpoint and is stopped there, then Tune returns.
 
-Checkpoints (checkpoint.py) travel as Ray Tune ``Checkpoint``s into the run's storage
-(``storage_path``: --results-dir, or a shared folder or s3:// / gs:// URI on a cluster), the newest
-two kept per trial. A retried trial (max_failures, a lost worker or node) and a paused one start
-from the last of them; ``--resume`` hands a trial the checkpoint its MLflow run names. A finished
-trial's checkpoints are deleted (or its last logged to MLflow: train.keep_checkpoint).
+Checkpoints (checkpoint.py, tune_checkpoints.py) travel as Ray Tune ``Checkpoint``s into the
+run's storage (``storage_path``: --results-dir, or a shared folder or s3:// / gs:// URI on a
+cluster), the newest two kept per trial. A retried trial (max_failures, a lost worker or node)
+and a paused one start from the last of them; ``--resume`` hands a trial the checkpoint its
+MLflow run names. A finished trial's checkpoints are deleted (or its last logged to MLflow:
+train.keep_checkpoint).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gc
 import itertools
 import logging
 import os
-import tempfile
-import time
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +35,7 @@ from resablate import checkpoint, stacking, stop
 from resablate.cluster import ray_slots
 from resablate.grid import Trial
 from resablate.plan import Plan
-from resablate.results import PRUNED, RESULTS, RUNNING, Events
+from resablate.results import PRUNED, RUNNING, Events
 from resablate.stacking import (
     failure_text,
     runs_of,
@@ -47,81 +43,20 @@ from resablate.stacking import (
     stacks,
     train_stack,
 )
+from resablate.tune_checkpoints import (
+    CHECKPOINT,
+    REPORT,
+    RESUMED,
+    Point,
+    Reported,
+    StopFlag,
+    delete,
+    polled,
+    resume_state,
+)
 
 NODE = "ray_node_id"  # the key of a report that names the Ray node the trial runs on
 TRIAL = "resablate_trial"  # the key of a stacked seed's report that names its trial
-# The key of a Tune result that carries our report whole. Ray Tune keeps running statistics
-# (max, min, averages over the last 5 and 10 steps) of every numeric key of every trial's results
-# for the whole run; the report travels wrapped in a list, which Tune leaves alone, beside the
-# few keys Tune reads itself (the epoch, a scheduler's metric): ~2 KiB less per key and trial.
-REPORT = "resablate_report"
-# The key of a report that carries a checkpoint: [{"epoch", "bytes"}]; and of the report an
-# attempt sends first when it continues from one: the epoch it resumes from (0: from the start)
-CHECKPOINT, RESUMED = "resablate_checkpoint", "resablate_resumed"
-POLL_S = 1.0  # a trial reads the stop flag at the end of an epoch, at most this often
-
-Point = tuple[str, int]  # (where a trial's checkpoints are, the newest epoch to resume from)
-
-
-@ray.remote(num_cpus=0)
-class StopFlag:
-    """Whether the driver was asked to stop: each trial reads it at the end of an epoch, saves
-    a checkpoint when it is set, and is stopped there (:class:`StopRequested`)."""
-
-    def __init__(self) -> None:
-        self.value = False
-
-    def set(self) -> None:
-        self.value = True
-
-    def requested(self) -> bool:
-        return self.value
-
-
-def _polled(flag: Any) -> Callable[[], bool]:
-    """Reads ``flag`` (a StopFlag) at most every POLL_S seconds; once set it stays set."""
-    seen = {"at": 0.0, "set": False}
-
-    def stopping() -> bool:
-        if not seen["set"] and time.monotonic() - seen["at"] >= POLL_S:
-            seen["at"] = time.monotonic()
-            # the driver gone or busy: its own stop reaches the trial
-            with contextlib.suppress(Exception):
-                seen["set"] = bool(ray.get(flag.requested.remote(), timeout=30))
-        return bool(seen["set"])
-
-    return stopping
-
-
-class Reported(checkpoint.Cadence):
-    """Checkpoints through Ray Tune: each written to a temporary folder and reported as a Tune
-    ``Checkpoint`` (Tune copies it into the run's storage before ``report`` returns)."""
-
-    def save(self, state: dict[str, Any]) -> None:
-        epoch = state["epoch"]
-        with tempfile.TemporaryDirectory(prefix="resablate-checkpoint-") as folder:
-            path = Path(folder) / checkpoint.name(epoch)
-            checkpoint.write(path, state)
-            mark = {"epoch": epoch, CHECKPOINT: [{"epoch": epoch, "bytes": path.stat().st_size}]}
-            tune.report({**mark, REPORT: []}, checkpoint=tune.Checkpoint.from_directory(folder))
-        self.saved(epoch)
-
-
-def resume_state(point: Point | None) -> dict[str, Any] | None:
-    """The checkpoint an attempt starts from: its trial's last one in this Tune run (a retry,
-    a paused trial), else the one ``--resume`` named (``point``), else None (epoch 0). A
-    checkpoint that does not read back whole falls back to the one before it (a warning)."""
-    found = tune.get_checkpoint()
-    if found is not None:
-        mine = checkpoint.listing(found.path, found.filesystem)
-        folder = found.path.rstrip("/").rpartition("/")[0]
-        upto = mine[0][0] if mine else None  # never one Tune has not registered
-        state = checkpoint.find(folder, upto, found.filesystem)
-        if state is not None:
-            return state
-    if point is not None:
-        return checkpoint.find(point[0], point[1])
-    return None
 
 
 def _trainable(
@@ -158,7 +93,7 @@ def _trainable(
     state = resume_state(tune_config.get("resume") or (points or {}).get(key))
     if state is not None:
         tune.report({"epoch": state["epoch"], REPORT: [], RESUMED: state["epoch"]})
-    stopping = _polled(flag) if flag is not None else None
+    stopping = polled(flag) if flag is not None else None
     try:
         train_stack(
             [c for _, c in members],
@@ -280,8 +215,7 @@ class Forward(tune.Callback):
                 continue
             pruned = running and record is not None and record.epoch > 0
             self.events.finished(ours, PRUNED if pruned else None)
-        records = [self.events.collector.records.get(t.id) for t in stack]
-        if all(r is not None and r.status in RESULTS for r in records):
+        if self.events.results(stack):
             point = self.points.get(trial.config["trial_id"])
             delete([self.location(trial), *([point[0]] if point else [])])
 
@@ -293,16 +227,6 @@ class Forward(tune.Callback):
         error = _error(trial)
         for ours in self.stacks[trial.config["trial_id"]]:
             self.events.retried(ours, error)
-
-
-def delete(locations: list[str]) -> None:
-    """Delete a finished trial's checkpoints (each location's); one that cannot be deleted is
-    said, not raised: the trial's result stands."""
-    for location in locations:
-        try:
-            checkpoint.remove(location)
-        except OSError as exc:
-            warnings.warn(f"{location}: checkpoints not deleted ({exc})", stacklevel=2)
 
 
 def _error(trial: Any) -> str | None:
