@@ -6,18 +6,20 @@ A stack takes one batch per member, (k, B, ...), and returns each member's outpu
 * :class:`Plain` (k = 1) is an ordinary trial's network, run as :class:`resablate.compute.Compute`
   says (bf16 autocast, channels-last, torch.compile). Everything a trial supports runs on it:
   BatchNorm, random layers, probes, an error-driven warm-up.
-* :class:`Vmapped` (k > 1) holds several seeds (and init scales c) of one configuration
-  (``resources.seeds_per_trial``, :func:`stack_key`): their weights stacked
-  (``torch.func.stack_module_state``) and run with ``vmap`` over ``functional_call``, one
-  forward and one backward pass per step for all seeds, one optimizer over the stacked weights.
-  Short trials on CPU spend much of their time in Python and per-call overhead, which the stack
-  pays once for all seeds. Each seed gets what its own trial would (its initialization, batches,
-  lr schedule, loss and reports); results agree with separate runs to float tolerance, since
-  stacked matrix products may round differently.
+* :class:`Vmapped` (k > 1) holds several trials of one network architecture and data stream
+  (:func:`stack_key`: they may differ in seed, init and training recipe, :data:`MAY_DIFFER`):
+  their weights stacked (``torch.func.stack_module_state``) and run with ``vmap`` over
+  ``functional_call``, one forward and one backward pass per step for all members; each member
+  steps with its own trial's optimizer and lr schedule on its slice of the stacked weights
+  (:mod:`resablate.stack_optim`). Short trials on CPU spend much of their time in Python and
+  per-call overhead, which the stack pays once for all members. Each member gets what its own
+  trial would (its initialization, batches, optimizer, lr schedule, loss and reports); results
+  agree with separate runs to float tolerance, since stacked matrix products may round
+  differently.
 
-Only configurations whose computation is the same for every seed can be stacked
+Only configurations whose computation is the same for every member can be stacked
 (:func:`why_not`): no BatchNorm statistics, no random layers (dropout, stochastic depth), no
-warm-up driven by each seed's own training error, default compute settings. Probes run on each
+warm-up driven by each trial's own training error, default compute settings. Probes run on each
 member's own network (:meth:`Stack.network`), unstacked, as a trial's run on a copy of its own.
 """
 
@@ -35,6 +37,7 @@ from resablate.catalog import trial_config
 from resablate.data import DataShape
 from resablate.grid import cell_id
 from resablate.spec import COMPUTE_FIELDS, TrainSpec, TrialConfig
+from resablate.stack_optim import RECIPE
 
 if TYPE_CHECKING:
     from resablate.compute import Compute
@@ -116,6 +119,9 @@ class Vmapped:
     def __init__(self, nets: Sequence[nn.Module]) -> None:
         from torch.func import functional_call, stack_module_state, vmap
 
+        shapes = {tuple((k, v.shape) for k, v in net.state_dict().items()) for net in nets}
+        if len(shapes) > 1:
+            raise ValueError("the networks of a stack must have the same weights and shapes")
         self.size = len(nets)
         self.params, self.buffers = stack_module_state(list(nets))  # type: ignore[arg-type]
         self.skeleton = copy.deepcopy(nets[0]).to("meta")  # the architecture, without weights
@@ -165,14 +171,14 @@ class Vmapped:
 
 
 def why_not(config: TrialConfig | dict[str, Any]) -> str | None:
-    """Why the seeds of ``config`` cannot train stacked (None: they can)."""
+    """Why ``config`` cannot train in a stack with others (None: it can)."""
     cfg = config if isinstance(config, TrialConfig) else trial_config(config)
     if cfg.model.norm != "none":
         return f"model.norm {cfg.model.norm} keeps running statistics per network"
     if cfg.model.drop_path > 0 or cfg.model.shortcut == "dropout":
         return "random layers (drop_path, dropout shortcut) draw per network"
     if cfg.train.warmup_lr is not None:
-        return "train.warmup_lr ends at each seed's own training error"
+        return "train.warmup_lr ends at each trial's own training error"
     defaults = TrainSpec.model_fields
     changed = [k for k in COMPUTE_FIELDS if getattr(cfg.train, k) != defaults[k].default]
     if changed:
@@ -180,16 +186,25 @@ def why_not(config: TrialConfig | dict[str, Any]) -> str | None:
     return None
 
 
-# What the members of a stack may differ in: the seed, and the init scale c where it only scales
-# the initial weights (not under a normalizer-free scheme, whose forward pass reads c)
-MAY_DIFFER = ("seed", "init.c")
+# What the members of a stack may differ in: the seed, the init (scheme, c, eps, as far as the
+# forward pass does not read it: models.init_in_forward) and the training recipe
+# (stack_optim.RECIPE, each member its own optimizer), the divergence limit, the recipe preset's
+# name. Everything else (model, data, batch size, epochs, loss, compute) is the stack's.
+MAY_DIFFER = (
+    "seed",
+    "init",
+    *(f"train.{name}" for name in RECIPE),
+    "train.diverge_above",
+    "train.recipe",
+)
 
 
 def stack_key(config: TrialConfig | dict[str, Any]) -> str:
-    """Trials with the same key can train as one stack (when :func:`why_not` passes)."""
+    """Trials with the same key can train as one stack (when :func:`why_not` passes): one
+    network architecture, the same function of its weights, one data stream."""
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.model_validate(config)
-    varies = MAY_DIFFER if not models.c_in_forward(cfg.init) else ("seed",)
-    return cell_id(cfg.model_dump(mode="json"), drop=varies)
+    forward = {"forward": models.init_in_forward(cfg.init)}
+    return cell_id({**cfg.model_dump(mode="json"), **forward}, drop=MAY_DIFFER)
 
 
 def check(configs: Sequence[TrialConfig]) -> None:
@@ -199,12 +214,12 @@ def check(configs: Sequence[TrialConfig]) -> None:
         return
     if len({stack_key(c) for c in configs}) > 1:
         raise ValueError(
-            "a stack trains configs that differ only in their seed (and init.c): the configs"
-            " differ"
+            "a stack trains configs that differ only in their seed, init and training recipe"
+            " (optimizer, lr, momentum, weight decay, lr schedule): the configs differ"
         )
     reason = why_not(configs[0])
     if reason:
-        raise ValueError(f"these seeds cannot train stacked: {reason}")
+        raise ValueError(f"these trials cannot train stacked: {reason}")
 
 
 def build(configs: Sequence[TrialConfig], shape: DataShape, compute: Compute) -> Stack:

@@ -29,10 +29,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import torch
 
 if TYPE_CHECKING:
-    from torch.optim import Optimizer
-    from torch.optim.lr_scheduler import LRScheduler
-
     from resablate.batched import Stack
+    from resablate.stack_optim import Steps
 
 
 class Member(Protocol):
@@ -47,7 +45,7 @@ class Member(Protocol):
 M = TypeVar("M", bound=Member)
 
 
-FORMAT = 1  # the layout of a checkpoint's dict; a file of another format is not resumed from
+FORMAT = 2  # the layout of a checkpoint's dict; a file of another format is not resumed from
 KEEP = 2  # checkpoints kept per trial: the newest and the one before it
 EVERY_SECONDS = 600.0  # a trial loses at most this much work ...
 EVERY_FRACTION = 0.1  # ... and at most this share of its epochs, ...
@@ -62,8 +60,7 @@ def default_every(epochs: int) -> int:
 def capture(
     epoch: int,
     stack: Stack,
-    optimizer: Optimizer,
-    scheduler: LRScheduler,
+    steps: Steps,
     members: Sequence[Member],
     live: Sequence[Member],
 ) -> dict[str, Any]:
@@ -74,8 +71,7 @@ def capture(
         "format": FORMAT,
         "epoch": epoch,
         "stack": {k: v.detach() for k, v in stack.state_dict().items()},
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "steps": steps.state_dict(),  # each part's optimizer and lr schedule
         "rng": torch.get_rng_state(),
         "cuda_rng": cuda,
         "members": [
@@ -94,16 +90,14 @@ def capture(
 def restore(
     saved: dict[str, Any],
     stack: Stack,
-    optimizer: Optimizer,
-    scheduler: LRScheduler,
+    steps: Steps,
     members: Sequence[M],
 ) -> tuple[int, list[M]]:
     """Put ``saved`` back into a freshly built trial: (its epoch, the members still training)."""
     if saved.get("format") != FORMAT or len(saved["members"]) != len(members):
         raise ValueError("the checkpoint is of another format or another stack")
     stack.load_state_dict(saved["stack"])
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
+    steps.load_state_dict(saved["steps"])
     torch.set_rng_state(saved["rng"])
     if saved["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(saved["cuda_rng"])

@@ -258,8 +258,9 @@ class ResourcesSpec(Grown):
     # retries of a failed trial (an exception, a lost worker or node); each attempt goes on from
     # the trial's last checkpoint (train.checkpoint_every), in the same MLflow run
     max_failures: int = Field(0, ge=0)
-    # seeds of one configuration trained together as one stacked computation in one worker
-    # (resablate.batched; configurations it cannot stack run alone): fewer, fuller workers.
+    # trials trained together as one stacked computation in one worker: the seeds of a
+    # configuration and the arms that differ only in init or training recipe (resablate.batched;
+    # configurations it cannot stack run alone): fewer, fuller workers.
     # auto: on a local Ray, as many as leave every trial slot of the machine busy (at most
     # AUTO_STACK_MAX); inline, on a cluster or under a scheduler, 1 (runner.stack_size)
     seeds_per_trial: int | Literal["auto"] = "auto"

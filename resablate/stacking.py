@@ -1,11 +1,11 @@
 """Stacks: the trials that one worker trains together as one computation.
 
-A stack is one trial, or trials of one configuration that differ only in their seed and init
-scale c (batched.stack_key) whose networks train stacked (the training loop's stack of k >= 1
-networks): a Ray Tune trial trains one stack, and each of its trials still gets its own reports,
-MLflow run and ending. Which configurations can stack is the training
-loop's to say; how many seeds go together is ``resources.seeds_per_trial`` (auto: as many as keep
-every trial slot busy).
+A stack is one trial, or trials of one network architecture and data stream that may differ in
+seed, init and training recipe (batched.stack_key) and whose networks train stacked (the
+training loop's stack of k >= 1 networks): a Ray Tune trial trains one stack, and each of its
+trials still gets its own reports, MLflow run and ending. Which configurations can stack is the
+training loop's to say; how many trials go together is ``resources.seeds_per_trial`` (auto: as
+many as keep every trial slot busy).
 """
 
 from __future__ import annotations
@@ -18,17 +18,17 @@ from typing import Any
 from resablate.grid import Trial
 from resablate.plan import Plan
 
-AUTO_STACK_MAX = 8  # seeds_per_trial: auto stacks at most this many seeds in one worker
-STACKED = "resablate.stacked_seeds"  # the MLflow tag of a seed trained in a stack: its size
+AUTO_STACK_MAX = 8  # seeds_per_trial: auto stacks at most this many trials in one worker
+STACKED = "resablate.stack_size"  # the MLflow tag of a trial trained in a stack: its size
 
 
 def stacks(plan: Plan, slots: int | None = None) -> list[list[Trial]]:
-    """The plan's trials in stacks: seeds of one configuration together where the configuration
+    """The plan's trials in stacks: trials with one stack key together where their configuration
     allows it (:func:`resablate.batched.why_not`), every other trial alone.
 
     ``resources.seeds_per_trial`` caps a stack; ``auto`` (:func:`stack_size`) stacks only when
     the trials run on a local Ray that runs ``slots`` trials at once, and no more than leaves
-    every slot a stack. A configuration's seeds are split into stacks of near-equal size.
+    every slot a stack. A key's trials are split into stacks of near-equal size.
     """
     chosen = plan.spec.resources.seeds_per_trial
     scheduled = plan.spec.scheduler.kind != "none"  # it stops trials one by one
@@ -61,10 +61,10 @@ def stacks(plan: Plan, slots: int | None = None) -> list[list[Trial]]:
 
 
 def stack_size(groups: Sequence[int], slots: int) -> int:
-    """The largest stack (up to AUTO_STACK_MAX seeds) that still gives at least ``slots``
+    """The largest stack (up to AUTO_STACK_MAX trials) that still gives at least ``slots``
     stacks, for groups of ``groups[i]`` stackable trials (1: the trial runs alone); 1 when even
     separate trials leave slots idle. Fewer, fuller workers cost nothing while every slot is
-    busy: each stack trains its seeds in one computation, one worker start, one Tune trial."""
+    busy: each stack trains its trials in one computation, one worker start, one Tune trial."""
     for size in range(AUTO_STACK_MAX, 1, -1):
         if sum(-(-n // size) for n in groups) >= slots:
             return size
@@ -79,7 +79,7 @@ def train_stack(
     checkpoints: Any = None,
     resume: dict[str, Any] | None = None,
 ) -> None:
-    """Train a stack: one trial, or seeds stacked (probes run on each seed's network), saving
+    """Train a stack: one trial, or several stacked (probes run on each member's network), saving
     checkpoints where ``checkpoints`` (a checkpoint.Cadence) says, from ``resume`` if given."""
     from resablate.train import run_stack
 
@@ -113,7 +113,7 @@ def failure_text(exc: BaseException) -> str:
         return (
             "GPU out of memory: lower train.batch_size, give each trial more of a GPU"
             " (resources.gpu) so that fewer trials share one, or set resources.seeds_per_trial:"
-            f" 1 (a stack of seeds holds one network each)\n{text}"
+            f" 1 (a stack holds one network per trial)\n{text}"
         )
     return text
 

@@ -23,11 +23,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from resablate import batched, checkpoint, data
+from resablate import batched, checkpoint, data, stack_optim
 from resablate.batched import Stack
 from resablate.catalog import trial_config
 from resablate.compute import Compute
-from resablate.optim import OPTIMIZERS, Clock, loss_fn, lr_schedule, steps
+from resablate.optim import Clock, loss_fn, steps
 from resablate.results import DIVERGED, FINISHED, METRICS, RUNNING
 from resablate.spec import ProbesSpec, TrialConfig
 
@@ -137,6 +137,7 @@ class Member:
 
     index: int  # its place in the stack
     report: Report
+    limit: float  # its train.diverge_above
     shuffle: torch.Generator  # the order of the training set, drawn each epoch
     augment: torch.Generator | None  # crops and flips, on the device
     result: dict[str, Any]  # its last report
@@ -153,14 +154,14 @@ def stacked(tensors: list[Tensor]) -> Tensor:
     return tensors[0][None] if len(tensors) == 1 else torch.stack(tensors)
 
 
-def read(pending: list[tuple[Tensor, int]], live: list[Member], epoch: int, limit: float) -> None:
+def read(pending: list[tuple[Tensor, int]], live: list[Member], epoch: int) -> None:
     """Check the losses of ``pending`` steps in order, member by member: a loss that is NaN/inf
-    or over ``limit`` ends its member, which reports ``diverged`` and leaves ``live``."""
+    or over the member's limit ends it; it reports ``diverged`` and leaves ``live``."""
     losses = torch.stack([value for value, _ in pending]).tolist()  # one device sync
     for current, (_, size) in zip(losses, pending, strict=True):
         for member in list(live):
             loss = current[member.index]
-            if math.isfinite(loss) and loss <= limit:
+            if math.isfinite(loss) and loss <= member.limit:
                 member.last_finite = loss
                 member.total += loss * size
                 member.seen += size
@@ -181,11 +182,12 @@ def run_stack(
     checkpoints: checkpoint.Cadence | None = None,
     resume: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train k >= 1 trials as one stack (:mod:`resablate.batched`): one trial, or the seeds of
-    one configuration that :func:`resablate.batched.why_not` lets train stacked. ``reports[i]``
-    gets trial i's report after every epoch, as :func:`run_trial` describes them; returns each
-    trial's last report. A member that diverges reports so and leaves the stack's loss; the
-    others train on. Raises ValueError for configs that cannot train as one stack.
+    """Train k >= 1 trials as one stack (:mod:`resablate.batched`): one trial, or trials that
+    :func:`resablate.batched.check` lets train stacked (one network shape and data stream; each
+    its own seed, initialization and training recipe, :mod:`resablate.stack_optim`).
+    ``reports[i]`` gets trial i's report after every epoch, as :func:`run_trial` describes them;
+    returns each trial's last report. A member that diverges reports so and leaves the stack's
+    loss; the others train on. Raises ValueError for configs that cannot train as one stack.
 
     Every member gets its own trial's generators: initialization (``seed``), shuffle
     (``seed + 1``), augmentation (``seed + 2``), probe batch (``seed``).
@@ -194,33 +196,43 @@ def run_stack(
     (:mod:`resablate.checkpoint`); ``resume`` (a checkpoint read back) continues from its epoch:
     the epochs before it are neither trained nor reported again, nor are the init probes.
     """
-    cfgs = [c if isinstance(c, TrialConfig) else trial_config(c) for c in configs]
-    batched.check(cfgs)
+    given = [c if isinstance(c, TrialConfig) else trial_config(c) for c in configs]
+    batched.check(given)
+    # the stack's order: members of one recipe next to each other (one optimizer for them)
+    places = stack_optim.order([c.train for c in given])
+    cfgs = [given[i] for i in places]
     cfg = cfgs[0]
     tensors = data.load(cfg.data).to(device)
     compute = Compute(cfg.train, torch.device(device))
     stack = batched.build(cfgs, tensors.shape, compute)
-    optimizer = OPTIMIZERS[cfg.train.optimizer](stack.parameters(), cfg.train)
     loss = loss_fn(cfg.train.loss, tensors.shape.classes)
     n = len(tensors.y_train)
-    batch, clock = steps(cfg.train, n)
-    scheduler, error_warmup = lr_schedule(optimizer, cfg.train, clock)
+    batch, clock = steps(cfg.train, n)  # the data stream's: the same for every member
+    optimizers = stack_optim.Steps(
+        stack.parameters(), stack.size > 1, [c.train for c in cfgs], clock
+    )
+    error_warmup = optimizers.error_warmup
     members = [
         Member(
             i,
-            report,
+            reports[place],
+            c.train.diverge_above,
             torch.Generator(device="cpu").manual_seed(c.seed + 1),
             torch.Generator(device=device).manual_seed(c.seed + 2) if tensors.augment else None,
             {"epoch": 0, "status": RUNNING},
         )
-        for i, (c, report) in enumerate(zip(cfgs, reports, strict=True))
+        for i, (c, place) in enumerate(zip(cfgs, places, strict=True))
     ]
+
+    def results() -> list[dict[str, Any]]:  # in the order of ``configs``
+        return [members[places.index(i)].result for i in range(len(members))]
+
     # each member's probes on its own network, with its own seed's probe batch
     probers = [Prober(probes, tensors, loss, c.seed, clock.epochs) for c in cfgs]
     live = list(members)  # the members that have not diverged
     done = 0  # epochs trained before this call
     if resume is not None:
-        done, live = checkpoint.restore(resume, stack, optimizer, scheduler, members)
+        done, live = checkpoint.restore(resume, stack, optimizers, members)
         if checkpoints is not None:
             checkpoints.saved(done)
     else:
@@ -229,7 +241,7 @@ def run_stack(
             if "probes" in member.result:
                 member.report(member.result)
     if probe_only:
-        return [m.result for m in members]
+        return results()
     # On a GPU, reading each step's losses would stall the device once per step: they are read
     # in groups of SYNC_EVERY steps instead (He et al.'s warm-up reads every step). Each is
     # still checked in order, so a divergence ends its member at the same epoch with the same
@@ -258,30 +270,30 @@ def run_stack(
             losses = stacked([loss(out[i], yb[i]) for i in range(stack.size)])  # (k,)
             pending.append((losses.detach(), idx.shape[1]))
             if len(pending) == group or step == count - 1:
-                read(pending, live, epoch, cfg.train.diverge_above)
+                read(pending, live, epoch)
                 if not live:
-                    return [m.result for m in members]
-            optimizer.zero_grad(set_to_none=True)
+                    return results()
+            optimizers.zero_grad()
             # each member's gradient lands in its own slice of the stack's weights
             trained = losses if len(live) == stack.size else losses[[m.index for m in live]]
             trained.sum().backward()
-            optimizer.step()
+            optimizers.step()
             hits += (out.detach().argmax(dim=2) == yb).sum(dim=1)
             if error_warmup is not None:  # a stack of one (batched.why_not)
                 error_warmup.observe(1 - int(hits[0]) / members[0].seen)
-            scheduler.step()
+            optimizers.schedule()
         tested = evaluate(stack, tensors.x_test, tensors.y_test, loss, max(batch, 1024))
-        lr = float(optimizer.param_groups[0]["lr"])
         correct = hits.tolist()
         elapsed = time.perf_counter() - start  # the stack's: every member's epoch took this long
         for member in live:
             trained_on = (member.total / member.seen, correct[member.index] / member.seen)
+            lr = optimizers.lr(member.index)
             result = epoch_report(epoch, clock, trained_on, tested[member.index], lr, elapsed)
             member.result = probers[member.index](result, stack, member.index)
             member.report(member.result)
         if checkpoints is not None and checkpoints.due(epoch, clock.epochs):
-            checkpoints.save(checkpoint.capture(epoch, stack, optimizer, scheduler, members, live))
-    return [m.result for m in members]
+            checkpoints.save(checkpoint.capture(epoch, stack, optimizers, members, live))
+    return results()
 
 
 def run_trial(

@@ -335,8 +335,6 @@ def test_trials_that_differ_in_seed_and_init_scale_train_as_one_stack() -> None:
     nf = [{**BASE, "model": preact, "init": {"scheme": "nf", "c": c}} for c in (0.5, 0.25)]
     with pytest.raises(ValueError, match="differ"):  # c is in the nf forward pass (alpha, beta)
         run_stack(nf, [print, print])
-    with pytest.raises(ValueError, match="differ"):  # the learning rate: not yet
-        run_stack([BASE, {**BASE, "train": {**BASE["train"], "lr": 0.01}}], [print, print])
 
 
 CELLS = """\

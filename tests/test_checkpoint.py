@@ -97,6 +97,19 @@ def test_a_stack_of_seeds_resumes_as_a_stack(tmp_path: Path) -> None:
     assert [m["result"]["epoch"] for m in members] == [4, 4, 4] and all(m["live"] for m in members)
 
 
+def test_a_stack_of_mixed_recipes_resumes_as_a_stack(tmp_path: Path) -> None:
+    """Issue 21: members with other optimizers, lrs and schedules (one optimizer per recipe, in
+    an order the stack chooses) resume bit for bit too."""
+    adam = {"train": {"optimizer": "adam", "lr": 0.003, "schedule": "step", "milestones": [3]}}
+    configs = [config(adam, 0), config({"train": {"lr": 0.02}}, 1), config(adam, 2)]
+    whole = train(configs, tmp_path / "whole")
+    resumed = train(configs, tmp_path / "resumed", checkpoint.read(tmp_path / "whole/epoch_2.pt"))
+    for member in range(3):
+        assert measured(resumed[member]) == measured(whole[member][-2:])
+    assert len(checkpoint.read(tmp_path / "whole/epoch_4.pt")["steps"]) == 2  # two recipes
+    same_weights(tmp_path / "whole/epoch_4.pt", tmp_path / "resumed/epoch_4.pt")
+
+
 def test_a_diverged_member_stays_out_of_the_stack_after_a_resume(tmp_path: Path) -> None:
     # seed 3's loss crosses the bound in epoch 1, seed 0's never (found by running them)
     configs = [config({"train": {"diverge_above": 10.0}}, seed) for seed in (0, 3)]

@@ -182,4 +182,4 @@ grid: {seed: [0, 1]}
     assert stack is not None and queue.next({}) is None
     assert sorted(t.config["seed"] for t in stack) == [0, 0, 1, 1]
     assert len({t.config["init"]["c"] for t in stack}) == 2
-    assert {t.tags["resablate.stacked_seeds"] for t in stack} == {"4"}
+    assert {t.tags["resablate.stack_size"] for t in stack} == {"4"}

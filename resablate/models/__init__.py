@@ -129,6 +129,16 @@ def c_in_forward(init: InitSpec) -> bool:
     return INITS[init.scheme].normalizer_free
 
 
+def init_in_forward(init: InitSpec) -> dict[str, Any]:
+    """What of ``init`` the network's forward pass reads, beyond the initial values of its
+    weights: whether the scheme adds a branch gain (SkipInit's α) or Fixup's scalars, and a
+    normalizer-free scheme's α and c. Networks of one model config that agree on it compute the
+    same function of their weights, whatever their schemes' draws."""
+    scheme = INITS[init.scheme]
+    nf = {"c": init.c, "alpha": init.alpha} if scheme.normalizer_free else None
+    return {"gain": scheme.branch_gain is not None, "fixup": scheme.fixup, "nf": nf}
+
+
 @functools.lru_cache(maxsize=4096)  # a grid repeats each network over seeds and recipes
 def check(model: ModelSpec, init: InitSpec, shape: DataShape) -> None:
     """Raise ConfigError if the config does not fit its family and the data, or is undefined."""
