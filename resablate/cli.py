@@ -196,6 +196,7 @@ def plan(sweep_file: str, overrides: tuple[str, ...], profile: str | None, as_js
     Nothing is trained and nothing is recorded: use it to check a sweep before running it.
     """
     from resablate.plan import disk_text, make_plan, to_json
+    from resablate.stacking import stacks_text
 
     found = to_json(make_plan(sweep_file, overrides, profile))
     if as_json:
@@ -221,6 +222,7 @@ def plan(sweep_file: str, overrides: tuple[str, ...], profile: str | None, as_js
             + f" = {size['total_trials']} trials"
         )
     click.echo(disk_text(found["checkpoints"]))
+    click.echo(stacks_text(found["stacks"]))
     return 0
 
 

@@ -78,6 +78,7 @@ class DataSource:
     input_shape: Callable[[DataSpec], tuple[int, ...]]  # natural shape, before whitening
     classes: Callable[[DataSpec], int]
     train_size: Callable[[DataSpec], int]  # training examples before data.subset
+    test_size: Callable[[DataSpec], int]  # test examples
     splits: Callable[[DataSpec], Splits]  # raw inputs, not yet normalized
     per_channel: bool = False  # normalize each channel (images) rather than each feature
     standard_augment: bool = False  # what data.augment: null means
@@ -168,6 +169,7 @@ DATASETS.add(
         input_shape=lambda s: (1, 8, 8),
         classes=lambda s: 10,
         train_size=lambda s: DIGITS_EXAMPLES - _n_test(DIGITS_EXAMPLES, s),
+        test_size=lambda s: _n_test(DIGITS_EXAMPLES, s),
         splits=_digits,
     ),
 )
@@ -177,6 +179,7 @@ DATASETS.add(
         input_shape=lambda s: tuple(s.image) if s.image else (s.features,),
         classes=lambda s: s.classes,
         train_size=lambda s: s.samples - _n_test(s.samples, s),
+        test_size=lambda s: _n_test(s.samples, s),
         splits=_synthetic,
     ),
 )
@@ -220,6 +223,7 @@ class Torchvision:
             input_shape=lambda s: self.input_shape,
             classes=lambda s: self.classes,
             train_size=lambda s: self.train_size,
+            test_size=lambda s: TORCHVISION_TEST,
             splits=self.splits,
             per_channel=True,
             standard_augment=self.name.startswith("cifar"),  # pad, crop, flip: He et al. 2016
@@ -283,6 +287,8 @@ def _images(data: Tensor | np.ndarray, targets: Tensor | list[int]) -> tuple[Ten
     x = x.to(torch.float32, memory_format=torch.contiguous_format)
     return x, torch.as_tensor(targets, dtype=torch.int64)
 
+
+TORCHVISION_TEST = 10_000  # the official test split of every set below
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",

@@ -38,6 +38,19 @@ OPTIMIZERS.add("adam", lambda p, t: torch.optim.Adam(p, lr=t.lr, weight_decay=t.
 OPTIMIZERS.add("adamw", lambda p, t: torch.optim.AdamW(p, lr=t.lr, weight_decay=t.weight_decay))
 
 
+# tensors of optimizer state per weight (float32): momentum's buffer, Adam's two moments; an
+# optimizer not named here is counted as Adam
+STATE_SLOTS = {"sgd": 1, "adam": 2, "adamw": 2}
+
+
+def state_slots(optimizer: str, momentum: float) -> int:
+    """How many tensors of its own state ``optimizer`` keeps per weight (SGD without momentum:
+    none)."""
+    if optimizer == "sgd" and not momentum:
+        return 0
+    return STATE_SLOTS.get(optimizer, 2)
+
+
 @dataclass(frozen=True)
 class Clock:
     """The length of a run in optimizer iterations: the unit every lr schedule steps in."""

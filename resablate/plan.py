@@ -198,23 +198,21 @@ def to_json(plan: Plan) -> dict[str, Any]:
     if plan.spec.search:
         out["search"] = search_size(plan)
     out["checkpoints"] = checkpoint_disk(plan, [t["params"] for t in trials])
+    from resablate.stacking import describe, stack_budget
+
+    slots = slots_in(plan, local_resources())
+    out["stacks"] = describe(plan, slots, stack_budget(plan, slots))
     return out
-
-
-# bytes of optimizer state per parameter beside the weight itself (float32): momentum, Adam's
-# two moments; an optimizer not named here is counted as Adam
-STATE_SLOTS = {"sgd": 1, "adam": 2, "adamw": 2}
 
 
 def checkpoint_bytes(trial: Trial, params: int) -> int:
     """About how large one checkpoint of ``trial`` is: its float32 weights and the optimizer's
     state (a network's buffers, the generators and the reports add little: a CIFAR ResNet-110's
     is 13.5 MB measured, 13.7 MB by this count)."""
+    from resablate.optim import state_slots
+
     train = trial.config["train"]
-    slots = STATE_SLOTS.get(train["optimizer"], 2)
-    if train["optimizer"] == "sgd" and not train["momentum"]:
-        slots = 0
-    return 4 * params * (1 + slots)
+    return 4 * params * (1 + state_slots(train["optimizer"], train["momentum"]))
 
 
 def checkpoint_disk(plan: Plan, params: list[int]) -> dict[str, Any]:

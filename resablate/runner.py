@@ -28,7 +28,15 @@ from resablate.errors import UserError
 from resablate.grid import Trial
 from resablate.plan import Plan, local_resources
 from resablate.results import Events, Listener, TrialRecord
-from resablate.stacking import failure_text, resume_point, stack_id, stacks, train_stack
+from resablate.stacking import (
+    failure_text,
+    resume_point,
+    stack_budget,
+    stack_id,
+    stacking,
+    stacks,
+    train_stack,
+)
 
 BACKENDS = ("ray", "inline")
 
@@ -122,14 +130,15 @@ class Session:
         events = Events(listeners, history_of)
         if self.backend == "inline":
             with contextlib.suppress(stop.Stopped):  # the stopped trials have no record
-                for stack in stacks(plan):
+                for stack in stacks(plan, budget=self.budget()):
                     stop.REQUEST.check()
                     self._inline(events, stack)
         else:
             from resablate.tuning import run_grid
 
             named = (name or plan.spec.name) + self.tag
-            run_grid(plan, events, self.storage, named, self.slots(), self.points)
+            slots, budget = self.slots(), self.budget()
+            run_grid(plan, events, self.storage, named, slots, self.points, budget)
         return list(events.collector.records.values())
 
     def search(
@@ -164,6 +173,15 @@ class Session:
         if self.backend != "ray" or self.address is not None:
             return None
         return ray_slots(self.plan)
+
+    def budget(self) -> int | None:
+        """Bytes one stack may take (stacking.stack_budget) where the trials stack and run on
+        this machine (inline, or its own Ray); None elsewhere (a cluster's workers are not
+        this machine)."""
+        slots = self.slots()
+        if not stacking(self.plan, slots or 1) or (self.backend == "ray" and slots is None):
+            return None
+        return stack_budget(self.plan, slots or 1)
 
     def _inline(self, events: Events, stack: list[Trial]) -> None:
         """A stack in this process (a breakpoint in train.py just works), retried up to

@@ -294,6 +294,8 @@ class Runs(Protocol):
 
     def slots(self) -> int | None: ...
 
+    def budget(self) -> int | None: ...
+
 
 Done = Callable[[list[Trial]], list[TrialRecord]]
 
@@ -307,10 +309,17 @@ class CandidateQueue:
     """
 
     def __init__(
-        self, plan: Plan, search: CellSearch, done: Done, per_cell: int, slots: int | None
+        self,
+        plan: Plan,
+        search: CellSearch,
+        done: Done,
+        per_cell: int,
+        slots: int | None,
+        budget: int | None = None,
     ) -> None:
         self.plan, self.search, self.done, self.per_cell = plan, search, done, per_cell
         self.slots = slots  # trials the session runs at once (None: inline, a cluster)
+        self.budget = budget  # bytes a stack may take (None: not known)
         self.flying: list[Candidate] = search.pending()
         self.known: dict[str, TrialRecord] = {}
         self.queued: list[list[Trial]] = []
@@ -323,7 +332,8 @@ class CandidateQueue:
         self.known.update({r.trial.id: r for r in self.done(wanted)})
         todo = [t for t in wanted if t.id not in self.known]
         if todo:  # a candidate's seeds stack like a grid's
-            self.queued += stacks(dataclasses.replace(self.plan, trials=todo), self.slots)
+            some = dataclasses.replace(self.plan, trials=todo)
+            self.queued += stacks(some, self.slots, self.budget)
 
     def settle(self, records: dict[str, TrialRecord]) -> None:
         """Tell every candidate whose seeds all ended; ask new ones where a cell has room."""
@@ -393,7 +403,7 @@ def run_search(
     # them apart)
     per_cell = max(2, slots // (seeds * len(search.cells)))
     records: list[TrialRecord] = done(search.told_trials())
-    queue = CandidateQueue(plan, search, done, per_cell, session.slots())
+    queue = CandidateQueue(plan, search, done, per_cell, session.slots(), session.budget())
     metric = (search.search.objective.metric,)  # scored at its last or best epoch
     found = session.search(listeners, queue, f"{plan.spec.name}-search{tag}", history_of=metric)
     queue.settle({r.trial.id: r for r in found})  # what ended after the last hand-out

@@ -11,29 +11,57 @@ many as keep every trial slot busy).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from resablate.grid import Trial
+from resablate.grid import Trial, canonical
 from resablate.plan import Plan
 
 AUTO_STACK_MAX = 8  # seeds_per_trial: auto stacks at most this many trials in one worker
 STACKED = "resablate.stack_size"  # the MLflow tag of a trial trained in a stack: its size
 
 
-def stacks(plan: Plan, slots: int | None = None) -> list[list[Trial]]:
+def stacks(plan: Plan, slots: int | None = None, budget: int | None = None) -> list[list[Trial]]:
     """The plan's trials in stacks: trials with one stack key together where their configuration
     allows it (:func:`resablate.batched.why_not`), every other trial alone.
 
     ``resources.seeds_per_trial`` caps a stack; ``auto`` (:func:`stack_size`) stacks only when
     the trials run on a local Ray that runs ``slots`` trials at once, and no more than leaves
-    every slot a stack. A key's trials are split into stacks of near-equal size.
+    every slot a stack. ``budget`` (bytes, :func:`stack_budget`; None: not known, e.g. on a
+    cluster) caps a stack at as many members as fit in it (:func:`resablate.batched.member_bytes`).
+    A key's trials are split into stacks of near-equal size.
     """
     chosen = plan.spec.resources.seeds_per_trial
-    scheduled = plan.spec.scheduler.kind != "none"  # it stops trials one by one
-    if chosen == 1 or (chosen == "auto" and (slots is None or scheduled)):
+    if not stacking(plan, slots):
         return [[t] for t in plan.trials]
+    groups = list(keyed(plan.trials).values())
+    size = chosen if chosen != "auto" else stack_size([len(g) for g in groups], slots or 1)
+    out: list[list[Trial]] = []
+    for group in groups:
+        most = size if budget is None or len(group) == 1 else min(size, fits(group, budget))
+        parts = -(-len(group) // most)  # stacks of near-equal size, none over most
+        for k in range(parts):
+            stack = group[k * len(group) // parts : (k + 1) * len(group) // parts]
+            if len(stack) > 1:
+                tag = {STACKED: str(len(stack))}
+                stack = [dataclasses.replace(t, tags={**t.tags, **tag}) for t in stack]
+            out.append(stack)
+    return out
+
+
+def stacking(plan: Plan, slots: int | None) -> bool:
+    """Whether the plan's trials stack at all: not with ``seeds_per_trial: 1``, and ``auto``
+    only on a local Ray (``slots`` known) without a scheduler (it stops trials one by one)."""
+    chosen = plan.spec.resources.seeds_per_trial
+    scheduled = plan.spec.scheduler.kind != "none"
+    return not (chosen == 1 or (chosen == "auto" and (slots is None or scheduled)))
+
+
+def keyed(trials: Sequence[Trial]) -> dict[str, list[Trial]]:
+    """The trials by stack key (batched.stack_key); a trial that cannot stack under its id."""
     from resablate.batched import stack_key, why_not
 
     def alone(config: dict[str, Any]) -> bool:
@@ -43,21 +71,108 @@ def stacks(plan: Plan, slots: int | None = None) -> list[list[Trial]]:
             return True
 
     together: dict[str, list[Trial]] = {}
-    for trial in plan.trials:
+    for trial in trials:
         key = trial.id if alone(trial.config) else stack_key(trial.config)
         together.setdefault(key, []).append(trial)
-    groups = list(together.values())
-    size = chosen if chosen != "auto" else stack_size([len(g) for g in groups], slots or 1)
-    out: list[list[Trial]] = []
-    for group in groups:
-        parts = -(-len(group) // size)  # stacks of near-equal size, none over size
-        for k in range(parts):
-            stack = group[k * len(group) // parts : (k + 1) * len(group) // parts]
-            if len(stack) > 1:
-                tag = {STACKED: str(len(stack))}
-                stack = [dataclasses.replace(t, tags={**t.tags, **tag}) for t in stack]
-            out.append(stack)
-    return out
+    return together
+
+
+HEADROOM = 0.5  # a stack may fill this share of the memory free for its slot
+
+
+def stack_budget(plan: Plan, slots: int) -> int:
+    """Bytes one stack may take on this machine while ``slots`` stacks run at once: HEADROOM
+    of the free memory of a GPU times a trial's share of it (``resources.gpu``), or without
+    GPUs of the free main memory over the slots."""
+    import torch
+
+    share = plan.spec.resources.gpu
+    if share > 0 and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        return int(free * min(share, 1.0) * HEADROOM)
+    import psutil
+
+    return int(psutil.virtual_memory().available / max(slots, 1) * HEADROOM)
+
+
+def fits(group: Sequence[Trial], budget: int) -> int:
+    """How many members of ``group`` (one stack key) fit in ``budget`` bytes, at least 1."""
+    from resablate.optim import state_slots
+
+    train = [t.config["train"] for t in group]
+    slots = max(state_slots(t["optimizer"], t["momentum"]) for t in train)
+    return max(1, budget // _member(group[0], slots))
+
+
+def _member(trial: Trial, slots: int | None = None) -> int:
+    """batched.member_bytes of ``trial`` (``slots`` tensors of optimizer state), cached."""
+    config = trial.config
+    key = canonical({k: config[k] for k in ("model", "init", "data", "train")})
+    return _member_bytes(key, slots)
+
+
+@functools.lru_cache(maxsize=1024)
+def _member_bytes(config: str, slots: int | None) -> int:
+    from resablate.batched import member_bytes
+
+    return member_bytes(json.loads(config), slots)
+
+
+def describe(plan: Plan, slots: int, budget: int | None) -> dict[str, Any]:
+    """How the plan's trials stack on a local Ray with ``slots`` trial slots and ``budget``
+    bytes a stack (``resablate plan``): how many Ray Tune trials, how many stacks of each size,
+    and why the trials that train alone do (reason -> count)."""
+    found = stacks(plan, slots, budget)
+    alone: dict[str, int] = {}
+    why = None
+    if plan.spec.resources.seeds_per_trial == 1:
+        why = "resources.seeds_per_trial is 1"
+    elif not stacking(plan, slots):
+        why = "a scheduler stops trials one by one (seeds_per_trial auto stacks none)"
+    for stack in found:
+        if len(stack) == 1:
+            reason = why or _alone(stack[0], budget)
+            alone[reason] = alone.get(reason, 0) + 1
+    sizes: dict[str, int] = {}
+    for stack in found:
+        if len(stack) > 1:
+            sizes[str(len(stack))] = sizes.get(str(len(stack)), 0) + 1
+    return {
+        "trial_slots": slots,
+        "budget_bytes": budget,
+        "tune_trials": len(found),
+        "stacks": dict(sorted(sizes.items(), key=lambda kv: -int(kv[0]))),
+        "alone": alone,
+    }
+
+
+def _alone(trial: Trial, budget: int | None) -> str:
+    from resablate.batched import why_not
+
+    try:
+        reason = why_not(trial.config)
+    except ValueError as exc:
+        return str(exc)
+    if reason:
+        return reason
+    if budget is not None and fits([trial], budget) == 1 and _member(trial) * 2 > budget:
+        return "two of its networks do not fit in a slot's memory"
+    return "no other trial has its network and data stream"
+
+
+def stacks_text(found: dict[str, Any]) -> str:
+    """`resablate plan`'s line about :func:`describe`."""
+    stacked = ", ".join(f"{n} stacks of {k}" for k, n in found["stacks"].items())
+    alone = sum(found["alone"].values())
+    parts = [p for p in (stacked, f"{alone} alone" if alone else "") if p]
+    line = (
+        f"on this machine's Ray ({found['trial_slots']} trial slots): {found['tune_trials']}"
+        f" Ray Tune trials ({'; '.join(parts) or 'none'})"
+    )
+    reasons = "; ".join(
+        f"{n}: {r}" for r, n in sorted(found["alone"].items(), key=lambda x: -x[1])
+    )
+    return line + (f"; alone because {reasons}" if reasons else "")
 
 
 def stack_size(groups: Sequence[int], slots: int) -> int:

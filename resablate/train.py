@@ -282,7 +282,9 @@ def run_stack(
             if error_warmup is not None:  # a stack of one (batched.why_not)
                 error_warmup.observe(1 - int(hits[0]) / members[0].seen)
             optimizers.schedule()
-        tested = evaluate(stack, tensors.x_test, tensors.y_test, loss, max(batch, 1024))
+        tested = evaluate(
+            stack, tensors.x_test, tensors.y_test, loss, max(batch, batched.EVAL_BATCH)
+        )
         correct = hits.tolist()
         elapsed = time.perf_counter() - start  # the stack's: every member's epoch took this long
         for member in live:

@@ -325,6 +325,7 @@ def run_grid(
     name: str,
     slots: int | None = None,
     points: dict[str, Point] | None = None,
+    budget: int | None = None,
 ) -> None:
     """Run the plan's stacks as one Ray Tune run, or several in turn (:func:`runs_of`), named
     ``name``, ``name-part002``, ...; a stop request, or a run that returns with a stack not
@@ -332,7 +333,7 @@ def run_grid(
     trial id); a stack whose trials all have the same one starts from it."""
     _quiet()
     scheduled = plan.spec.scheduler.kind != "none"
-    parts = runs_of(stacks(plan, slots), slots or ray_slots(plan), scheduled)
+    parts = runs_of(stacks(plan, slots, budget), slots or ray_slots(plan), scheduled)
     for k, part in enumerate(parts):
         if stop.REQUEST.requested:
             return

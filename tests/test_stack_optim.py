@@ -161,3 +161,98 @@ def test_a_grid_stacks_by_shape_and_data_stream(tmp_path: Path) -> None:
         assert len({t.config["train"]["batch_size"] for t in stack}) == 1
     mixed = {(t.config["init"]["scheme"], t.config["train"]["optimizer"]) for t in found[0]}
     assert len(mixed) > 1  # not only seeds
+
+
+# --- point 4: stacks sized to the machine ---------------------------------------------------------
+
+CONV = {
+    "model": {"family": "cifar", "depth": 8, "norm": "none"},
+    "data": {"name": "synthetic", "image": [3, 32, 32], "samples": 1200},
+    "train": {"batch_size": 128, "max_iterations": 2, "lr": 0.01},
+}
+MEASURE = """
+import json, resource, sys, torch
+from resablate import data
+from resablate.spec import TrialConfig
+from resablate.train import run_stack
+config, k = json.loads(sys.argv[1]), int(sys.argv[2])
+torch.set_num_threads(1)
+data.load(TrialConfig.model_validate(config).data)  # the data set: the stack's, not a member's
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+run_stack([{**config, "seed": s} for s in range(k)], [lambda r: None] * k)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+def peak_growth(config: dict[str, Any], k: int) -> int:
+    """How much a fresh process's peak memory grows while a stack of ``k`` trains (large
+    blocks straight from the OS, so that freed memory leaves the peak as it is)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, json.dumps(config), str(k)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    return int(done.stdout.split()[-1])
+
+
+def test_a_members_memory_is_estimated_on_the_meta_device() -> None:
+    from resablate.batched import member_bytes
+
+    estimate = member_bytes(CONV)
+    per_member = (peak_growth(CONV, 6) - peak_growth(CONV, 2)) / 4  # measured: 77 MB
+    assert 0.8 < estimate / per_member < 1.5, (estimate, per_member)
+    # twice the batch: about twice the activations (the weights stay)
+    double = {**CONV, "train": {**CONV["train"], "batch_size": 256}}
+    assert 1.6 < member_bytes(double) / estimate < 2.0
+
+
+SIZED = """\
+name: sized
+model: {family: mlp, width: 32}
+train: {epochs: 1, batch_size: 64}
+grid:
+  train.lr: [0.01, 0.02, 0.03]
+  seed: [0, 1, 2, 3]
+resources: {cpu: 1, seeds_per_trial: 8}
+"""
+
+
+def test_no_stack_is_larger_than_its_slots_memory_allows(tmp_path: Path) -> None:
+    from resablate.batched import member_bytes
+    from resablate.stacking import describe
+
+    plan = make_plan(write(tmp_path / "s.yaml", SIZED))
+    member = member_bytes(plan.trials[0].config)
+    assert sorted(len(s) for s in stacks(plan, 2)) == [6, 6]  # 12 trials: 2 stacks of 6 (max 8)
+    assert sorted(len(s) for s in stacks(plan, 2, budget=None)) == [6, 6]
+    assert sorted(len(s) for s in stacks(plan, 2, budget=int(3.5 * member))) == [3, 3, 3, 3]
+    assert [len(s) for s in stacks(plan, 2, budget=member)] == [1] * 12
+    assert describe(plan, 2, member) == {
+        "trial_slots": 2,
+        "budget_bytes": member,
+        "tune_trials": 12,
+        "stacks": {},
+        "alone": {"two of its networks do not fit in a slot's memory": 12},
+    }
+
+
+def test_plan_says_how_the_trials_stack_and_why_some_train_alone(tmp_path: Path, cli) -> None:
+    import json
+
+    sweep = write(tmp_path / "p.yaml", SIZED.replace("{cpu: 1, ", "{cpu: 1, ") + "")
+    extra = "  model.norm: [none, batch]\n"
+    sweep.write_text(SIZED.replace("  seed:", extra + "  seed:"))
+    found = json.loads(cli("plan", str(sweep), "--json").out)["stacks"]
+    assert found["alone"] == {"model.norm batch keeps running statistics per network": 12}
+    assert sum(int(k) * n for k, n in found["stacks"].items()) == 12  # the norm-free trials
+    text = cli("plan", str(sweep)).out
+    assert "12: model.norm batch keeps running statistics per network" in text
+    assert f"{found['tune_trials']} Ray Tune trials" in text
