@@ -163,7 +163,7 @@ def test_a_grid_stacks_by_shape_and_data_stream(tmp_path: Path) -> None:
     assert len(mixed) > 1  # not only seeds
 
 
-# --- point 4: stacks sized to the machine ---------------------------------------------------------
+# --- point 4: stacks sized to the machine ----------------------------------------------
 
 CONV = {
     "model": {"family": "cifar", "depth": 8, "norm": "none"},
