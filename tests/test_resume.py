@@ -194,9 +194,7 @@ def test_a_sweep_killed_mid_stack_reruns_the_stack_and_records_each_seed_once(
     plan = make_plan(sweep)
     finished = [r for r in runs if r.info.status == "FINISHED"]
     assert sorted(r.data.tags["trial_id"] for r in finished) == sorted(t.id for t in plan.trials)
-    assert (
-        sorted(r.data.tags["resablate.stack_size"] for r in finished) == ["2"] * 2 + ["3"] * 3
-    )
+    assert sorted(r.data.tags["resablate.stack_size"] for r in finished) == ["2"] * 2 + ["3"] * 3
     # killed before a checkpoint, a stack reruns; after one, its runs go on (test_preemption.py)
     stale = [r for r in runs if r.info.status != "FINISHED"]
     assert all(r.data.tags["resablate.status"] == "killed" for r in stale)
