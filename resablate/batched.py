@@ -247,7 +247,7 @@ def member_bytes(config: TrialConfig | dict[str, Any], slots: int | None = None)
     saved, largest = 0, 0
     with torch.device("meta"):
         net = models.FAMILIES[cfg.model.family].build(cfg.model, cfg.init, shape)
-        seen = {id(p): p for p in net.parameters()}  # held: ids stay unique
+        seen: dict[int, Tensor] = {id(p): p for p in net.parameters()}  # held: ids stay unique
 
         def pack(tensor: Tensor) -> Tensor:
             nonlocal saved, largest

@@ -1,10 +1,11 @@
-"""Checkpoints on Ray Tune: how a trial's checkpoints travel, are found again, and go.
+"""Ray Tune's side of a trial's reports and checkpoints: how they travel, are found again, go.
 
-A trial reports each checkpoint as a Ray Tune ``Checkpoint`` (:class:`Reported`; Tune copies it
-into the run's storage), starts an attempt from the last one (:func:`resume_state`), reads the
-driver's stop request from a :class:`StopFlag` at the end of an epoch, and a finished trial's
-checkpoints are deleted (:func:`delete`). The runner's side is tuning.py; the trial's state and
-the files, checkpoint.py.
+A trial sends its epoch reports in batches (:class:`Outbox`), reports each checkpoint as a Ray
+Tune ``Checkpoint`` (:class:`Reported`; Tune copies it into the run's storage), starts an
+attempt from the last one (:func:`resume_state`), reads the driver's stop request from a
+:class:`StopFlag` at the end of an epoch, and a finished trial's checkpoints are deleted
+(:func:`delete`). The runner's side is tuning.py; the trial's state and the files,
+checkpoint.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ REPORT = "resablate_report"
 # attempt sends first when it continues from one: the epoch it resumes from (0: from the start)
 CHECKPOINT, RESUMED = "resablate_checkpoint", "resablate_resumed"
 POLL_S = 1.0  # a trial reads the stop flag at the end of an epoch, at most this often
+REPORT_EVERY_S = 1.0  # a trial sends its epoch reports to the driver at most this often
 
 Point = tuple[str, int]  # (where a trial's checkpoints are, the newest epoch to resume from)
 
@@ -65,11 +68,44 @@ def polled(flag: Any) -> Callable[[], bool]:
     return stopping
 
 
+class Outbox:
+    """A trial's epoch reports on their way to the driver: several in one ``tune.report`` (the
+    list under REPORT), at most every REPORT_EVERY_S seconds, and what is left before a
+    checkpoint and at the end (:meth:`flush`). Tune's ``report`` waits until the driver has
+    taken the result: once per epoch, a trial of short epochs waited on the driver more than
+    it trained. ``each``: every report on its own (a scheduler decides at every epoch).
+    ``keys``: what Tune reads itself, taken from the last report of a batch."""
+
+    def __init__(self, keys: tuple[str, ...], each: bool) -> None:
+        self.keys, self.each = keys, each
+        self.pending: list[dict[str, Any]] = []
+        self.sent = time.monotonic()
+
+    def add(self, result: dict[str, Any]) -> None:
+        self.pending.append(result)
+        if self.each or time.monotonic() - self.sent >= REPORT_EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        last = batch[-1]
+        tune.report({**{k: last[k] for k in self.keys if k in last}, REPORT: batch})
+        self.sent = time.monotonic()
+
+
+@dataclass(kw_only=True)
 class Reported(checkpoint.Cadence):
     """Checkpoints through Ray Tune: each written to a temporary folder and reported as a Tune
-    ``Checkpoint`` (Tune copies it into the run's storage before ``report`` returns)."""
+    ``Checkpoint`` (Tune copies it into the run's storage before ``report`` returns), after the
+    epoch reports ``outbox`` still holds (the driver logs them before the checkpoint)."""
+
+    outbox: Outbox | None = None
 
     def save(self, state: dict[str, Any]) -> None:
+        if self.outbox is not None:
+            self.outbox.flush()
         epoch = state["epoch"]
         with tempfile.TemporaryDirectory(prefix="resablate-checkpoint-") as folder:
             path = Path(folder) / checkpoint.name(epoch)

@@ -18,6 +18,7 @@ train.keep_checkpoint).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import itertools
@@ -47,6 +48,7 @@ from resablate.tune_checkpoints import (
     CHECKPOINT,
     REPORT,
     RESUMED,
+    Outbox,
     Point,
     Reported,
     StopFlag,
@@ -71,10 +73,11 @@ def _trainable(
     flag: Any = None,
     final: bool = False,
 ) -> None:
-    """Ray Tune's function trainable: one stack (a trial, or stacked seeds), reporting every
-    epoch of each of its trials, saving checkpoints (every ``every`` epochs; the default
-    cadence when None; at the last epoch when ``final``) and starting from one when there is
-    one (:func:`resume_state`; ``points``: where --resume found each stack's)."""
+    """Ray Tune's function trainable: one stack (a trial, or several stacked), reporting every
+    epoch of each of its trials (in batches, :class:`Outbox`), saving checkpoints (every
+    ``every`` epochs; the default cadence when None; at the last epoch when ``final``) and
+    starting from one when there is one (:func:`resume_state`; ``points``: where --resume
+    found each stack's)."""
     import torch
 
     from resablate.spec import ProbesSpec
@@ -83,11 +86,12 @@ def _trainable(
     node = ray.get_runtime_context().get_node_id()  # which node ran it (tagged on the run)
     # a grid's stacks come through ``configs``; a searcher's in the Tune trial's own config
     members = tune_config.get("members") or configs[tune_config["trial_id"]]
+    # a scheduler decides at every epoch: each report goes at once; else in batches
+    outbox = Outbox(tune_keys, each=len(tune_keys) > 1)
 
     def report(trial_id: str, result: dict[str, Any]) -> None:
-        named = {TRIAL: trial_id} if len(members) > 1 else {}  # a stacked seed names its trial
-        seen = {k: result[k] for k in tune_keys if k in result}
-        tune.report({**seen, REPORT: [{**result, NODE: node, **named}]})
+        named = {TRIAL: trial_id} if len(members) > 1 else {}  # a stack's member names its trial
+        outbox.add({**result, NODE: node, **named})
 
     key = tune_config["trial_id"]
     state = resume_state(tune_config.get("resume") or (points or {}).get(key))
@@ -100,10 +104,13 @@ def _trainable(
             [functools.partial(report, i) for i, _ in members],
             device,
             ProbesSpec.model_validate(probes),
-            checkpoints=Reported(every=every, stopping=stopping, final=final),
+            checkpoints=Reported(every=every, stopping=stopping, final=final, outbox=outbox),
             resume=state,
         )
+        outbox.flush()
     except Exception as exc:
+        with contextlib.suppress(Exception):  # what it trained before it failed is a result
+            outbox.flush()
         # Not every exception survives Ray's pickling (pydantic's do not): send the traceback text.
         raise RuntimeError(failure_text(exc)) from None
 
@@ -193,9 +200,11 @@ class Forward(tune.Callback):
             for member in stack:
                 self.events.resumed(member, int(result[RESUMED]))
             return
-        ours = dict(result[REPORT][0])
-        named = ours.pop(TRIAL, None)
-        self.events.result(next(t for t in stack if t.id == named) if named else stack[0], ours)
+        for sent in result[REPORT]:  # a batch of epoch reports, in the order they were made
+            ours = dict(sent)
+            named = ours.pop(TRIAL, None)
+            member = next(t for t in stack if t.id == named) if named else stack[0]
+            self.events.result(member, ours)
 
     def _gone(self, trial: Any) -> None:
         self.running.discard(trial.trial_id)
