@@ -1,15 +1,16 @@
 """One trial: data + model + optimizer + lr schedule -> per-epoch metrics via a report callback.
 
 One loop (:func:`run_stack`) trains a stack of k >= 1 networks (:mod:`resablate.batched`): one
-trial (:func:`run_trial`), or the seeds of one configuration as one computation, each with its
-own batches, loss, divergence and reports.
+trial (:func:`run_trial`), or trials of one network and data stream as one computation, each
+with its own initialization, batches, optimizer and lr schedule (stack_optim.py), loss,
+divergence and reports.
 
 No ray, no mlflow: the runner passes ``report`` (Ray Tune's, or a plain function in-process).
 A loss that becomes NaN/inf or exceeds ``train.diverge_above`` ends the trial as ``diverged``:
 a result to analyse, not a crash (science.md §4).
 
-Optimizers, lr schedules and warm-ups are optim.py's; how the arithmetic runs (bf16,
-channels-last, compile, deterministic kernels) is compute.py's.
+Optimizers, lr schedules and warm-ups are optim.py's (a stack's members' each: stack_optim.py);
+how the arithmetic runs (bf16, channels-last, compile, deterministic kernels) is compute.py's.
 """
 
 from __future__ import annotations

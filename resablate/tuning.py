@@ -132,7 +132,7 @@ class StopRequested(tune.Stopper):
 
 class Forward(tune.Callback):
     """Forwards trial events to the sweep's listeners (Tune runs callbacks in the driver). A Tune
-    trial trains a stack: one of our trials, or stacked seeds whose reports name theirs."""
+    trial trains a stack: one of our trials, or several whose reports name theirs."""
 
     def __init__(
         self,
