@@ -195,10 +195,13 @@ def plan(sweep_file: str, overrides: tuple[str, ...], profile: str | None, as_js
 
     Nothing is trained and nothing is recorded: use it to check a sweep before running it.
     """
-    from resablate.plan import disk_text, make_plan, to_json
-    from resablate.stacking import stacks_text
+    from resablate.plan import disk_text, local_resources, make_plan, slots_in, to_json
+    from resablate.stacking import describe, stack_budget, stacks_text
 
-    found = to_json(make_plan(sweep_file, overrides, profile))
+    chosen = make_plan(sweep_file, overrides, profile)
+    found = to_json(chosen)
+    slots = slots_in(chosen, local_resources())  # how they stack on this machine's Ray
+    found["stacks"] = describe(chosen, slots, stack_budget(chosen, slots))
     if as_json:
         click.echo(json.dumps(found))
         return 0

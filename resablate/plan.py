@@ -198,10 +198,6 @@ def to_json(plan: Plan) -> dict[str, Any]:
     if plan.spec.search:
         out["search"] = search_size(plan)
     out["checkpoints"] = checkpoint_disk(plan, [t["params"] for t in trials])
-    from resablate.stacking import describe, stack_budget
-
-    slots = slots_in(plan, local_resources())
-    out["stacks"] = describe(plan, slots, stack_budget(plan, slots))
     return out
 
 

@@ -1,22 +1,28 @@
 """A trial's epoch reports reach the driver in batches (tune_checkpoints.Outbox): Ray Tune's
 ``report`` waits for the driver each time, so a trial of short epochs sends several at once,
-all of them, in order; under a scheduler each goes on its own."""
+all of them, in order; under a scheduler each goes on its own.
+
+The Tune run is a process of its own: importing ray here would decide, for every later test of
+this session, how a local Ray binds (cluster.start_ray's single-machine switch)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+RUN = """
+import json, sys, time
 import ray
 from ray import tune
-
 from resablate.tune_checkpoints import REPORT, REPORT_EVERY_S, Outbox
 
 
-def _trainable(config: dict[str, Any]) -> None:
-    import time
-
+def trainable(config):
     outbox = Outbox(("epoch",), each=config["each"])
     for epoch in range(1, 41):
         time.sleep(REPORT_EVERY_S / 10)  # ten epochs a batch
@@ -24,31 +30,37 @@ def _trainable(config: dict[str, Any]) -> None:
     outbox.flush()
 
 
-@pytest.fixture(scope="module")
-def local_ray() -> Any:
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+got = []
+
+
+class Seen(tune.Callback):
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        got.append(result[REPORT])
+
+
+ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+run = tune.RunConfig(storage_path=sys.argv[2], callbacks=[Seen()], verbose=0)
+tune.Tuner(trainable, param_space={"each": sys.argv[1] == "each"}, run_config=run).fit()
+ray.shutdown()
+print(json.dumps(got))
+"""
 
 
 @pytest.mark.parametrize("each", [False, True])
 def test_epoch_reports_travel_in_batches_unless_a_scheduler_reads_each(
-    tmp_path: Path, local_ray: Any, each: bool
+    tmp_path: Path, each: bool
 ) -> None:
-    got: list[list[dict[str, Any]]] = []
-
-    class Seen(tune.Callback):
-        def on_trial_result(
-            self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
-        ) -> None:
-            got.append(result[REPORT])
-
-    tuner = tune.Tuner(
-        _trainable,
-        param_space={"each": each},
-        run_config=tune.RunConfig(storage_path=str(tmp_path), callbacks=[Seen()], verbose=0),
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # bind 127.0.0.1
+    mode = "each" if each else "batched"
+    done = subprocess.run(
+        [sys.executable, "-c", RUN, mode, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
-    tuner.fit()
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
     epochs = [r["epoch"] for batch in got for r in batch]
     assert epochs == list(range(1, 41))  # every report once, in order
     if each:

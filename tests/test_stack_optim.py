@@ -171,16 +171,23 @@ CONV = {
     "train": {"batch_size": 128, "max_iterations": 2, "lr": 0.01},
 }
 MEASURE = """
-import json, resource, sys, torch
+import json, sys, torch
 from resablate import data
 from resablate.spec import TrialConfig
 from resablate.train import run_stack
+
+
+def peak():  # this process's own high-water mark (ru_maxrss keeps a forking parent's across exec)
+    status = open("/proc/self/status").read().split("VmHWM:")[1]
+    return int(status.split()[0]) * 1024
+
+
 config, k = json.loads(sys.argv[1]), int(sys.argv[2])
 torch.set_num_threads(1)
 data.load(TrialConfig.model_validate(config).data)  # the data set: the stack's, not a member's
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak()
 run_stack([{**config, "seed": s} for s in range(k)], [lambda r: None] * k)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+print(peak() - before)
 """
 
 
