@@ -63,8 +63,13 @@ class Stack(Protocol):
         ...
 
     def network(self, index: int = 0) -> nn.Module:
-        """Member ``index``'s network as a module of its own, for probes (which run on a
-        copy: what they do to it does not reach the stack)."""
+        """Member ``index``'s network as a module of its own (until the next call), for
+        probes (which run on a copy, or only read it: what they do does not reach the
+        stack)."""
+        ...
+
+    def same(self, i: int, j: int) -> bool:
+        """Whether members ``i`` and ``j`` hold bit-identical weights and buffers now."""
         ...
 
     def state_dict(self) -> dict[str, Tensor]:
@@ -76,6 +81,23 @@ class Stack(Protocol):
         ...
 
 
+class Modes:
+    """``net.train(mode)`` for a network whose modules stay as they are: the flag set on each
+    module directly (a sixth of the cost of train()'s recursion, paid twice an epoch), or by
+    train() itself where a module overrides it."""
+
+    def __init__(self, net: nn.Module) -> None:
+        self.net, self.modules = net, list(net.modules())
+        self.direct = all(type(m).train is nn.Module.train for m in self.modules)
+
+    def __call__(self, mode: bool) -> None:
+        if not self.direct:
+            self.net.train(mode)
+            return
+        for module in self.modules:
+            object.__setattr__(module, "training", mode)  # what Module.__setattr__ ends in
+
+
 class Plain:
     """A stack of one: the trial's network, its forward pass as ``compute`` makes it."""
 
@@ -84,6 +106,7 @@ class Plain:
     def __init__(self, net: nn.Module, compute: Compute) -> None:
         self.compute = compute
         self.net, self.forward = compute.model(net)
+        self.modes = Modes(self.net)
 
     def __call__(self, x: Tensor) -> Tensor:
         with self.compute.autocast():
@@ -99,12 +122,15 @@ class Plain:
         return self.net.parameters()
 
     def train(self, mode: bool) -> None:
-        self.net.train(mode)
+        self.modes(mode)
 
     def network(self, index: int = 0) -> nn.Module:
         if index != 0:
             raise IndexError(f"a stack of one has no member {index}")
         return self.net
+
+    def same(self, i: int, j: int) -> bool:
+        return i == j == 0
 
     def state_dict(self) -> dict[str, Tensor]:
         return self.net.state_dict()
@@ -125,7 +151,12 @@ class Vmapped:
         self.size = len(nets)
         self.params, self.buffers = stack_module_state(list(nets))  # type: ignore[arg-type]
         self.skeleton = copy.deepcopy(nets[0]).to("meta")  # the architecture, without weights
-        self.template = nets[0]  # a real module of the architecture: members' copies for probes
+        self.modes = Modes(self.skeleton)
+        # one real module of the architecture that network() loads a member's weights into
+        self.scratch = nets[0]
+        own = {**dict(nets[0].named_parameters()), **dict(nets[0].named_buffers())}
+        stacked = {**self.params, **self.buffers}
+        self.pairs = [(own[name], tensor) for name, tensor in stacked.items()]
 
         def one(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor) -> Tensor:
             return functional_call(self.skeleton, (p, b), (x,))
@@ -143,15 +174,20 @@ class Vmapped:
         return self.params.values()
 
     def train(self, mode: bool) -> None:
-        self.skeleton.train(mode)
+        self.modes(mode)
 
     @torch.no_grad()
     def network(self, index: int = 0) -> nn.Module:
-        net = copy.deepcopy(self.template)
-        state = {**self.params, **self.buffers}
-        net.load_state_dict({name: tensor[index] for name, tensor in state.items()})
-        net.train(self.skeleton.training)
-        return net
+        """Member ``index``'s weights copied into the stack's one scratch module (no new
+        module per probe epoch): valid until the next call."""
+        for own, stacked in self.pairs:
+            own.copy_(stacked[index])
+        self.scratch.train(self.skeleton.training)
+        return self.scratch
+
+    def same(self, i: int, j: int) -> bool:
+        tensors = [*self.params.values(), *self.buffers.values()]
+        return all(torch.equal(t[i], t[j]) for t in tensors)
 
     def state_dict(self) -> dict[str, Tensor]:
         """The stacked weights and buffers, ``param.<name>`` / ``buffer.<name>``."""

@@ -32,7 +32,8 @@ def stacks(plan: Plan, slots: int | None = None, budget: int | None = None) -> l
     the trials run on a local Ray that runs ``slots`` trials at once, and no more than leaves
     every slot a stack. ``budget`` (bytes, :func:`stack_budget`; None: not known, e.g. on a
     cluster) caps a stack at as many members as fit in it (:func:`resablate.batched.member_bytes`).
-    A key's trials are split into stacks of near-equal size.
+    A key's trials are split into stacks of near-equal size, those of one seed and init next
+    to each other (their networks start the same: their init probes are measured once).
     """
     chosen = plan.spec.resources.seeds_per_trial
     if not stacking(plan, slots):
@@ -41,6 +42,7 @@ def stacks(plan: Plan, slots: int | None = None, budget: int | None = None) -> l
     size = chosen if chosen != "auto" else stack_size([len(g) for g in groups], slots or 1)
     out: list[list[Trial]] = []
     for group in groups:
+        group = sorted(group, key=start)
         most = size if budget is None or len(group) == 1 else min(size, fits(group, budget))
         parts = -(-len(group) // most)  # stacks of near-equal size, none over most
         for k in range(parts):
@@ -50,6 +52,11 @@ def stacks(plan: Plan, slots: int | None = None, budget: int | None = None) -> l
                 stack = [dataclasses.replace(t, tags={**t.tags, **tag}) for t in stack]
             out.append(stack)
     return out
+
+
+def start(trial: Trial) -> tuple[int, str]:
+    """What a trial's network starts from: its seed and init."""
+    return trial.config.get("seed", 0), canonical(trial.config.get("init", {}))
 
 
 def stacking(plan: Plan, slots: int | None) -> bool:

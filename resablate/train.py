@@ -15,6 +15,7 @@ how the arithmetic runs (bf16, channels-last, compile, deterministic kernels) is
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -225,6 +226,9 @@ def run_stack(
         for i, (c, place) in enumerate(zip(cfgs, places, strict=True))
     ]
 
+    def twins(a: Member, b: Member) -> bool:  # the same probe seed and network
+        return cfgs[a.index].seed == cfgs[b.index].seed and stack.same(a.index, b.index)
+
     def results() -> list[dict[str, Any]]:  # in the order of ``configs``
         return [members[places.index(i)].result for i in range(len(members))]
 
@@ -238,7 +242,13 @@ def run_stack(
             checkpoints.saved(done)
     else:
         for member in members:
-            member.result = probers[member.index](member.result, stack, member.index)
+            # members of one seed and one initial network (differing in their recipe) have
+            # the same init probes: measured once (on a copy of the same weights and probe batch)
+            twin = next((m for m in members[: member.index] if twins(m, member)), None)
+            if twin is not None and "probes" in twin.result:
+                member.result = copy.deepcopy(twin.result)
+            else:
+                member.result = probers[member.index](member.result, stack, member.index)
             if "probes" in member.result:
                 member.report(member.result)
     if probe_only:

@@ -359,3 +359,34 @@ def test_stacks_gather_the_init_scales_of_a_cell_unless_c_is_in_the_forward_pass
     )
     # he: 3 scales x 2 seeds in one stack; nf: each scale's 2 seeds apart
     assert found == [(2, "nf", 1), (2, "nf", 1), (2, "nf", 1), (6, "he", 3)]
+
+
+def test_a_stacks_mode_is_every_modules_mode_as_train_sets_it() -> None:
+    from torch import nn
+
+    from resablate.batched import Modes
+
+    config = TrialConfig.model_validate({**BASE, "model": {**BASE["model"], "norm": "batch"}})
+    shape = data.load(config.data).shape
+    stack = build([config], shape, Compute(config.train, torch.device("cpu")))
+    net = stack.network()
+    assert any(isinstance(m, nn.BatchNorm1d) for m in net.modules())
+    for mode in (False, True, False):
+        stack.train(mode)
+        assert {m.training for m in net.modules()} == {mode}
+
+    class Frozen(nn.Module):  # a module with its own train(): Modes leaves it to it
+        def __init__(self) -> None:
+            super().__init__()
+            self.bn = nn.BatchNorm1d(3)
+
+        def train(self, mode: bool = True) -> Frozen:
+            super().train(mode)
+            self.bn.training = False
+            return self
+
+    frozen = Frozen()
+    modes = Modes(frozen)
+    assert not modes.direct
+    modes(True)
+    assert frozen.training and not frozen.bn.training

@@ -163,6 +163,78 @@ def test_a_grid_stacks_by_shape_and_data_stream(tmp_path: Path) -> None:
     assert len(mixed) > 1  # not only seeds
 
 
+# --- point 2: members that start from one network measure its init probes once --------------
+
+INIT_PROBES = {
+    "hessian": {"at": ["init"], "batch": 64, "method": "exact"},
+    "weights": {"every": 2},
+}
+
+
+def test_members_of_one_seed_and_init_measure_their_init_probes_once(monkeypatch) -> None:
+    """Members that differ only in their recipe start from the same network and probe batch:
+    their init probes are measured once and equal a separate run's bit for bit; another seed
+    or another init (other weights) is measured on its own."""
+    from resablate.probes import measure as probes
+    from resablate.spec import ProbesSpec
+    from resablate.train import run_trial
+
+    spec = ProbesSpec.model_validate(INIT_PROBES)
+    small = {"depth": 4, "width": 8}
+    configs = [
+        member(0, {"lr": 0.02}, model=small),
+        member(1, {"lr": 0.02}, model=small),
+        member(0, {"lr": 0.05, "momentum": 0.9}, model=small),
+        member(0, model=small, init={"c": 1.0}),  # seed 0, another c: other weights
+    ]
+    alone = []
+    for config in configs:
+        reports: list[dict] = []
+        run_trial(config, report=reports.append, probes=spec)
+        alone.append(reports)
+    calls: list[tuple[str, ...]] = []
+    real = probes.measure
+
+    def counted(net, data, chosen, seed):  # type: ignore[no-untyped-def]
+        calls.append(tuple(chosen))
+        return real(net, data, chosen, seed)
+
+    monkeypatch.setattr(probes, "measure", counted)
+    together: list[list[dict]] = [[] for _ in configs]
+    run_stack(configs, [r.append for r in together], probes=spec)
+    at_init = [c for c in calls if "hessian" in c]
+    assert len(at_init) == 3  # seed 0 (members 0 and 2), seed 1, seed 0 with c 1.0
+    for one, other in zip(alone, together, strict=True):
+        assert one[0]["epoch"] == other[0]["epoch"] == 0
+        assert one[0]["probes"] == other[0]["probes"]  # bit for bit, each its own run's
+    assert together[0][0]["probes"] == together[2][0]["probes"]
+    assert together[0][0]["probes"] is not together[2][0]["probes"]  # each its own copy
+    assert together[0][0]["hessian.max_abs"] != together[3][0]["hessian.max_abs"]
+    assert together[0][0]["hessian.max_abs"] != together[1][0]["hessian.max_abs"]
+    # after init the recipes differ: their weight norms part
+    assert together[0][-1]["weights.all"] != together[2][-1]["weights.all"]
+
+
+def test_a_keys_trials_stack_with_their_seed_and_init_together(tmp_path: Path) -> None:
+    plan = make_plan(write(tmp_path / "t.yaml", TWINS))
+    found = stacks(plan)
+    assert sorted(len(s) for s in found) == [4, 5]  # 9 trials, at most 5 a stack
+    for stack in found:  # seeds in order, each seed's lrs next to each other
+        seeds = [t.config["seed"] for t in stack]
+        assert seeds == sorted(seeds) and len(set(seeds)) == 2, seeds
+
+
+TWINS = """\
+name: twins
+model: {family: mlp, width: 16}
+train: {epochs: 1, batch_size: 64}
+grid:
+  train.lr: [0.01, 0.02, 0.03]
+  seed: [0, 1, 2]
+resources: {cpu: 1, seeds_per_trial: 5}
+"""
+
+
 # --- point 4: stacks sized to the machine ----------------------------------------------
 
 CONV = {

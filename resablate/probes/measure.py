@@ -47,6 +47,8 @@ class ProbeData:
         return cls(x, y, x, y, tensors.x_test, tensors.y_test, loss, tensors.shape.classes)
 
 
+# probes that only read the network's weights (the cheap per-epoch one): no copy of it
+READS_ONLY = frozenset({"weights"})
 Measure = Callable[[nn.Module, ProbeData, dict[str, Any], torch.Generator], dict[str, Any]]
 PROBES: Registry[Measure] = Registry("probe")
 
@@ -102,12 +104,14 @@ def _lesion(net: nn.Module, data: ProbeData, options: dict[str, Any], g: torch.G
 def measure(
     net: nn.Module, data: ProbeData, chosen: dict[str, dict[str, Any]], seed: int
 ) -> dict[str, dict[str, Any]]:
-    """Run each chosen probe on a copy of ``net``; every probe draws from its own seeded
-    generator, so results do not depend on which other probes ran."""
+    """Run each chosen probe on a copy of ``net`` (one that only reads it, READS_ONLY, on
+    ``net``); every probe draws from its own seeded generator, so results do not depend on
+    which other probes ran."""
     out = {}
     for name, options in chosen.items():
         generator = torch.Generator().manual_seed(seed)
-        out[name] = PROBES[name](copy.deepcopy(net), data, options, generator)
+        own = net if name in READS_ONLY else copy.deepcopy(net)
+        out[name] = PROBES[name](own, data, options, generator)
     return out
 
 
