@@ -216,23 +216,12 @@ def test_members_of_one_seed_and_init_measure_their_init_probes_once(monkeypatch
 
 
 def test_a_keys_trials_stack_with_their_seed_and_init_together(tmp_path: Path) -> None:
-    plan = make_plan(write(tmp_path / "t.yaml", TWINS))
-    found = stacks(plan)
-    assert sorted(len(s) for s in found) == [4, 5]  # 9 trials, at most 5 a stack
+    sweep = write(tmp_path / "t.yaml", SIZED)  # 3 lrs x 4 seeds, one stack key
+    found = stacks(make_plan(sweep, ("resources.seeds_per_trial=5",)))
+    assert [len(s) for s in found] == [4, 4, 4]  # 12 trials, at most 5 a stack
     for stack in found:  # seeds in order, each seed's lrs next to each other
         seeds = [t.config["seed"] for t in stack]
         assert seeds == sorted(seeds) and len(set(seeds)) == 2, seeds
-
-
-TWINS = """\
-name: twins
-model: {family: mlp, width: 16}
-train: {epochs: 1, batch_size: 64}
-grid:
-  train.lr: [0.01, 0.02, 0.03]
-  seed: [0, 1, 2]
-resources: {cpu: 1, seeds_per_trial: 5}
-"""
 
 
 # --- point 4: stacks sized to the machine ----------------------------------------------
