@@ -72,7 +72,7 @@ def trial_config(raw: Mapping[str, Any]) -> TrialConfig:
     try:
         config = TrialConfig.model_validate(resolve(raw))
     except ValidationError as exc:
-        raise ConfigError(*explain(exc)) from None
+        raise ConfigError(*explain(exc, root=TrialConfig)) from None
     check_names(config)
     check_fit(config)
     return config

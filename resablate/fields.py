@@ -51,9 +51,9 @@ def section_of(field: FieldInfo) -> type[Section] | None:
     return None
 
 
-def fields_at(loc: tuple[Any, ...]) -> list[str]:
-    """YAML names of the fields of the sweep's section at ``loc`` (for did-you-mean), or []."""
-    model: type[BaseModel] = SweepSpec
+def fields_at(loc: tuple[Any, ...], root: type[BaseModel] = SweepSpec) -> list[str]:
+    """YAML names of the fields of ``root``'s section at ``loc`` (for did-you-mean), or []."""
+    model = root
     for part in loc:
         field = _by_name(model).get(part) if isinstance(part, str) else None
         section = section_of(field) if field else None
@@ -104,8 +104,11 @@ def _bound(constraint: Any) -> str:
     return ""
 
 
-def explain(error: ValidationError, prefix: tuple[Any, ...] = ()) -> tuple[str, str]:
-    """The first pydantic error as (dotted field, one-line problem with the value and the fix)."""
+def explain(
+    error: ValidationError, prefix: tuple[Any, ...] = (), root: type[BaseModel] = SweepSpec
+) -> tuple[str, str]:
+    """The first pydantic error as (dotted field, one-line problem with the value and the fix);
+    ``root`` is the model that was validated (a sweep, or one trial's config)."""
     first = error.errors()[0]
     loc = tuple(p for p in first["loc"] if p not in ("int", "constrained-str"))
     # Union branches add their type name to the location; keep only real field names.
@@ -117,7 +120,7 @@ def explain(error: ValidationError, prefix: tuple[Any, ...] = ()) -> tuple[str, 
     field = dotted(prefix + loc)
     if kind == "extra_forbidden":
         name = str(loc[-1])
-        legal = fields_at(prefix + loc[:-1])
+        legal = fields_at(prefix + loc[:-1], root)
         hint = did_you_mean(name, legal)
         return field, f"unknown field '{name}'{hint} (fields here: {', '.join(legal)})"
     if kind == "missing":

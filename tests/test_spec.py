@@ -180,6 +180,22 @@ def test_an_unknown_field_of_the_objective_lists_the_objectives_fields(tmp_path:
     )
 
 
+def test_an_unknown_field_of_a_trial_config_lists_a_trials_fields() -> None:
+    # a trial's config (the Python API: run_trial, trial_config) has fewer fields than a sweep:
+    # a sweep's own field is unknown there, and the hint lists the trial's fields, not the sweep's
+    from resablate.catalog import trial_config
+    from resablate.errors import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        trial_config({"name": "x"})
+    assert (error.value.field, error.value.problem) == (
+        "name",
+        "unknown field 'name' (fields here: seed, model, init, data, train)",
+    )
+    with pytest.raises(ConfigError, match="did you mean 'model'"):
+        trial_config({"modle": {}})
+
+
 def test_an_error_names_the_override_that_set_the_field_last(tmp_path: Path) -> None:
     sweep = write(tmp_path / "s.yaml", GOOD + "profiles:\n  cpu: {model.width: 0}\n")
     with pytest.raises(SpecError, match=r"^--set model.width=0: model.width: 0: "):
