@@ -36,6 +36,7 @@ from resablate.stacking import (
     stacking,
     stacks,
     train_stack,
+    trial_threads,
 )
 
 BACKENDS = ("ray", "inline")
@@ -213,6 +214,7 @@ class Session:
                     [functools.partial(events.result, t) for t in stack],
                     device,
                     plan.spec.probes,
+                    trial_threads(plan),
                     checkpoints=saved,
                     resume=state,
                 )

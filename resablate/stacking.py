@@ -193,21 +193,40 @@ def stack_size(groups: Sequence[int], slots: int) -> int:
     return 1
 
 
+def trial_threads(plan: Plan) -> int:
+    """torch's intra-op threads a trial trains with: its ``resources.cpu``, whole (at least 1)."""
+    return max(1, int(plan.spec.resources.cpu))
+
+
 def train_stack(
     configs: list[dict[str, Any]],
     reports: list[Callable[[dict[str, Any]], None]],
     device: str,
     probes: Any,
+    threads: int,
     checkpoints: Any = None,
     resume: dict[str, Any] | None = None,
 ) -> None:
     """Train a stack: one trial, or several stacked (probes run on each member's network), saving
-    checkpoints where ``checkpoints`` (a checkpoint.Cadence) says, from ``resume`` if given."""
+    checkpoints where ``checkpoints`` (a checkpoint.Cadence) says, from ``resume`` if given.
+
+    It computes on ``threads`` intra-op threads (:func:`trial_threads`), restored afterwards:
+    in a Ray worker and inline alike, so a trial rounds its sums the same way under Ray Tune
+    and ``--inline``, and two sweeps in one machine do not each spin a thread per core (two
+    ``--inline`` sweeps at once on 2 cores took 71 s with torch's default of 2 threads each,
+    12 s with one)."""
+    import torch
+
     from resablate.train import run_stack
 
-    run_stack(
-        configs, reports, device=device, probes=probes, checkpoints=checkpoints, resume=resume
-    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        run_stack(
+            configs, reports, device=device, probes=probes, checkpoints=checkpoints, resume=resume
+        )
+    finally:
+        torch.set_num_threads(before)
 
 
 def resume_point(stack: list[Trial], points: dict[str, tuple[str, int]]) -> tuple[str, int] | None:

@@ -43,6 +43,7 @@ from resablate.stacking import (
     stack_id,
     stacks,
     train_stack,
+    trial_threads,
 )
 from resablate.tune_checkpoints import (
     CHECKPOINT,
@@ -78,11 +79,8 @@ def _trainable(
     ``every`` epochs; the default cadence when None; at the last epoch when ``final``) and
     starting from one when there is one (:func:`resume_state`; ``points``: where --resume
     found each stack's)."""
-    import torch
-
     from resablate.spec import ProbesSpec
 
-    torch.set_num_threads(threads)
     node = ray.get_runtime_context().get_node_id()  # which node ran it (tagged on the run)
     # a grid's stacks come through ``configs``; a searcher's in the Tune trial's own config
     members = tune_config.get("members") or configs[tune_config["trial_id"]]
@@ -104,6 +102,7 @@ def _trainable(
             [functools.partial(report, i) for i, _ in members],
             device,
             ProbesSpec.model_validate(probes),
+            threads,
             checkpoints=Reported(every=every, stopping=stopping, final=final, outbox=outbox),
             resume=state,
         )
@@ -384,7 +383,7 @@ def _fit(
     trainable = tune.with_parameters(
         _trainable,
         configs=configs or {},
-        threads=max(1, int(resources.cpu)),
+        threads=trial_threads(plan),
         device="cuda" if resources.gpu > 0 else "cpu",
         probes=plan.spec.probes.model_dump(mode="json"),
         tune_keys=_tune_keys(plan),

@@ -41,11 +41,11 @@ LOGGED = (  # the last epoch of each trial's run written to the store, and its c
 )
 
 
-def uninterrupted(config: dict[str, Any], inline: bool) -> dict[str, Any]:
-    """The trial's last report, trained in one go here with the threads it had: one in a Ray
-    worker, torch's default inline (another thread count rounds sums differently)."""
+def uninterrupted(config: dict[str, Any]) -> dict[str, Any]:
+    """The trial's last report, trained in one go here with the threads it had: one (its
+    resources.cpu), in a Ray worker and inline alike (another count rounds sums differently)."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(threads if inline else 1)
+    torch.set_num_threads(1)
     try:
         return run_trial(config)
     finally:
@@ -56,9 +56,7 @@ def checkpoint_files(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("epoch_*.pt") if checkpoint.epoch_of(p.name) is not None]
 
 
-def check_runs(
-    folder: Path, sweep: Path, inline: bool = False, epochs: int = EPOCHS
-) -> dict[str, Any]:
+def check_runs(folder: Path, sweep: Path, epochs: int = EPOCHS) -> dict[str, Any]:
     """Every trial: one run, FINISHED, each epoch once, the uninterrupted trial's final metrics;
     returns the runs by trial id."""
     client, runs = trial_runs(folder, "preempted")
@@ -71,7 +69,7 @@ def check_runs(
         for key in ("test_acc", "train_loss"):
             steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
             assert steps == list(range(1, epochs + 1)), (key, steps)
-        last = uninterrupted(trial.config, inline)
+        last = uninterrupted(trial.config)
         for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
             assert run.data.metrics[key] == last[key], key  # bit for bit
     return by_trial
@@ -141,7 +139,7 @@ def test_a_killed_driver_resumes_the_partial_trial_from_its_checkpoint(
     assert "1 continue from their checkpoints" in " ".join(ran.err.split())
     said = " ".join(ran.out.split())  # what the checkpoints took, at the end
     assert "checkpoints: " in said and "written" in said and "finished trials' deleted" in said
-    runs = check_runs(tmp_path, sweep, inline=backend == "inline")
+    runs = check_runs(tmp_path, sweep)
     assert runs[trial].info.run_id == partial  # the same run, continued
     assert runs[trial].data.tags["resablate.resumed_from_epoch"] == saved
     assert int(saved) <= logged  # its history held every epoch up to the checkpoint
@@ -170,7 +168,7 @@ def test_a_damaged_checkpoint_is_skipped_for_the_one_before_it(tmp_path: Path) -
     ran = run_process("sweep", str(sweep), "--resume", "-q", "--inline", cwd=tmp_path)
     assert ran.code == 0, ran.err[-3000:]
     assert "unreadable checkpoint" in ran.err and "resuming from the checkpoint before" in ran.err
-    runs = check_runs(tmp_path, sweep, inline=True)
+    runs = check_runs(tmp_path, sweep)
     assert runs[trial].data.tags["resablate.resumed_from_epoch"] == str(int(saved) - 3)
 
 

@@ -324,3 +324,26 @@ def test_plan_says_how_the_trials_stack_and_why_some_train_alone(tmp_path: Path,
     text = cli("plan", str(sweep)).out
     assert "12: model.norm batch keeps running statistics per network" in text
     assert f"{found['tune_trials']} Ray Tune trials" in text
+
+
+def test_a_stack_trains_on_its_trials_cpus_as_threads_and_gives_them_back(tmp_path: Path) -> None:
+    # both backends train through train_stack with trial_threads(plan): a Ray worker and
+    # --inline compute with resources.cpu threads (not torch's default of one per core)
+    from resablate.stacking import train_stack, trial_threads
+
+    sweep = "name: t\nmodel: {depth: 2, width: 8}\ntrain: {epochs: 2}\n"
+    for cpu, threads in ((1, 1), (2.5, 2), (0.5, 1)):
+        path = write(tmp_path / f"{cpu}.yaml", sweep + f"resources: {{cpu: {cpu}}}\n")
+        assert trial_threads(make_plan(str(path))) == threads
+    before = torch.get_num_threads()
+    other = 3 if before != 3 else 2
+    seen: list[int] = []
+    train_stack(
+        [member(0), member(1)],
+        [lambda r: seen.append(torch.get_num_threads())] * 2,
+        "cpu",
+        None,
+        other,
+    )
+    assert seen and set(seen) == {other}  # every epoch of both members
+    assert torch.get_num_threads() == before
