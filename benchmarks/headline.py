@@ -3,9 +3,11 @@ sweep three ways, each in a fresh Python process timed from its start (imports, 
 MLflow's store included):
 
   default  `resablate sweep SWEEP --profile PROFILE`: a local Ray, what a user runs
-  inline   the same with --inline: one trial after another in the driver, recorded in MLflow
+  inline   the same with --inline: one trial after another in the driver, recorded in MLflow,
+           each on its resources.cpu threads (1), as in a Ray worker
   plain    a hand loop of the same trials (resablate.train.run_trial with the sweep's probes),
-           one after another, nothing recorded
+           one after another, nothing recorded, on torch's default threads (one per core)
+  plain 1  the same hand loop on one thread
 
 and prints the walls and their ratios. Issue 21's target on 2 cores: default/inline <= 0.5.
 
@@ -37,9 +39,14 @@ grid:
 """
 
 
-def plain(sweep: str, profile: str | None) -> None:
+def plain(sweep: str, profile: str | None, threads: int | None) -> None:
     """The sweep's trials in a hand loop: run_trial, one after another."""
+    import torch
+
     from resablate.plan import make_plan
+
+    if threads:
+        torch.set_num_threads(threads)
     from resablate.train import run_trial
 
     plan = make_plan(sweep, (), profile)
@@ -63,9 +70,10 @@ def main() -> None:
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--smoke", action="store_true", help="4 small trials, for CI")
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)  # the hand loop
+    parser.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain:
-        plain(args.sweep, args.profile or None)
+        plain(args.sweep, args.profile or None, args.threads)
         return
     with tempfile.TemporaryDirectory() as folder:
         sweep, profile = str(Path(args.sweep).resolve()), args.profile
@@ -81,7 +89,9 @@ def main() -> None:
         cli += ["--profile", profile] if profile else []
         hand = [sys.executable, __file__, "--plain", "--sweep", sweep, "--profile", profile]
         walls = {}
-        for name, command in (("default", cli), ("inline", [*cli, "--inline"]), ("plain", hand)):
+        ways = [("default", cli), ("inline", [*cli, "--inline"]), ("plain", hand)]
+        ways.append(("plain1", [*hand, "--threads", "1"]))
+        for name, command in ways:
             run = Path(folder) / name
             run.mkdir()
             walls[name] = timed(command, run)
@@ -93,12 +103,14 @@ def main() -> None:
         ("default", "resablate default"),
         ("inline", "resablate --inline"),
         ("plain", "plain loop"),
+        ("plain1", "plain loop, 1 thread"),
     ):
         print(f"{label:<20} {walls[name]:8.2f} s wall")
     print(
         f"default/inline {walls['default'] / walls['inline']:.2f} (target <= 0.5)  "
         f"inline/plain {walls['inline'] / walls['plain']:.2f}  "
-        f"default/plain {walls['default'] / walls['plain']:.2f}"
+        f"default/plain {walls['default'] / walls['plain']:.2f}  "
+        f"default/plain-1-thread {walls['default'] / walls['plain1']:.2f}"
     )
 
 

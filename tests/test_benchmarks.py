@@ -71,6 +71,27 @@ def test_gpu_throughput_benchmark_compares_the_trainer_with_a_hand_loop() -> Non
 
 
 @pytest.mark.slow
+def test_stack_capacity_benchmark_prints_stacks_and_shared_device_rates() -> None:
+    out = run_benchmark("stack_capacity.py")
+    fit = re.search(r"stacks of up to (\d+) fit .* measured up to (\d+)$", out, re.M)
+    assert fit and int(fit[1]) >= int(fit[2]) == 8, out
+    line = (
+        r"^  stack +(\d+) +([\d.]+) ms per member-epoch +x +([\d.]+) over alone +(\d+) trials/hour"
+    )
+    rows = [(int(k), float(ms), float(x), int(h)) for k, ms, x, h in re.findall(line, out, re.M)]
+    assert [k for k, *_ in rows] == [1, 8], out
+    alone = rows[0][1]
+    for _, ms, speedup, per_hour in rows:  # each printed ratio is the printed times'
+        assert speedup == pytest.approx(alone / ms, abs=0.06)
+        assert per_hour == pytest.approx(3600 / (ms / 1000 * 400), rel=0.001, abs=1)
+    shared = re.findall(r"^  (\d) at once +(\d+) images/s in all +([\d.]+) trials/hour", out, re.M)
+    assert [p for p, *_ in shared] == ["1", "2"], out
+    for _, rate, per_hour in shared:
+        assert int(rate) > 0
+        assert float(per_hour) == pytest.approx(3600 * int(rate) / 600_000, abs=0.06)
+
+
+@pytest.mark.slow
 def test_checkpoint_benchmark_prints_cost_per_checkpoint_and_share_of_a_trial() -> None:
     out = run_benchmark("checkpoint_cost.py")
     found = re.search(
@@ -86,18 +107,21 @@ def test_checkpoint_benchmark_prints_cost_per_checkpoint_and_share_of_a_trial() 
 
 
 @pytest.mark.slow
-def test_headline_benchmark_prints_the_three_walls_and_their_ratios() -> None:
+def test_headline_benchmark_prints_the_four_walls_and_their_ratios() -> None:
     out = run_benchmark("headline.py")
-    line = r"^(resablate default|resablate --inline|plain loop) +([\d.]+) s wall"
+    line = r"^(resablate default|resablate --inline|plain loop|plain loop, 1 thread) +([\d.]+) s"
     walls = {name: float(wall) for name, wall in re.findall(line, out, re.M)}
-    assert set(walls) == {"resablate default", "resablate --inline", "plain loop"}, out
+    names = ("resablate default", "resablate --inline", "plain loop", "plain loop, 1 thread")
+    assert set(walls) == set(names), out
     found = re.search(
-        r"^default/inline ([\d.]+) .* inline/plain ([\d.]+) +default/plain ([\d.]+)", out, re.M
+        r"^default/inline ([\d.]+) .* inline/plain ([\d.]+) +default/plain ([\d.]+)"
+        r" +default/plain-1-thread ([\d.]+)",
+        out,
+        re.M,
     )
     assert found and "4 trials" in out, out
-    default, inline, hand = (
-        walls[k] for k in ("resablate default", "resablate --inline", "plain loop")
-    )
+    default, inline, hand, one = (walls[k] for k in names)
     assert float(found[1]) == pytest.approx(default / inline, abs=0.02)
     assert float(found[2]) == pytest.approx(inline / hand, abs=0.02)
     assert float(found[3]) == pytest.approx(default / hand, abs=0.02)
+    assert float(found[4]) == pytest.approx(default / one, abs=0.02)
