@@ -67,6 +67,10 @@ def test_every_study_plans_at_full_and_cpu_scale(study: str) -> None:
     assert f"resablate sweep sweeps/{study}.yaml --profile cpu" in text  # documented
 
 
+# the studies' cpu profiles in this process, each trial on both cores
+INLINE = ("--inline", "-q", "--set", "resources.cpu=2")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("study", list(REDUCED))
 def test_each_study_runs_its_cpu_profile_end_to_end(tmp_path: Path, study: str) -> None:
@@ -76,7 +80,8 @@ def test_each_study_runs_its_cpu_profile_end_to_end(tmp_path: Path, study: str) 
     expected = found["search"]["total_trials"] if "search" in found else found["n_trials"]
     sweep = SWEEPS / f"{study}.yaml"
     # a slower machine than this 2-core one may take twice as long: pytest's own limit is 600 s
-    ran = run_process("sweep", str(sweep), *args, "--inline", "-q", cwd=tmp_path, timeout=540)
+    # (--inline trains on resources.cpu threads: 2 here, both cores, as nothing else runs)
+    ran = run_process("sweep", str(sweep), *args, *INLINE, cwd=tmp_path, timeout=540)
     assert ran.code == 0, ran.err[-3000:]
     client, runs = trial_runs(tmp_path, study)
     assert len(runs) == expected
@@ -145,9 +150,7 @@ LONGEST = ("shortcut_depth", "mnist_lecture")
 )
 def test_each_cpu_profile_shows_its_studys_claims(tmp_path: Path, study: str) -> None:
     sweep = str(SWEEPS / f"{study}.yaml")
-    ran = run_process(
-        "sweep", sweep, "--profile", "cpu", "--inline", "-q", cwd=tmp_path, timeout=540
-    )
+    ran = run_process("sweep", sweep, "--profile", "cpu", *INLINE, cwd=tmp_path, timeout=540)
     assert ran.code == 0, ran.err[-3000:]
     checked = run_process("report", sweep, "--check", "--out", "report", cwd=tmp_path)
     assert checked.code == 0, checked.out + checked.err[-3000:]
