@@ -1,6 +1,7 @@
-"""How many trials one device trains at once, and trials/hour (issue 21, point 5), measured in
-one run, in-process and without Ray (the lent GPU machine has none), on data made here (no
-download):
+"""How many trials one device trains at once, and trials/hour (issue 21, point 5).
+
+Measured in one run, in-process and without Ray (the lent GPU machine has none), on data made
+here or bundled with scikit-learn (no download):
 
   width10  the shortcut-depth study's network (mlp, width 10, depth 12, n = 2, mid-ReLU, whitened
            digits, full-batch SGD) in stacks of k trials (resablate.train.run_stack: one vmapped
