@@ -44,11 +44,10 @@ def plain(sweep: str, profile: str | None, threads: int | None) -> None:
     import torch
 
     from resablate.plan import make_plan
+    from resablate.train import run_trial
 
     if threads:
         torch.set_num_threads(threads)
-    from resablate.train import run_trial
-
     plan = make_plan(sweep, (), profile)
     for trial in plan.trials:
         run_trial(trial.config, probes=plan.spec.probes)

@@ -65,14 +65,6 @@ def lecture(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     }
 
 
-def free_bytes(device: str) -> int:
-    if device == "cuda":
-        return int(torch.cuda.mem_get_info()[0])
-    import psutil
-
-    return int(psutil.virtual_memory().available)
-
-
 def stack_sizes(largest: int) -> list[int]:
     sizes = [1]
     while sizes[-1] * 8 < largest:
@@ -110,7 +102,7 @@ def shared(args: argparse.Namespace, processes: int) -> float:
     command = [sys.executable, __file__, "--device", args.device]
     command += ["--units", str(args.units), "--channels", str(args.channels)]
     command += ["--samples", str(args.samples), "--epochs", str(args.epochs)]
-    rates = []
+    images, rates = train_images(args), []
     with contextlib.ExitStack() as files:  # files, not pipes: a full pipe would block a process
         logs = [files.enter_context(tempfile.TemporaryFile("w+")) for _ in range(processes)]
         running = [
@@ -125,7 +117,7 @@ def shared(args: argparse.Namespace, processes: int) -> float:
                 raise SystemExit(f"a lecture-net process failed:\n{out[-3000:]}")
             printed = [line for line in out.splitlines() if line.startswith("[")]  # not warnings
             epoch = statistics.mean(json.loads(printed[-1])[1:])
-            rates.append(train_images(args) / epoch)
+            rates.append(images / epoch)
     return sum(rates)
 
 
@@ -166,12 +158,12 @@ def main() -> None:
     args.samples = args.samples or (12_000 if cuda else 2_000)
     args.epochs = args.epochs or (3 if cuda else 2)
     from resablate.batched import member_bytes
-    from resablate.stacking import HEADROOM
+    from resablate.stacking import HEADROOM, free_bytes
 
     name = torch.cuda.get_device_name() if cuda else "CPU (one thread a trial)"
     print(f"device: {name}, torch {torch.__version__}")
     member = member_bytes(width10(0, 0.1, STUDY_EPOCHS))
-    free = free_bytes(args.device)
+    free = free_bytes(cuda)
     allowed = max(1, int(free * HEADROOM) // member)
     largest = min(allowed, args.max_stack or (4096 if cuda else 64))
     print(

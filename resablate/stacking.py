@@ -87,6 +87,17 @@ def keyed(trials: Sequence[Trial]) -> dict[str, list[Trial]]:
 HEADROOM = 0.5  # a stack may fill this share of the memory free for its slot
 
 
+def free_bytes(gpu: bool) -> int:
+    """Memory free on this machine now: the current GPU's (``gpu``), or main memory."""
+    if gpu:
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
 def stack_budget(plan: Plan, slots: int) -> int:
     """Bytes one stack may take on this machine while ``slots`` stacks run at once: HEADROOM
     of the free memory of a GPU times a trial's share of it (``resources.gpu``), or without
@@ -95,11 +106,8 @@ def stack_budget(plan: Plan, slots: int) -> int:
 
     share = plan.spec.resources.gpu
     if share > 0 and torch.cuda.is_available():
-        free, _ = torch.cuda.mem_get_info()
-        return int(free * min(share, 1.0) * HEADROOM)
-    import psutil
-
-    return int(psutil.virtual_memory().available / max(slots, 1) * HEADROOM)
+        return int(free_bytes(True) * min(share, 1.0) * HEADROOM)
+    return int(free_bytes(False) / max(slots, 1) * HEADROOM)
 
 
 def fits(group: Sequence[Trial], budget: int) -> int:
