@@ -61,6 +61,7 @@ class Outcome:
     resumed: Previous | None = None
     journal: Path | None = None
     interrupted: bool = True  # until every trial (every study's budget) has ended
+    crashed: str | None = None  # the driver's own error, if it raised one
 
     @property
     def ended(self) -> int:
@@ -201,6 +202,9 @@ def _sweep(
             session.tag = f"-resume{outcome.resumed.resumes + 1}"
         try:
             _run(plan, options, session, ledger, tracker, outcome)
+        except Exception as exc:  # a bug: the parent run ends FAILED (never FINISHED), resumable
+            outcome.crashed = f"{type(exc).__name__}: {exc}"
+            raise
         finally:
             _close(tracker, outcome)
     return outcome
@@ -270,7 +274,7 @@ def _run(
                 session,
                 listeners,
                 outcome.journal,
-                done=lambda trials: ledger.records(outcome.resumed, trials, history),
+                done=ledger.earlier(outcome.resumed, history),
                 tag=f"-{tracker.parent_id[:8]}",
             )
             outcome.records += records
@@ -306,4 +310,4 @@ def _close(tracker: RunLog, outcome: Outcome) -> None:
                 if value[key] is not None
             }
         )
-    tracker.end_sweep(artifacts, outcome.interrupted)
+    tracker.end_sweep(artifacts, outcome.interrupted, outcome.crashed)

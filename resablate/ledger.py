@@ -125,21 +125,68 @@ class Ledger:
     ) -> list[TrialRecord]:
         """The records of ``trials`` that ``previous`` (the invocation resumed) finished:
         status and final metrics, and the per-epoch history of the ``history_of`` metrics."""
+        return self.earlier(previous, history_of, [t.id for t in trials])(trials)
+
+    def earlier(
+        self,
+        previous: Previous | None,
+        history_of: tuple[str, ...] = (),
+        ids: Iterable[str] | None = None,
+    ) -> Earlier:
+        """What ``previous`` finished (of the trials ``ids``, default all), read once into a
+        plain table: a search's queue asks it as candidates come, and Ray Tune pickles the
+        searcher that holds the queue, so the table holds no store."""
         if previous is None:
-            return []
-        out = []
-        for trial in trials:
-            run = previous.done.get(trial.id)
+            return Earlier({})
+        table: dict[str, Finished] = {}
+        for trial_id in previous.done if ids is None else ids:
+            run = previous.done.get(trial_id)
             if run is None:
                 continue
-            record = TrialRecord(trial, run.tags["resablate.status"], metrics=dict(run.metrics))
             steps: dict[int, dict[str, float]] = {}
             for metric in history_of:
                 for step, value in self.store.get_metric_history(run.run_id, metric):
                     steps.setdefault(step, {})[metric] = value
-            record.history = [steps[k] for k in sorted(steps)]
-            record.epoch = max(steps, default=0)
-            out.append(record)
+            table[trial_id] = Finished(
+                run.tags["resablate.status"],
+                dict(run.metrics),
+                [steps[k] for k in sorted(steps)],
+                max(steps, default=0),
+            )
+        return Earlier(table)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A trial an earlier invocation finished: what its record says, without the trial."""
+
+    status: str
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+    epoch: int
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """The trials an earlier invocation finished, by trial id; called with trials, their
+    records (fresh objects each call: a sweep's collector may change them)."""
+
+    table: dict[str, Finished]
+
+    def __call__(self, trials: Iterable[Trial]) -> list[TrialRecord]:
+        out = []
+        for trial in trials:
+            found = self.table.get(trial.id)
+            if found is not None:
+                out.append(
+                    TrialRecord(
+                        trial,
+                        found.status,
+                        epoch=found.epoch,
+                        metrics=dict(found.metrics),
+                        history=[dict(h) for h in found.history],
+                    )
+                )
         return out
 
 

@@ -229,8 +229,15 @@ class RunLog:
         found = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
         self.store.log_batch(self.parent_id, metrics=found)
 
-    def end_sweep(self, summary: dict[str, str] | None = None, interrupted: bool = False) -> None:
-        """Close the parent run and any child run still open (a killed or crashed sweep)."""
+    def end_sweep(
+        self,
+        summary: dict[str, str] | None = None,
+        interrupted: bool = False,
+        crashed: str | None = None,
+    ) -> None:
+        """Close the parent run and any child run still open (a killed or crashed sweep): FAILED
+        with the driver's error as tag ``resablate.crash`` when it ``crashed``, KILLED when
+        ``interrupted``; --resume continues either."""
         if self.parent_id is None:
             return
         for run in self.attempts.values():  # what the stopped trials reported last
@@ -247,6 +254,9 @@ class RunLog:
             self.store.set_tag(self.parent_id, f"resablate.{key}", str(value))
         failed = RUN_FAILED if self.counts[FAILED] else RUN_FINISHED
         state = RUN_KILLED if interrupted else failed
+        if crashed is not None:
+            self.store.set_tag(self.parent_id, "resablate.crash", crashed[:5000])
+            state = RUN_FAILED
         self.store.set_terminated(self.parent_id, state)
 
     # -- listener -----------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from resablate import checkpoint, stacking, stop
 from resablate.cluster import ray_slots
 from resablate.grid import Trial
 from resablate.plan import Plan
-from resablate.results import PRUNED, RUNNING, Events
+from resablate.results import PRUNED, RUNNING, Events, TrialRecord
 from resablate.stacking import (
     failure_text,
     runs_of,
@@ -427,24 +427,28 @@ class Candidates(Searcher):
     """Ray Tune's searcher over a search's queue (search.CandidateQueue): each suggestion is the
     next stack of a cell's Optuna candidate, asked as trials end and slots free up. After
     ``limit`` stacks it hands out no more: the run ends when they have, and the next run of the
-    same queue continues (Tune's bookkeeping of a run's trials is freed when the run returns)."""
+    same queue continues (Tune's bookkeeping of a run's trials is freed when the run returns).
+
+    Tune pickles its searcher with the run's state, so this holds only what it reads: the queue
+    (plain data, Optuna studies and the earlier invocation's records) and the sweep's records
+    by trial id, never the listeners (the progress bar holds locks, MLflow a client)."""
 
     def __init__(
         self,
         queue: Any,
-        events: Events,
+        records: dict[str, TrialRecord],
         chosen: dict[str, list[Trial]],
         limit: int,
         points: dict[str, Point],
         resume: dict[str, Point],
     ) -> None:
         super().__init__()
-        self.queue, self.events, self.chosen, self.limit = queue, events, chosen, limit
+        self.queue, self.records, self.chosen, self.limit = queue, records, chosen, limit
         self.points = points  # by trial id: where --resume found checkpoints
         self.resume = resume  # by stack id: what the stacks handed out start from
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        records = self.events.collector.records
+        records = self.records
         full = len(self.chosen) >= self.limit
         stack = None if stop.REQUEST.requested or full else self.queue.next(records)
         if stack is None:
@@ -481,7 +485,9 @@ def run_queue(
         chosen: dict[str, list[Trial]] = {}
         named = name if k == 0 else f"{name}-part{k + 1:03d}"
         resume: dict[str, Point] = {}
-        searcher = Candidates(queue, events, chosen, limit, points or {}, resume)
+        searcher = Candidates(
+            queue, events.collector.records, chosen, limit, points or {}, resume
+        )
         _fit(plan, events, storage, named, chosen, resume, search_alg=searcher)
         gc.collect()
         records = events.collector.records

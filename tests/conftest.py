@@ -61,6 +61,57 @@ def run_process(*args: str, cwd: Path, timeout: float = 600, env: dict | None = 
     return Ran(done.returncode, done.stdout, done.stderr)
 
 
+def run_terminal(
+    *args: str, cwd: Path, timeout: float = 600, columns: int = 80, env: dict | None = None
+) -> Ran:
+    """``resablate ARGS`` as a real process on a pseudo-terminal of ``columns`` columns: what a
+    user sees in a shell (the progress bar on, rich's terminal output). stdout and stderr share
+    the terminal, so ``out`` holds both (``err`` is empty)."""
+    import pty
+    import select
+    import time
+
+    full_env = {**os.environ, "COLUMNS": str(columns), "LINES": "40", "TERM": "xterm"}
+    full_env.pop("MLFLOW_TRACKING_URI", None)
+    full_env.update(env or {})
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "resablate.cli", *args],
+        cwd=cwd,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=full_env,
+        close_fds=True,
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 1.0)
+            if not ready:
+                if process.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the process closed its side of the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        else:
+            process.kill()
+            raise subprocess.TimeoutExpired(process.args, timeout)
+        code = process.wait(timeout=60)
+    finally:
+        os.close(leader)
+        if process.poll() is None:
+            process.kill()
+    return Ran(code, b"".join(chunks).decode(errors="replace"), "")
+
+
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

@@ -235,3 +235,50 @@ def test_a_large_search_runs_as_several_tune_runs(tmp_path: Path, monkeypatch) -
     assert [name.rpartition("-")[2] for name in runs[1:]] == ["part002", "part003"]
     _, children = trial_runs(tmp_path, "parts")
     assert sorted(r.info.status for r in children) == ["FINISHED"] * 8
+
+
+class Crash:
+    """A listener with a bug: raises as the ``after``-th trial ends."""
+
+    def __init__(self, after: int) -> None:
+        self.left = after
+
+    def trial_started(self, trial: Trial) -> None: ...
+
+    def trial_result(self, trial: Trial, result: dict) -> None: ...
+
+    def trial_retried(self, trial: Trial, error: str | None) -> None: ...
+
+    def trial_finished(self, record: TrialRecord) -> None:
+        self.left -= 1
+        if self.left == 0:
+            raise RuntimeError("a bug in the driver")
+
+
+@pytest.mark.slow
+def test_a_driver_that_crashes_leaves_its_parent_run_failed_and_resumable(
+    tmp_path: Path,
+) -> None:
+    """Never FINISHED with only part of its trials: FAILED, the error on the parent run, and
+    --resume runs only what is left."""
+    plan = make_plan(write(tmp_path / "chunked.yaml", CHUNKED.replace("chunked", "crashed")))
+    options = Options(
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        results_dir=tmp_path / "runs",
+        inline=True,
+        quiet=True,
+        listeners=[Crash(after=2)],
+    )
+    with pytest.raises(RuntimeError, match="a bug in the driver"):
+        run_sweep(plan, options, say=lambda line: None)
+    client, runs = trial_runs(tmp_path, "crashed")
+    [parent] = {r.data.tags["mlflow.parentRunId"] for r in runs}
+    ended = client.get_run(parent)
+    assert ended.info.status == "FAILED"
+    assert ended.data.tags["resablate.crash"] == "RuntimeError: a bug in the driver"
+    assert len([r for r in runs if r.info.status == "FINISHED"]) == 2
+    again = run_sweep(plan, dataclasses.replace(options, listeners=[], resume=True), say=print)
+    assert not again.interrupted and again.ended == 5
+    _, runs = trial_runs(tmp_path, "crashed")
+    assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(t.id for t in plan.trials)
+    assert client.get_run(parent).info.status == "FINISHED"

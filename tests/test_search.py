@@ -13,7 +13,7 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from tests.conftest import run_process, trial_runs, write
+from tests.conftest import run_process, run_terminal, trial_runs, write
 
 SWEEP = """
 name: searched
@@ -39,8 +39,11 @@ def studies(folder: Path) -> dict[str, optuna.Study]:
 @pytest.mark.slow
 def test_each_cell_study_holds_its_candidates_scored_by_the_seed_mean(tmp_path: Path) -> None:
     sweep = write(tmp_path / "s.yaml", SWEEP)
-    ran = run_process("sweep", str(sweep), "--quiet", cwd=tmp_path)  # on Ray
-    assert ran.code == 0, ran.err[-3000:]
+    # on Ray, with the progress bar on a terminal as users run it (Tune pickles the searcher,
+    # which must not reach the bar's locks)
+    ran = run_terminal("sweep", str(sweep), cwd=tmp_path)
+    assert ran.code == 0, ran.out[-3000:]
+    assert "16/16" in ran.out and "Traceback" not in ran.out
     client, runs = trial_runs(tmp_path, "searched")
     experiment = client.get_experiment_by_name("searched")
     assert len(runs) == 2 * 4 * 2  # cells × candidates × seeds
