@@ -485,9 +485,7 @@ def run_queue(
         chosen: dict[str, list[Trial]] = {}
         named = name if k == 0 else f"{name}-part{k + 1:03d}"
         resume: dict[str, Point] = {}
-        searcher = Candidates(
-            queue, events.collector.records, chosen, limit, points or {}, resume
-        )
+        searcher = Candidates(queue, events.collector.records, chosen, limit, points or {}, resume)
         _fit(plan, events, storage, named, chosen, resume, search_alg=searcher)
         gc.collect()
         records = events.collector.records
