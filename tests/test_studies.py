@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SWEEPS, run_process, trial_runs
+from tests.conftest import SWEEPS, run_process, run_terminal, trial_runs
 
 # study -> (trials at full scale, trials with --profile cpu; a search counts all its trials)
 SIZES = {
@@ -42,6 +42,7 @@ REDUCED = {
         ["test_acc"],
         ["spp"],
     ),
+    "identity_mappings": (["train.epochs=1", "grid.seed=[0]"], ["test_acc"], []),
     "mnist_lecture": (
         ["train.epochs=1"],
         ["lesion.whole", "lesion.error_k1", "lesion.error_kmax"],
@@ -74,15 +75,17 @@ INLINE = ("--inline", "-q", "--set", "resources.cpu=2")
 @pytest.mark.slow
 @pytest.mark.parametrize("study", list(REDUCED))
 def test_each_study_runs_its_cpu_profile_end_to_end(tmp_path: Path, study: str) -> None:
+    """On a local Ray with the progress bar on an 80-column terminal, as a user runs it."""
     sets, metrics, probes = REDUCED[study]
     args = ["--profile", "cpu", *(a for s in sets for a in ("--set", s))]
     found = planned(study, *args)
     expected = found["search"]["total_trials"] if "search" in found else found["n_trials"]
     sweep = SWEEPS / f"{study}.yaml"
     # a slower machine than this 2-core one may take twice as long: pytest's own limit is 600 s
-    # (--inline trains on resources.cpu threads: 2 here, both cores, as nothing else runs)
-    ran = run_process("sweep", str(sweep), *args, *INLINE, cwd=tmp_path, timeout=540)
-    assert ran.code == 0, ran.err[-3000:]
+    ran = run_terminal("sweep", str(sweep), *args, cwd=tmp_path, timeout=540)
+    assert ran.code == 0, ran.out[-3000:]
+    assert f"{expected}/{expected}" in ran.out and "Traceback" not in ran.out  # the bar's end
+    assert "mean ± std over seeds" in ran.out
     client, runs = trial_runs(tmp_path, study)
     assert len(runs) == expected
     assert {r.data.tags["resablate.status"] for r in runs} <= {"finished", "diverged"}
