@@ -36,6 +36,12 @@ Examples:
 """
 
 
+def tell(notes: tuple[str, ...]) -> None:
+    """What the user should know that stops nothing, one line each on stderr."""
+    for note in notes:
+        click.echo(f"resablate: {note}", err=True)
+
+
 @click.group(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="resablate")
 def cli() -> None:
@@ -126,6 +132,7 @@ def sweep(
     if address and inline:
         raise UserError("--inline runs the trials in this process; drop it to use --address")
     plan = make_plan(sweep_file, overrides, profile)
+    tell(plan.notes)
     check_size(plan, yes)
     spec = plan.spec
     prepare_data(plan)
@@ -199,6 +206,7 @@ def plan(sweep_file: str, overrides: tuple[str, ...], profile: str | None, as_js
     from resablate.stacking import describe, stack_budget, stacks_text
 
     chosen = make_plan(sweep_file, overrides, profile)
+    tell(chosen.notes)
     found = to_json(chosen)
     slots = slots_in(chosen, local_resources())  # how they stack on this machine's Ray
     found["stacks"] = describe(chosen, slots, stack_budget(chosen, slots))
@@ -265,6 +273,7 @@ def probe(
     from resablate.train import probe_trial
 
     plan = make_plan(sweep_file, overrides, profile)
+    tell(plan.notes)
     if not plan.spec.probes.chosen():
         raise plan.error(
             "probes",

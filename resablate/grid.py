@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,21 +125,24 @@ class EmptyGridError(ValueError):
         self.problem = problem
 
 
-def expand(spec: SweepSpec) -> list[GridPoint]:
-    """All grid points of ``spec`` with their raw trial configs (validated later, in plan.py)."""
+def unmatched(spec: SweepSpec) -> list[int]:
+    """The indices of the ``exclude`` rules that match no grid point."""
+    points = assignments(spec.grid)
+    return [
+        i for i, rule in enumerate(spec.grid.exclude) if not any(matches(rule, p) for p in points)
+    ]
+
+
+def expand(spec: SweepSpec, tolerated: Sequence[int] = ()) -> list[GridPoint]:
+    """All grid points of ``spec`` with their raw trial configs (validated later, in plan.py).
+
+    An ``exclude`` rule that matches no point is an error, unless its index is ``tolerated``
+    (a rule of the file that a command-line override left with nothing to match)."""
     base = spec.base_config()
     points = assignments(spec.grid)
-    used = [False] * len(spec.grid.exclude)
-    kept = []
-    for point in points:
-        excluded = False
-        for i, rule in enumerate(spec.grid.exclude):
-            if matches(rule, point):
-                used[i] = excluded = True
-        if not excluded:
-            kept.append(point)
-    for i, hit in enumerate(used):
-        if not hit:
+    kept = [p for p in points if not any(matches(rule, p) for rule in spec.grid.exclude)]
+    for i in unmatched(spec):
+        if i not in tolerated:
             raise EmptyGridError(
                 f"grid.exclude[{i}]", "this rule matches no grid point; check its values"
             )
@@ -150,5 +153,9 @@ def expand(spec: SweepSpec) -> list[GridPoint]:
         config = json.loads(canonical(base))
         for path, value in point.items():
             set_path(config, path, value)
+        if "train.epochs" in point and "train.max_iterations" not in point:
+            # an axis over the run's length in epochs: a recipe's max_iterations would decide
+            # instead and make the axis a no-op
+            config.setdefault("train", {})["max_iterations"] = None
         out.append(GridPoint(assignment=point, config=config))
     return out

@@ -14,7 +14,16 @@ from typing import Any
 
 from resablate.catalog import trial_config
 from resablate.errors import ConfigError, SpecError
-from resablate.grid import EmptyGridError, Trial, canonical, cell_id, config_id, expand, matches
+from resablate.grid import (
+    EmptyGridError,
+    Trial,
+    canonical,
+    cell_id,
+    config_id,
+    expand,
+    matches,
+    unmatched,
+)
 from resablate.loader import Origins, load
 from resablate.registry import did_you_mean
 from resablate.spec import DataSpec, InitSpec, ModelSpec, SweepSpec, TrialConfig
@@ -27,6 +36,7 @@ class Plan:
     trials: list[Trial]
     overrides: tuple[str, ...] = ()
     origins: Origins | None = None  # where overridden fields came from; None: all from source
+    notes: tuple[str, ...] = ()  # what the user should know but that stops nothing
 
     def error(self, field: str, problem: str) -> SpecError:
         """A one-line error about ``field``, naming the override that set it, else the file."""
@@ -66,8 +76,9 @@ def make_plan(
         )
     if spec.search:
         _check_where(origins, spec)
+    stale = _stale_excludes(path, profile, spec) if overrides else {}
     try:
-        points = expand(spec)
+        points = expand(spec, tuple(stale))
     except EmptyGridError as exc:
         raise SpecError(source, exc.field, exc.problem) from None
     trials: list[Trial] = []
@@ -91,9 +102,35 @@ def make_plan(
             )
         seen[trial_id] = point.assignment
         trials.append(Trial(trial_id, config, point.assignment, cell_id(config)))
-    plan = Plan(source, spec, trials, tuple(overrides), origins)
+    notes: tuple[str, ...] = ()
+    if stale:
+        rules = "; ".join(f"grid.exclude[{i}] ({rule})" for i, rule in stale.items())
+        which = "matches" if len(stale) == 1 else "match"
+        notes = (
+            f"note: {rules} {which} no grid point after"
+            f" {' '.join(f'--set {o}' for o in overrides)}: nothing excluded by"
+            f" {'it' if len(stale) == 1 else 'them'} this time",
+        )
+    plan = Plan(source, spec, trials, tuple(overrides), origins, notes)
     _check_probes(plan)
     return plan
+
+
+def _stale_excludes(path: str | Path, profile: str | None, spec: SweepSpec) -> dict[int, str]:
+    """The ``exclude`` rules that match no grid point only because of ``--set`` overrides (a
+    narrowed grid): by index, each as written. A rule that matches nothing in the file itself
+    (with its profile) is not among them: that one stays an error."""
+    missing = unmatched(spec)
+    if not missing:
+        return {}
+    own = load(path, (), profile).spec
+    matched = [rule for i, rule in enumerate(own.grid.exclude) if i not in unmatched(own)]
+    rules = spec.grid.exclude
+    return {
+        i: ", ".join(f"{k}={v}" for k, v in rules[i].items())
+        for i in missing
+        if rules[i] in matched
+    }
 
 
 def _check_where(origins: Origins, spec: SweepSpec) -> None:

@@ -47,10 +47,31 @@ def weight_layers(model: dict[str, Any]) -> int:
     return 2 * depth + 2 if model.get("family") == "mnist" else depth
 
 
+# Two ways to say how long a run is: the one written in ``train:`` replaces the recipe's other.
+LENGTH = ("epochs", "max_iterations")
+
+
 def with_recipe(train: dict[str, Any]) -> dict[str, Any]:
-    """``train`` on top of its recipe's preset (raises ValueError naming the recipes)."""
+    """``train`` on top of its recipe's preset (raises ValueError naming the recipes): each
+    field written wins, a run length written (``epochs``) included, which drops the preset's
+    other length (``max_iterations``, which would otherwise decide)."""
     recipe = train.get("recipe")
-    return {**RECIPES[recipe], **train} if isinstance(recipe, str) else train
+    if not isinstance(recipe, str):
+        return train
+    preset = dict(RECIPES[recipe])
+    written = [key for key in LENGTH if key in train]
+    for key in LENGTH if written else ():
+        if key not in written:
+            preset.pop(key, None)
+    return {**preset, **with_warmup(train, recipe)}
+
+
+def with_warmup(train: dict[str, Any], recipe: str) -> dict[str, Any]:
+    """``train`` with He et al.'s warm-up completed from the recipe's values when it writes one
+    of its two fields (warmup_lr, warmup_until_error) and the recipe prescribes that warm-up."""
+    if recipe == "he_cifar" and sum(key in train for key in DEEP_WARMUP) == 1:
+        return {**DEEP_WARMUP, **train}
+    return train
 
 
 def recipe_defaults(train: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:

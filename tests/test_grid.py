@@ -89,3 +89,43 @@ def test_no_grid_is_one_trial(tmp_path: Path) -> None:
 
 def test_grid_module_imports_neither_ray_nor_torch() -> None:
     assert heavy_imports("resablate.grid", "resablate.spec") == []
+
+
+NARROWED = """
+name: narrowed
+model: {depth: 2, width: 8}
+grid:
+  model.depth: [2, 4]
+  train.lr: [0.01, 0.1]
+  exclude:
+    - {model.depth: 4, train.lr: 0.1}
+"""
+
+
+def test_an_exclude_rule_a_narrowed_grid_leaves_unmatched_is_a_note(tmp_path: Path, cli) -> None:
+    """Narrowing a grid from the command line is normal: the rule it leaves with nothing to
+    match is a note on stderr; in the file itself such a rule stays an error."""
+    sweep = write(tmp_path / "s.yaml", NARROWED)
+    assert len(make_plan(sweep).trials) == 3
+    narrowed = make_plan(sweep, ["grid.train.lr=[0.01]"])
+    assert [t.assignment for t in narrowed.trials] == [
+        {"model.depth": 2, "train.lr": 0.01},
+        {"model.depth": 4, "train.lr": 0.01},
+    ]
+    [note] = narrowed.notes
+    assert note.startswith("note: grid.exclude[0] (model.depth=4, train.lr=0.1) matches no")
+    assert "--set grid.train.lr=[0.01]" in note
+    ran = cli("plan", str(sweep), "--set", "grid.train.lr=[0.01]", "--json")
+    assert ran.code == 0 and json.loads(ran.out)["n_trials"] == 2
+    assert ran.err.strip() == f"resablate: {note}"
+    # a rule that matches nothing in the file is an error, with or without overrides
+    broken = write(tmp_path / "b.yaml", NARROWED.replace("train.lr: 0.1}", "train.lr: 0.5}"))
+    for extra in ([], ["--set", "grid.model.depth=[2,4]"]):
+        ran = cli("plan", str(broken), *extra)
+        assert ran.code == 2
+        assert ran.err.strip().endswith(
+            "grid.exclude[0]: this rule matches no grid point; check its values"
+        )
+    # and a rule given on the command line that matches nothing is the user's own mistake
+    ran = cli("plan", str(sweep), "--set", "grid.exclude=[{model.depth: 8}]")
+    assert ran.code == 2 and "grid.exclude[0]: this rule matches no grid point" in ran.err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -207,3 +208,38 @@ def test_bad_train_fields_give_one_line_naming_the_field(
         load_sweep(write(tmp_path / "bad.yaml", f"name: x\ntrain: {train}\n".replace("'", "")))
     assert str(error.value).startswith(f"{tmp_path / 'bad.yaml'}: {field}: ")
     assert len(str(error.value).splitlines()) == 1
+
+
+def test_a_written_run_length_wins_over_the_recipes(tmp_path: Path, cli) -> None:
+    """--set train.epochs=1 under he_cifar runs 1 epoch, not the recipe's 64,000 iterations;
+    so does an axis over epochs."""
+    sweep = write(
+        tmp_path / "s.yaml",
+        "name: x\nmodel: {family: cifar, depth: 8}\ntrain: {recipe: he_cifar}\n",
+    )
+
+    def train(*sets: str) -> list[dict]:
+        ran = cli("plan", str(sweep), "--json", *(a for s in sets for a in ("--set", s)))
+        assert ran.code == 0, ran.err
+        return [t["config"]["train"] for t in json.loads(ran.out)["trials"]]
+
+    [preset] = train()
+    assert (preset["max_iterations"], preset["milestones"]) == (64000, [32000, 48000])
+    [short] = train("train.epochs=1")
+    assert (short["epochs"], short["max_iterations"]) == (1, None)
+    assert short["milestones"] == [32000, 48000] and short["lr"] == 0.1  # the rest stays
+    [both] = train("train.epochs=1", "train.max_iterations=50")
+    assert both["max_iterations"] == 50  # written too: it decides, as without a recipe
+    assert [(t["epochs"], t["max_iterations"]) for t in train("grid.train.epochs=[1,2]")] == [
+        (1, None),
+        (2, None),
+    ]
+
+
+def test_one_warm_up_field_takes_the_other_from_the_recipe() -> None:
+    lr_only = trial_config({"train": {"recipe": "he_cifar", "warmup_lr": 0.02}}).train
+    assert (lr_only.warmup_lr, lr_only.warmup_until_error) == (0.02, 0.8)
+    error_only = trial_config({"train": {"recipe": "he_cifar", "warmup_until_error": 0.7}}).train
+    assert (error_only.warmup_lr, error_only.warmup_until_error) == (0.01, 0.7)
+    with pytest.raises(ConfigError, match="together"):  # no recipe: nothing to take it from
+        trial_config({"train": {"warmup_until_error": 0.7}})
