@@ -258,6 +258,24 @@ class Torchvision:
         test = cls(root, train=False)
         return (*_images(train.data, train.targets), *_images(test.data, test.targets))
 
+    def corrupt(self, spec: DataSpec) -> list[str]:
+        """The files that fail torchvision's integrity check (the md5 sums its CIFAR classes
+        hold; its MNIST classes check none once unpacked)."""
+        import torchvision.datasets
+        from torchvision.datasets.utils import check_integrity
+
+        cls = getattr(torchvision.datasets, self.dataset)
+        sums = [*getattr(cls, "train_list", []), *getattr(cls, "test_list", [])]
+        meta = getattr(cls, "meta", None)
+        if isinstance(meta, dict):
+            sums.append((meta["filename"], meta["md5"]))
+        folder = data_root(spec) / self.folder
+        return [
+            name
+            for name, md5 in sums
+            if (folder / name).is_file() and not check_integrity(str(folder / name), md5)
+        ]
+
     def splits(self, spec: DataSpec) -> Splits:
         try:
             return self._read(spec, download=False)
@@ -265,7 +283,30 @@ class Torchvision:
             raise self.error(spec, "" if self.missing(spec) else _why(exc)) from exc
 
     def prepare(self, spec: DataSpec) -> None:
-        """Download the files where missing (torchvision's own download), then check they load."""
+        """Download the files where none is there yet (torchvision's own download), then check
+        they load. Files already in the folder are the user's: never downloaded over (a failed
+        checksum would make torchvision download the archive again and unpack it over them)."""
+        folder = data_root(spec) / self.folder
+        missing = self.missing(spec)
+        if len(missing) < len(self.files):  # some are there: check them, fetch nothing
+            bad = self.corrupt(spec)
+            if bad:
+                raise UserError(
+                    f"data set {self.name}: the files {', '.join(bad)} in {folder} fail"
+                    " torchvision's integrity check (md5); replace them with the originals"
+                    f" ({self.fetch}), or delete the folder to let resablate download it"
+                )
+            if missing:
+                raise self.error(
+                    spec,
+                    "; resablate does not download over the files already there (copy the"
+                    " missing ones in, or delete the folder to download them all)",
+                )
+            try:
+                self._read(spec, download=False)
+            except Exception as exc:
+                raise self.error(spec, _why(exc)) from exc
+            return
         try:
             with _socket_timeout(DOWNLOAD_TIMEOUT_S):
                 self._read(spec, download=True)

@@ -230,6 +230,39 @@ def test_a_hanging_network_fails_within_the_socket_timeout(
     assert socket.getdefaulttimeout() is None  # restored
 
 
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_files_that_fail_the_checksum_are_named_and_never_downloaded_over(
+    tmp_path: Path, offline: None, name: str
+) -> None:
+    """torchvision would download the archive again over a user's files whose md5 fails (and
+    offline say only that the download failed): the files are named, nothing is fetched."""
+    vision = {v.name: v for v in data.TORCHVISION}[name]
+    folder = tmp_path / vision.folder
+    folder.mkdir()
+    for file in vision.files:
+        (folder / file).write_bytes(b"not the original")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(UserError) as failed:
+        data.prepare(DataSpec(name=name, root=str(tmp_path)))
+    error = str(failed.value)
+    assert error.startswith(
+        f"data set {name}: the files {', '.join(vision.files)} in {folder.resolve()} fail"
+        " torchvision's integrity check (md5)"
+    )
+    assert "download" in error and "failed" not in error and "\n" not in error
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_mnist_files_that_are_there_are_not_fetched_again(tmp_path: Path, offline: None) -> None:
+    fake_mnist(tmp_path, "MNIST")
+    data.prepare(DataSpec(name="mnist", root=str(tmp_path)))  # offline, and no download tried
+    (tmp_path / "MNIST" / "raw" / data.MNIST_FILES[0]).unlink()
+    with pytest.raises(
+        UserError, match=r"\(missing: train-images-idx3-ubyte\).*does not download"
+    ):
+        data.prepare(DataSpec(name="mnist", root=str(tmp_path)))
+
+
 def test_unreadable_files_are_a_user_error_too(tmp_path: Path) -> None:
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
