@@ -125,7 +125,7 @@ def sweep(
     from resablate.driver import Options, run_sweep
     from resablate.plan import check_size, make_plan, prepare_data
     from resablate.results import FAILED
-    from resablate.summary import table
+    from resablate.summary import markdown, table
 
     if force and not resume:
         raise UserError("--force only applies to --resume")
@@ -152,8 +152,13 @@ def sweep(
     tracker = outcome.tracker
     failed = tracker.counts[FAILED]
     if not quiet:
-        out = Console() if sys.stdout.isatty() else Console(width=140)
-        out.print(table(outcome.cells, f"{spec.name}: final metrics, mean ± std over seeds"))
+        title = f"{spec.name}: final metrics, mean ± std over seeds"
+        if sys.stdout.isatty():
+            out = Console()
+            out.print(table(outcome.cells, title))
+        else:  # a batch log (SLURM, a Ray Job, a pipe): every number whole, as markdown
+            out = Console(width=100_000, no_color=True, highlight=False, soft_wrap=True)
+            click.echo(f"{title}\n\n{markdown(outcome.cells)}")
         for cell in outcome.search.values():
             mean = "—" if cell["mean"] is None else f"{cell['mean']:.4f} ± {cell['std']:.4f}"
             out.print(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 from pathlib import Path
 
@@ -105,6 +106,11 @@ def test_smoke_sweep_prints_progress_and_the_cell_table(smoke) -> None:
     for cell in ("depth=4 shortcut=identity", "depth=32 shortcut=none"):
         assert cell in table
     assert table.count("2/0/0/0") == 6  # 6 cells, 2 seeds each, all finished
+    # stdout is not a terminal (a batch log): the summary is markdown, every number whole
+    rows = [line for line in table.splitlines() if line.startswith("| depth=")]
+    assert len(rows) == 6 and "…" not in table
+    for row in rows:
+        assert len(re.findall(r"\d+\.\d{4} ± \d+\.\d{4}", row)) == 4, row
 
 
 @pytest.mark.slow
