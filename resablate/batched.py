@@ -26,6 +26,7 @@ member's own network (:meth:`Stack.network`), unstacked, as a trial's run on a c
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -259,6 +260,18 @@ def check(configs: Sequence[TrialConfig]) -> None:
 
 
 EVAL_BATCH = 1024  # test-set batches are at least this large (no gradients: one pass each)
+
+
+def data_bytes(config: TrialConfig | dict[str, Any]) -> int:
+    """The bytes of the one copy of its data set a stack holds on its device: the training and
+    test images in float32 and their int64 labels (CIFAR-10: about 0.74 GB)."""
+    from resablate.data import DATASETS
+
+    cfg = config if isinstance(config, TrialConfig) else trial_config(config)
+    source = DATASETS[cfg.data.name]
+    shape = source.shape(cfg.data)
+    n = (cfg.data.subset or source.train_size(cfg.data)) + source.test_size(cfg.data)
+    return n * (4 * math.prod(shape.input_shape) + 8)
 
 
 def member_bytes(config: TrialConfig | dict[str, Any], slots: int | None = None) -> int:

@@ -66,7 +66,9 @@ def capture(
 ) -> dict[str, Any]:
     """The training state at the end of ``epoch``, as a dict ``torch.save`` writes: views of
     the live tensors, no copies, so it is written before training goes on."""
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+    device = _device(stack)
+    # the trial's own GPU only: a resume may see fewer GPUs (each Ray worker sees its own)
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     return {
         "format": FORMAT,
         "epoch": epoch,
@@ -87,6 +89,12 @@ def capture(
     }
 
 
+def _device(stack: Stack) -> torch.device:
+    """Where the stack's weights live (its trial's device)."""
+    first = next(iter(stack.parameters()), None)
+    return torch.device("cpu") if first is None else first.device
+
+
 def restore(
     saved: dict[str, Any],
     stack: Stack,
@@ -99,8 +107,12 @@ def restore(
     stack.load_state_dict(saved["stack"])
     steps.load_state_dict(saved["steps"])
     torch.set_rng_state(saved["rng"])
-    if saved["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(saved["cuda_rng"])
+    cuda = saved["cuda_rng"]
+    if isinstance(cuda, list):  # written before: every visible GPU's, the trial's first
+        cuda = cuda[0] if cuda else None
+    device = _device(stack)
+    if cuda is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, device)
     for member, state in zip(members, saved["members"], strict=True):
         member.shuffle.set_state(state["shuffle"])
         if member.augment is not None and state["augment"] is not None:

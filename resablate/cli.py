@@ -259,6 +259,14 @@ def plan(sweep_file: str, overrides: tuple[str, ...], profile: str | None, as_js
     type=click.IntRange(0),
     help="Train this many epochs of the trial's recipe first (0: at initialization).",
 )
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    metavar="auto|cpu|cuda[:N]",
+    help="Where to compute; auto: a GPU when the sweep's trials ask for one (resources.gpu)"
+    " and this machine has one, else the CPU.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (the stable contract).")
 def probe(
     sweep_file: str,
@@ -266,6 +274,7 @@ def probe(
     profile: str | None,
     trial_ids: tuple[str, ...],
     epochs: int,
+    device: str,
     as_json: bool,
 ) -> int:
     """Run the probes of SWEEP.yaml's `probes:` section on its trials, in this process.
@@ -274,11 +283,15 @@ def probe(
     norms, shattered gradients or lesions at initialization (or after --epochs of training).
     --json prints {"sweep", "trials": [{"id", "config", "params", "<probe>": {...}}]}.
     """
+    import torch
+
+    from resablate.compute import choose_device
     from resablate.plan import make_plan, params, prepare_data
     from resablate.train import probe_trial
 
     plan = make_plan(sweep_file, overrides, profile)
     tell(plan.notes)
+    where = choose_device(device, plan.spec.resources.gpu, torch.cuda.device_count())
     if not plan.spec.probes.chosen():
         raise plan.error(
             "probes",
@@ -296,7 +309,7 @@ def probe(
     prepare_data(plan)
     trials: list[dict[str, Any]] = []
     for trial in chosen:
-        found = probe_trial(trial.config, plan.spec.probes, epochs)
+        found = probe_trial(trial.config, plan.spec.probes, epochs, device=where)
         trials.append({"id": trial.id, "config": trial.config, "params": params(trial), **found})
     out = {"sweep": plan.spec.name, "trials": trials}
     if as_json:

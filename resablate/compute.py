@@ -13,6 +13,25 @@ from torch import Tensor, nn
 from resablate.spec import TrainSpec
 
 
+def choose_device(choice: str, gpu_share: float, cuda: int) -> str:
+    """The torch device an in-process command (``resablate probe``) computes on: ``choice``
+    ``auto`` follows the sweep's ``resources.gpu`` (a GPU when trials ask for one and this
+    machine has ``cuda`` > 0 of them), else ``cpu``, ``cuda`` or ``cuda:N`` as written."""
+    from resablate.errors import UserError
+
+    if choice == "auto":
+        return "cuda" if gpu_share > 0 and cuda > 0 else "cpu"
+    if choice == "cpu":
+        return "cpu"
+    kind, _, index = choice.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise UserError(f"--device {choice}: use auto, cpu, cuda or cuda:N")
+    if int(index or 0) >= cuda:
+        found = f"{cuda} GPU(s)" if cuda else "no GPU"
+        raise UserError(f"--device {choice}: this machine has {found}; use --device cpu")
+    return choice
+
+
 class Compute:
     """How a trial's arithmetic runs (``train.precision``, ``channels_last``, ``compile``,
     ``deterministic``): set up once per trial, since a reused worker keeps torch's global flags.

@@ -275,12 +275,21 @@ def local_resources() -> dict[str, float]:
     return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
 
 
+RAY_UNIT = 10_000  # Ray counts resources in fixed point, to 1/10,000 of a unit
+
+
+def fit(have: float, each: float) -> int:
+    """How many shares of ``each`` Ray fits in ``have``, in Ray's fixed point: 10 of 0.1 GPU
+    in 1 (float division says 1.0 // 0.1 == 9)."""
+    return round(have * RAY_UNIT) // max(1, round(each * RAY_UNIT))
+
+
 def slots_in(plan: Plan, have: dict[str, float]) -> int:
     """How many of the plan's trials ``have`` (Ray's resources: CPU, GPU) runs at once."""
     wanted = plan.spec.resources
-    fits = [int(have.get("CPU", 0.0) // wanted.cpu)]
+    fits = [fit(have.get("CPU", 0.0), wanted.cpu)]
     if wanted.gpu > 0:
-        fits.append(int(have.get("GPU", 0.0) // wanted.gpu))
+        fits.append(fit(have.get("GPU", 0.0), wanted.gpu))
     if wanted.max_concurrent_trials is not None:
         fits.append(wanted.max_concurrent_trials)
     return max(1, min(fits))

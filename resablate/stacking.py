@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import json
+import subprocess
+import sys
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -88,7 +91,8 @@ HEADROOM = 0.5  # a stack may fill this share of the memory free for its slot
 
 
 def free_bytes(gpu: bool) -> int:
-    """Memory free on this machine now: the current GPU's (``gpu``), or main memory."""
+    """Memory free on this machine now: the current GPU's (``gpu``, asked in this process:
+    it opens a CUDA context here), or main memory."""
     if gpu:
         import torch
 
@@ -98,25 +102,48 @@ def free_bytes(gpu: bool) -> int:
     return int(psutil.virtual_memory().available)
 
 
-def stack_budget(plan: Plan, slots: int) -> int:
+# The free memory of the GPU a trial would get, asked in a child process that exits: a CUDA
+# context in the driver holds ~0.5 GB of GPU 0 for the whole sweep, and under the
+# exclusive-process compute mode no trial could then use that GPU.
+FREE_GPU = "import torch; print(torch.cuda.mem_get_info()[0])"
+
+
+def gpu_free_bytes(timeout: float = 120) -> int | None:
+    """The free bytes of the first visible GPU, asked in a child process (None: it could not
+    tell, e.g. no GPU, or one held in exclusive mode)."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", FREE_GPU], capture_output=True, text=True, timeout=timeout
+        )
+        return int(done.stdout.strip()) if done.returncode == 0 else None
+    except (subprocess.TimeoutExpired, ValueError, OSError):
+        return None
+
+
+def stack_budget(plan: Plan, slots: int) -> int | None:
     """Bytes one stack may take on this machine while ``slots`` stacks run at once: HEADROOM
     of the free memory of a GPU times a trial's share of it (``resources.gpu``), or without
-    GPUs of the free main memory over the slots."""
+    GPUs of the free main memory over the slots (None: not known). Opens no CUDA context in
+    this process (:func:`gpu_free_bytes`)."""
     import torch
 
     share = plan.spec.resources.gpu
     if share > 0 and torch.cuda.is_available():
-        return int(free_bytes(True) * min(share, 1.0) * HEADROOM)
+        free = gpu_free_bytes()
+        return None if free is None else int(free * min(share, 1.0) * HEADROOM)
     return int(free_bytes(False) / max(slots, 1) * HEADROOM)
 
 
 def fits(group: Sequence[Trial], budget: int) -> int:
-    """How many members of ``group`` (one stack key) fit in ``budget`` bytes, at least 1."""
+    """How many members of ``group`` (one stack key) fit in ``budget`` bytes beside the one copy
+    of the data set the stack holds, at least 1."""
+    from resablate.batched import data_bytes
     from resablate.optim import state_slots
 
     train = [t.config["train"] for t in group]
     slots = max(state_slots(t["optimizer"], t["momentum"]) for t in train)
-    return max(1, budget // _member(group[0], slots))
+    left = budget - data_bytes(group[0].config)
+    return max(1, left // _member(group[0], slots))
 
 
 def _member(trial: Trial, slots: int | None = None) -> int:
@@ -235,6 +262,18 @@ def train_stack(
         )
     finally:
         torch.set_num_threads(before)
+        release(device)
+
+
+def release(device: str) -> None:
+    """Hand the GPU memory a finished stack cached back to the device: Ray reuses a worker for
+    the next trial (reuse_actors), whose process would otherwise keep this one's cached blocks
+    while other trials share the GPU."""
+    import torch
+
+    if torch.device(device).type == "cuda" and torch.cuda.is_initialized():
+        gc.collect()  # the stack's tensors held in reference cycles go first
+        torch.cuda.empty_cache()
 
 
 def resume_point(stack: list[Trial], points: dict[str, tuple[str, int]]) -> tuple[str, int] | None:

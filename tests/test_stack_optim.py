@@ -294,15 +294,18 @@ resources: {cpu: 1, seeds_per_trial: 8}
 
 
 def test_no_stack_is_larger_than_its_slots_memory_allows(tmp_path: Path) -> None:
-    from resablate.batched import member_bytes
+    from resablate.batched import data_bytes, member_bytes
     from resablate.stacking import describe
 
     plan = make_plan(write(tmp_path / "s.yaml", SIZED))
     member = member_bytes(plan.trials[0].config)
+    data = data_bytes(plan.trials[0].config)  # held once by a stack, beside its members
+    assert data == 1797 * (64 * 4 + 8)  # digits: 8 x 8 float32 images and int64 labels
     assert sorted(len(s) for s in stacks(plan, 2)) == [6, 6]  # 12 trials: 2 stacks of 6 (max 8)
     assert sorted(len(s) for s in stacks(plan, 2, budget=None)) == [6, 6]
-    assert sorted(len(s) for s in stacks(plan, 2, budget=int(3.5 * member))) == [3, 3, 3, 3]
-    assert [len(s) for s in stacks(plan, 2, budget=member)] == [1] * 12
+    assert sorted(len(s) for s in stacks(plan, 2, budget=data + int(3.5 * member))) == [3] * 4
+    assert sorted(len(s) for s in stacks(plan, 2, budget=int(3.5 * member))) != [3] * 4
+    assert [len(s) for s in stacks(plan, 2, budget=data + member)] == [1] * 12
     assert describe(plan, 2, member) == {
         "trial_slots": 2,
         "budget_bytes": member,

@@ -91,9 +91,7 @@ def _weighted_quantile(values: Tensor, weights: Tensor, q: float) -> float:
     return float(
         values[order][
             int(
-                torch.searchsorted(cumulative, torch.tensor(q, dtype=cumulative.dtype)).clamp(
-                    max=len(values) - 1
-                )
+                torch.searchsorted(cumulative, cumulative.new_tensor(q)).clamp(max=len(values) - 1)
             )
         ]
     )
