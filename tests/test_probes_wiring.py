@@ -9,7 +9,7 @@ import pytest
 
 from resablate.spec import ProbesSpec
 from resablate.train import run_trial
-from tests.conftest import run_process, trial_runs, write
+from tests.conftest import run_terminal, trial_runs, write
 
 SWEEP = """
 name: probed
@@ -65,8 +65,8 @@ def test_probe_schedule_follows_at_and_every() -> None:
 @pytest.mark.slow
 def test_sweep_records_probe_metrics_and_curves_in_mlflow(tmp_path: Path) -> None:
     sweep = write(tmp_path / "probed.yaml", SWEEP)
-    ran = run_process("sweep", str(sweep), "--quiet", cwd=tmp_path)  # on Ray
-    assert ran.code == 0, ran.err[-3000:]
+    ran = run_terminal("sweep", str(sweep), cwd=tmp_path)  # on Ray, the progress bar on
+    assert ran.code == 0, ran.out[-3000:]
     client, runs = trial_runs(tmp_path, "probed")
     assert len(runs) == 2
     for run in runs:

@@ -13,7 +13,7 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from tests.conftest import run_process, run_terminal, trial_runs, write
+from tests.conftest import run_terminal, trial_runs, write
 
 SWEEP = """
 name: searched
@@ -89,8 +89,8 @@ train: {epochs: 2, batch_size: 64, lr: 0.05}
 search: {param: init.c, log_uniform: [0.01, 100.0], n_trials: 6, sampler: random, seed: 0}
 """,
     )
-    ran = run_process("sweep", str(sweep), "--quiet", "--inline", cwd=tmp_path)
-    assert ran.code == 0, ran.err[-3000:]
+    ran = run_terminal("sweep", str(sweep), "--inline", cwd=tmp_path)
+    assert ran.code == 0, ran.out[-3000:]
     [study] = studies(tmp_path / "resablate-runs" / "diverging").values()
     _, runs = trial_runs(tmp_path, "diverging")
     status = {float(r.data.tags["c"]): r.data.tags["resablate.status"] for r in runs}
@@ -125,8 +125,8 @@ def test_search_where_searches_the_matching_cells_and_runs_the_others_once(
     assert "1 cells × 4 candidates × 2 seeds + 2 grid trials outside search.where = 10" in (
         " ".join(planned.out.split())
     )
-    ran = run_process("sweep", str(sweep), "--inline", "--quiet", cwd=tmp_path)
-    assert ran.code == 0, ran.err[-3000:]
+    ran = run_terminal("sweep", str(sweep), "--inline", cwd=tmp_path)
+    assert ran.code == 0, ran.out[-3000:]
     _, runs = trial_runs(tmp_path, "searched")
     assert len(runs) == 4 * 2 + 2
     fixed = [r for r in runs if r.data.params["model.shortcut"] == "identity"]
@@ -139,8 +139,8 @@ def test_search_where_searches_the_matching_cells_and_runs_the_others_once(
     assert {float(r.data.params["init.c"]) for r in searched} == {
         t.params["init.c"] for t in study.trials
     }
-    again = run_process("sweep", str(sweep), "--inline", "--quiet", "--resume", cwd=tmp_path)
-    assert again.code == 0, again.err[-3000:]
+    again = run_terminal("sweep", str(sweep), "--inline", "--resume", cwd=tmp_path)
+    assert again.code == 0, again.out[-3000:]
     assert len(trial_runs(tmp_path, "searched")[1]) == 10  # nothing ran twice
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_process, trial_runs, write
+from tests.conftest import run_process, run_terminal, trial_runs, write
 from tests.test_data import fake_mnist
 
 SWEEP = """
@@ -28,8 +28,8 @@ def test_mnist_family_on_mnist_files_in_the_working_folder_runs_on_ray(tmp_path:
     env = {
         k: v for k, v in os.environ.items() if k not in ("RESABLATE_DATA", "MLFLOW_TRACKING_URI")
     }
-    ran = run_process("sweep", str(sweep), "--quiet", cwd=tmp_path, env=env)
-    assert ran.code == 0, ran.err[-3000:]
+    ran = run_terminal("sweep", str(sweep), cwd=tmp_path, env=env)  # the progress bar on
+    assert ran.code == 0, ran.out[-3000:]
     _, runs = trial_runs(tmp_path, "mnist-zoo")
     assert sorted(r.data.params["model.shortcut"] for r in runs) == ["gate", "identity"]
     for run in runs:
