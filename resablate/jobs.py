@@ -1,10 +1,11 @@
 """Ray Jobs: submit a sweep to a cluster's Jobs API and follow it (``resablate submit``, ``jobs``,
 ``logs``, ``stop``).
 
-The sweep is validated here first (a bad file never reaches the cluster); the job runs
-``resablate sweep`` on the head node against the cluster (``--address auto``) with this folder as
-its working directory (Ray's runtime_env uploads it) and records to the MLflow server named by
-``--tracking-uri`` / MLFLOW_TRACKING_URI, which must be a server (a sqlite file is refused).
+The sweep is validated here first (a bad file, or a data set in a relative folder that the
+upload leaves out, never reaches the cluster); the job runs ``resablate sweep`` on the head node
+against the cluster (``--address auto``) with this folder as its working directory (Ray's
+runtime_env uploads it) and records to the MLflow server named by ``--tracking-uri`` /
+MLFLOW_TRACKING_URI, which must be a server (a sqlite file is refused).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from resablate.cluster import TRIAL_ENV
+from resablate.cluster import TRIAL_ENV, check_data_roots
 from resablate.errors import UserError
 from resablate.plan import Plan
 
@@ -137,6 +138,7 @@ def submit(
     storage: str | None = None,
 ) -> str:
     """Submit the sweep as a Ray Job; returns its submission id."""
+    check_data_roots(plan, submitted=True)  # the rest is checked on the cluster, by the job
     jobs = client(address)
     command = entrypoint(plan, uri, profile, folder, storage)
     if yes:

@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from resablate import checkpoint, stop
-from resablate.cluster import check_resources, ray_slots, start_ray
+from resablate.cluster import (
+    check_data_roots,
+    check_nodes,
+    check_resources,
+    ray_slots,
+    start_ray,
+)
 from resablate.errors import UserError
 from resablate.grid import Trial
 from resablate.plan import Plan, local_resources
@@ -76,6 +82,7 @@ class Session:
         self.dashboard, self.address = dashboard, address
         # Ray Tune's storage_path: trial folders and checkpoints (a folder, or s3:// / gs://)
         self.storage = storage or str(results_dir.resolve())
+        self.storage_given = storage is not None  # the default is this machine's folder
         # trial id -> (checkpoint location, epoch) of the trials --resume continues
         self.points: dict[str, tuple[str, int]] = {}
         self.tag = ""  # appended to the Tune runs' names (a resumed invocation's own folders)
@@ -84,7 +91,8 @@ class Session:
 
     def check(self) -> None:
         """Refuse what can be refused before Ray starts: a scheduler without Ray Tune, more per
-        trial than this machine has (when the trials run here)."""
+        trial than this machine has (when the trials run here), a data folder that a cluster's
+        nodes would each resolve on their own (a relative one)."""
         if self.backend == "inline" and self.plan.spec.scheduler.kind != "none":
             raise self.plan.error(
                 "scheduler.kind",
@@ -93,6 +101,8 @@ class Session:
             )
         if self.address is None:
             check_resources(self.plan, local_resources())
+        else:
+            check_data_roots(self.plan)
 
     def __enter__(self) -> Session:
         self.check()
@@ -103,6 +113,8 @@ class Session:
 
                 where = "this machine" if self.address is None else "the cluster"
                 check_resources(self.plan, ray.cluster_resources(), where)
+                if self.address is not None:  # the other nodes: data sets, checkpoint storage
+                    check_nodes(self.plan, self.storage, self.storage_given)
             except BaseException:
                 self.__exit__(None, None, None)
                 raise

@@ -60,7 +60,8 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 @contextlib.contextmanager
-def start_cluster(tmp_path: Path) -> Iterator[Cluster]:
+def start_cluster(tmp_path: Path, worker_env: dict[str, str] | None = None) -> Iterator[Cluster]:
+    """The fixture's cluster; ``worker_env``: set in the worker node's environment alone."""
     port = free_port()
     env = {
         **os.environ,
@@ -103,7 +104,7 @@ def start_cluster(tmp_path: Path) -> Iterator[Cluster]:
             "--block",
             *common,
         ],
-        env=env,
+        env={**env, **(worker_env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -170,6 +171,7 @@ def test_a_sweep_on_a_two_node_cluster_records_every_trial_once_on_the_server(
 ) -> None:
     sweep = write(cluster.folder / "c.yaml", SWEEP)
     args = ["--address", cluster.address, "--tracking-uri", cluster.tracking, "-q"]
+    args += ["--storage", str(cluster.folder / "shared")]  # one disk: shared by both nodes
     ran = run_process("sweep", str(sweep), *args, cwd=cluster.folder, env=cluster.env)
     assert ran.code == 0, ran.err[-3000:]
     assert ran.out == ""  # -q: nothing on stdout (MLflow's own "View run" lines suppressed)
@@ -243,12 +245,14 @@ def test_a_sweep_submitted_as_a_ray_job_runs_on_the_cluster_and_can_be_followed(
 ) -> None:
     write(cluster.folder / "c.yaml", SWEEP)
     jobs = ["--address", cluster.jobs]
+    shared = ["--storage", str(cluster.folder.parent / "shared")]  # as the head names it
     ran = run_process(
         "submit",
         "c.yaml",
         *jobs,
         "--tracking-uri",
         cluster.tracking,
+        *shared,
         cwd=cluster.folder,
         env=cluster.env,
     )
@@ -273,6 +277,7 @@ def test_a_sweep_submitted_as_a_ray_job_runs_on_the_cluster_and_can_be_followed(
         *jobs,
         "--tracking-uri",
         cluster.tracking,
+        *shared,
         cwd=cluster.folder,
         env=cluster.env,
     )
