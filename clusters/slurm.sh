@@ -1,7 +1,11 @@
 #!/bin/bash
 # A Ray cluster inside a SLURM allocation (as Ray's docs describe), then a resablate sweep on it.
-#   sbatch clusters/slurm.sh sweeps/shortcut_depth.yaml
-# MLFLOW_TRACKING_URI must name an MLflow server every node reaches (clusters/README.md).
+#   MLFLOW_TRACKING_URI=http://mlflow.internal:5000 sbatch clusters/slurm.sh sweeps/shortcut_depth.yaml
+# MLFLOW_TRACKING_URI must name an MLflow server every node reaches (clusters/README.md). Paths
+# every node of the allocation must see (a shared home does, as on most clusters):
+#   RESABLATE_VENV     the venv jobs share (default ~/.venvs/resablate), installed once
+#   RESABLATE_STORAGE  checkpoints and trial folders (default ~/resablate-storage), --storage
+#   RESABLATE_DATA     torchvision data sets, when a sweep reads one (data.root otherwise)
 #SBATCH --job-name=resablate
 #SBATCH --nodes=3
 #SBATCH --exclusive
@@ -13,9 +17,25 @@ set -euo pipefail
 SWEEP=${1:?usage: sbatch clusters/slurm.sh SWEEP.yaml [resablate sweep options]}
 shift
 : "${MLFLOW_TRACKING_URI:?set MLFLOW_TRACKING_URI to your MLflow server}"
+PROJECT=${SLURM_SUBMIT_DIR:-$PWD}
+VENV=${RESABLATE_VENV:-$HOME/.venvs/resablate}
+STORAGE=${RESABLATE_STORAGE:-$HOME/resablate-storage}
 
-# this package in the job's environment (a venv on shared storage, made once)
-python -m pip install --quiet -e "${SLURM_SUBMIT_DIR:-.}"
+# This package, installed once into a venv every job shares (again when the checkout or its
+# pyproject.toml changes); the lock keeps two jobs that start together from installing at once.
+stamp="$PROJECT $(sha256sum "$PROJECT/pyproject.toml" | cut -d' ' -f1)"
+mkdir -p "$(dirname "$VENV")"
+(
+  flock 9
+  if [ "$(cat "$VENV/.resablate-installed" 2>/dev/null)" != "$stamp" ]; then
+    [ -x "$VENV/bin/pip" ] || python3 -m venv --clear "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet -e "$PROJECT"
+    echo "$stamp" > "$VENV/.resablate-installed"  # written last: a killed install runs again
+  fi
+) 9> "$VENV.lock"
+# shellcheck disable=SC1091
+source "$VENV/bin/activate"  # srun passes this environment (PATH: the venv's ray) to each step
 
 # token authentication: a fresh token per job, in the environment of every step, never on disk
 export RAY_AUTH_MODE=token
@@ -38,4 +58,6 @@ for host in "${hosts[@]:1}"; do
   sleep 5
 done
 
-resablate sweep "$SWEEP" --address "$head_ip:$port" --tracking-uri "$MLFLOW_TRACKING_URI" "$@"
+# the sweep checks that every node sees the storage (and the data sets) before it starts
+resablate sweep "$SWEEP" --address "$head_ip:$port" --tracking-uri "$MLFLOW_TRACKING_URI" \
+  --storage "$STORAGE" "$@"
