@@ -135,6 +135,10 @@ def sweep(
     tell(plan.notes)
     check_size(plan, yes)
     spec = plan.spec
+    if address is not None:  # a cluster reads its data where every node does: refused first
+        from resablate.cluster import check_data_roots
+
+        check_data_roots(plan)
     prepare_data(plan)
     options = Options(
         tracking_uri,

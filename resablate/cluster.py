@@ -35,11 +35,27 @@ def ray_slots(plan: Plan) -> int:
     return slots_in(plan, ray.cluster_resources())
 
 
-def check_resources(plan: Plan, available: dict[str, float], where: str = "this machine") -> None:
+def check_resources(
+    plan: Plan,
+    available: dict[str, float],
+    where: str = "this machine",
+    most: dict[str, float] | None = None,
+) -> list[str]:
+    """Refuse, in one line, a trial that asks for more CPUs or GPUs than ``available``; unless
+    the cluster's autoscaler may grow to ``most`` (:func:`autoscaler_most`) and that holds it:
+    then the trials wait for it, and the returned notes say so."""
     wanted = plan.spec.resources
+    notes = []
     for key, field, amount in (("CPU", "cpu", wanted.cpu), ("GPU", "gpu", wanted.gpu)):
         have = available.get(key, 0.0)
         if amount > have:
+            grown = (most or {}).get(key)
+            if grown is not None and amount <= grown:
+                notes.append(
+                    f"note: each trial asks for {amount:g} {key}; {where} has {have:g} now and"
+                    f" its autoscaler may grow it to {grown:g}: the trials wait for those nodes"
+                )
+                continue
             fix = (
                 "set resources.gpu: 0 to train on CPUs"
                 if key == "GPU"
@@ -49,6 +65,20 @@ def check_resources(plan: Plan, available: dict[str, float], where: str = "this 
                 f"resources.{field}",
                 f"each trial asks for {amount:g} {key} but {where} has {have:g}; {fix}",
             )
+    return notes
+
+
+def autoscaler_most() -> dict[str, float] | None:
+    """What the joined cluster's autoscaler may grow it to, by resource (None: no autoscaler,
+    or Ray does not say). Ray has no public call for it: this reads Ray's own record of the
+    autoscaler's config as Ray Train does (ray._private.state, written against Ray 2.60)."""
+    try:
+        from ray._private.state import state
+
+        found = state.get_max_resources_from_cluster_config()
+    except Exception:  # a private API: if it moves, the cluster is taken as it is now
+        return None
+    return None if found is None else {k: float(v) for k, v in found.items()}
 
 
 # Read by the trial processes: Tune's own CSV/JSON/TensorBoard loggers duplicate what MLflow

@@ -170,6 +170,8 @@ def run_sweep(plan: Plan, options: Options, say: Callable[[str], Any]) -> Outcom
         with session:
             if session.dashboard_url:
                 say(f"Ray dashboard: {session.dashboard_url}")
+            for note in session.notes:
+                say(note)
             client = store.result()
             stop.REQUEST.check()  # stopped while Ray started: nothing recorded yet
             return _sweep(plan, options, session, client, say)

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from resablate import checkpoint, stop
 from resablate.cluster import (
+    autoscaler_most,
     check_data_roots,
     check_nodes,
     check_resources,
@@ -87,6 +88,7 @@ class Session:
         self.points: dict[str, tuple[str, int]] = {}
         self.tag = ""  # appended to the Tune runs' names (a resumed invocation's own folders)
         self.dashboard_url: str | None = None
+        self.notes: list[str] = []  # what the user should know of the cluster it joined
         self._started = False
 
     def check(self) -> None:
@@ -112,7 +114,8 @@ class Session:
                 import ray
 
                 where = "this machine" if self.address is None else "the cluster"
-                check_resources(self.plan, ray.cluster_resources(), where)
+                most = autoscaler_most() if self.address is not None else None
+                self.notes = check_resources(self.plan, ray.cluster_resources(), where, most)
                 if self.address is not None:  # the other nodes: data sets, checkpoint storage
                     check_nodes(self.plan, self.storage, self.storage_given)
             except BaseException:

@@ -15,7 +15,7 @@ import torch
 
 from resablate.batched import data_bytes
 from resablate.compute import choose_device
-from resablate.errors import UserError
+from resablate.errors import SpecError, UserError
 from resablate.plan import fit, make_plan, slots_in
 from resablate.stacking import gpu_free_bytes, stack_budget
 from tests.conftest import ROOT, write
@@ -164,3 +164,37 @@ def test_the_gpu_path_device_check_rehearses_on_cpu(tmp_path: Path) -> None:
         "probe_on_device",
     }
     assert all(c["ok"] for c in found["checks"]), found
+
+
+def test_a_cluster_that_lacks_gpus_now_but_may_grow_to_them_waits(tmp_path: Path) -> None:
+    """clusters/: a CPU head and 0-8 GPU workers that the autoscaler adds while trials wait."""
+    from resablate.cluster import check_resources
+
+    sweep = "name: g\nmodel: {depth: 2, width: 8}\nresources: {cpu: 1, gpu: 1}\n"
+    plan = make_plan(write(tmp_path / "g.yaml", sweep))
+    head = {"CPU": 4.0}
+    [note] = check_resources(plan, head, "the cluster", {"CPU": 68.0, "GPU": 8.0})
+    assert note == (
+        "note: each trial asks for 1 GPU; the cluster has 0 now and its autoscaler may grow it"
+        " to 8: the trials wait for those nodes"
+    )
+    assert check_resources(plan, {"CPU": 4.0, "GPU": 1.0}, "the cluster") == []
+    for most in (None, {"CPU": 68.0, "GPU": 0.0}):  # no autoscaler, or one without GPUs
+        with pytest.raises(SpecError, match="asks for 1 GPU but the cluster has 0"):
+            check_resources(plan, head, "the cluster", most)
+
+
+def test_a_cluster_sweeps_relative_data_folder_is_refused_before_any_download(
+    tmp_path: Path,
+) -> None:
+    from tests.conftest import run_process
+
+    sweep = write(
+        tmp_path / "c.yaml",
+        "name: c\nmodel: {family: cifar, depth: 8}\ndata: {name: cifar10, root: data}\n",
+    )
+    ran = run_process("sweep", str(sweep), "--address", "127.0.0.1:9", cwd=tmp_path)
+    assert ran.code == 2
+    [line] = ran.err.strip().splitlines()
+    assert "a relative folder" in line and "download" not in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]  # no data/, no store
