@@ -145,8 +145,8 @@ def in_process(tmp_path: Path, plan: Any, listeners: Any = (), resume: bool = Fa
     return run_sweep(plan, options, say=lambda line: None)
 
 
-class CtrlC:
-    """Presses Ctrl-C as the ``after``-th trial ends (the last trial of a Tune run)."""
+class AtTrialEnd:
+    """A listener that acts as the ``after``-th trial ends."""
 
     def __init__(self, after: int = 1) -> None:
         self.left = after
@@ -160,7 +160,17 @@ class CtrlC:
     def trial_finished(self, record: TrialRecord) -> None:
         self.left -= 1
         if self.left == 0:
-            os.kill(os.getpid(), signal.SIGINT)
+            self.act()
+
+    def act(self) -> None:
+        raise NotImplementedError
+
+
+class CtrlC(AtTrialEnd):
+    """Presses Ctrl-C as the ``after``-th trial ends (the last trial of a Tune run)."""
+
+    def act(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 @pytest.mark.slow
@@ -237,22 +247,11 @@ def test_a_large_search_runs_as_several_tune_runs(tmp_path: Path, monkeypatch) -
     assert sorted(r.info.status for r in children) == ["FINISHED"] * 8
 
 
-class Crash:
+class Crash(AtTrialEnd):
     """A listener with a bug: raises as the ``after``-th trial ends."""
 
-    def __init__(self, after: int) -> None:
-        self.left = after
-
-    def trial_started(self, trial: Trial) -> None: ...
-
-    def trial_result(self, trial: Trial, result: dict) -> None: ...
-
-    def trial_retried(self, trial: Trial, error: str | None) -> None: ...
-
-    def trial_finished(self, record: TrialRecord) -> None:
-        self.left -= 1
-        if self.left == 0:
-            raise RuntimeError("a bug in the driver")
+    def act(self) -> None:
+        raise RuntimeError("a bug in the driver")
 
 
 @pytest.mark.slow
