@@ -124,8 +124,7 @@ def sweep(
     """
     from resablate.driver import Options, run_sweep
     from resablate.plan import check_size, make_plan, prepare_data
-    from resablate.results import FAILED
-    from resablate.summary import markdown, table
+    from resablate.sweep_end import exit_code, show_outcome
 
     if force and not resume:
         raise UserError("--force only applies to --resume")
@@ -153,48 +152,9 @@ def sweep(
     )
     err = Console(stderr=True, quiet=quiet)
     outcome = run_sweep(plan, options, err.print)
-    tracker = outcome.tracker
-    failed = tracker.counts[FAILED]
     if not quiet:
-        title = f"{spec.name}: final metrics, mean ± std over seeds"
-        if sys.stdout.isatty():
-            out = Console()
-            out.print(table(outcome.cells, title))
-        else:  # a batch log (SLURM, a Ray Job, a pipe): every number whole, as markdown
-            out = Console(width=100_000, no_color=True, highlight=False, soft_wrap=True)
-            click.echo(f"{title}\n\n{markdown(outcome.cells)}")
-        for cell in outcome.search.values():
-            mean = "—" if cell["mean"] is None else f"{cell['mean']:.4f} ± {cell['std']:.4f}"
-            out.print(
-                f"best {spec.search.param if spec.search else ''} in {cell['label']}:"
-                f" {cell['best']} ({spec.search.objective.metric if spec.search else ''}"
-                f" {mean}, {cell['complete']} candidates)"
-            )
-        if outcome.journal:
-            out.print(f"Optuna studies (one per cell): {outcome.journal}")
-        out.print(
-            f"MLflow: experiment '{spec.tracking.experiment or spec.name}' "
-            f"(id {tracker.experiment_id}), parent run {tracker.parent_id} in {tracker.uri}"
-        )
-        out.print("Browse: resablate ui")
-        if tracker.saved["checkpoints"]:
-            out.print(tracker.saved_text(outcome.interrupted))
-    if outcome.interrupted:
-        click.echo(
-            f"resablate: sweep interrupted; {outcome.ended} of {outcome.total} trials ended and"
-            " are recorded, the runs still going were marked killed; continue with --resume",
-            err=True,
-        )
-        return 130
-    if failed:
-        click.echo(
-            f"resablate: {failed} trial(s) failed; their tracebacks are the error.txt"
-            " artifacts of the child runs tagged resablate.status=failed; --resume runs them"
-            " again",
-            err=True,
-        )
-        return 1
-    return 0
+        show_outcome(outcome, spec)
+    return exit_code(outcome)
 
 
 @cli.command()
