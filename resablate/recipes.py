@@ -69,7 +69,9 @@ def with_recipe(train: dict[str, Any]) -> dict[str, Any]:
 def with_warmup(train: dict[str, Any], recipe: str) -> dict[str, Any]:
     """``train`` with He et al.'s warm-up completed from the recipe's values when it writes one
     of its two fields (warmup_lr, warmup_until_error) and the recipe prescribes that warm-up."""
-    if recipe == "he_cifar" and sum(key in train for key in DEEP_WARMUP) == 1:
+    written = [key for key in DEEP_WARMUP if key in train]
+    # one written with a value, the other not written at all (`warmup_lr: null` means none)
+    if recipe == "he_cifar" and len(written) == 1 and train[written[0]] is not None:
         return {**DEEP_WARMUP, **train}
     return train
 

@@ -243,3 +243,9 @@ def test_one_warm_up_field_takes_the_other_from_the_recipe() -> None:
     assert (error_only.warmup_lr, error_only.warmup_until_error) == (0.01, 0.7)
     with pytest.raises(ConfigError, match="together"):  # no recipe: nothing to take it from
         trial_config({"train": {"warmup_until_error": 0.7}})
+    # a null says "no warm-up", as on a deep net whose recipe would add one
+    deep = {"model": {"family": "cifar", "depth": 110}}
+    off = trial_config({**deep, "train": {"recipe": "he_cifar", "warmup_lr": None}}).train
+    assert (off.warmup_lr, off.warmup_until_error) == (None, None)
+    on = trial_config({**deep, "train": {"recipe": "he_cifar"}}).train
+    assert (on.warmup_lr, on.warmup_until_error) == (0.01, 0.8)
