@@ -302,14 +302,9 @@ class Torchvision:
                     "; resablate does not download over the files already there (copy the"
                     " missing ones in, or delete the folder to download them all)",
                 )
-            try:
-                self._read(spec, download=False)
-            except Exception as exc:
-                raise self.error(spec, _why(exc)) from exc
-            return
         try:
             with _socket_timeout(DOWNLOAD_TIMEOUT_S):
-                self._read(spec, download=True)
+                self._read(spec, download=len(missing) == len(self.files))
         except Exception as exc:
             if self.missing(spec):
                 raise self.error(spec, f" and downloading them failed{_why(exc)}") from exc

@@ -58,11 +58,9 @@ def with_recipe(train: dict[str, Any]) -> dict[str, Any]:
     recipe = train.get("recipe")
     if not isinstance(recipe, str):
         return train
-    preset = dict(RECIPES[recipe])
-    written = [key for key in LENGTH if key in train]
-    for key in LENGTH if written else ():
-        if key not in written:
-            preset.pop(key, None)
+    preset = RECIPES[recipe]
+    if any(key in train for key in LENGTH):
+        preset = {k: v for k, v in preset.items() if k not in LENGTH}
     return {**preset, **with_warmup(train, recipe)}
 
 
