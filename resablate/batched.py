@@ -37,7 +37,7 @@ from resablate import models
 from resablate.catalog import trial_config
 from resablate.data import DataShape
 from resablate.grid import cell_id
-from resablate.spec import COMPUTE_FIELDS, TrainSpec, TrialConfig
+from resablate.spec import COMPUTE_FIELDS, DataSpec, TrainSpec, TrialConfig
 from resablate.stack_optim import RECIPE
 
 if TYPE_CHECKING:
@@ -262,16 +262,16 @@ def check(configs: Sequence[TrialConfig]) -> None:
 EVAL_BATCH = 1024  # test-set batches are at least this large (no gradients: one pass each)
 
 
-def data_bytes(config: TrialConfig | dict[str, Any]) -> int:
-    """The bytes of the one copy of its data set a stack holds on its device: the training and
-    test images in float32 and their int64 labels (CIFAR-10: about 0.74 GB)."""
+def data_bytes(data: DataSpec | dict[str, Any]) -> int:
+    """The bytes of the one copy of its data set (a trial's ``data`` section) a stack holds on
+    its device: the training and test images in float32 and their int64 labels (CIFAR-10:
+    about 0.74 GB)."""
     from resablate.data import DATASETS
 
-    cfg = config if isinstance(config, TrialConfig) else trial_config(config)
-    source = DATASETS[cfg.data.name]
-    shape = source.shape(cfg.data)
-    n = (cfg.data.subset or source.train_size(cfg.data)) + source.test_size(cfg.data)
-    return n * (4 * math.prod(shape.input_shape) + 8)
+    spec = data if isinstance(data, DataSpec) else DataSpec.model_validate(data)
+    source = DATASETS[spec.name]
+    n = (spec.subset or source.train_size(spec)) + source.test_size(spec)
+    return n * (4 * math.prod(source.shape(spec).input_shape) + 8)
 
 
 def member_bytes(config: TrialConfig | dict[str, Any], slots: int | None = None) -> int:

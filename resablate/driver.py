@@ -270,13 +270,17 @@ def _run(
         if spec.search and not outcome.interrupted:
             outcome.journal = _journal(tracker, outcome.resumed, options.results_dir / spec.name)
             history = (spec.search.objective.metric,)
+            # what the resumed invocation finished of the candidates (its grid trials: kept above)
+            candidates = [
+                i for i in (outcome.resumed.done if outcome.resumed else ()) if i not in finished
+            ]
             assert tracker.parent_id is not None
             records, studies = run_search(
                 plan,
                 session,
                 listeners,
                 outcome.journal,
-                done=ledger.earlier(outcome.resumed, history),
+                done=ledger.earlier(outcome.resumed, history, candidates),
                 tag=f"-{tracker.parent_id[:8]}",
             )
             outcome.records += records

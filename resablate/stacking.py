@@ -142,7 +142,7 @@ def fits(group: Sequence[Trial], budget: int) -> int:
 
     train = [t.config["train"] for t in group]
     slots = max(state_slots(t["optimizer"], t["momentum"]) for t in train)
-    left = budget - data_bytes(group[0].config)
+    left = budget - data_bytes(group[0].config["data"])
     return max(1, left // _member(group[0], slots))
 
 

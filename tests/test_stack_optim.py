@@ -299,7 +299,7 @@ def test_no_stack_is_larger_than_its_slots_memory_allows(tmp_path: Path) -> None
 
     plan = make_plan(write(tmp_path / "s.yaml", SIZED))
     member = member_bytes(plan.trials[0].config)
-    data = data_bytes(plan.trials[0].config)  # held once by a stack, beside its members
+    data = data_bytes(plan.trials[0].config["data"])  # held once by a stack, beside its members
     assert data == 1797 * (64 * 4 + 8)  # digits: 8 x 8 float32 images and int64 labels
     assert sorted(len(s) for s in stacks(plan, 2)) == [6, 6]  # 12 trials: 2 stacks of 6 (max 8)
     assert sorted(len(s) for s in stacks(plan, 2, budget=None)) == [6, 6]
