@@ -10,7 +10,8 @@ metric per run (its last value, or step 0 for ``at: init``) and ends in one verd
   arm, a metric the runs did not record).
 
 ``compare`` uses :func:`resablate.comparisons.one` (paired t over common seeds, Welch's t
-otherwise, a bootstrap interval) with Holm's correction over the file's compare claims;
+otherwise; the test's t-interval below 10 seeds, a bootstrap from 10; the probability that a
+beats b over seed pairs) with Holm's correction over the file's compare claims;
 ``trend`` uses Spearman's rank correlation with a permutation p-value
 (scipy.stats.permutation_test: every pairing, exact, for up to 7 runs; 9,999 seeded resamples
 beyond), so a handful of depths is judged for what it is.
@@ -52,6 +53,7 @@ class Verdict:
     p: float | None = None
     p_holm: float | None = None
     difference: float | None = None  # compare: mean(a) − mean(b)
+    p_beats: float | None = None  # compare: P(a beats b) over seed pairs, ties half
     parts: list[str] = field(default_factory=list)  # per configuration, for a trend or value
 
 
@@ -179,18 +181,33 @@ def _compare(claim: ClaimSpec, chosen: list[RunData], cells: list[str]) -> Verdi
     if any(math.isnan(v) for v in [*a.values(), *b.values()]):
         return Verdict(claim, INCONCLUSIVE, "a diverged run and no `diverged:` value to count it")
     found = one(a_name, claim.metric, a, b)
+    beats = _beats(claim, found.p_greater)
     measured = f"a − b = {found.difference:.4g}"
     if found.low is not None:
-        measured += f" [{found.low:.4g}, {found.high:.4g}]"
+        measured += f" {found.shown_interval}"
     measured += f" ({a_name} vs {b_name}; {found.test}"
+    shown = "" if beats is None else f", P(a beats b) = {beats:.2g}"
     if found.p is None:
         verdict = INCONCLUSIVE
         if min(found.n, found.n_reference) >= MIN_SEEDS and found.difference != 0:
             # no spread: every seed's difference alike; the sign is then beyond doubt
             verdict = HOLDS if _better(claim, found.difference) else CONTRADICTED
-        return Verdict(claim, verdict, measured + ")", difference=found.difference)
-    measured += f", p = {found.p:.3g})"
-    return Verdict(claim, INCONCLUSIVE, measured, p=found.p, difference=found.difference)
+        return Verdict(
+            claim, verdict, measured + shown + ")", difference=found.difference, p_beats=beats
+        )
+    measured += f", p = {found.p:.3g}{shown})"
+    return Verdict(
+        claim, INCONCLUSIVE, measured, p=found.p, difference=found.difference, p_beats=beats
+    )
+
+
+def _beats(claim: ClaimSpec, p_greater: float | None) -> float | None:
+    """P(a beats b) in the claim's better direction from P(a > b), ties half: for "lower",
+    P(a < b) = 1 − P(a > b), the ties' half staying with each side."""
+    assert claim.compare is not None
+    if p_greater is None:
+        return None
+    return p_greater if claim.compare.better == "higher" else 1.0 - p_greater
 
 
 def _better(claim: ClaimSpec, difference: float) -> bool:
@@ -367,7 +384,8 @@ def table(
     ]
     report.text("claims.md", lines)
     report.claims = lines[2:]
-    header = ["claim", "kind", "metric", "at", "verdict", "p", "p_holm", "measured", "says"]
+    header = ["claim", "kind", "metric", "at", "verdict", "p", "p_holm", "p_a_beats_b"]
+    header += ["measured", "says"]
     rows = [
         [
             v.claim.id,
@@ -377,6 +395,7 @@ def table(
             v.verdict,
             "" if v.p is None else v.p,
             "" if v.p_holm is None else v.p_holm,
+            "" if v.p_beats is None else v.p_beats,
             v.measured,
             v.claim.says,
         ]

@@ -2,11 +2,18 @@
 
 A *configuration* is a trial's grid values without its seed; its seeds are the samples. For each
 configuration and metric: the difference of means (configuration − reference), its 95%
-bootstrap (percentile) confidence interval, and a two-sided p-value: Student's paired t-test
-when both arms ran the same seeds (each seed's difference is one sample), Welch's t otherwise.
-Holm's step-down adjustment then controls the family-wise error over the whole table. Fewer than
-:data:`MIN_SEEDS` finished seeds in either arm is said in the table instead of a test. The tests
-and the bootstrap are scipy.stats'; the bootstrap is seeded, so a report is reproducible.
+confidence interval, a two-sided p-value, and the probability of improvement. The test is
+Student's paired t-test when both arms ran the same seeds (each seed's difference is one sample),
+Welch's t otherwise. The interval is that test's own t-interval below :data:`BOOTSTRAP_FROM`
+seeds: a bootstrap of three seeds resamples three numbers, and its percentile interval is little
+more than their range, far narrower than the uncertainty; from :data:`BOOTSTRAP_FROM` seeds on, a
+seeded percentile bootstrap, which assumes no normality. The probability of improvement
+P(A > B) (Bouthillier et al. 2021, "Accounting for variance in machine learning benchmarks") is
+the share of seed pairs in which the configuration's value exceeds the reference's, ties
+counting half: each common seed once where the seeds are paired, every pair across the arms
+otherwise (the Mann-Whitney U over n·m). Holm's step-down adjustment then controls the
+family-wise error over the whole table. Fewer than :data:`MIN_SEEDS` finished seeds in either arm
+is said in the table instead of a test. The tests, intervals and U are scipy.stats'.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from resablate.ledger import RunData, SweepRuns
 from resablate.results import FINISHED, METRICS
 
 MIN_SEEDS = 3  # per arm, for a test
+BOOTSTRAP_FROM = 10  # seeds per arm from which the interval is a bootstrap, a t-interval below
 CONFIDENCE = 0.95
 BOOTSTRAP_SEED = 0
 # last values that describe how a run ended rather than what it measured
@@ -36,10 +44,19 @@ class Comparison:
     n_reference: int
     difference: float  # mean(configuration) − mean(reference)
     test: str  # "paired t", "Welch t", or why there is none
-    low: float | None = None  # the 95% bootstrap interval of the difference
+    low: float | None = None  # the 95% interval of the difference
     high: float | None = None
+    interval: str = ""  # how the interval was taken: "t" or "bootstrap" ("" when none)
     p: float | None = None
     p_holm: float | None = None
+    p_greater: float | None = None  # P(configuration > reference), ties half
+
+    @property
+    def shown_interval(self) -> str:
+        """The interval as text, with how it was taken: "[0.1, 0.2] (95% t)"."""
+        if self.low is None or self.high is None:
+            return "—"
+        return f"[{self.low:.4g}, {self.high:.4g}] ({CONFIDENCE:.0%} {self.interval})"
 
 
 def finals(runs: Sequence[RunData], metric: str) -> dict[str, float]:
@@ -77,32 +94,51 @@ def one(name: str, metric: str, arm: dict[str, float], ref: dict[str, float]) ->
     found = Comparison(
         name, metric, len(x), len(y), statistics.fmean(x) - statistics.fmean(y), "Welch t"
     )
+    found.p_greater = p_greater(arm, ref)
     if min(len(x), len(y)) < MIN_SEEDS:
         found.test = f"too few seeds ({min(len(x), len(y))} < {MIN_SEEDS})"
         return found
     paired = set(arm) == set(ref)
     if paired:
         found.test = "paired t"
-        differences = [arm[s] - ref[s] for s in sorted(arm)]
-        p = stats.ttest_rel([arm[s] for s in sorted(arm)], [ref[s] for s in sorted(arm)]).pvalue
-        samples: tuple[list[float], ...] = (differences,)
+        seeds = sorted(arm)
+        tested = stats.ttest_rel([arm[s] for s in seeds], [ref[s] for s in seeds])
+        samples: tuple[list[float], ...] = ([arm[s] - ref[s] for s in seeds],)
     else:
-        p = stats.ttest_ind(x, y, equal_var=False).pvalue
+        tested = stats.ttest_ind(x, y, equal_var=False)
         samples = (x, y)
-    if math.isnan(p):  # no spread at all: every sample alike
+    if math.isnan(tested.pvalue):  # no spread at all: every sample alike
         found.test += ", no variance"
         return found
-    found.p = float(p)
-    interval = stats.bootstrap(
-        samples,
-        _mean if paired else _difference,
-        confidence_level=CONFIDENCE,
-        method="percentile",  # BCa's acceleration is unstable with a handful of seeds
-        rng=BOOTSTRAP_SEED,
-        vectorized=True,
-    ).confidence_interval
+    found.p = float(tested.pvalue)
+    if min(len(x), len(y)) < BOOTSTRAP_FROM:
+        found.interval = "t"  # the test's own: paired differences' or Welch's degrees of freedom
+        interval = tested.confidence_interval(CONFIDENCE)
+    else:
+        found.interval = "bootstrap"
+        interval = stats.bootstrap(
+            samples,
+            _mean if paired else _difference,
+            confidence_level=CONFIDENCE,
+            method="percentile",  # BCa's acceleration is unstable with few seeds
+            rng=BOOTSTRAP_SEED,
+            vectorized=True,
+        ).confidence_interval
     found.low, found.high = float(interval.low), float(interval.high)
     return found
+
+
+def p_greater(arm: dict[str, float], ref: dict[str, float]) -> float:
+    """P(arm > ref) over seed pairs, ties half (the probability of improvement, Bouthillier et
+    al. 2021): over the common seeds where both arms ran the same ones, as the paired test
+    pairs them, else over every pair across the arms (Mann-Whitney's U over n·m)."""
+    from scipy import stats
+
+    if set(arm) == set(ref):
+        wins = [1.0 if arm[s] > ref[s] else 0.5 if arm[s] == ref[s] else 0.0 for s in arm]
+        return statistics.fmean(wins)
+    u = stats.mannwhitneyu(list(arm.values()), list(ref.values())).statistic
+    return float(u) / (len(arm) * len(ref))
 
 
 def _mean(x: Any, axis: int = -1) -> Any:
@@ -190,7 +226,7 @@ def table(
         return
     found = compare(groups, reference)
     header = ["configuration", "metric", "seeds", "reference_seeds", "difference"]
-    header += ["ci_low", "ci_high", "test", "p", "p_holm"]
+    header += ["ci_low", "ci_high", "interval", "test", "p", "p_holm", "p_greater"]
     rows = [
         [
             c.configuration,
@@ -199,8 +235,9 @@ def table(
             c.n_reference,
             c.difference,
             *_blank(c.low, c.high),
+            c.interval,
             c.test,
-            *_blank(c.p, c.p_holm),
+            *_blank(c.p, c.p_holm, c.p_greater),
         ]
         for c in found
     ]
@@ -208,17 +245,18 @@ def table(
         f"# Comparisons against `{reference}`",
         "",
         f"Difference of means over finished seeds (configuration − reference), its"
-        f" {CONFIDENCE:.0%} bootstrap interval, the test's p and Holm's adjusted p over the"
-        f" {sum(c.p is not None for c in found)} tests of this table.",
+        f" {CONFIDENCE:.0%} interval (the test's t-interval below {BOOTSTRAP_FROM} seeds, a"
+        f" bootstrap from {BOOTSTRAP_FROM}), the test's p, Holm's adjusted p over the"
+        f" {sum(c.p is not None for c in found)} tests of this table, and P(>): the share of"
+        " seed pairs in which the configuration's value exceeds the reference's (ties half).",
         "",
-        "| configuration | metric | seeds | difference | 95% CI | test | p | p (Holm) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| configuration | metric | seeds | difference | 95% CI | test | p | p (Holm) | P(>) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in found:
-        interval = "—" if c.low is None else f"[{c.low:.4g}, {c.high:.4g}]"
         lines.append(
             f"| {c.configuration} | {c.metric} | {c.n} vs {c.n_reference} | {c.difference:.4g}"
-            f" | {interval} | {c.test} | {_g(c.p)} | {_g(c.p_holm)} |"
+            f" | {c.shown_interval} | {c.test} | {_g(c.p)} | {_g(c.p_holm)} | {_g(c.p_greater)} |"
         )
     report.text("comparisons.md", lines)
     report.table("comparisons.csv", header, rows)

@@ -61,9 +61,19 @@ def test_a_known_shift_holds_and_its_reverse_is_contradicted() -> None:
     assert found.verdict == HOLDS
     assert found.p == pytest.approx(p) and found.p_holm == pytest.approx(p)  # one test: no change
     assert found.difference == pytest.approx(0.1)
-    assert "paired t" in found.measured
+    assert "paired t" in found.measured and "(95% t)" in found.measured
+    assert found.p_beats == 1.0 and "P(a beats b) = 1" in found.measured
     (reverse,) = evaluate([claim(compare={**BETTER, "better": "lower"})], runs, AXES)
-    assert reverse.verdict == CONTRADICTED
+    assert reverse.verdict == CONTRADICTED and reverse.p_beats == 0.0
+
+
+def test_the_probability_that_a_beats_b_follows_the_claims_direction() -> None:
+    # seeds 0 and 1: a higher; seed 2: a tie (half) -> P(a > b) = 2.5 / 3
+    runs = arm("identity", [0.90, 0.91, 0.80]) + arm("none", [0.80, 0.82, 0.80])
+    (higher,) = evaluate([claim(compare=BETTER)], runs, AXES)
+    assert higher.p_beats == pytest.approx(2.5 / 3)
+    (lower,) = evaluate([claim(compare={**BETTER, "better": "lower"})], runs, AXES)
+    assert lower.p_beats == pytest.approx(0.5 / 3)  # the tie's half stays with a
 
 
 def test_identical_arms_and_too_few_seeds_are_inconclusive() -> None:

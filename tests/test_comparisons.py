@@ -7,7 +7,16 @@ import statistics
 import pytest
 from scipy import stats
 
-from resablate.comparisons import MIN_SEEDS, compare, configurations, holm, reference_of
+from resablate.comparisons import (
+    BOOTSTRAP_FROM,
+    MIN_SEEDS,
+    compare,
+    configurations,
+    holm,
+    one,
+    p_greater,
+    reference_of,
+)
 from resablate.ledger import RunData
 from resablate.results import DIVERGED, FINISHED
 
@@ -85,6 +94,49 @@ def test_too_few_seeds_are_said_not_tested() -> None:
     runs += arm("gate", {2: 0.9}, status=DIVERGED)
     [found] = compare(configurations(runs, AXES), "shortcut=identity")
     assert found.n == 2 and found.p is None
+
+
+def test_below_ten_seeds_the_interval_is_the_t_interval_of_the_test() -> None:
+    # a bootstrap of three paired differences is their range: far too sure of itself
+    arm, ref = {0: 0.60, 1: 0.71, 2: 0.65}, {0: 0.50, 1: 0.55, 2: 0.58}
+    found = one("a", "test_acc", arm, ref)
+    differences = [arm[s] - ref[s] for s in arm]
+    low, high = stats.t.interval(
+        0.95, df=2, loc=statistics.fmean(differences), scale=stats.sem(differences)
+    )
+    assert found.interval == "t" and "(95% t)" in found.shown_interval
+    assert (found.low, found.high) == (pytest.approx(low), pytest.approx(high))
+    assert found.high - found.low > 2 * (max(differences) - min(differences))  # not the range
+    # different seeds: Welch's interval (its own degrees of freedom), wider than paired here
+    welch = one("a", "test_acc", arm, {4: 0.50, 5: 0.55, 6: 0.58})
+    interval = stats.ttest_ind(list(arm.values()), [0.50, 0.55, 0.58], equal_var=False)
+    expected = interval.confidence_interval(0.95)
+    assert welch.test == "Welch t" and welch.interval == "t"
+    assert (welch.low, welch.high) == (pytest.approx(expected.low), pytest.approx(expected.high))
+
+
+def test_from_ten_seeds_the_interval_is_a_seeded_bootstrap() -> None:
+    assert BOOTSTRAP_FROM == 10
+    arm = {s: 0.6 + 0.01 * ((s * 7) % 5) for s in range(12)}
+    ref = {s: 0.5 + 0.01 * ((s * 3) % 4) for s in range(12)}
+    found = one("a", "test_acc", arm, ref)
+    differences = [arm[s] - ref[s] for s in sorted(arm)]
+    expected = stats.bootstrap(
+        (differences,), statistics.fmean, method="percentile", rng=0, vectorized=False
+    ).confidence_interval
+    assert found.interval == "bootstrap" and "(95% bootstrap)" in found.shown_interval
+    assert (found.low, found.high) == (pytest.approx(expected.low), pytest.approx(expected.high))
+    nine = one("a", "test_acc", {s: arm[s] for s in range(9)}, {s: ref[s] for s in range(9)})
+    assert nine.interval == "t"
+
+
+def test_probability_of_improvement_by_hand() -> None:
+    # paired (same seeds): seed 0 wins, seed 1 ties (half), seed 2 loses -> 1.5 / 3
+    assert p_greater({0: 0.5, 1: 0.6, 2: 0.7}, {0: 0.4, 1: 0.6, 2: 0.8}) == 0.5
+    # unpaired: every pair; 1 beats 0; 2 ties 2 and beats 0; 3 beats both -> 4.5 of 6
+    assert p_greater({0: 1.0, 1: 2.0, 2: 3.0}, {5: 2.0, 6: 0.0}) == 0.75
+    # shown even where there are too few seeds for a test
+    assert one("a", "m", {0: 0.9}, {0: 0.1}).p_greater == 1.0
 
 
 def test_holms_adjustment_by_hand() -> None:
