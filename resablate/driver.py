@@ -25,7 +25,7 @@ from rich.console import Console
 from resablate import stop
 from resablate.errors import UserError
 from resablate.ledger import Ledger, Previous
-from resablate.plan import Plan, search_size, unsearched
+from resablate.plan import Plan, carried, search_size, unsearched, with_value
 from resablate.results import RUNNING, Listener, TrialRecord
 from resablate.runlog import RunLog
 from resablate.store import Store, check_cluster_store, check_store, open_store, resolve_uri
@@ -286,6 +286,28 @@ def _run(
             outcome.records += records
             outcome.search = studies.summary()
             outcome.interrupted = any(studies.remaining(c) for c in studies.cells)
+            if not outcome.interrupted and spec.search.carry:
+                _carry(plan, session, ledger, listeners, outcome)
+
+
+def _carry(
+    plan: Plan, session: Any, ledger: Ledger, listeners: list[Listener], outcome: Outcome
+) -> None:
+    """``search.carry``: each searched cell's best value at the carried axes' other values."""
+    assert plan.spec.search is not None and outcome.search is not None
+    param = plan.spec.search.param
+    trials = [
+        with_value(t, param, float(outcome.search[cell]["best"]), cell)
+        for cell, targets in carried(plan).items()
+        if outcome.search[cell]["best"] is not None
+        for t in targets
+    ]
+    kept = ledger.records(outcome.resumed, trials)
+    finished = {r.trial.id for r in kept}
+    todo = [t for t in trials if t.id not in finished]
+    outcome.records += kept + (session.run(listeners, todo) if todo else [])
+    ended = {r.trial.id for r in outcome.records if r.status != RUNNING}
+    outcome.interrupted = any(t.id not in ended for t in trials)
 
 
 def _journal(tracker: RunLog, resumed: Previous | None, folder: Path) -> Path:

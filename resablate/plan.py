@@ -22,6 +22,7 @@ from resablate.grid import (
     config_id,
     expand,
     matches,
+    set_path,
     unmatched,
 )
 from resablate.loader import Origins, load
@@ -155,6 +156,24 @@ def _check_where(origins: Origins, spec: SweepSpec) -> None:
                 origins.of(field),
                 field,
                 f"{wanted!r} is not a value of grid axis {path} (values: {axes[path]})",
+            )
+    for path in spec.search.carry:
+        field = "search.carry"
+        wanted = spec.search.where.get(path)
+        if path not in axes or path == "seed":
+            choices = [a for a in axes if a != "seed"]
+            raise SpecError(
+                origins.of(field),
+                field,
+                f"{path!r} is not a grid axis{did_you_mean(path, choices)}; the best value"
+                " is carried to the other values of grid axes",
+            )
+        if wanted is None or (isinstance(wanted, list) and len(wanted) != 1):
+            raise SpecError(
+                origins.of(field),
+                field,
+                f"{path} is carried, so the search tunes at one value of it: give"
+                f" search.where.{path} one of {axes[path]}",
             )
 
 
@@ -327,8 +346,52 @@ def searched(plan: Plan, trial: Trial) -> bool:
 
 
 def unsearched(plan: Plan) -> list[Trial]:
-    """The grid's trials outside ``search.where``: they run once, as the sweep sets them."""
+    """The grid's trials that run once, as the sweep sets them: those outside
+    ``search.where``, and with ``search.carry`` every one (the untuned arm)."""
+    assert plan.spec.search is not None
+    if plan.spec.search.carry:
+        return list(plan.trials)
     return [t for t in plan.trials if not searched(plan, t)]
+
+
+def _untuned_key(plan: Plan, trial: Trial) -> str:
+    """A trial's grid values without its seed, the searched parameter and the carried axes."""
+    assert plan.spec.search is not None
+    drop = {"seed", plan.spec.search.param, *plan.spec.search.carry}
+    return canonical({k: v for k, v in trial.assignment.items() if k not in drop})
+
+
+def carried(plan: Plan) -> dict[str, list[Trial]]:
+    """``search.carry``: by searched cell, the grid trials its best value runs at (the same
+    grid values but for the carried axes, outside ``search.where``)."""
+    search = plan.spec.search
+    assert search is not None
+    if not search.carry:
+        return {}
+    source = {_untuned_key(plan, trials[0]): cell for cell, trials in search_cells(plan).items()}
+    out: dict[str, list[Trial]] = {}
+    for trial in plan.trials:
+        if searched(plan, trial):
+            continue
+        at = {**trial.assignment, **{a: search.where[a] for a in search.carry}}
+        cell = source.get(_untuned_key(plan, trial))
+        if cell is not None and matches(search.where, at):
+            out.setdefault(cell, []).append(trial)
+    return out
+
+
+def with_value(trial: Trial, param: str, value: float, cell: str) -> Trial:
+    """``trial`` with the searched ``param`` set to ``value``, tagged with the searched cell."""
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in trial.config.items()}
+    set_path(raw, param, value)
+    config = trial_config(raw).model_dump(mode="json")
+    return Trial(
+        config_id(config),
+        config,
+        {**trial.assignment, param: value},
+        cell_id(config),
+        tags={"search_cell": cell, "c": repr(value), "seed": str(config["seed"])},
+    )
 
 
 def search_cells(plan: Plan) -> dict[str, list[Trial]]:
@@ -353,11 +416,15 @@ def search_size(plan: Plan) -> dict[str, Any]:
     cells = search_cells(plan)
     seeds = {t.config["seed"] for trials in cells.values() for t in trials}
     fixed = len(unsearched(plan))
-    return {
+    carry = sum(len(trials) for trials in carried(plan).values())
+    out = {
         "param": search.param,
         "cells": len(cells),
         "candidates_per_cell": search.n_trials,
         "seeds": len(seeds),
         "unsearched_trials": fixed,
-        "total_trials": len(cells) * search.n_trials * len(seeds) + fixed,
+        "total_trials": len(cells) * search.n_trials * len(seeds) + fixed + carry,
     }
+    if search.carry:
+        out["carried_trials"] = carry
+    return out
