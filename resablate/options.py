@@ -36,7 +36,14 @@ class SppProbe(Probe):
     """Signal propagation per unit: forward, branch and backward variance, channel squared mean."""
 
     input: Literal["data", "noise"] = "data"  # noise: a white-noise batch (Brock et al. 2021)
-    records = ("moment_growth", "var_growth", "var_linearity", "fwd_last", "nf_ratio")
+    records = (
+        "moment_growth",
+        "var_growth",
+        "var_linearity",
+        "var_linearity_all",
+        "fwd_last",
+        "nf_ratio",
+    )
     batch: int = Field(256, ge=2)
 
 
@@ -72,7 +79,14 @@ class LesionProbe(Probe):
     at: list[When] = ["end"]
     k: int | None = Field(None, ge=1)  # the most units removed at once; default half the units
     draws: int = Field(10, ge=1)  # random sets of units per k
-    records = ("whole", "error_k1", "error_kmax", "kmax")
+    records = (
+        "whole",
+        "error_k1",
+        "error_kmax",
+        "error_increase_k1",
+        "error_increase_kmax",
+        "kmax",
+    )
 
 
 class ProbesSpec(Section):

@@ -17,7 +17,7 @@ from resablate.optim import loss_fn
 from resablate.probes.hessian import hessian_spectrum
 from resablate.probes.lesion import lesion
 from resablate.probes.shattered import autocorrelation, shattered_gradients
-from resablate.probes.spp import signal_propagation
+from resablate.probes.spp import laws, noise_batch, signal_propagation
 from resablate.probes.weights import weight_norms
 from resablate.spec import DataSpec, InitSpec, ModelSpec
 
@@ -146,7 +146,34 @@ def test_normalized_preactivation_variance_grows_linearly() -> None:
     assert min(steps) > 0 and max(steps) < 1.3 * min(steps)  # about constant increments
     assert var[-1] / var[0] < 8  # far from 2^7 exponential growth
     assert found["var_linearity"] > 0.99  # R² of a straight line through the variances
+    assert found["var_linearity_all"] == found["var_linearity"]  # one stage: the same line
+    assert found["stage"] == [0] * 8
     assert found["var_growth"] == pytest.approx((var[-1] / var[0]) ** (1 / 7))
+
+
+def test_normalized_preactivation_variance_is_linear_within_each_stage_not_across() -> None:
+    # De & Smith: x + F(x) adds its branch's variance each unit; the projection shortcuts that
+    # open stages 2 and 3 (downsample B) read the normalized input and set it anew
+    images = DataShape((3, 8, 8), 10)
+    raw = {"depth": 32, "channels": 8, "activation": "full_preact", "norm": "batch"}
+    net = net_of(images, family="cifar", stages=3, downsample="B", **raw)
+    g = torch.Generator().manual_seed(0)
+    x, y = noise_batch((3, 8, 8), 256, g), torch.randint(0, 10, (256,), generator=g)
+    found = signal_propagation(net, x, y, CE)
+    assert found["stage"] == [0] * 5 + [1] * 5 + [2] * 5
+    assert [u.projects for u in net.units].count(True) == 2
+    var = found["fwd_var"]
+    assert var[5] < var[4] and var[10] < var[9]  # reset at each stage's first unit
+    assert found["var_linearity"] > 0.95  # the worst stage's line
+    assert found["var_linearity_all"] < 0.5  # one line across the resets fits badly
+
+
+def test_linearity_skips_stages_of_fewer_than_three_units() -> None:
+    # stage 0 is a perfect line; stage 1's two units say nothing about linearity
+    found = laws([1.0, 2.0, 3.0, 0.5, 9.0], [0.0] * 5, stage=[0, 0, 0, 1, 1])
+    assert found["var_linearity"] == pytest.approx(1.0)
+    assert found["var_linearity_all"] < 0.5
+    assert "var_linearity" not in laws([1.0, 2.0, 3.0], [0.0] * 3, stage=[0, 1, 1])
 
 
 def test_each_probe_records_the_numbers_its_spec_declares() -> None:
@@ -223,9 +250,15 @@ def test_lesion_of_untrained_networks() -> None:
     found = lesion(zero, x, y, torch.Generator().manual_seed(0), draws=5, k=2)
     assert found["single"] == [found["whole"]] * 3  # zero branches: removing one changes nothing
     assert found["error_by_k"] == pytest.approx([1 - found["whole"]] * 2) and found["kmax"] == 2
+    # nothing removed costs anything: the increase over the unlesioned error is zero
+    assert found["error_increase_k1"] == pytest.approx(0.0, abs=1e-12)
+    assert found["error_increase_kmax"] == pytest.approx(0.0, abs=1e-12)
     plain = net_of(digits.shape, depth=6, width=16, shortcut="none")
     lesioned = lesion(plain, x, y, torch.Generator().manual_seed(0))
     counts = torch.bincount(y)
     assert all(acc <= float(counts.max()) / len(y) + 1e-9 for acc in lesioned["single"])
     again = lesion(plain, x, y, torch.Generator().manual_seed(0))
     assert again["error_by_k"] == lesioned["error_by_k"]
+    unlesioned = 1 - lesioned["whole"]
+    assert lesioned["error_increase_k1"] == pytest.approx(lesioned["error_k1"] - unlesioned)
+    assert lesioned["error_increase_kmax"] == pytest.approx(lesioned["error_kmax"] - unlesioned)

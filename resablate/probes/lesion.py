@@ -41,7 +41,10 @@ def lesion(
     in order; ``error_by_k``: mean test error with k = 1 … ``k`` units removed (entry k − 1;
     ``k`` defaults to half the units), over ``draws`` random sets of k units, or over every set
     where there are no more than ``draws`` of them (k = 1 is always the mean over ``single``);
-    ``error_k1`` and ``error_kmax`` its first and last entries, ``kmax`` the largest k.
+    ``error_k1`` and ``error_kmax`` its first and last entries, ``kmax`` the largest k;
+    ``error_increase_k1`` and ``error_increase_kmax`` those errors less the unlesioned error
+    1 − ``whole``: a lesion claim is about what removing units costs this trained net, which
+    the raw error mixes with how well the net trained (science.md §4).
     """
     units = len(net.units)  # type: ignore[arg-type]
     kmax = min(k or max(units // 2, 1), units)
@@ -73,5 +76,7 @@ def lesion(
         "error_by_k": error_by_k,
         "error_k1": error_by_k[0],
         "error_kmax": error_by_k[-1],
+        "error_increase_k1": error_by_k[0] - (1.0 - whole),
+        "error_increase_kmax": error_by_k[-1] - (1.0 - whole),
         "kmax": kmax,
     }

@@ -2,9 +2,10 @@
 
 For each unit l on one batch: the variance of its output x_l (mean over channels of the per-channel
 variance over batch and space; features for dense units), the same at the end of its residual
-branch (``unit.branch_out``), of the gradient dLoss/dx_l, and the average channel squared mean of
-x_l. Hooks reduce to floats at once and are removed in ``finally``; in-place activations are
-switched off while probing; parameter gradients are left untouched.
+branch (``unit.branch_out``), of the gradient dLoss/dx_l, the average channel squared mean of
+x_l, and the unit's stage (where the variance starts anew: :func:`stages`). Hooks reduce to
+floats at once and are removed in ``finally``; in-place activations are switched off while
+probing; parameter gradients are left untouched.
 """
 
 from __future__ import annotations
@@ -76,34 +77,82 @@ def signal_propagation(
         for handle in handles:
             handle.remove()
     bwd = [channel_stats(g)[0] if g is not None else 0.0 for g in grads]
-    found = {"fwd_var": fwd, "branch_var": branch, "bwd_var": bwd, "chan_sq_mean": sq}
+    stage = stages(units)
+    found: dict[str, Any] = {
+        "fwd_var": fwd,
+        "branch_var": branch,
+        "bwd_var": bwd,
+        "chan_sq_mean": sq,
+        "stage": stage,
+    }
     expected = [u.plan.nf_out for u in units if getattr(u, "nf_alpha", None) is not None]
-    return {**found, **laws(fwd, sq, expected if len(expected) == len(units) else None)}
+    if len(expected) == len(units):
+        found["nf_expected"] = expected  # what a report pooling seeds computes nf_ratio from
+    return {**found, **laws(fwd, sq, found.get("nf_expected"), stage)}
+
+
+def stages(units: list[nn.Module]) -> list[int]:
+    """Each unit's stage: a new one begins at a unit that changes shape or whose shortcut is a
+    projection. De & Smith's linear growth of the variance is a law of identity shortcuts
+    x + F(x), each adding its branch's variance; a projection or a change of width or
+    resolution sets the variance anew, so a line fits each stage, not the whole net."""
+    out, stage = [], 0
+    for i, unit in enumerate(units):
+        if i and (getattr(unit, "changes_shape", False) or getattr(unit, "projects", False)):
+            stage += 1
+        out.append(stage)
+    return out
 
 
 def laws(
-    fwd: list[float], sq: list[float], nf_expected: list[float] | None = None
+    fwd: list[float],
+    sq: list[float],
+    nf_expected: list[float] | None = None,
+    stage: list[int] | None = None,
 ) -> dict[str, float]:
     """The numbers the study's laws are stated in (science.md §4), each only where defined:
 
     - ``moment_growth``, ``var_growth``: the factor per unit by which the second moment
       (variance + channel squared mean) and the variance grow from the first unit to the last,
       (last / first)^(1 / (units − 1)): 2 for unnormalized He units;
-    - ``var_linearity``: R² of a least-squares line through the variance against the unit
-      index (scipy.stats.linregress): near 1 where it grows linearly (De & Smith 2020);
+    - ``var_linearity``: the lowest, over the stages (``stage``: each unit's, default one
+      stage) of at least 3 units, R² of a least-squares line through the variance against the
+      unit index (scipy.stats.linregress): near 1 where it grows linearly within every stage
+      (De & Smith 2020); ``var_linearity_all``: the same line through every unit, across the
+      stages' resets (the two agree on a net of one stage);
     - ``fwd_last``: the last unit's variance;
     - ``nf_ratio`` (normalizer-free nets): the largest factor, either way, between a unit's
       variance and its expected β² schedule (Brock et al. 2021).
-    """
-    from scipy import stats
 
+    The series may be one seed's or, pooled, the mean over seeds of each unit's (a law of the
+    expectation is taken on the mean, :mod:`resablate.claims`).
+    """
     out: dict[str, float] = {"fwd_last": fwd[-1]} if fwd else {}
     moment = [v + s for v, s in zip(fwd, sq, strict=True)]
     for key, series in (("moment_growth", moment), ("var_growth", fwd)):
         if len(series) > 1 and series[0] > 0 and series[-1] > 0:
             out[key] = (series[-1] / series[0]) ** (1.0 / (len(series) - 1))
-    if len(fwd) > 2 and len(set(fwd)) > 1 and all(math.isfinite(v) for v in fwd):
-        out["var_linearity"] = float(stats.linregress(range(len(fwd)), fwd).rvalue ** 2)
+    stage = stage or [0] * len(fwd)
+    fits = [
+        r2
+        for s in sorted(set(stage))
+        if (r2 := _linearity([v for v, t in zip(fwd, stage, strict=True) if t == s])) is not None
+    ]
+    if fits:
+        out["var_linearity"] = min(fits)
+    whole = _linearity(fwd)
+    if whole is not None:
+        out["var_linearity_all"] = whole
     if nf_expected and all(v > 0 for v in fwd):
         out["nf_ratio"] = max(max(v / e, e / v) for v, e in zip(fwd, nf_expected, strict=True))
     return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+def _linearity(series: list[float]) -> float | None:
+    """R² of a line through ``series`` against its index; None for fewer than 3 points, or a
+    constant or non-finite series (no line to speak of)."""
+    from scipy import stats
+
+    if len(series) < 3 or len(set(series)) < 2 or not all(math.isfinite(v) for v in series):
+        return None
+    return float(stats.linregress(range(len(series)), series).rvalue ** 2)
