@@ -17,13 +17,22 @@ beats b over seed pairs) with Holm's correction over the file's compare claims;
 beyond), so a handful of depths is judged for what it is.
 A trend or value claim is judged on each configuration its ``where`` leaves, and holds only when
 it holds on every one. Statistics are scipy.stats'.
+
+``compare.best_over`` puts each arm at its best value of a grid axis, chosen by
+``compare.select_by`` (never by a test metric: :class:`resablate.options.CompareClaim`). An
+optimum at the edge of the swept values is noted (widen the grid), and caps the verdict at
+inconclusive when it is the *losing* arm's: a wider grid could only improve that arm, so it might
+overturn the verdict; the winner's edge optimum could only make its win larger, so the verdict
+stands. ``trained`` leaves out the runs that did not train (the claim says how many), and
+``pool: seeds`` judges a signal-propagation law once per configuration, on the mean over its
+seeds of each unit's series (fewer than 8 seeds: inconclusive).
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +40,7 @@ from resablate.comparisons import MIN_SEEDS, _same, holm, one
 from resablate.errors import UserError
 from resablate.figures import SEED, Report, group, label, number
 from resablate.ledger import RunData, SweepRuns
-from resablate.options import ClaimSpec
+from resablate.options import POOLED_AT_LEAST, ClaimSpec
 from resablate.results import DIVERGED, FINISHED
 
 HOLDS, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED = (
@@ -43,6 +52,8 @@ HOLDS, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED = (
 VERDICTS = (HOLDS, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED)
 ALPHA = 0.05
 PERMUTATIONS = 9999  # resamples when the pairings are too many to enumerate
+# a run and a probe's name -> the probe's recorded results by epoch (SweepRuns.probe)
+Probes = Callable[[RunData, str], Mapping[int, Mapping[str, Any]]]
 
 
 @dataclass
@@ -55,6 +66,8 @@ class Verdict:
     difference: float | None = None  # compare: mean(a) − mean(b)
     p_beats: float | None = None  # compare: P(a beats b) over seed pairs, ties half
     parts: list[str] = field(default_factory=list)  # per configuration, for a trend or value
+    notes: list[str] = field(default_factory=list)  # said after the numbers (excluded, edges)
+    at_edge: tuple[str, ...] = ()  # compare: the arms whose best_over optimum is at an edge
 
 
 def select(runs: Sequence[RunData], chosen: Mapping[str, Any]) -> list[RunData]:
@@ -103,19 +116,24 @@ def searched_best(sweep: SweepRuns, runs: list[RunData]) -> list[RunData]:
 
 
 def evaluate(
-    claims: Sequence[ClaimSpec], runs: Sequence[RunData], axes: Sequence[str]
+    claims: Sequence[ClaimSpec],
+    runs: Sequence[RunData],
+    axes: Sequence[str],
+    probes: Probes | None = None,
 ) -> list[Verdict]:
-    """Every claim's verdict on ``runs`` (their grid ``axes``); Holm over the compare claims."""
+    """Every claim's verdict on ``runs`` (their grid ``axes``); Holm over the compare claims.
+    ``probes`` reads a run's probe results, for the claims that pool seeds' series."""
     cells = [a for a in axes if a != SEED]
     out = []
     for claim in claims:
         chosen = select(runs, claim.where)
+        untrained = _untrained(claim, chosen)
         if claim.compare is not None:
-            out.append(_compare(claim, chosen, cells))
+            out.append(_compare(claim, chosen, cells, untrained))
         elif claim.trend is not None:
-            out.append(_trend(claim, chosen, cells))
+            out.append(_trend(claim, chosen, cells, untrained))
         else:
-            out.append(_value(claim, chosen, cells))
+            out.append(_value(claim, chosen, cells, untrained, probes))
     tested = [v for v in out if v.claim.compare is not None and v.p is not None]
     for found, adjusted in zip(
         tested, holm([v.p for v in tested if v.p is not None]), strict=True
@@ -127,55 +145,129 @@ def evaluate(
             found.verdict = HOLDS if better else CONTRADICTED
         else:
             found.verdict = INCONCLUSIVE
+    for found in out:
+        _edge_cap(found)
+        found.measured += "".join(f"; {note}" for note in found.notes)
     return out
+
+
+def _edge_cap(found: Verdict) -> None:
+    """A verdict that the losing arm's edge optimum could overturn is at most inconclusive."""
+    if found.verdict not in (HOLDS, CONTRADICTED) or found.difference is None:
+        return
+    loser = "b" if _better(found.claim, found.difference) else "a"
+    if loser in found.at_edge:
+        found.verdict = INCONCLUSIVE
+        found.notes.append(
+            f"inconclusive: the losing arm {loser}'s optimum is at the edge of the grid"
+        )
+
+
+def _untrained(claim: ClaimSpec, runs: list[RunData]) -> set[str]:
+    """The ids of the runs that fail the claim's ``trained`` precondition (none without one)."""
+    if claim.trained is None:
+        return set()
+    return {r.run_id for r in runs if not claim.trained.holds(_final(r, claim.trained.metric))}
+
+
+def _excluded(claim: ClaimSpec, runs: list[RunData], untrained: set[str]) -> str | None:
+    """The note that says how many of ``runs`` the precondition left out, if any."""
+    left = sum(r.run_id in untrained for r in runs)
+    if not left:
+        return None
+    return f"{left} of {len(runs)} runs excluded as not trained ({claim.trained})"
+
+
+def _final(run: RunData, metric: str) -> float | None:
+    """A run's last value of ``metric``: NaN for a diverged run, None for one that did not
+    finish or did not record it."""
+    if run.status == DIVERGED:
+        return math.nan
+    if run.status != FINISHED:
+        return None
+    return run.metrics.get(metric)
 
 
 def _not_measured(claim: ClaimSpec, why: str) -> Verdict:
     return Verdict(claim, NOT_MEASURED, why)
 
 
-def _configuration(
-    claim: ClaimSpec, runs: list[RunData], cells: list[str], name: str, best_over: str | None
-) -> tuple[list[RunData], str]:
-    """One arm's runs (at its best ``best_over`` value, which the text returned names); an arm
-    that matches several configurations is an error in the claim."""
-    assert claim.compare is not None
-    if best_over is not None:
-        sign = 1.0 if claim.compare.better == "higher" else -1.0
+@dataclass
+class _Arm:
+    runs: list[RunData]
+    at: str = ""  # " at best lr=0.01" where it is chosen over best_over
+    edge: str | None = None  # the note when that best value is the smallest or largest swept
+    missing: str | None = None  # why no best value could be chosen
 
-        def score(at: list[RunData]) -> float:
-            found = [value(r, claim) for r in at]
-            known = [v for v in found if v is not None]
-            if not known or any(math.isnan(v) for v in known):
-                return -math.inf  # a diverged seed makes this value the worst
+
+def _configuration(claim: ClaimSpec, runs: list[RunData], cells: list[str], name: str) -> _Arm:
+    """One arm's runs, at its best ``best_over`` value where the claim has one: the best seed
+    mean of ``select_by`` at the last epoch (a diverged seed makes its value the worst), ties
+    to the smaller value. An arm that matches several configurations is an error in the
+    claim."""
+    assert claim.compare is not None
+    best_over, selection = claim.compare.best_over, claim.compare.selection(claim.metric)
+    arm = _Arm(runs)
+    if best_over is not None and selection is not None:
+        metric, way = selection
+        sign = 1.0 if way == "higher" else -1.0
+
+        def score(at: list[RunData]) -> float | None:
+            known = [v for v in (_final(r, metric) for r in at) if v is not None]
+            if not known:
+                return None
+            if any(math.isnan(v) for v in known):
+                return -math.inf
             return sign * statistics.fmean(known)
 
         by_value = group(runs, lambda r: r.params.get(best_over, "?"))
-        top = max(by_value, key=lambda v: (score(by_value[v]), -number(v)))
-        runs = by_value[top]
-    others = [a for a in _varying(runs, cells) if a != best_over]
-    found = group(runs, lambda r: label(r, others))
+        scores = {v: score(members) for v, members in by_value.items()}
+        scored = [v for v, found in scores.items() if found is not None]
+        if not scored:
+            return _Arm([], missing=f"{metric} (select_by) not recorded in arm {name}")
+        top = max(scored, key=lambda v: (scores[v], -number(v)))
+        arm.runs = by_value[top]
+        by = "" if metric == claim.metric else f" by {metric}"
+        arm.at = f" at best {_axis(best_over)}={top}{by}"
+        swept = sorted(number(v) for v in by_value)
+        if len(swept) == 1:
+            arm.edge = f"{name}: {_axis(best_over)} {top} is the only value swept: widen the grid"
+        elif number(top) in (swept[0], swept[-1]):
+            side = "largest" if number(top) == swept[-1] else "smallest"
+            arm.edge = f"{name}: best {_axis(best_over)} {top} is the {side} swept: widen the grid"
+    others = [a for a in _varying(arm.runs, cells) if a != best_over]
+    found = group(arm.runs, lambda r: label(r, others))
     if len(found) > 1:
         raise UserError(
             f"claim {claim.id}: arm {name} matches {len(found)} configurations"
             f" ({'; '.join(list(found)[:3])}...); name more grid axes in compare.{name}"
         )
-    at = f" at best {_axis(best_over)}={runs[0].params.get(best_over)}" if best_over else ""
-    return runs, at
+    return arm
 
 
-def _compare(claim: ClaimSpec, chosen: list[RunData], cells: list[str]) -> Verdict:
+def _compare(
+    claim: ClaimSpec, chosen: list[RunData], cells: list[str], untrained: set[str]
+) -> Verdict:
     spec = claim.compare
     assert spec is not None
-    a_runs, b_runs = select(chosen, spec.a), select(chosen, spec.b)
-    missing = [n for n, r in (("a", a_runs), ("b", b_runs)) if not r]
+    every = {"a": select(chosen, spec.a), "b": select(chosen, spec.b)}
+    missing = [n for n, r in every.items() if not r]
     if missing:
         return _not_measured(claim, f"no run of arm {' or '.join(missing)} in this sweep")
-    a_runs, a_at = _configuration(claim, a_runs, cells, "a", spec.best_over)
-    b_runs, b_at = _configuration(claim, b_runs, cells, "b", spec.best_over)
-    apart = [x for x in _varying(a_runs + b_runs, cells) if x != spec.best_over]
-    a_name, b_name = label(a_runs[0], apart) + a_at, label(b_runs[0], apart) + b_at
-    a, b = _finals(a_runs, claim), _finals(b_runs, claim)
+    kept = {n: [r for r in runs if r.run_id not in untrained] for n, runs in every.items()}
+    excluded = _excluded(claim, every["a"] + every["b"], untrained)
+    for name, runs in kept.items():
+        if not runs:
+            return _not_measured(claim, f"no run of arm {name} trained: {excluded}")
+    arms = {n: _configuration(claim, runs, cells, n) for n, runs in kept.items()}
+    for chosen_arm in arms.values():
+        if chosen_arm.missing:
+            return _not_measured(claim, chosen_arm.missing)
+    a_arm, b_arm = arms["a"], arms["b"]
+    apart = [x for x in _varying(a_arm.runs + b_arm.runs, cells) if x != spec.best_over]
+    a_name = label(a_arm.runs[0], apart) + a_arm.at
+    b_name = label(b_arm.runs[0], apart) + b_arm.at
+    a, b = _finals(a_arm.runs, claim), _finals(b_arm.runs, claim)
     if not a or not b:
         return _not_measured(claim, f"{claim.metric} not recorded in arm {'a' if not a else 'b'}")
     if any(math.isnan(v) for v in [*a.values(), *b.values()]):
@@ -187,17 +279,25 @@ def _compare(claim: ClaimSpec, chosen: list[RunData], cells: list[str]) -> Verdi
         measured += f" {found.shown_interval}"
     measured += f" ({a_name} vs {b_name}; {found.test}"
     shown = "" if beats is None else f", P(a beats b) = {beats:.2g}"
+    verdict = INCONCLUSIVE
     if found.p is None:
-        verdict = INCONCLUSIVE
         if min(found.n, found.n_reference) >= MIN_SEEDS and found.difference != 0:
             # no spread: every seed's difference alike; the sign is then beyond doubt
             verdict = HOLDS if _better(claim, found.difference) else CONTRADICTED
-        return Verdict(
-            claim, verdict, measured + shown + ")", difference=found.difference, p_beats=beats
-        )
-    measured += f", p = {found.p:.3g}{shown})"
+        measured += shown + ")"
+    else:
+        measured += f", p = {found.p:.3g}{shown})"
+    notes = [n for n in (excluded, a_arm.edge, b_arm.edge) if n]
+    edges = tuple(n for n, arm in arms.items() if arm.edge)
     return Verdict(
-        claim, INCONCLUSIVE, measured, p=found.p, difference=found.difference, p_beats=beats
+        claim,
+        verdict,
+        measured,
+        p=found.p,
+        difference=found.difference,
+        p_beats=beats,
+        notes=notes,
+        at_edge=edges,
     )
 
 
@@ -237,12 +337,19 @@ def _shown(values: list[float]) -> str:
     return f"{min(values):.4g} to {max(values):.4g}"
 
 
-def _trend(claim: ClaimSpec, chosen: list[RunData], cells: list[str]) -> Verdict:
+def _trend(
+    claim: ClaimSpec, chosen: list[RunData], cells: list[str], untrained: set[str]
+) -> Verdict:
     spec = claim.trend
     assert spec is not None
     rest = [a for a in _varying(chosen, cells) if a != spec.over]
     verdicts, parts = [], []
-    for name, runs in group(chosen, lambda r: label(r, rest)).items():
+    for name, every in group(chosen, lambda r: label(r, rest)).items():
+        runs = [r for r in every if r.run_id not in untrained]
+        if not runs:
+            verdicts.append(NOT_MEASURED)
+            parts.append(f"{name}: no run trained ({claim.trained})")
+            continue
         points = [(number(r.params.get(spec.over)), value(r, claim)) for r in runs]
         known = [(x, v) for x, v in points if v is not None and math.isfinite(v)]
         xs = sorted({x for x, _ in known})
@@ -270,7 +377,8 @@ def _trend(claim: ClaimSpec, chosen: list[RunData], cells: list[str]) -> Verdict
             verdicts.append(INCONCLUSIVE)
         parts.append(f"{name}: ρ = {rho:.3g}, p = {p:.3g} ({len(known)} runs)")
     text = "; ".join(p.removeprefix("(all): ") for p in parts)
-    return Verdict(claim, _all(verdicts), text or "no run", parts=parts)
+    notes = [n for n in [_excluded(claim, chosen, untrained)] if n]
+    return Verdict(claim, _all(verdicts), text or "no run", parts=parts, notes=notes)
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
@@ -300,12 +408,28 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
     return float(found.statistic), float(found.pvalue)
 
 
-def _value(claim: ClaimSpec, chosen: list[RunData], cells: list[str]) -> Verdict:
+def _value(
+    claim: ClaimSpec,
+    chosen: list[RunData],
+    cells: list[str],
+    untrained: set[str],
+    probes: Probes | None,
+) -> Verdict:
     kind = claim.kind
     spec = getattr(claim, kind)
     verdicts, parts = [], []
     shown = _varying(chosen, cells)
-    for name, runs in group(chosen, lambda r: label(r, shown)).items():
+    for name, every in group(chosen, lambda r: label(r, shown)).items():
+        runs = [r for r in every if r.run_id not in untrained]
+        if not runs:
+            verdicts.append(NOT_MEASURED)
+            parts.append(f"{name}: no run trained ({claim.trained})")
+            continue
+        if spec.pool == "seeds":
+            verdict, part = _pooled(claim, runs, probes)
+            verdicts.append(verdict)
+            parts.append(f"{name}: {part}")
+            continue
         values = [v for v in (value(r, claim) for r in runs) if v is not None]
         if not values:
             continue
@@ -324,7 +448,40 @@ def _value(claim: ClaimSpec, chosen: list[RunData], cells: list[str]) -> Verdict
         return _not_measured(claim, f"no run of this sweep records {claim.metric} at {where}")
     target = f"{kind} {spec.value:g}" + (f" ± {spec.tolerance:g}" if kind == "equals" else "")
     text = "; ".join(p.removeprefix("(all): ") for p in parts)
-    return Verdict(claim, _all(verdicts), f"{target}: {text}", parts=parts)
+    notes = [n for n in [_excluded(claim, chosen, untrained)] if n]
+    return Verdict(claim, _all(verdicts), f"{target}: {text}", parts=parts, notes=notes)
+
+
+def _pooled(claim: ClaimSpec, runs: list[RunData], probes: Probes | None) -> tuple[str, str]:
+    """The verdict and its text on one configuration of a claim that pools its seeds: its law
+    (``spp.<law>``) computed once on the mean over ``runs`` of each unit's series at init.
+    Fewer than :data:`POOLED_AT_LEAST` seeds is inconclusive, however the mean lands."""
+    from resablate.probes.spp import laws
+
+    spec = getattr(claim, claim.kind)
+    probe, _, key = claim.metric.partition(".")
+    found = [dict(probes(r, probe)).get(0) for r in runs] if probes is not None else []
+    series = [f for f in found if f is not None and f.get("fwd_var")]
+    if not series:
+        return NOT_MEASURED, f"no {probe} series recorded at init"
+    if len({len(f["fwd_var"]) for f in series}) > 1:
+        return NOT_MEASURED, "its seeds' series differ in length: not one network"
+
+    def mean(name: str) -> list[float]:
+        return [
+            statistics.fmean(values) for values in zip(*(f[name] for f in series), strict=True)
+        ]
+
+    first = series[0]
+    law = laws(mean("fwd_var"), mean("chan_sq_mean"), first.get("nf_expected"), first.get("stage"))
+    n = len(series)
+    if key not in law:
+        return NOT_MEASURED, f"{key} is not defined on the mean series of {n} seeds"
+    text = f"{law[key]:.4g} pooled over {n} seeds"
+    if n < POOLED_AT_LEAST:
+        return INCONCLUSIVE, f"{text}, the law needs ≥ {POOLED_AT_LEAST}"
+    holds = _satisfies(claim.kind, law[key], spec.value, spec.tolerance)
+    return (HOLDS if holds else CONTRADICTED), text
 
 
 def _satisfies(kind: str, v: float, target: float, tolerance: float) -> bool:
@@ -373,10 +530,20 @@ def table(
         for run in runs:  # step 0 of a metric whose history the report did not read
             if metric not in run.history and metric in run.metrics:
                 run.history[metric] = sweep.store.get_metric_history(run.run_id, metric)
-    found = evaluate(claims, runs, grid)
+    read: dict[tuple[str, str], Mapping[int, Mapping[str, Any]]] = {}
+
+    def probes(run: RunData, probe: str) -> Mapping[int, Mapping[str, Any]]:
+        """A run's probe results, downloaded once however many claims pool them."""
+        if (run.run_id, probe) not in read:
+            read[run.run_id, probe] = sweep.probe(run.run_id, probe)
+        return read[run.run_id, probe]
+
+    found = evaluate(claims, runs, grid, probes)
     counts = ", ".join(f"{sum(v.verdict == k for v in found)} {k}" for k in VERDICTS)
     lines = [
         f"# Claims: {counts}",  # the counts README's study table shows
+        "",
+        mutants(claims),
         "",
         "| claim | says | verdict | measured |",
         "|---|---|---|---|",
@@ -385,7 +552,7 @@ def table(
     report.text("claims.md", lines)
     report.claims = lines[2:]
     header = ["claim", "kind", "metric", "at", "verdict", "p", "p_holm", "p_a_beats_b"]
-    header += ["measured", "says"]
+    header += ["measured", "says", "fails_when"]
     rows = [
         [
             v.claim.id,
@@ -398,8 +565,16 @@ def table(
             "" if v.p_beats is None else v.p_beats,
             v.measured,
             v.claim.says,
+            v.claim.fails_when or "",
         ]
         for v in found
     ]
     report.table("claims.csv", header, rows)
     return found
+
+
+def mutants(claims: Sequence[ClaimSpec]) -> str:
+    """How many claims name the broken variant that turns their verdict (``fails_when``):
+    science.md §7 asks it of every claim, and a claim without one has not shown it can fail."""
+    named = sum(c.fails_when is not None for c in claims)
+    return f"claims: {len(claims)}, with a mutant: {named}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +20,7 @@ from resablate.claims import (
     spearman,
 )
 from resablate.comparisons import holm
-from resablate.errors import UserError
+from resablate.errors import SpecError, UserError
 from resablate.ledger import RunData
 from resablate.options import ClaimSpec
 
@@ -115,21 +117,113 @@ def test_an_arm_with_no_run_is_not_measured_and_an_ambiguous_arm_is_an_error() -
         evaluate([claim(compare=BETTER)], runs, AXES)
 
 
+def lr_sweep(metric: str, losses: dict[str, dict[float, list[float]]], **kw: Any) -> list[RunData]:
+    """Each arm's runs at each lr: arm -> lr -> one value per seed."""
+    return [
+        r
+        for shortcut, by_lr in losses.items()
+        for lr, values in by_lr.items()
+        for r in arm(shortcut, values, metric, lr=lr, **kw)
+    ]
+
+
+LOWER = {**BETTER, "better": "lower", "best_over": "train.lr"}
+
+
 def test_best_over_compares_each_arm_at_its_best_learning_rate() -> None:
-    # identity: lr 0.1 has loss 0.5, lr 0.01 has 0.2 (its best); none: 0.3 at both lrs
-    runs = arm("identity", [0.5, 0.52, 0.51], "train_loss", lr=0.1)
-    runs += arm("identity", [0.2, 0.21, 0.19], "train_loss", lr=0.01)
-    runs += arm("none", [0.3, 0.31, 0.32], "train_loss", lr=0.1)
-    runs += arm("none", [0.3, 0.31, 0.33], "train_loss", lr=0.01)
-    lower = {**BETTER, "better": "lower", "best_over": "train.lr"}
-    (found,) = evaluate([claim(metric="train_loss", compare=lower)], runs, AXES)
+    # identity's best lr is 0.01 (0.2), none's 0.1 (0.31): both inside the swept 0.001-1
+    runs = lr_sweep(
+        "train_loss",
+        {
+            "identity": {0.001: [0.9, 0.9, 0.9], 0.01: [0.2, 0.21, 0.19], 0.1: [0.5, 0.52, 0.51]},
+            "none": {0.01: [0.4, 0.41, 0.42], 0.1: [0.3, 0.31, 0.32], 1.0: [0.8, 0.9, 0.8]},
+        },
+    )
+    (found,) = evaluate([claim(metric="train_loss", compare=LOWER)], runs, AXES)
     assert found.verdict == HOLDS
-    assert found.difference == pytest.approx(0.2 - 0.31)  # none's best lr: 0.1, its lower mean
-    assert "lr=0.01" in found.measured and "lr=0.1" in found.measured
+    assert found.difference == pytest.approx(0.2 - 0.31)
+    assert "at best lr=0.01" in found.measured and "at best lr=0.1" in found.measured
+    assert "widen the grid" not in found.measured
     # a diverged seed makes its lr the worst, whatever the others reached
     runs.append(run("identity", seed=3, lr=0.01, status="diverged", train_loss=0.0))
-    (found,) = evaluate([claim(metric="train_loss", compare=lower)], runs, AXES)
+    (found,) = evaluate([claim(metric="train_loss", compare=LOWER)], runs, AXES)
     assert found.difference == pytest.approx((0.5 + 0.52 + 0.51) / 3 - 0.31)
+
+
+def test_an_optimum_at_the_grids_edge_is_noted_and_caps_the_losers_verdict() -> None:
+    inside = {0.01: [0.2, 0.21, 0.19], 0.1: [0.25, 0.26, 0.24], 1.0: [0.9, 0.9, 0.9]}
+    edge = {0.01: [0.4, 0.41, 0.42], 0.1: [0.35, 0.36, 0.37], 1.0: [0.3, 0.31, 0.32]}
+    # b (none) loses, and its best lr is the largest swept: it might do better beyond it
+    runs = lr_sweep("train_loss", {"identity": {0.001: [0.5, 0.5, 0.5], **inside}, "none": edge})
+    (found,) = evaluate([claim(metric="train_loss", compare=LOWER)], runs, AXES)
+    assert found.p_holm is not None and found.p_holm < 0.05  # significant, yet not decided
+    assert found.verdict == INCONCLUSIVE
+    assert "b: best lr 1.0 is the largest swept: widen the grid" in found.measured
+    assert found.at_edge == ("b",)
+    # the winner at the edge: a wider grid could only widen its lead; the verdict stands
+    winner = {0.01: [0.4, 0.41, 0.42], 0.1: [0.2, 0.21, 0.22], 1.0: [0.1, 0.11, 0.12]}
+    runs = lr_sweep("train_loss", {"identity": winner, "none": {0.001: [0.5] * 3, **inside}})
+    (found,) = evaluate([claim(metric="train_loss", compare=LOWER)], runs, AXES)
+    assert found.verdict == HOLDS and found.at_edge == ("a",)
+    assert "a: best lr 1.0 is the largest swept: widen the grid" in found.measured
+
+
+def test_a_test_metric_is_read_at_the_lr_a_validation_metric_chose() -> None:
+    # test_acc is best at lr 0.1 for identity, but val_acc chooses lr 0.01: the claim reads
+    # test_acc there, never choosing on the test set
+    runs = []
+    for lr, val, test in ((0.001, 0.5, 0.5), (0.01, 0.9, 0.8), (0.1, 0.7, 0.95)):
+        for seed, shift in enumerate((0.0, 0.01, 0.02)):
+            runs.append(run("identity", seed=seed, lr=lr, val_acc=val + shift, test_acc=test))
+            runs.append(run("none", seed=seed, lr=lr, val_acc=val - 0.1, test_acc=0.6 + shift))
+    higher = {**BETTER, "best_over": "train.lr", "select_by": "val_acc"}
+    (found,) = evaluate([claim(compare=higher)], runs, AXES)
+    assert found.difference == pytest.approx(0.8 - 0.61)
+    assert "at best lr=0.01 by val_acc" in found.measured
+    # a selection metric no run recorded is said, not silently replaced
+    (absent,) = evaluate([claim(compare={**higher, "select_by": "val_loss"})], runs, AXES)
+    assert (
+        absent.verdict == NOT_MEASURED and "val_loss (select_by) not recorded" in absent.measured
+    )
+
+
+@pytest.mark.parametrize(
+    ("compare", "metric", "problem"),
+    [
+        ({}, "test_acc", "'test_acc' is read on the test set"),
+        ({"select_by": "train_loss"}, "test_acc", "by a validation metric (val_*)"),
+        ({"select_by": "test_loss"}, "train_loss", "'test_loss' is read on the test set"),
+        ({"select_by": "val_thing"}, "train_loss", "neither loss, error nor acc"),
+        ({"select_by": "val_acc", "best_over": None}, "test_acc", "give compare.best_over"),
+    ],
+)
+def test_a_best_over_chosen_on_the_test_set_is_refused_in_one_line(
+    tmp_path: Path, compare: dict[str, Any], metric: str, problem: str
+) -> None:
+    from resablate.loader import load_sweep
+
+    spec = {**BETTER, "best_over": "train.lr", **compare}
+    raw = {"id": "c", "says": "s", "metric": metric, "compare": spec}
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "name: x\nmodel: {depth: 4}\n"
+        "grid: {model.shortcut: [identity, none], train.lr: [0.01, 0.1], seed: [0, 1]}\n"
+        f"claims: [{json.dumps(raw)}]\n"
+    )
+    with pytest.raises(SpecError) as refused:
+        load_sweep(path)
+    assert refused.value.field == "claims.c.compare.select_by"
+    assert problem in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_select_by_defaults_to_a_training_metric_and_reads_its_direction_from_its_name() -> None:
+    # the paper's own procedure: the best final training loss per configuration
+    own = claim(metric="train_loss", compare=LOWER).compare
+    assert own is not None and own.selection("train_loss") == ("train_loss", "lower")
+    chosen = {**BETTER, "best_over": "train.lr", "select_by": "val_acc"}
+    by_val = claim(compare=chosen).compare
+    assert by_val is not None and by_val.selection("test_acc") == ("val_acc", "higher")
+    assert claim(compare=BETTER).compare.selection("test_acc") is None  # type: ignore[union-attr]
 
 
 def test_trends_by_spearman_with_an_exact_permutation_p() -> None:
@@ -210,3 +304,111 @@ def test_where_takes_a_value_or_a_list_of_values() -> None:
     runs = arm("identity", [0.5]) + arm("none", [0.4]) + arm("gate", [0.3])
     assert len(select(runs, {"model.shortcut": ["identity", "gate"]})) == 2
     assert len(select(runs, {"model.depth": 4, "model.shortcut": "none"})) == 1
+
+
+# -- a precondition on each run: a lesion claim counts only on a net that trained ---------------
+
+TRAINED = {"metric": "lesion.whole", "above": 0.5}
+
+
+def lesioned(shortcut: str, wholes: list[float], increases: list[float]) -> list[RunData]:
+    return [
+        run(shortcut, seed=i, **{"lesion.whole": w, "lesion.error_increase_k1": e})
+        for i, (w, e) in enumerate(zip(wholes, increases, strict=True))
+    ]
+
+
+def test_runs_that_did_not_train_are_left_out_and_counted() -> None:
+    # seed 3 of the plain net stayed at chance (whole 0.1): its lesion says nothing
+    runs = lesioned("identity", [0.9, 0.92, 0.91, 0.9], [0.02, 0.03, 0.025, 0.02])
+    runs += lesioned("none", [0.9, 0.88, 0.91, 0.1], [0.7, 0.72, 0.69, 0.0])
+    lower = {**BETTER, "better": "lower"}
+    spec = claim(metric="lesion.error_increase_k1", trained=TRAINED, compare=lower)
+    (found,) = evaluate([spec], runs, AXES)
+    assert found.verdict == HOLDS
+    assert "1 of 8 runs excluded as not trained (lesion.whole above 0.5)" in found.measured
+    assert "paired t" not in found.measured  # seed 3 is gone from b: the seeds differ
+    kept = [0.02, 0.03, 0.025, 0.02], [0.7, 0.72, 0.69]
+    welch = stats.ttest_ind(*kept, equal_var=False).pvalue
+    assert found.p == pytest.approx(welch)
+    # counted as a sample, the untrained seed would have given b a lower mean
+    (unfiltered,) = evaluate([claim(metric="lesion.error_increase_k1", compare=lower)], runs, AXES)
+    assert unfiltered.difference != pytest.approx(found.difference)
+    # an arm with no trained run is not measured, and the claim says why
+    dead = runs[:4] + lesioned("none", [0.1, 0.12, 0.1, 0.11], [0.0, 0.0, 0.0, 0.0])
+    (found,) = evaluate([spec], dead, AXES)
+    assert found.verdict == NOT_MEASURED
+    assert found.measured.startswith("no run of arm b trained: 4 of 8 runs excluded")
+
+
+def test_a_value_claim_on_untrained_configurations_is_not_measured_there() -> None:
+    runs = lesioned("identity", [0.9, 0.92], [0.02, 0.03])
+    runs += lesioned("none", [0.1, 0.1], [0.0, 0.0])
+    below = claim(metric="lesion.error_increase_k1", trained=TRAINED, below={"value": 0.1})
+    (found,) = evaluate([below], runs, AXES)
+    assert found.verdict == INCONCLUSIVE  # holds on the ResNet, nothing on the plain net
+    assert "shortcut=none: no run trained (lesion.whole above 0.5)" in found.measured
+    assert "2 of 4 runs excluded" in found.measured
+    only = claim(metric="lesion.error_increase_k1", trained=TRAINED, below={"value": 0.1})
+    assert evaluate([only], runs[:2], AXES)[0].verdict == HOLDS
+
+
+def test_a_precondition_names_one_bound() -> None:
+    with pytest.raises(ValueError, match="give exactly one bound"):
+        claim(trained={"metric": "lesion.whole"}, below={"value": 1.0})
+    assert claim(trained={"metric": "train_loss", "below": 1.0}, below={"value": 1.0}).trained
+
+
+# -- pooled laws: the mean over seeds of each unit's series ---------------------------------------
+
+
+def doubling(seeds: int) -> tuple[list[RunData], dict[str, dict[int, dict[str, Any]]]]:
+    """Seeds whose mean second moment doubles per unit exactly (1, 2, 4, 8, 16) while each
+    seed's own last unit lands at 1.5x or 0.5x of it: factors 2.21 and 1.68, as one finite
+    width seed may."""
+    runs, series = [], {}
+    for seed in range(seeds):
+        last = 24.0 if seed % 2 == 0 else 8.0
+        fwd = [1.0, 2.0, 4.0, 8.0, last]
+        found = run(seed=seed, history={"spp.moment_growth": [(0, last ** (1 / 4))]})
+        found.metrics["spp.moment_growth"] = last ** (1 / 4)
+        runs.append(found)
+        series[found.run_id] = {0: {"fwd_var": fwd, "chan_sq_mean": [0.0] * 5}}
+    return runs, series
+
+
+def test_a_law_of_the_expectation_is_judged_on_the_seeds_mean_series() -> None:
+    runs, series = doubling(8)
+
+    def probes(r: RunData, probe: str) -> dict[int, dict[str, Any]]:
+        assert probe == "spp"
+        return series[r.run_id]
+
+    law = {"metric": "spp.moment_growth", "at": "init"}
+    per_seed = claim(**law, equals={"value": 2.0, "tolerance": 0.1, "of": "every"})
+    assert evaluate([per_seed], runs, AXES, probes)[0].verdict == CONTRADICTED
+    pooled = claim(**law, equals={"value": 2.0, "tolerance": 0.1, "pool": "seeds"})
+    (found,) = evaluate([pooled], runs, AXES, probes)
+    assert found.verdict == HOLDS and "2 pooled over 8 seeds" in found.measured
+    # fewer than 8 seeds: the mean series is not yet the expectation's
+    few, few_series = doubling(4)
+    (found,) = evaluate([pooled], few, AXES, lambda r, p: few_series[r.run_id])
+    assert found.verdict == INCONCLUSIVE
+    assert "pooled over 4 seeds, the law needs ≥ 8" in found.measured
+    # no recorded series: not measured
+    (found,) = evaluate([pooled], runs, AXES, lambda r, p: {})
+    assert found.verdict == NOT_MEASURED
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ({"metric": "test_acc", "at": "init"}, "pools a law of the spp probe"),
+        ({"metric": "spp.moment_growth"}, "add at: init"),
+        ({"metric": "spp.moment_growth", "at": "init", "of": "every"}, "drop of: every"),
+    ],
+)
+def test_pooling_is_for_the_spp_laws_at_init(raw: dict[str, Any], problem: str) -> None:
+    of = raw.pop("of", "mean")
+    with pytest.raises(ValueError, match=problem):
+        claim(**raw, equals={"value": 2.0, "pool": "seeds", "of": of})

@@ -115,6 +115,10 @@ def test_report_draws_what_was_recorded_and_its_numbers_are_mlflows(
     for run in runs:  # k = 1: each seed's mean error over its single removals, seeds averaged
         seeds = over_seeds(runs, run, "lesion.error_k1")
         assert lesions[(configuration(run), "1")] == pytest.approx(statistics.fmean(seeds))
+        # what a lesion claim is about: the increase over the same net's unlesioned error
+        found = run.data.metrics
+        increase = found["lesion.error_k1"] - (1 - found["lesion.whole"])
+        assert found["lesion.error_increase_k1"] == pytest.approx(increase)
     for depth in (2, 4):  # a plain net collapses when a unit is removed, a ResNet does not
         plain, resnet = (
             lesions[(f"depth={depth} shortcut={s}", "1")] for s in ("none", "identity")
@@ -135,11 +139,18 @@ claims:
     where: {model.shortcut: none}
     metric: lesion.error_k1
     above: {value: 0.6, of: every}
+    fails_when: the plain net's units lesioned by bypass, as a ResNet's
   - id: spp-at-init
     says: The last unit's variance at init is positive
     metric: spp.fwd_last
     at: init
     above: {value: 0.0, of: every}
+    fails_when: a dead stem (zero weights)
+  - id: spp-pooled
+    says: The seeds' mean series of the last unit's variance at init is positive
+    metric: spp.fwd_last
+    at: init
+    above: {value: 0.0, pool: seeds}
   - id: impossible
     says: Every net is worse than no accuracy at all
     metric: test_acc
@@ -172,24 +183,32 @@ def test_report_tests_the_sweep_files_claims_and_check_fails_on_a_contradiction(
     assert {k: v["verdict"] for k, v in verdicts.items()} == {
         "plain-collapses": "holds",
         "spp-at-init": "holds",
+        "spp-pooled": "inconclusive",
         "impossible": "contradicted",
         "absent": "not measured",
         "two-seeds": "inconclusive",
     }
     assert "too few seeds (2 < 3)" in verdicts["two-seeds"]["measured"]
-    # the claims table is printed first, and is report.md's first section
+    # the spp probe's series read back from each run's artifact, averaged over the two seeds
+    pooled = verdicts["spp-pooled"]["measured"]
+    assert pooled.count("pooled over 2 seeds, the law needs ≥ 8") == 4, pooled
+    # how many claims name the mutant that turns them, then the claims table, are printed
+    # first, and are report.md's first section
     lines = ran.out.splitlines()
-    assert lines[0] == "| claim | says | verdict | measured |"
+    assert lines[0] == "claims: 6, with a mutant: 2"
+    assert lines[2] == "| claim | says | verdict | measured |"
     assert (
         "| impossible | Every net is worse than no accuracy at all | **contradicted** |"
-        in (lines[4])
+        in (lines[7])
     )
     head = (recorded / "claimed" / "report.md").read_text().split("## Drawn")[0]
     assert "## Claims" in head and "**not measured**" in head
     claims_md = (recorded / "claimed" / "claims.md").read_text()
     assert claims_md.startswith(
-        "# Claims: 2 holds, 1 contradicted, 1 inconclusive, 1 not measured"
+        "# Claims: 2 holds, 1 contradicted, 2 inconclusive, 1 not measured\n\n"
+        "claims: 6, with a mutant: 2\n"
     )
+    assert verdicts["plain-collapses"]["fails_when"].startswith("the plain net's units")
     # judged per configuration: both plain depths, each seed of each
     _, runs = trial_runs(recorded, "reported")
     plain = verdicts["plain-collapses"]["measured"]
@@ -341,3 +360,35 @@ def test_report_draws_the_hessian_during_training_from_mlflows_numbers(
         assert len(found) == 2 and float(row["index_mean"]) == pytest.approx(
             statistics.fmean(found)
         )
+
+
+def test_claims_md_counts_the_claims_that_name_their_mutant(tmp_path: Path) -> None:
+    """science.md §7: each claim names the broken variant that turns its verdict."""
+    from resablate.claims import table
+    from resablate.figures import Report
+    from resablate.ledger import RunData, SweepRuns
+    from resablate.options import ClaimSpec
+
+    runs = [
+        RunData(f"r{s}", "finished", {"model.depth": "4", "seed": str(s)}, {}, {"test_acc": 0.9})
+        for s in range(3)
+    ]
+    recorded = {"sweep.resolved.json": {}, "search.json": {}}
+    sweep = SweepRuns("mem", "e", "0", runs[0], runs, store=None, _parents=recorded)  # type: ignore[arg-type]
+    claims = [
+        ClaimSpec.model_validate(
+            {"id": f"c{i}", "says": "s", "metric": "test_acc", "above": {"value": 0.5}, **extra}
+        )
+        for i, extra in enumerate(({"fails_when": "labels shuffled"}, {"fails_when": "lr 0"}, {}))
+    ]
+    report = Report(tmp_path)
+    table(sweep, claims, ["model.depth", "seed"], report)
+    lines = (tmp_path / "claims.md").read_text().splitlines()
+    assert lines[0] == "# Claims: 3 holds, 0 contradicted, 0 inconclusive, 0 not measured"
+    assert lines[2] == "claims: 3, with a mutant: 2"
+    assert report.claims[0] == lines[2]  # what `resablate report` prints first
+    assert [r["fails_when"] for r in rows(tmp_path / "claims.csv")] == [
+        "labels shuffled",
+        "lr 0",
+        "",
+    ]
