@@ -122,9 +122,14 @@ class SearchSpec(Grown):
 
     ``where`` (grid axis -> value or list of values) limits the search to the cells that match;
     the other grid points run once, with the parameter as the sweep sets it (Taki's study
-    searches c for its taki arm only, against He init at c = 1)."""
+    searches c for its taki arm only, against He init at c = 1).
 
-    LATER = ("where",)  # spec hashes of earlier sweeps stand (--resume)
+    ``carry`` (grid axes, each named in ``where`` with one value) tunes once and carries the
+    best value: each searched cell's best value then runs, seeds and all, at every other value
+    of those axes, and every grid point also runs once as the sweep sets it, the untuned arm
+    the tuned one is compared with (Taki's c chosen at one depth and kept at every depth)."""
+
+    LATER = ("where", "carry")  # spec hashes of earlier sweeps stand (--resume)
     model_config = ConfigDict(
         frozen=True, extra="forbid", validate_by_name=True, serialize_by_alias=True
     )
@@ -138,6 +143,7 @@ class SearchSpec(Grown):
     n_trials: int = Field(20, ge=1)  # candidates per cell
     objective: ObjectiveSpec = ObjectiveSpec()
     where: dict[str, Any] = {}
+    carry: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _distribution(self) -> SearchSpec:
