@@ -259,18 +259,18 @@ def check(configs: Sequence[TrialConfig]) -> None:
         raise ValueError(f"these trials cannot train stacked: {reason}")
 
 
-EVAL_BATCH = 1024  # test-set batches are at least this large (no gradients: one pass each)
+EVAL_BATCH = 1024  # test and validation batches are at least this large (no gradients)
 
 
 def data_bytes(data: DataSpec | dict[str, Any]) -> int:
     """The bytes of the one copy of its data set (a trial's ``data`` section) a stack holds on
-    its device: the training and test images in float32 and their int64 labels (CIFAR-10:
-    about 0.74 GB)."""
+    its device: the training, validation and test images in float32 and their int64 labels
+    (CIFAR-10: about 0.74 GB)."""
     from resablate.data import DATASETS
 
     spec = data if isinstance(data, DataSpec) else DataSpec.model_validate(data)
     source = DATASETS[spec.name]
-    n = (spec.subset or source.train_size(spec)) + source.test_size(spec)
+    n = sum(source.sizes(spec))
     return n * (4 * math.prod(source.shape(spec).input_shape) + 8)
 
 
@@ -279,7 +279,7 @@ def member_bytes(config: TrialConfig | dict[str, Any], slots: int | None = None)
     meta device (nothing allocated): its weights, their gradients and ``slots`` tensors of
     optimizer state each (default: its own optimizer's) in float32; twice what its forward
     pass saves for the backward pass at its batch size (each tensor once; the backward pass
-    makes a gradient of each), or, where more, the largest of those twice over at the test-set
+    makes a gradient of each), or, where more, the largest of those twice over at the evaluation
     batch size (an evaluation, after the backward pass freed them, holds a layer's input and
     output at once). The data set is the stack's, held once, not a member's. Measured on CPU
     (tests/test_stack_optim.py): a CIFAR ResNet-8 at batch 128 takes 77 MB a member, 84 MB
@@ -290,9 +290,9 @@ def member_bytes(config: TrialConfig | dict[str, Any], slots: int | None = None)
     cfg = config if isinstance(config, TrialConfig) else trial_config(config)
     source = DATASETS[cfg.data.name]
     shape = source.shape(cfg.data)
-    n = cfg.data.subset or source.train_size(cfg.data)
+    n, held, test = source.sizes(cfg.data)
     batch = n if cfg.train.batch_size == "full" else min(cfg.train.batch_size, n)
-    tested = min(max(batch, EVAL_BATCH), source.test_size(cfg.data))
+    tested = min(max(batch, EVAL_BATCH), max(test, held))  # the largest evaluation batch
     saved, largest = 0, 0
     with torch.device("meta"):
         net = models.FAMILIES[cfg.model.family].build(cfg.model, cfg.init, shape)

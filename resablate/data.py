@@ -4,8 +4,11 @@ Each data set is a registry entry with ``shape(spec)`` (cheap: sizes only, no fi
 plan time for every trial) and ``load(spec)`` (the tensors, cached per process so reused Ray actors
 load once). The bundled sets (``digits``, ``synthetic``) are split with ``data.test_fraction``;
 torchvision's keep their official train/test split and are read from ``data.root``, which
-:func:`prepare` fills before any trial starts. Trials move the tensors to their device, batch there
-and augment whole batches there with :func:`augment_batch`: no DataLoader workers inside trials.
+:func:`prepare` fills before any trial starts. ``data.validation`` holds a seeded share of any
+set's training split out as a validation set: what searches and schedulers choose on, so that
+nothing is chosen on the test set (science.md §5). Trials move the tensors to their device,
+batch there and augment whole training batches there with :func:`augment_batch`: no DataLoader
+workers inside trials.
 """
 
 from __future__ import annotations
@@ -51,7 +54,10 @@ class Tensors:
     x_test: Tensor
     y_test: Tensor
     shape: DataShape
-    augment: bool = False  # training batches go through augment_batch
+    augment: bool = False  # training batches go through augment_batch (never the others)
+    # data.validation's held-out training examples; None where it is not set
+    x_val: Tensor | None = None
+    y_val: Tensor | None = None
 
     def to(self, device: torch.device | str) -> Tensors:
         return Tensors(
@@ -61,6 +67,8 @@ class Tensors:
             self.y_test.to(device),
             self.shape,
             self.augment,
+            None if self.x_val is None else self.x_val.to(device),
+            None if self.y_val is None else self.y_val.to(device),
         )
 
 
@@ -73,11 +81,16 @@ def _at_most(field: str, asked: int | None, have: int, why: str) -> None:
         raise ConfigError(field, f"{asked} {why}; use at most {have}")
 
 
+def held_out(n: int, spec: DataSpec) -> int:
+    """How many of ``n`` training examples ``data.validation`` holds out (0 when unset)."""
+    return 0 if spec.validation is None else max(1, round(n * spec.validation))
+
+
 @dataclass(frozen=True)
 class DataSource:
     input_shape: Callable[[DataSpec], tuple[int, ...]]  # natural shape, before whitening
     classes: Callable[[DataSpec], int]
-    train_size: Callable[[DataSpec], int]  # training examples before data.subset
+    train_size: Callable[[DataSpec], int]  # training split, before data.validation and subset
     test_size: Callable[[DataSpec], int]  # test examples
     splits: Callable[[DataSpec], Splits]  # raw inputs, not yet normalized
     per_channel: bool = False  # normalize each channel (images) rather than each feature
@@ -93,11 +106,19 @@ class DataSource:
             features,
             f"components asked but {spec.name} has {features} input features",
         )
+        held = held_out(examples, spec)
+        if held >= examples:
+            raise ConfigError(
+                "data.validation",
+                f"{spec.validation} of {spec.name}'s {examples} training examples leaves none to"
+                " train on; use a smaller fraction",
+            )
         _at_most(
             "data.subset",
             spec.subset,
-            examples,
-            f"training examples asked but {spec.name} has {examples}",
+            examples - held,
+            f"training examples asked but {spec.name} has {examples - held}"
+            + (f" once data.validation holds out {held}" if held else ""),
         )
         input_shape = natural if spec.whiten is None else (spec.whiten,)  # whitening flattens
         if spec.augment and len(input_shape) != 3:
@@ -108,6 +129,13 @@ class DataSource:
                 " set data.augment: false",
             )
         return DataShape(input_shape, self.classes(spec))
+
+    def sizes(self, spec: DataSpec) -> tuple[int, int, int]:
+        """(training, validation, test) examples a trial holds: the training examples it
+        trains on (``data.subset``, else the training split less the validation set)."""
+        held = held_out(self.train_size(spec), spec)
+        train = spec.subset or self.train_size(spec) - held
+        return train, held, self.test_size(spec)
 
     def augments(self, spec: DataSpec) -> bool:
         """``data.augment``, or where null the data set's standard (never on whitened inputs)."""
@@ -392,51 +420,70 @@ def prepare(spec: DataSpec) -> None:
     DATASETS[spec.name].prepare(spec)
 
 
-def _whiten(train: np.ndarray, test: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Project onto the first ``k`` principal components of the training set, each scaled to unit
-    variance, as Demystifying ResNet does with MNIST."""
+def _whiten(train: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, projection) onto the first ``k`` principal components of the training set, each
+    scaled to unit variance, as Demystifying ResNet does with MNIST."""
     mean = train.mean(axis=0)
-    train, test = train - mean, test - mean
-    cov = train.T @ train / len(train)
+    centred = train - mean
+    cov = centred.T @ centred / len(train)
     values, vectors = np.linalg.eigh(cov)  # ascending
     top = np.argsort(values)[::-1][:k]
-    projection = vectors[:, top] / np.sqrt(np.maximum(values[top], 1e-12))
-    return train @ projection, test @ projection
+    return mean, vectors[:, top] / np.sqrt(np.maximum(values[top], 1e-12))
 
 
 def _preprocess(
-    train: Tensor, test: Tensor, per_channel: bool, whiten: int | None
-) -> tuple[Tensor, Tensor]:
-    """Fitted on the training set: standardize each feature (each channel for torchvision's
-    images), or flatten and whiten. Returns float32."""
+    train: Tensor, others: list[Tensor], per_channel: bool, whiten: int | None
+) -> tuple[Tensor, list[Tensor]]:
+    """Fitted on the training examples only (never the validation or test set, which only
+    get the same map): standardize each feature (each channel for torchvision's images), or
+    flatten and whiten. Returns float32."""
     if whiten is not None:
-        white_train, white_test = _whiten(
-            train.flatten(1).double().numpy(), test.flatten(1).double().numpy(), whiten
-        )
-        return torch.from_numpy(white_train).float(), torch.from_numpy(white_test).float()
+        centre, projection = _whiten(train.flatten(1).double().numpy(), whiten)
+
+        def white(x: Tensor) -> Tensor:
+            return torch.from_numpy((x.flatten(1).double().numpy() - centre) @ projection).float()
+
+        return white(train), [white(x) for x in others]
     dims = (0, 2, 3) if per_channel else (0,)
     std, mean = torch.std_mean(train, dim=dims, keepdim=True, correction=0)
     std[std < 1e-8] = 1.0  # constant pixels (digits' borders) stay zero
-    return (train - mean).div_(std).float(), (test - mean).div_(std).float()
+    return (train - mean).div_(std).float(), [(x - mean).div_(std).float() for x in others]
 
 
 @functools.lru_cache(maxsize=4)
 def load(spec: DataSpec) -> Tensors:
     """The data set of ``spec`` as float32 / int64 CPU tensors, split, subset and preprocessed.
 
-    ``data.subset`` keeps that many training examples, the first of a permutation seeded with
-    ``data.split_seed`` (so a smaller subset is part of a larger one); the test set stays whole.
-    Normalization is fitted on the training examples kept.
+    One permutation of the training split, seeded with ``data.split_seed`` (never a trial's
+    seed: every seed of a configuration sees the same examples), orders both choices below.
+    ``data.validation`` holds out its last ``round(fraction x n)`` examples as the validation
+    set, first, and ``data.subset`` keeps its first ``subset`` examples, which the validation
+    set never holds: so a smaller subset is part of a larger one, a subset trains on the same
+    examples with a validation set as without, and the validation set is the same whatever the
+    subset. Without a subset the training examples left keep their order. The test set stays
+    whole. Normalization (or whitening) is fitted on the training examples kept only.
     """
     source = DATASETS[spec.name]
     shape = source.shape(spec)  # raises ConfigError
     x_train, y_train, x_test, y_test = source.splits(spec)  # raises UserError
-    if spec.subset is not None:
-        order = np.random.default_rng(spec.split_seed).permutation(len(y_train))
-        keep = torch.from_numpy(order[: spec.subset])
+    n = len(y_train)
+    held = held_out(n, spec)  # of the split as read (a test's fake files are small)
+    besides = " besides the validation set" if held else ""
+    why = f"training examples asked but the files of {spec.name} hold {n - held}{besides}"
+    _at_most("data.subset", spec.subset, n - held, why)
+    order = np.random.default_rng(spec.split_seed).permutation(n)
+    x_val = y_val = None
+    if held:
+        val = torch.from_numpy(order[n - held :])
+        x_val, y_val = x_train[val], y_train[val]
+    if spec.subset is not None or held:
+        kept = order[: spec.subset] if spec.subset is not None else np.sort(order[: n - held])
+        keep = torch.from_numpy(kept)
         x_train, y_train = x_train[keep], y_train[keep]
-    x_train, x_test = _preprocess(x_train, x_test, source.per_channel, spec.whiten)
-    return Tensors(x_train, y_train, x_test, y_test, shape, source.augments(spec))
+    others = [x_test] if x_val is None else [x_test, x_val]
+    x_train, others = _preprocess(x_train, others, source.per_channel, spec.whiten)
+    x_val = others[1] if x_val is not None else None
+    return Tensors(x_train, y_train, others[0], y_test, shape, source.augments(spec), x_val, y_val)
 
 
 def augment_batch(x: Tensor, generator: torch.Generator) -> Tensor:

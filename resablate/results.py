@@ -20,7 +20,9 @@ PRUNED = "pruned"  # stopped early by the sweep's scheduler (ASHA, median stoppi
 KILLED, RETRIED = "killed", "retried"
 # a trial that ended with one of these is a result: not run again on resume
 RESULTS = (FINISHED, DIVERGED, PRUNED)
-METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+# what every epoch reports; val_* only where data.validation holds a validation set out (what
+# searches and schedulers read: nothing is chosen on the test set, science.md §5)
+METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc")
 
 
 def epoch_metrics(result: dict[str, Any]) -> dict[str, float]:

@@ -154,7 +154,8 @@ class CellSearch:
         complete = (optuna.trial.TrialState.COMPLETE,)
         for frozen in study.get_trials(deepcopy=False, states=complete):
             if frozen.params.get(self.search.param) == value:
-                trial.set_user_attr("seed_scores", frozen.user_attrs.get("seed_scores"))
+                for key in ("seed_scores", "diverged_seeds"):
+                    trial.set_user_attr(key, frozen.user_attrs.get(key))
                 trial.set_user_attr("repeat_of", frozen.number)
                 study.tell(trial, frozen.value)
                 return True
@@ -209,7 +210,8 @@ class CellSearch:
             if twin.state != optuna.trial.TrialState.COMPLETE:
                 study.tell(candidate.trial, state=twin.state)
                 return None
-            candidate.trial.set_user_attr("seed_scores", twin.user_attrs.get("seed_scores"))
+            for key in ("seed_scores", "diverged_seeds"):
+                candidate.trial.set_user_attr(key, twin.user_attrs.get(key))
             study.tell(candidate.trial, twin.value)
             return twin.value
         if any(r is not None and r.status == PRUNED for r in ended):
@@ -231,6 +233,8 @@ class CellSearch:
             scores.append(found)
         value = statistics.fmean(scores)
         candidate.trial.set_user_attr("seed_scores", scores)
+        diverged = sum(records[t.id].status == DIVERGED for t in candidate.trials)
+        candidate.trial.set_user_attr("diverged_seeds", diverged)
         study.tell(candidate.trial, value)
         return value
 
@@ -256,7 +260,7 @@ class CellSearch:
             if not complete:
                 out.append(CellResult(cell, label, None, None, None, 0))
                 continue
-            best = study.best_trial
+            best = best_trial(study)
             scores = best.user_attrs.get("seed_scores", [best.value])
             out.append(
                 CellResult(
@@ -281,6 +285,16 @@ class CellSearch:
             }
             for r in self.results()
         }
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """The study's best candidate; of those tied at the best value, the one with the fewest
+    diverged seeds (then the first). A diverged seed scores the worst value its cell has seen,
+    which equals the best while only one candidate has finished: Optuna's own best_trial, the
+    first of the tie, could then name a diverging value as the cell's best."""
+    best = study.best_value
+    tied = [t for t in study.trials if t.state.name == "COMPLETE" and t.value == best]
+    return min(tied, key=lambda t: (t.user_attrs.get("diverged_seeds") or 0, t.number))
 
 
 class Runs(Protocol):

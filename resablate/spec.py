@@ -91,7 +91,7 @@ class InitSpec(Section):
 
 
 class DataSpec(Grown):
-    LATER = ("image",)
+    LATER = ("image", "validation")  # trial ids of earlier sweeps stand (--resume)
 
     name: str = "digits"
     whiten: int | None = Field(None, ge=1)
@@ -103,6 +103,10 @@ class DataSpec(Grown):
     root: str | None = Field(None, min_length=1)
     # Keep this many training examples (seeded by split_seed): CPU-scale runs of big sets.
     subset: int | None = Field(None, ge=10)
+    # Share of the training set held out as the validation set (seeded by split_seed, never by
+    # a trial's seed; held out before data.subset picks its examples from the rest): what
+    # searches, schedulers and best-over-lr read, so that nothing is chosen on the test set.
+    validation: float | None = Field(None, gt=0.0, lt=1.0)
     # Pad-crop-flip the training batches; null: the data set's standard (on for cifar10/100).
     augment: bool | None = None
     # `synthetic` only: Gaussian inputs labelled by a fixed random teacher; `image` shapes them
@@ -334,6 +338,40 @@ class SweepSpec(Section):
                 f" stopped one by one by scheduler {self.scheduler.kind}; set"
                 " resources.seeds_per_trial: 1 or scheduler.kind: none",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _chosen_on_validation(self) -> SweepSpec:
+        """What a search or a scheduler chooses by is a validation metric (science.md §5): a
+        choice made on the test set would leave the test result a biased estimate. A test_*
+        metric is refused, and so is a val_* metric where some trial holds no validation set
+        out (data.validation unset, in the base config or at a value of its grid axis)."""
+        chosen = []
+        if self.search is not None:
+            objective = self.search.objective
+            written = "metric" in objective.model_fields_set
+            chosen.append(("search.objective.metric", objective.metric, written))
+        if self.scheduler.kind != "none":
+            metric = self.scheduler.resolved(self.search)[0]
+            chosen.append(("scheduler.metric", metric, self.scheduler.metric is not None))
+        axis = "data.validation"
+        grid = [z[axis] for z in [self.grid.axes, *self.grid.zip] if axis in z]
+        unset = None in (grid[0] if grid else [self.data.validation])
+        for field, metric, written in chosen:
+            named = metric if written else f"{metric} (the default)"
+            if metric.startswith("test_"):
+                then = "set data.validation (e.g. 0.1) and use" if unset else "use"
+                val = f"val_{metric[len('test_') :]}"
+                raise ConfigError(
+                    field, f"{named} chooses on the test set; {then} {val} ({field}: {val})"
+                )
+            if metric.startswith("val_") and unset:
+                where = "a value of grid axis data.validation" if grid else "data.validation"
+                raise ConfigError(
+                    field,
+                    f"{named} reads the validation set, but {where} is null; set"
+                    " data.validation (e.g. 0.1: a tenth of the training set held out)",
+                )
         return self
 
     @model_validator(mode="after")

@@ -44,13 +44,17 @@ def epoch_report(
     test: tuple[float, float],
     lr: float,
     seconds: float,
+    val: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
-    """A finished epoch's report: (loss, accuracy) on the training batches and the test set."""
+    """A finished epoch's report: (loss, accuracy) on the training batches, the validation set
+    (``data.validation``; left out without one) and the test set."""
+    validated = {} if val is None else {"val_loss": val[0], "val_acc": val[1]}
     return {
         "epoch": epoch,
         "status": FINISHED if epoch == clock.epochs else RUNNING,
         "train_loss": train[0],
         "train_acc": train[1],
+        **validated,
         "test_loss": test[0],
         "test_acc": test[1],
         "lr": lr,
@@ -293,15 +297,17 @@ def run_stack(
             if error_warmup is not None:  # a stack of one (batched.why_not)
                 error_warmup.observe(1 - int(hits[0]) / members[0].seen)
             optimizers.schedule()
-        tested = evaluate(
-            stack, tensors.x_test, tensors.y_test, loss, max(batch, batched.EVAL_BATCH)
-        )
+        at_once = max(batch, batched.EVAL_BATCH)
+        tested = evaluate(stack, tensors.x_test, tensors.y_test, loss, at_once)
+        validated: list[tuple[float, float] | None] = [None] * stack.size
+        if tensors.x_val is not None and tensors.y_val is not None:  # as the test set: unaugmented
+            validated = [*evaluate(stack, tensors.x_val, tensors.y_val, loss, at_once)]
         correct = hits.tolist()
         elapsed = time.perf_counter() - start  # the stack's: every member's epoch took this long
         for member in live:
             trained_on = (member.total / member.seen, correct[member.index] / member.seen)
-            lr = optimizers.lr(member.index)
-            result = epoch_report(epoch, clock, trained_on, tested[member.index], lr, elapsed)
+            lr, i = optimizers.lr(member.index), member.index
+            result = epoch_report(epoch, clock, trained_on, tested[i], lr, elapsed, validated[i])
             member.result = probers[member.index](result, stack, member.index)
             member.report(member.result)
         if checkpoints is not None and checkpoints.due(epoch, clock.epochs):
@@ -322,7 +328,8 @@ def run_trial(
     The run lasts ``train.epochs`` epochs, or ``train.max_iterations`` optimizer steps when that
     is set (its last epoch may then be partial). Each report holds ``epoch`` (1-based),
     ``status`` (``running``, then ``finished`` or ``diverged`` on the last one),
-    ``train_loss``/``train_acc`` (mean over the epoch's batches), ``test_loss``/``test_acc``,
+    ``train_loss``/``train_acc`` (mean over the epoch's batches), ``val_loss``/``val_acc`` (on
+    the validation set, where ``data.validation`` holds one out), ``test_loss``/``test_acc``,
     ``lr`` (the learning rate at the end of the epoch: the one the next step would use, 0 after
     a whole cosine run) and ``epoch_time``. A diverged report adds ``diverged_epoch`` and
     ``last_finite_loss``.

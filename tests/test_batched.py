@@ -257,7 +257,9 @@ def test_auto_stacks_only_on_a_local_ray_and_never_under_a_scheduler(tmp_path: P
     assert sorted(tuple(t.id for t in u) for u in stacks(plan)) == alone  # inline, cluster
     assert sorted(len(u) for u in stacks(plan, slots=2)) == [1, 1, 1, 3]  # 3 seeds of norm none
     assert len(stacks(plan, slots=6)) == 6
-    asha = make_plan(write(tmp_path / "a.yaml", text + "scheduler: {kind: asha}\n"))
+    # a scheduler chooses on the validation set, never on the test set
+    scheduled = text + "data: {validation: 0.1}\nscheduler: {kind: asha, metric: val_acc}\n"
+    asha = make_plan(write(tmp_path / "a.yaml", scheduled))
     assert len(stacks(asha, slots=2)) == 6  # the scheduler stops seeds one by one
 
 

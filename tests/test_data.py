@@ -301,6 +301,16 @@ def test_subset_keeps_a_seeded_part_of_the_training_set() -> None:
         (DataSpec(name="synthetic", augment=True), "data.augment", "flat inputs of shape (20,)"),
         (DataSpec(name="cifar10", whiten=10, augment=True), "data.augment", "whitened"),
         (DataSpec(name="digits", whiten=65), "data.whiten", "use at most 64"),
+        (
+            DataSpec(name="digits", subset=1214, validation=0.1),
+            "data.subset",
+            "digits has 1213 once data.validation holds out 135; use at most 1213",
+        ),
+        (
+            DataSpec(name="synthetic", samples=10, validation=0.95),
+            "data.validation",
+            "0.95 of synthetic's 8 training examples leaves none to train on",
+        ),
     ],
 )
 def test_config_errors_name_the_field(spec: DataSpec, field: str, text: str) -> None:
@@ -323,6 +333,8 @@ def test_sweep_file_errors_for_the_new_fields(tmp_path: Path) -> None:
             "data.subset: 2000 training examples asked but digits has 1348; use at most 1348",
         ),
         ("{root: ''}", "data.root: '': string should have at least 1 character"),
+        ("{validation: 1}", "data.validation: 1: input should be less than 1"),
+        ("{validation: 0}", "data.validation: 0: input should be greater than 0"),
     ]:
         with pytest.raises(SpecError) as error:
             make_plan(write(sweep, f"name: x\ndata: {text}\n"))

@@ -13,13 +13,17 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
+from resablate.search import best_trial
 from tests.conftest import run_terminal, trial_runs, write
 
+# searches choose on the validation set (data.validation), never on the test set
 SWEEP = """
 name: searched
 model: {depth: 4, width: 16}
+data: {validation: 0.2}
 train: {epochs: 2, batch_size: 128, lr: 0.05}
-search: {param: init.c, log_uniform: [0.1, 2.0], n_trials: 4, seed: 3}
+search: {param: init.c, log_uniform: [0.1, 2.0], n_trials: 4, objective: {metric: val_acc},
+         seed: 3}
 grid:
   model.shortcut: [identity, none]
   seed: [0, 1]
@@ -62,7 +66,7 @@ def test_each_cell_study_holds_its_candidates_scored_by_the_seed_mean(tmp_path: 
             ]
             assert sorted(r.data.tags["seed"] for r in seeds) == ["0", "1"]
             assert all(float(r.data.params["init.c"]) == c for r in seeds)
-            mean = statistics.fmean(r.data.metrics["test_acc"] for r in seeds)
+            mean = statistics.fmean(r.data.metrics["val_acc"] for r in seeds)
             assert trial.value == mean
     [parent] = client.search_runs([experiment.experiment_id], "tags.`resablate.kind` = 'sweep'")
     best = json.loads(
@@ -85,8 +89,10 @@ def test_diverging_candidates_score_as_the_worst_and_the_best_c_is_finite(tmp_pa
         """
 name: diverging
 model: {depth: 16, width: 16}
+data: {validation: 0.2}
 train: {epochs: 2, batch_size: 64, lr: 0.05}
-search: {param: init.c, log_uniform: [0.01, 100.0], n_trials: 6, sampler: random, seed: 0}
+search: {param: init.c, log_uniform: [0.01, 100.0], n_trials: 6, sampler: random, seed: 0,
+         objective: {metric: val_acc}}
 """,
     )
     ran = run_terminal("sweep", str(sweep), "--inline", cwd=tmp_path)
@@ -106,7 +112,10 @@ search: {param: init.c, log_uniform: [0.01, 100.0], n_trials: 6, sampler: random
             assert trial.state == optuna.trial.TrialState.FAIL
     assert scored >= 1
     assert math.isfinite(study.best_value)
-    assert status[study.best_trial.params["init.c"]] == "finished"
+    # the best c is a finished one, even where a diverged candidate ties with it (scored the
+    # worst value seen while only one had finished)
+    assert status[best_trial(study).params["init.c"]] == "finished"
+    assert best_trial(study).value == study.best_value
 
 
 @pytest.mark.slow
@@ -172,8 +181,10 @@ def test_a_cells_candidates_and_seeds_are_handed_out_as_one_stack(tmp_path: Path
         """
 name: stackedsearch
 model: {depth: 4, width: 16}
+data: {validation: 0.2}
 train: {epochs: 1, batch_size: 128}
-search: {param: init.c, log_uniform: [0.1, 1.0], n_trials: 4, sampler: random, seed: 0}
+search: {param: init.c, log_uniform: [0.1, 1.0], n_trials: 4, sampler: random, seed: 0,
+         objective: {metric: val_acc}}
 grid: {seed: [0, 1]}
 """,
     )
