@@ -40,7 +40,7 @@ from resablate.comparisons import MIN_SEEDS, _same, holm, one
 from resablate.errors import UserError
 from resablate.figures import SEED, Report, group, label, number
 from resablate.ledger import RunData, SweepRuns
-from resablate.options import POOLED_AT_LEAST, ClaimSpec
+from resablate.options import POOLED_AT_LEAST, SEARCH_KEY, ClaimSpec
 from resablate.results import DIVERGED, FINISHED
 
 HOLDS, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED = (
@@ -68,21 +68,27 @@ class Verdict:
     parts: list[str] = field(default_factory=list)  # per configuration, for a trend or value
     notes: list[str] = field(default_factory=list)  # said after the numbers (excluded, edges)
     at_edge: tuple[str, ...] = ()  # compare: the arms whose best_over optimum is at an edge
+    mutant: Verdict | None = None  # the claim judged on its mutant arm (claim.mutant)
 
 
 def select(runs: Sequence[RunData], chosen: Mapping[str, Any]) -> list[RunData]:
-    """The runs whose params have the ``chosen`` values (a list: any of its values)."""
+    """The runs whose params have the ``chosen`` values (a list: any of its values); ``search:
+    tuned`` / ``written`` picks a search's runs at its best values / the grid's own runs."""
     return [
         run
         for run in runs
         if all(
             any(
-                _same(run.params.get(axis), v)
+                _origin(run) == v if axis == SEARCH_KEY else _same(run.params.get(axis), v)
                 for v in (want if isinstance(want, list) else [want])
             )
             for axis, want in chosen.items()
         )
     ]
+
+
+def _origin(run: RunData) -> str:
+    return "tuned" if "search_cell" in run.tags else "written"
 
 
 def value(run: RunData, claim: ClaimSpec) -> float | None:
@@ -539,20 +545,32 @@ def table(
         return read[run.run_id, probe]
 
     found = evaluate(claims, runs, grid, probes)
+    with_mutant = [(v, m) for v in found if (m := v.claim.mutated()) is not None]
+    # the mutants are a family of their own: Holm over them, not over the claims
+    for v, judged in zip(
+        [v for v, _ in with_mutant],
+        evaluate([m for _, m in with_mutant], runs, grid, probes),
+        strict=True,
+    ):
+        v.mutant = judged
     counts = ", ".join(f"{sum(v.verdict == k for v in found)} {k}" for k in VERDICTS)
     lines = [
         f"# Claims: {counts}",  # the counts README's study table shows
         "",
-        mutants(claims),
+        mutants(claims, found),
         "",
-        "| claim | says | verdict | measured |",
-        "|---|---|---|---|",
-        *(f"| {v.claim.id} | {v.claim.says} | **{v.verdict}** | {v.measured} |" for v in found),
+        "| claim | says | verdict | measured | mutant (fails_when) |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {v.claim.id} | {v.claim.says} | **{v.verdict}** | {v.measured} |"
+            f" {_mutant_cell(v)} |"
+            for v in found
+        ),
     ]
     report.text("claims.md", lines)
     report.claims = lines[2:]
     header = ["claim", "kind", "metric", "at", "verdict", "p", "p_holm", "p_a_beats_b"]
-    header += ["measured", "says", "fails_when"]
+    header += ["measured", "says", "fails_when", "mutant_verdict", "mutant_measured"]
     rows = [
         [
             v.claim.id,
@@ -566,6 +584,8 @@ def table(
             v.measured,
             v.claim.says,
             v.claim.fails_when or "",
+            v.mutant.verdict if v.mutant else "",
+            v.mutant.measured if v.mutant else "",
         ]
         for v in found
     ]
@@ -573,8 +593,21 @@ def table(
     return found
 
 
-def mutants(claims: Sequence[ClaimSpec]) -> str:
-    """How many claims name the broken variant that turns their verdict (``fails_when``):
-    science.md §7 asks it of every claim, and a claim without one has not shown it can fail."""
+def mutants(claims: Sequence[ClaimSpec], found: Sequence[Verdict] = ()) -> str:
+    """How many claims name the broken variant that turns their verdict (``fails_when``), and of
+    those judged here on a mutant arm of this sweep (``mutant``), how many it turned: science.md
+    §7 asks it of every claim, and a claim without one has not shown it can fail."""
     named = sum(c.fails_when is not None for c in claims)
-    return f"claims: {len(claims)}, with a mutant: {named}"
+    line = f"claims: {len(claims)}, with a mutant: {named}"
+    judged = [v.mutant for v in found if v.mutant is not None]
+    if judged:
+        turned = sum(m.verdict in (CONTRADICTED, INCONCLUSIVE) for m in judged)
+        line += f"; judged on their mutant arm here: {len(judged)}, turned: {turned}"
+    return line
+
+
+def _mutant_cell(found: Verdict) -> str:
+    said = found.claim.fails_when or "none named"
+    if found.mutant is None:
+        return said
+    return f"{said}: **{found.mutant.verdict}**"

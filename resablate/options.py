@@ -110,7 +110,7 @@ class ProbesSpec(Section):
 class ObjectiveSpec(Section):
     """What a candidate is scored by: a final metric, averaged over the grid's seeds."""
 
-    metric: str = "test_acc"  # a reported metric (results.METRICS) or a probe's <probe>.<key>
+    metric: str = "val_acc"  # a reported metric (results.METRICS) or a probe's <probe>.<key>
     direction: Literal["max", "min"] = "max"
     at: Literal["last", "best"] = "last"  # the last epoch's value or the best epoch's
     diverged: Literal["worst"] | float = "worst"  # a diverged run's score, or a stated penalty
@@ -187,7 +187,9 @@ class SchedulerSpec(Section):
     metric per epoch. A trial it stops is a result with status ``pruned``."""
 
     kind: Literal["none", "asha", "median"] = "none"
-    metric: str | None = None  # default: the search objective's metric, else test_acc
+    metric: str | None = (
+        None  # default: the search objective's metric, else val_acc (both need data.validation)
+    )
     mode: Literal["max", "min"] | None = None  # default: max for accuracies, min otherwise
     grace_period: int = Field(1, ge=1)  # epochs every trial runs before it can be stopped
     reduction_factor: float = Field(3.0, gt=1.0)  # asha: 1 / fraction kept at each rung
@@ -196,7 +198,7 @@ class SchedulerSpec(Section):
     def resolved(self, search: SearchSpec | None) -> tuple[str, str]:
         """(metric, mode) with the defaults filled in."""
         objective = search.objective if search else None
-        metric = self.metric or (objective.metric if objective else "test_acc")
+        metric = self.metric or (objective.metric if objective else "val_acc")
         if self.mode is not None:
             return metric, self.mode
         if objective is not None and objective.metric == metric:
@@ -312,6 +314,22 @@ class TrainedSpec(Section):
         return f"{self.metric} {bound}"
 
 
+class MutantSpec(Section):
+    """A claim's mutant as an arm this sweep holds: the claim again, its selections with these
+    values in place (``where``, and ``a`` / ``b`` of a compare), e.g. the n = 2 arm where the
+    claim speaks of n = 1. ``resablate report`` judges it beside the claim; a mutant that holds
+    too shows the claim could not fail on these runs."""
+
+    where: dict[str, Any] = {}
+    a: dict[str, Any] = {}
+    b: dict[str, Any] = {}
+
+
+# `search: tuned | written` in a claim's selections: the runs of a search's best values (its
+# candidates at the best value, and what search.carry ran), or the grid's own runs
+SEARCH_KEY, SEARCH_VALUES = "search", ("tuned", "written")
+
+
 CLAIM_KINDS = ("compare", "trend", "equals", "below", "above")
 
 
@@ -337,6 +355,7 @@ class ClaimSpec(Section):
     diverged: float | None = None
     trained: TrainedSpec | None = None
     fails_when: str | None = Field(None, min_length=1)
+    mutant: MutantSpec | None = None
     compare: CompareClaim | None = None
     trend: TrendClaim | None = None
     equals: ValueClaim | None = None
@@ -352,6 +371,28 @@ class ClaimSpec(Section):
                 f"claim {self.id!r}: give exactly one of {', '.join(CLAIM_KINDS)}"
                 f" (got {', '.join(given) or 'none'})",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _search_key(self) -> ClaimSpec:
+        """``search:`` in a selection is ``tuned`` or ``written`` (a list of them)."""
+        parts = {"where": self.where}
+        if self.compare is not None:
+            parts |= {"compare.a": self.compare.a, "compare.b": self.compare.b}
+        if self.mutant is not None:
+            parts |= {f"mutant.{k}": getattr(self.mutant, k) for k in ("where", "a", "b")}
+        for name, chosen in parts.items():
+            wanted = chosen.get(SEARCH_KEY)
+            if wanted is None:
+                continue
+            if any(
+                w not in SEARCH_VALUES for w in (wanted if isinstance(wanted, list) else [wanted])
+            ):
+                raise ConfigError(
+                    f"claims.{self.id}.{name}.{SEARCH_KEY}",
+                    f"{wanted!r}: give tuned (a search's runs at its best values) or written"
+                    " (the grid's own runs)",
+                )
         return self
 
     @model_validator(mode="after")
@@ -432,4 +473,21 @@ class ClaimSpec(Section):
                 named[f"claims.{self.id}.compare.best_over"] = [self.compare.best_over]
         if self.trend is not None:
             named[f"claims.{self.id}.trend.over"] = [self.trend.over]
+        if self.mutant is not None:
+            for part in ("where", "a", "b"):
+                named[f"claims.{self.id}.mutant.{part}"] = list(getattr(self.mutant, part))
         return named
+
+    def mutated(self) -> ClaimSpec | None:
+        """The claim on its mutant arm (``mutant``), None without one."""
+        if self.mutant is None:
+            return None
+        update: dict[str, Any] = {"where": {**self.where, **self.mutant.where}}
+        if self.compare is not None:
+            update["compare"] = self.compare.model_copy(
+                update={
+                    "a": {**self.compare.a, **self.mutant.a},
+                    "b": {**self.compare.b, **self.mutant.b},
+                }
+            )
+        return self.model_copy(update=update)

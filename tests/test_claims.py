@@ -412,3 +412,39 @@ def test_pooling_is_for_the_spp_laws_at_init(raw: dict[str, Any], problem: str) 
     of = raw.pop("of", "mean")
     with pytest.raises(ValueError, match=problem):
         claim(**raw, equals={"value": 2.0, "pool": "seeds", "of": of})
+
+
+def test_a_mutant_arm_is_the_claim_with_its_selections_replaced() -> None:
+    """``mutant:`` judges the claim again on another arm of the same runs: the ResNet's claim
+    on the plain net must not hold, or the claim could not have failed."""
+    runs = arm("identity", [0.90, 0.91, 0.92]) + arm("none", [0.80, 0.82, 0.81])
+    said = claim(compare=BETTER, mutant={"a": {"model.shortcut": "none"}})
+    mutated = said.mutated()
+    assert mutated is not None and mutated.compare is not None
+    assert mutated.compare.a == {"model.shortcut": "none"} and mutated.compare.b == BETTER["b"]
+    (found,) = evaluate([said], runs, AXES)
+    (broken,) = evaluate([mutated], runs, AXES)
+    assert found.verdict == HOLDS and broken.verdict == INCONCLUSIVE  # the same arm twice
+    value_claim = claim(
+        where={"model.shortcut": "identity"},
+        above={"value": 0.85, "of": "every"},
+        mutant={"where": {"model.shortcut": "none"}},
+    )
+    (holds,) = evaluate([value_claim], runs, AXES)
+    (turned,) = evaluate([value_claim.mutated()], runs, AXES)  # type: ignore[list-item]
+    assert holds.verdict == HOLDS and turned.verdict == CONTRADICTED
+    assert claim(above={"value": 0.5}).mutated() is None
+
+
+def test_search_tuned_and_written_select_a_searchs_best_runs_and_the_grids_own() -> None:
+    written = arm("identity", [0.5, 0.6, 0.55])
+    tuned = arm("identity", [0.9, 0.92, 0.91])
+    for found in tuned:
+        found.tags["search_cell"] = "abc"
+        found.run_id += "-tuned"
+    both = written + tuned
+    assert select(both, {"search": "tuned"}) == tuned
+    assert select(both, {"search": "written", "model.shortcut": "identity"}) == written
+    assert select(both, {"search": ["tuned", "written"]}) == both
+    with pytest.raises(Exception, match="give tuned"):
+        claim(where={"search": "best"}, above={"value": 0.5})

@@ -196,7 +196,7 @@ def test_report_tests_the_sweep_files_claims_and_check_fails_on_a_contradiction(
     # first, and are report.md's first section
     lines = ran.out.splitlines()
     assert lines[0] == "claims: 6, with a mutant: 2"
-    assert lines[2] == "| claim | says | verdict | measured |"
+    assert lines[2] == "| claim | says | verdict | measured | mutant (fails_when) |"
     assert (
         "| impossible | Every net is worse than no accuracy at all | **contradicted** |"
         in (lines[7])
@@ -262,8 +262,10 @@ def test_report_of_a_search_plots_each_candidate_against_its_seed_mean(
         """
 name: searchreport
 model: {depth: 4, width: 16}
+data: {validation: 0.2}
 train: {epochs: 1, batch_size: 128}
-search: {param: init.c, log_uniform: [0.1, 1.0], n_trials: 3, seed: 0}
+search:
+  {param: init.c, log_uniform: [0.1, 1.0], n_trials: 3, seed: 0, objective: {metric: val_acc}}
 grid: {seed: [0, 1]}
 """,
     )
@@ -276,9 +278,9 @@ grid: {seed: [0, 1]}
     assert len(table) == 3
     for row in table:
         seeds = [
-            r.data.metrics["test_acc"] for r in runs if r.data.params["init.c"] == row["init.c"]
+            r.data.metrics["val_acc"] for r in runs if r.data.params["init.c"] == row["init.c"]
         ]
-        assert float(row["test_acc_mean"]) == pytest.approx(statistics.fmean(seeds))
+        assert float(row["val_acc_mean"]) == pytest.approx(statistics.fmean(seeds))
     assert "Best searched value per cell" in (tmp_path / "out" / "summary.md").read_text()
 
 
