@@ -13,11 +13,11 @@ from tests.conftest import SWEEPS, run_process, run_terminal, trial_runs
 
 # study -> (trials at full scale, trials with --profile cpu; a search counts all its trials)
 SIZES = {
-    "shortcut_depth": (351, 65),
+    "shortcut_depth": (351, 125),
     "identity_mappings": (100, 15),
-    "init_scale": (198, 54),
-    "signal_propagation": (108, 24),
-    "mnist_lecture": (18, 17),
+    "init_scale": (477, 189),
+    "signal_propagation": (180, 120),
+    "mnist_lecture": (33, 27),
 }
 # a further-reduced CPU profile for CI, and the metrics and probe artifacts each run must hold
 REDUCED = {
@@ -33,12 +33,21 @@ REDUCED = {
         ["hessian", "weights"],
     ),
     "init_scale": (
-        ["search.n_trials=2", "model.depth=8", "train.epochs=1"],
+        [
+            "search.n_trials=2",
+            "grid.model.depth=[4,30]",
+            "grid.seed=[0,1]",
+            "train.epochs=1",
+        ],
         ["test_acc"],
         [],
     ),
     "signal_propagation": (
-        ["train.epochs=1", "grid.model.depth=[8]", "grid.model.shortcut=[identity,scalar]"],
+        [
+            "train.epochs=1",
+            "grid.model.depth=[8]",
+            "grid.model.shortcut=[identity,conv]",
+        ],
         ["test_acc"],
         ["spp"],
     ),
