@@ -160,3 +160,14 @@ def test_each_cpu_profile_shows_its_studys_claims(tmp_path: Path, study: str) ->
     for row in found.values():
         if row["kind"] == "compare" and row["verdict"] == "holds":
             assert float(row["p_holm"]) < 0.05
+
+
+@pytest.mark.parametrize("study", list(SIZES))
+def test_every_claim_of_every_study_names_its_mutant(study: str) -> None:
+    """science.md §7: a claim no broken arm can turn is a test of the code, not a claim."""
+    from resablate.plan import make_plan
+
+    claims = make_plan(SWEEPS / f"{study}.yaml").spec.claims
+    assert claims and all(c.fails_when for c in claims), [c.id for c in claims if not c.fails_when]
+    judged = [c for c in claims if c.mutant is not None]
+    assert len(judged) >= len(claims) - 1  # at most one mutant is an arm the sweep cannot hold
