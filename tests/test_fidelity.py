@@ -71,13 +71,13 @@ def test_identity_mappings_warms_up_its_110_and_164_layer_nets() -> None:
 # -- Taki's rule: the branch's last layer only ---------------------------------------------------
 
 
-def branch_gain(m: int, units: int, c: float, seed: int = 0) -> float:
+def branch_gain(m: int, units: int, c: float, activation: str, seed: int = 0) -> float:
     """Var(F(x)) / Var(x), x ~ N(0, 1), of unit 0 of an unnormalized net of ``units`` units of
-    m layers at init (each weight preceded by σ: relu_preact without norm; Taki's x + W σ(x)
-    for m = 1)."""
+    m layers at init, σ where ``activation`` puts it (relu_preact: σ before every weight;
+    Taki's x + W σ(x) for m = 1)."""
     width = 512
     model = ModelSpec(
-        depth=m * units, width=width, shortcut_depth=m, activation="relu_preact", norm="none"
+        depth=m * units, width=width, shortcut_depth=m, activation=activation, norm="none"
     )
     shape = DataShape((width,), 10)
     net = models.build(
@@ -93,29 +93,56 @@ def branch_gain(m: int, units: int, c: float, seed: int = 0) -> float:
 
 
 def test_taki_scales_only_the_last_branch_layer() -> None:
-    model = ModelSpec(depth=12, width=256, shortcut_depth=3, norm="none")
+    # mid: F = W σ W σ W, so the first weight reads x and the second a ReLU's output
+    model = ModelSpec(depth=12, width=256, shortcut_depth=3, norm="none", activation="mid")
     net = models.build(
         model, InitSpec(scheme="taki", c=0.5), DataShape((256,), 10), torch.Generator()
     )
     for unit in net.units:  # L = 4 units
         first, middle, last = (w.weight.var().item() for w in unit.weights)
-        assert first == pytest.approx(2 / 256, rel=0.03)  # He, c = 1
-        assert middle == pytest.approx(2 / 256, rel=0.03)
+        assert first == pytest.approx(1 / 256, rel=0.03)  # reads no σ: 1/fan_in, c = 1
+        assert middle == pytest.approx(2 / 256, rel=0.03)  # reads a ReLU: 2/fan_in
         assert last == pytest.approx(0.5 / (256 * 4), rel=0.03)  # c/(fan_in·L)
 
 
-def test_taki_branch_gain_is_proportional_to_c_over_l_whatever_the_branch_length() -> None:
-    def gain(m: int, units: int, c: float) -> float:  # one draw is within ±10%: mean of 4
-        return statistics.mean(branch_gain(m, units, c, seed) for seed in range(4))
+# the last weight reads a ReLU's output (E[σ(z)²] = Var(z)/2) or, in pre for m ≥ 2 and in
+# linear, a weight's (E[z²] = Var(z)): the earlier layers preserve the variance, so
+# Var(F)/Var(x) = (c/L)·that half or one whatever m
+TAKI_GAINS = {
+    "relu_preact": {1: 0.5, 2: 0.5, 3: 0.5},
+    "mid": {2: 0.5, 3: 0.5},
+    "pre": {1: 0.5, 2: 1.0, 3: 1.0},
+    "linear": {1: 1.0, 2: 1.0, 3: 1.0},
+}
 
-    base = {m: gain(m, units=8, c=1.0) for m in (1, 2, 3)}
-    for m in (1, 2, 3):
-        # Taki's one-layer unit: Var(W σ(x)) = (c/L)·E[σ(x)²] = (c/L)·Var(x)/2
-        assert base[m] == pytest.approx(1.0 / 8 / 2, rel=0.1), base
-        assert gain(m, units=8, c=2.0) / base[m] == pytest.approx(2.0, rel=0.1)  # doubling c
-        assert gain(m, units=4, c=1.0) / base[m] == pytest.approx(2.0, rel=0.1)  # halving L
-    assert max(base.values()) / min(base.values()) < 1.3
+
+def taki_gain(m: int, units: int, c: float, activation: str) -> float:
+    """``branch_gain`` averaged over 4 draws (one is within ±10%)."""
+    return statistics.mean(branch_gain(m, units, c, activation, seed) for seed in range(4))
+
+
+@pytest.mark.parametrize("activation", list(TAKI_GAINS))
+def test_taki_branch_gain_is_c_over_l_times_what_the_last_layer_reads_whatever_m(
+    activation: str,
+) -> None:
+    # measured (c = 1, L = 8, ×L): relu_preact 0.50 0.50 0.50; mid 0.50 0.49; pre 0.50 1.00
+    # 1.00; linear 1.00 1.00 0.99. He's 2/fan_in on a weight that reads no σ doubles it per
+    # such weight: mid 1.00 0.98, pre 0.50 1.00 2.01, linear 1.00 2.00 3.98
+    for m, half_or_one in TAKI_GAINS[activation].items():
+        gain = taki_gain(m, 8, 1.0, activation)
+        assert gain == pytest.approx(half_or_one / 8, rel=0.1), (m, gain)
     # every layer at c/(fan_in·L) would give (c/L)^m: 1/16, 1/128, 1/1024 for m = 1, 2, 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("activation", list(TAKI_GAINS))
+def test_taki_branch_gain_is_proportional_to_c_over_l_whatever_the_branch_length(
+    activation: str,
+) -> None:
+    for m in TAKI_GAINS[activation]:
+        base = taki_gain(m, 8, 1.0, activation)
+        assert taki_gain(m, 8, 2.0, activation) / base == pytest.approx(2.0, rel=0.1)  # 2c
+        assert taki_gain(m, 4, 1.0, activation) / base == pytest.approx(2.0, rel=0.1)  # L/2
 
 
 # -- Demystifying ResNet at the exact zero point -------------------------------------------------
@@ -278,11 +305,19 @@ def test_identity_mappings_runs_every_row_of_tables_1_and_2_with_five_seeds() ->
 
 
 def test_init_scale_is_taki_s_experiment() -> None:
+    # science.md §7.3: several depths L with c fixed once, chosen at one L on the validation
+    # split, against He given one global gain tuned at that same L
     plan = make_plan(SWEEPS / "init_scale.yaml")
-    model = ModelSpec.model_validate(plan.trials[0].config["model"])
     shape = DataShape((3, 32, 32), 10)
-    net = models.build(model, InitSpec(), shape, torch.Generator())
-    assert len(net.units) == 100 and all(len(u.weights) == 1 for u in net.units)
+    units = set()
+    for depth in {t.config["model"]["depth"] for t in plan.trials}:
+        config = next(t.config for t in plan.trials if t.config["model"]["depth"] == depth)
+        model = ModelSpec.model_validate(config["model"])
+        with torch.device("meta"):
+            net = models.FAMILIES["cifar"].build(model, InitSpec(), shape)
+        assert all(len(u.weights) == 1 for u in net.units)
+        units.add(len(net.units))
+    assert units == {10, 30, 100}
     assert arms("init_scale.yaml", "init.scheme", "model.norm") == {
         ("he", "none"),
         ("taki", "none"),
@@ -290,8 +325,13 @@ def test_init_scale_is_taki_s_experiment() -> None:
     }
     he = [t for t in plan.trials if t.config["init"]["scheme"] == "he"]
     assert len({t.config["seed"] for t in he if t.config["model"]["norm"] == "none"}) == 9
-    assert plan.spec.search is not None and plan.spec.search.param == "init.c"
-    assert plan.spec.search.where == {"init.scheme": "taki"}  # He init keeps c = 1
-    assert all(t.config["init"]["c"] == 1.0 for t in he)
-    cpu = make_plan(SWEEPS / "init_scale.yaml", profile="cpu").trials[0].config["model"]
-    assert (cpu["family"], cpu["depth"], cpu["shortcut_depth"]) == ("mlp", 100, 1)  # 100 units
+    search = plan.spec.search
+    assert search is not None and search.param == "init.c"
+    assert search.where == {"model.norm": "none", "model.depth": 32}  # one L, both inits
+    assert search.carry == ("model.depth",)  # kept at every depth
+    assert all(t.config["init"]["c"] == 1.0 for t in he)  # as written; searched ones apart
+    cpu = make_plan(SWEEPS / "init_scale.yaml", profile="cpu").trials
+    assert {(c.config["model"]["family"], c.config["model"]["shortcut_depth"]) for c in cpu} == {
+        ("mlp", 1)
+    }
+    assert {c.config["model"]["depth"] for c in cpu} == {10, 30, 100}  # units of one layer

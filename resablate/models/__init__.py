@@ -21,7 +21,7 @@ from resablate.models.init import INITS
 from resablate.models.layers import ACTS, NORMS
 from resablate.models.network import ResNet
 from resablate.models.placement import ACT, POSITIONS, N, W, parse_placement
-from resablate.models.shortcuts import SHORTCUTS
+from resablate.models.shortcuts import SHORTCUTS, variance_law
 from resablate.registry import Registry
 
 if TYPE_CHECKING:
@@ -56,7 +56,10 @@ for _name, _module in (("mlp", mlp), ("mnist", mnist), ("cifar", cifar), ("image
 
 
 def _check_combination(model: ModelSpec, init: InitSpec) -> None:
-    """Combinations that are undefined, with the reason (science.md §1.6, §3)."""
+    """Combinations that are undefined, with the reason (science.md §1.6, §3).
+
+    Schemes are tested by what they declare (``Scheme.normalizer_free``, ``zero_last_norm``),
+    so a mutant registered under another name is refused where its original is."""
     placement = parse_placement(model.activation)
     if model.shortcut_depth == 1 and "mid" in model.activation.split("+"):
         raise ConfigError(
@@ -74,7 +77,8 @@ def _check_combination(model: ModelSpec, init: InitSpec) -> None:
         raise ConfigError(
             "init.scheme", "looks_linear mirrors weights [W, −W] for a CReLU; set model.act: crelu"
         )
-    if init.scheme in ("fixup", "nf") and model.norm != "none":
+    scheme = INITS[init.scheme]
+    if (init.scheme == "fixup" or scheme.normalizer_free) and model.norm != "none":
         raise ConfigError(
             "init.scheme", f"{init.scheme} replaces normalization; set model.norm: none"
         )
@@ -82,18 +86,45 @@ def _check_combination(model: ModelSpec, init: InitSpec) -> None:
         raise ConfigError(
             "init.scheme", "fixup scales by L^(−1/(2m−2)), undefined for shortcut_depth 1"
         )
-    if init.scheme == "nf" and model.activation not in ("relu_preact", "full_preact"):
+    if scheme.normalizer_free and model.activation != "full_preact":
         raise ConfigError(
             "model.activation",
-            "nf units are pre-activation, x + α·F(x/β); use relu_preact or full_preact",
+            f"nf units are full pre-activation, x + α·F(x/β) after a bare stem conv, and β is"
+            f" the std of that; {model.activation} is not (relu_preact's σ after the stem"
+            " leaves the units at ~0.35× β²); use full_preact",
         )
-    if init.scheme == "zero_last" and model.norm == "none":
+    if scheme.normalizer_free and model.shortcut == "dropout":
+        raise ConfigError(
+            "model.shortcut",
+            "nf's Scaled WS assumes each σ reads N(0, 1), and a dropout shortcut's Bernoulli"
+            " mask makes x non-Gaussian: with β following (1 − p)·Var the branch's variance"
+            " still drifts above β² unit after unit (1.5× at 16 units); use identity, conv,"
+            " scale, scalar or none",
+        )
+    if scheme.normalizer_free and variance_law(model) is None:
+        raise ConfigError(
+            "model.shortcut",
+            f"nf's β_l is the analytic std of unit l's input, and {model.shortcut}'s"
+            " g = sigmoid(conv(x) + b) depends on x, so no β schedule follows it; use identity,"
+            " conv, scale, scalar or none",
+        )
+    if scheme.zero_last_norm and model.norm == "none":
         raise ConfigError("init.scheme", "zero_last zeros the last norm's γ; it needs a norm")
-    if init.scheme == "zero_last" and N not in placement.ops(model.shortcut_depth):
+    ops = placement.ops(model.shortcut_depth)
+    if scheme.zero_last_norm and N not in ops:
         raise ConfigError(
             "init.scheme",
             f"zero_last zeros the γ of the branch's last norm, and a {model.shortcut_depth}-layer"
             f" {model.activation} branch has none; use shortcut_depth 2 or another placement",
+        )
+    after_last_norm = ops[len(ops) - ops[::-1].index(N) :] if N in ops else ()
+    dead = model.act in ("relu", "crelu")  # σ'(0) = 0 in PyTorch
+    if scheme.zero_last_norm and dead and after_last_norm[:1] == (ACT,):
+        raise ConfigError(
+            "init.scheme",
+            f"zero_last zeros the γ of the branch's last norm, which in {model.activation} feeds"
+            f" a {model.act} at 0 whose derivative is 0: the branch never trains; use post or"
+            " relu_preact, whose last norm reaches the sum directly",
         )
     if init.scheme == "skipinit" and model.shortcut == "scalar":
         raise ConfigError(

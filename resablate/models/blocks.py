@@ -11,6 +11,7 @@ the unit's layers itself.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from resablate.models.init import INITS, LayerContext, ScaledWS, mirrored_
-from resablate.models.layers import ACTS, NORMS, weight
+from resablate.models.layers import ACTS, NORMS, subsample_a, weight
 from resablate.models.placement import ACT, N, W, parse_placement
 from resablate.models.shortcuts import SHORTCUTS, Geometry, projects
 
@@ -100,7 +101,8 @@ class ResidualUnit(nn.Module):
     (``F = W N σ W N``, ``f = σ`` for ``post``), h the shortcut, f ``after_steps``.
 
     Around F, in ``forward``: the normalizer-free x/β and α (Brock, De, Smith 2021), SkipInit's
-    gain (De & Smith 2020), stochastic depth and lesioning; Fixup's scalars are steps of F."""
+    gain (De & Smith 2020), stochastic depth and lesioning; Fixup's scalars are steps of F. A
+    pre-activation unit whose h projects runs F's leading N σ once and feeds h from it."""
 
     def __init__(self, plan: UnitPlan, spec: ModelSpec, init: InitSpec) -> None:
         super().__init__()
@@ -131,25 +133,29 @@ class ResidualUnit(nn.Module):
                 steps.append(Step(ACT, "act"))
                 width *= act.widen
         self.reads_act = tuple(reads_act)  # σ directly before each weight
+        self.act_name = spec.act
         cout = plan.widths[-1]
         after = self.placement.after_add.split()
         self.after_add = NORMS[spec.norm if N in after else "none"](
             cout, plan.spatial, spec.groups
         )
         self.act, self.widen = act.make(), act.widen
-        # He et al.'s pre-activation nets feed a shape-changing projection with σ(N(x)), what the
-        # branch's first weight reads; normalizer-free units feed every projection (shortcut conv
-        # too) what the branch reads, σ(x/β) (Brock et al. 2021). Option A subsamples x itself.
+        # In pre-activation placements a projection reads what F's first weight reads, σ(N(x))
+        # (σ(x/β) in normalizer-free units), computed once: the first ``shared`` steps of F,
+        # "common BN, ReLU" in He et al.'s pre-act code (KaimingHe/resnet-1k-layers). A
+        # projection reading raw x with He's gain 2 would double the variance per unit. Option
+        # A and the identity read x itself.
         self.projects = projects(Geometry(plan.widths[0], cout, plan.stride, plan.spatial), spec)
-        preact = self.placement.preact_shortcut and self.projects and (self.changes_shape or nf)
-        self.shortcut_steps = Steps(steps[: ops.index(W)] if preact else ())
+        self.shared = ops.index(W) if self.placement.preact_shortcut and self.projects else 0
+        self.shortcut_reads_act = self.shared > 0 and ops[self.shared - 1] == ACT
         reads = plan.widths[0] * (act.widen if self.shortcut_reads_act else 1)
         gamma = ScaledWS.gain(self.act) if nf else 1.0  # Scaled WS: γ where σ precedes a weight
         standardize = (gamma if self.shortcut_reads_act else 1.0) if nf else None
         self.shortcut = SHORTCUTS[spec.shortcut](
             Geometry(reads, cout, plan.stride, plan.spatial, standardize), spec
         )
-        self.lesioned = False  # Veit et al.: evaluate with F removed, h kept
+        self.plain = spec.shortcut == "none"  # lesioned by bypass (science.md §1.7)
+        self.lesioned = False  # Veit et al.: F removed, h kept; a plain unit is bypassed
         self.branch_out = nn.Identity()  # F(x) as it joins the sum: where probes hook
         # What the init scheme adds to the architecture (init.py's Scheme).
         self.gain = (
@@ -173,18 +179,28 @@ class ResidualUnit(nn.Module):
                 ScaledWS.register(layer, gamma if acted else 1.0)
 
     def extra_repr(self) -> str:
-        h = f"h reads {self.shortcut_steps}, " if self.shortcut_steps else ""
+        h = f"h reads F's {self.shared_steps}, " if self.shared else ""
         return f"F = {self.branch_steps}, {h}f = {self.after_steps}"
 
     # -- the equations ------------------------------------------------------------------------
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.lesioned and self.plain:
+            return self.bypass(x)
         x_in = x / self.plan.nf_beta if self.nf_alpha is not None else x  # nf: x + α·F(x/β)
-        fx = self.scaled(self.dropped_branch(x_in))
-        y = self.shortcut(self.shortcut_input(x, x_in), self.branch_out(fx))
+        common = self.run(self.shared_steps, x_in)  # σ(N(x)) where h reads it too, else x_in
+        fx = self.scaled(self.dropped_branch(common, self.branch_steps[self.shared :]))
+        y = self.shortcut(self.shortcut_input(x, common), self.branch_out(fx))
         return self.run(self.after_steps, y)
 
-    def run(self, steps: Steps, z: Tensor) -> Tensor:
+    def bypass(self, x: Tensor) -> Tensor:
+        """A lesioned plain unit: x_{l+1} = x_l, the whole unit skipped, what follows its sum
+        too (Veit et al. 2016's deletion of a layer; zeroing F would zero everything after it).
+        Where the unit changes shape, option A's parameter-free stride-s subsampling and
+        zero-padded channels (He et al. 2015) carry x to the next unit's shape."""
+        return subsample_a(x, self.plan.widths[-1], self.plan.stride)
+
+    def run(self, steps: Iterable[Step], z: Tensor) -> Tensor:
         """``steps`` applied in order, each to the layer or scalar of this unit it names."""
         for step in steps:
             z = step(self, z)
@@ -202,32 +218,34 @@ class ResidualUnit(nn.Module):
             fx = self.gain * fx
         return fx
 
-    def shortcut_input(self, x: Tensor, x_in: Tensor) -> Tensor:
-        """What h reads: x, or x/β where a normalizer-free unit resets the variance (a projection
-        or option A), through ``shortcut_steps`` where a projection reads what F's first weight
-        reads."""
-        if self.nf_alpha is not None and (self.projects or self.changes_shape):
-            x = x_in
-        return self.run(self.shortcut_steps, x)
+    def shortcut_input(self, x: Tensor, common: Tensor) -> Tensor:
+        """What h reads: F's shared pre-activation σ(N(x)) where a pre-activation unit projects;
+        x/β where a normalizer-free unit resets the variance (a projection or option A); else x.
+        """
+        if self.shared or (self.nf_alpha is not None and (self.projects or self.changes_shape)):
+            return common
+        return x
 
     @property
-    def shortcut_reads_act(self) -> bool:
-        return bool(self.shortcut_steps) and self.shortcut_steps[-1].symbol == ACT
+    def shared_steps(self) -> Steps:
+        """F's first steps, which h reads too (``N σ`` in full_preact); else empty."""
+        return Steps(self.branch_steps[: self.shared])
 
     @property
     def changes_shape(self) -> bool:
         return self.plan.widths[0] != self.plan.widths[-1] or self.plan.stride > 1
 
-    def dropped_branch(self, x: Tensor) -> Tensor:
-        """F(x), or zeros when lesioned or dropped by stochastic depth (Huang et al. 2016: the
-        whole branch per mini-batch while training, F scaled by its survival rate at test)."""
+    def dropped_branch(self, x: Tensor, steps: Iterable[Step]) -> Tensor:
+        """``steps`` applied to x (the rest of F), or zeros when lesioned or dropped by
+        stochastic depth (Huang et al. 2016: the whole branch per mini-batch while training,
+        F scaled by its survival rate at test)."""
         survival = self.plan.survival
         dropped = self.lesioned or (
             self.training and survival < 1.0 and float(torch.rand(())) >= survival
         )
         if dropped:
             return x.new_zeros(self.output_shape(x))
-        fx = self.branch(x)
+        fx = self.run(steps, x)
         return fx * survival if (not self.training and survival < 1.0) else fx
 
     def output_shape(self, x: Tensor) -> tuple[int, ...]:
@@ -241,7 +259,9 @@ class ResidualUnit(nn.Module):
         scheme = INITS[init.scheme]
         n = len(self.weights)
         for i, layer in enumerate(self.weights):
-            ctx = LayerContext(units, n, i, mirrored=self.reads_act[i] and self.widen > 1)
+            acted = self.reads_act[i]
+            reads = self.act_name if acted else None
+            ctx = LayerContext(units, n, i, mirrored=acted and self.widen > 1, reads=reads)
             scheme.rule(raw_weight(layer), generator, init.c, init.eps, ctx)
         if scheme.zero_last_norm:  # Goyal et al. 2017: F starts at zero
             last = self.norms[-1]

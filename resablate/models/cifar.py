@@ -6,6 +6,15 @@ unit of stages 2 and 3) -> global average pool -> linear. ``block: basic`` units
 with 4× expansion (stage outputs 64, 128, 256: depth 9k+2 for n = 3: 164, 1001, pre-act ResNet).
 In general depth = 3·n·k + 2, so a study may fix the weight layers while varying n. ``stages: 1``
 keeps 16 channels throughout (depth = n·k + 2): Taki 2017's 100 one-layer units are depth 102.
+
+Basic units default to option A (He 2015: ResNet-20 0.27M ... ResNet-110 1.7M). Bottleneck units
+default to option B, a 1×1 projection with the unit's stride where dimensions grow (the first
+unit of each stage, 16 -> 64 channels in the first), identity elsewhere, as He et al.'s pre-act
+code builds ResNet-164 and -1001 (KaimingHe/resnet-1k-layers, resnet-pre-act.lua): 1.70M for
+ResNet-164 (He et al. 2016 report 1.7M; option A gives 1.66M). Their code has no norm after that
+projection, which reads the unit's "common BN, ReLU"; ours adds the norm option B has in every
+family (896 parameters in ResNet-164). As in that code the stride sits on the bottleneck's first
+1×1 convolution (the ``imagenet`` family follows torchvision instead: stride on the 3×3).
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ def defaults(model: dict[str, Any]) -> dict[str, Any]:
         "shortcut_depth": 3 if bottleneck else 2,
         "activation": "post",
         "norm": "batch",
-        "downsample": "A",
+        "downsample": "B" if bottleneck else "A",
     }
 
 
@@ -56,9 +65,16 @@ def check(spec: ModelSpec, init: InitSpec, shape: DataShape) -> None:
 
 
 def unit_plans(
-    spec: ModelSpec, cin: int, base: int, per_stage: list[int], first_stride: int = 1
+    spec: ModelSpec,
+    cin: int,
+    base: int,
+    per_stage: list[int],
+    first_stride: int = 1,
+    bottleneck_stride_at: int = 0,
 ) -> list[UnitPlan]:
-    """Units of a staged ResNet: widths double per stage, stride 2 at each later stage's start."""
+    """Units of a staged ResNet: widths double per stage, stride 2 at each later stage's start,
+    on a bottleneck's weight ``bottleneck_stride_at`` (0: the first 1×1, He et al.'s pre-act
+    code; 1: the 3×3, torchvision's)."""
     n, plans = spec.shortcut_depth, []
     expansion = 4 if spec.block == "bottleneck" else 1
     for stage, count in enumerate(per_stage):
@@ -68,7 +84,8 @@ def unit_plans(
             if spec.block == "bottleneck":
                 widths = (cin, *(width,) * (n - 1), width * expansion)
                 kernels = (1, *(3,) * (n - 2), 1)
-                plans.append(UnitPlan(widths, kernels, stride, stride_at=1 if n > 2 else 0))
+                at = bottleneck_stride_at if n > 2 else 0
+                plans.append(UnitPlan(widths, kernels, stride, stride_at=at))
             else:
                 plans.append(UnitPlan((cin, *(width,) * n), (3,) * n, stride))
             cin = width * expansion

@@ -79,6 +79,6 @@ def build(spec: ModelSpec, init: InitSpec, shape: DataShape) -> ResNet:
     if INITS[init.scheme].normalizer_free:  # Brock et al. 2021: γ = 1, no σ precedes the stem
         ScaledWS.register(conv[0], 1.0)
     stem = nn.Sequential(*conv, *stem_tail(spec, c, spatial=True), *pool)
-    plans = unit_plans(spec, c, c, DEPTHS[spec.depth])
+    plans = unit_plans(spec, c, c, DEPTHS[spec.depth], bottleneck_stride_at=1)
     units = build_units(plans, spec, init)
     return ResNet(stem, units, head(spec, plans[-1].widths[-1], shape.classes, True, bias=True))

@@ -11,6 +11,7 @@ units read it instead of testing scheme names.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ class LayerContext:
     layers: int  # m, weight layers per branch
     index: int = 0  # this weight's position in its branch
     mirrored: bool = False  # it reads a CReLU output (twice the channels)
+    reads: str | None = None  # the σ (model.act) directly before it; None: no σ precedes it
 
     @property
     def last(self) -> bool:
@@ -65,6 +67,33 @@ def orthogonal_(weight: Tensor, generator: torch.Generator, c: float = 1.0) -> N
     nn.init.orthogonal_(weight, gain=math.sqrt(c), generator=generator)
 
 
+def read_gain(act: str | None) -> float:
+    """The variance gain g that keeps a weight N(0, g/fan_in) variance-preserving given what it
+    reads: Var(W σ(z)) = g·E[σ(z)²] = Var(z) for z ~ N(0, v).
+
+    No σ (a weight reading x or a norm's output) and ``identity``: 1. ReLU: 2 (He et al. 2015).
+    CReLU: 2 as well, on a fan_in that counts both halves: each of the 2C inputs [relu(z),
+    relu(−z)] has second moment Var(z)/2, so 2C·(2/(2C))·Var(z)/2 = Var(z). Others: torch's
+    ``calculate_gain`` squared (tanh: 25/9), and for a σ it does not tabulate (gelu) the exact
+    1/E[σ(z)²], z ~ N(0, 1), by quadrature."""
+    if act is None or act == "identity":
+        return 1.0
+    if act in ("relu", "crelu"):
+        return 2.0
+    try:
+        return float(nn.init.calculate_gain(act)) ** 2  # type: ignore[arg-type]
+    except ValueError:
+        return _second_moment_gain(act)
+
+
+@functools.cache
+def _second_moment_gain(act: str) -> float:
+    fn = getattr(torch.nn.functional, act)
+    z = torch.linspace(-10.0, 10.0, 20_001, dtype=torch.float64)
+    density = torch.exp(-0.5 * z**2) / math.sqrt(2.0 * math.pi)
+    return float(1.0 / torch.trapezoid(fn(z) ** 2 * density, z))
+
+
 Rule = Callable[[Tensor, torch.Generator, float, float, LayerContext], None]
 
 
@@ -75,6 +104,9 @@ class Scheme:
     fixup: bool = False  # scalar biases before each layer and a multiplier per branch
     zero_last_norm: bool = False  # γ of each branch's last norm starts at 0
     normalizer_free: bool = False  # x + α·F(x/β) with scaled weight standardization
+    # Under normalizer_free: divide F's input by β_l. False (x + α·F(x), β_l = 1, the expected
+    # schedule kept as the law) is the mutant a test registers to show the β band can fail.
+    divides_by_beta: bool = True
     zero_head: bool = False  # the classifier starts at 0
     mirror: bool = False  # every weight that reads a CReLU output is [W0, −W0] (Looks-Linear)
 
@@ -99,20 +131,27 @@ def _taki(
     weight: Tensor, generator: torch.Generator, c: float, eps: float, ctx: LayerContext
 ) -> None:
     """Taki 2017 (arXiv 1709.02956), depth-aware: the branch's last layer N(0, c/(fan_in·L)),
-    earlier layers He (c = 1), which preserve the variance. The branch's variance gain is then
-    that of Taki's one-layer unit, ∝ c/L whatever its number of layers m; c/(fan_in·L) on every
-    layer would give (c/L)^m, a near-identity network for every c."""
-    if not ctx.last:
-        he_(weight, generator)
-        return
+    earlier layers variance-preserving given what they read (``read_gain``: 2/fan_in after a
+    ReLU, 1/fan_in after no σ), with c = 1. The branch's variance gain is then (c/L)·E[z²]/Var(x)
+    for z what the last layer reads, whatever the number of layers m: c/(2L) where a ReLU
+    precedes it, as in Taki's one-layer unit x + W σ(x) (relu_preact, mid), c/L where none does
+    (pre with m ≥ 2, linear). He's 2/fan_in on a layer that reads no σ would double it per such
+    layer, and c/(fan_in·L) on every layer would give (c/L)^m, a near-identity network."""
     fan_in, _ = fans(weight)
+    if not ctx.last:
+        normal_(weight, math.sqrt(read_gain(ctx.reads) / fan_in), generator)
+        return
     normal_(weight, math.sqrt(c / (fan_in * ctx.units)), generator)
 
 
 def _fixup(
     weight: Tensor, generator: torch.Generator, c: float, eps: float, ctx: LayerContext
 ) -> None:
-    """He scaled by L^(−1/(2m−2)); the branch's last layer starts at zero (Zhang et al. 2019)."""
+    """He scaled by L^(−1/(2m−2)); the branch's last layer starts at zero (Zhang et al. 2019).
+
+    The He part is literal, 2/fan_in whatever the layer reads: Fixup's rule is "a standard
+    initialization (e.g. He et al.)" rescaled, not a variance-preserving one, and its own units
+    put a ReLU (after a scalar bias) before every branch weight but the first."""
     if ctx.last:
         with torch.no_grad():
             weight.zero_()
@@ -148,7 +187,22 @@ INITS.add("fixup", Scheme(_fixup, fixup=True, zero_head=True))
 INITS.add("skipinit", Scheme(lambda w, g, c, eps, ctx: he_(w, g, c), branch_gain=0.0))
 INITS.add("zero_last", Scheme(lambda w, g, c, eps, ctx: he_(w, g, c), zero_last_norm=True))
 INITS.add("looks_linear", Scheme(_looks_linear, mirror=True))
-INITS.add("nf", Scheme(lambda w, g, c, eps, ctx: he_(w, g), normalizer_free=True))
+
+
+def _nf(
+    weight: Tensor, generator: torch.Generator, c: float, eps: float, ctx: LayerContext
+) -> None:
+    """Brock, De, Smith 2021 (arXiv 2101.08692), reduced: each unit computes x + α·F(x/β_l),
+    β_l the analytic std of its input (``network.with_schedule``), with Scaled Weight
+    Standardization on the branch and projection weights (``ScaledWS``); c multiplies α². The
+    draw is He's (c = 1): the standardization sets the scale. Only full pre-activation units
+    after a bare stem conv are built, as theirs are. The official NF-ResNet also has a SkipInit
+    gain at 0 on each branch, a learnable gain and bias on every standardized conv and a
+    classifier N(0, 0.01); this scheme has none of them."""
+    he_(weight, generator)
+
+
+INITS.add("nf", Scheme(_nf, normalizer_free=True))
 
 
 class ScaledWS(nn.Module):

@@ -58,6 +58,15 @@ def weight(
     return nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=bias)
 
 
+def subsample_a(x: Tensor, cout: int, stride: int) -> Tensor:
+    """x at stride ``stride`` over its spatial dims (none for vectors), zero-padded to ``cout``
+    channels on dim 1."""
+    spatial = x.dim() - 2
+    index = (slice(None), slice(None)) + (slice(None, None, stride),) * spatial
+    x = x[index]
+    return F.pad(x, (0, 0) * spatial + (0, cout - x.shape[1]))  # new channels are zero
+
+
 class SubsampleA(nn.Module):
     """He 2015's option A: stride-2 subsampling and zero-padded new channels, parameter-free."""
 
@@ -66,8 +75,7 @@ class SubsampleA(nn.Module):
         self.extra, self.stride = cout - cin, stride
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, 0, self.extra))  # new channels are zero
+        return subsample_a(x, x.shape[1] + self.extra, self.stride)
 
 
 def projection(

@@ -15,7 +15,7 @@ from resablate.models.blocks import ResidualUnit, UnitPlan, raw_weight
 from resablate.models.init import INITS, he_, mirrored_
 from resablate.models.layers import ACTS, NORMS, CReLU
 from resablate.models.placement import parse_placement
-from resablate.models.shortcuts import Geometry, projects
+from resablate.models.shortcuts import Geometry, projects, variance_law
 
 if TYPE_CHECKING:
     from resablate.spec import InitSpec, ModelSpec
@@ -77,20 +77,31 @@ def survival(spec: ModelSpec, index: int, units: int) -> float:
 def with_schedule(plans: list[UnitPlan], spec: ModelSpec, init: InitSpec) -> list[UnitPlan]:
     """Fill in each unit's stochastic-depth survival and normalizer-free β_l.
 
-    β_l is the expected std of unit l's input (Brock, De, Smith 2021, arXiv 2101.08692): the
-    variance grows by α² per unit, x + α·F(x/β); a unit whose shortcut projects reads σ(x/β)
-    through a Scaled-WS 1×1 conv, variance 1, so it resets the variance to 1 + α² (with shortcut
-    conv, every unit does); option A keeps cin of x/β's cout channels and zero-pads the rest."""
-    alpha2 = init.c * init.alpha**2
+    β_l is the expected std of unit l's input (Brock, De, Smith 2021, arXiv 2101.08692), and
+    ``nf_out`` the expected variance of its output, the law the spp probe's ``nf_ratio`` checks.
+    F(x/β) has variance 1 and enters the sum as α·F, so Var_{l+1} = a·Var(h) + b·c·α²
+    (``shortcuts.variance_law``: a = λ², b = β² for ``scale``, b = α_init² for ``scalar``,
+    a = 0 for ``none``; dropout's a = 1 − p is right for h, but its mask leaves F off the law
+    and the check refuses it under nf). Var(h) is Var_l for the identity; 1 where h projects,
+    a Scaled-WS 1×1 conv reading σ(x/β) (with shortcut conv, every unit); cin/cout where
+    option A keeps cin of x/β's cout channels and zero-pads the rest. The stem hands the first
+    unit variance 1. A scheme that does not divide by β (the test's mutant) keeps β_l = 1 and
+    the same expected schedule."""
+    scheme = INITS[init.scheme]
+    law = variance_law(spec) if scheme.normalizer_free else None
+    keep, branch = law or (1.0, 1.0)  # refused under nf where there is no law (check)
+    alpha2 = branch * init.c * init.alpha**2
     variance, out = 1.0, []
     for i, plan in enumerate(plans, start=1):
-        beta = math.sqrt(variance)
+        beta = math.sqrt(variance) if scheme.divides_by_beta else 1.0
         g = Geometry(plan.widths[0], plan.widths[-1], plan.stride, plan.spatial)
         if projects(g, spec):
-            variance = 1.0
+            h = 1.0
         elif g.changes_shape:
-            variance = g.cin / g.cout
-        variance += alpha2
+            h = g.cin / g.cout
+        else:
+            h = variance
+        variance = keep * h + alpha2
         out.append(
             replace(plan, survival=survival(spec, i, len(plans)), nf_beta=beta, nf_out=variance)
         )

@@ -35,7 +35,7 @@ class Placement:
     stem: str = "conv_norm"  # what follows the stem convolution: conv | conv_norm | conv_norm_act
     final: str = ""  # before pooling: "" | act | norm_act
     # A projecting shortcut reads what the branch's first weight reads, σ(N(x)) or σ(x), as He
-    # et al.'s pre-activation nets do.
+    # et al.'s pre-activation nets do (their "common BN, ReLU").
     preact_shortcut: bool = False
 
     def __post_init__(self) -> None:
@@ -88,4 +88,5 @@ def parse_placement(name: str) -> Placement:
     before = [ACT] if "pre" in parts else []
     between = [N, ACT] if "mid" in parts else [N]
     after = [N, ACT] if "post_branch" in parts else [N]
-    return Placement(" ".join([*before, W, *between, W, *after]))
+    branch = " ".join([*before, W, *between, W, *after])
+    return Placement(branch, preact_shortcut="pre" in parts)

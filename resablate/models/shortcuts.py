@@ -44,6 +44,25 @@ def projects(g: Geometry, spec: ModelSpec) -> bool:
     return spec.shortcut != "none" and g.changes_shape and not subsamples
 
 
+def variance_law(spec: ModelSpec) -> tuple[float, float] | None:
+    """(a, b) with Var(sum) = a·Var(h(x)) + b·Var(F(x)) in expectation at init, for independent
+    zero-mean h(x) and F(x): what the normalizer-free β schedule follows (science.md §3 ``nf``).
+
+    ``scale``: λ², β²; ``dropout``: 1 − p (the Bernoulli mask's second moment, as the net trains;
+    at evaluation (1 − p)·h gives (1 − p)² instead); ``scalar``: 1, α_init²; ``none``: 0, 1;
+    ``identity`` and ``conv``: 1, 1. None for the gates: g = sigmoid(conv(x) + b) depends on x,
+    and no constant multiplier describes it."""
+    laws = {
+        "identity": (1.0, 1.0),
+        "conv": (1.0, 1.0),
+        "none": (0.0, 1.0),
+        "scale": (spec.lambda_**2, spec.branch_scale**2),
+        "dropout": (1.0 - spec.p, 1.0),
+        "scalar": (1.0, spec.alpha_init**2),
+    }
+    return laws.get(spec.shortcut)
+
+
 def downsample(g: Geometry, spec: ModelSpec) -> nn.Module:
     """h for a unit: a projection where it ``projects``, else option A where the unit changes
     shape, else the identity."""
