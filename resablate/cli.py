@@ -347,7 +347,8 @@ def report(
     shattered.png, search.png/.csv (Optuna: searched value against the objective)
     summary.md/.csv          mean ± std and median of the final metrics per cell, best c
     comparisons.md/.csv      each configuration against the reference (report.reference):
-                             difference, 95% bootstrap CI, paired or Welch t, Holm's p
+                             difference, 95% interval (t below 10 seeds, bootstrap from
+                             10), paired or Welch t, Holm's p, P(a beats b)
     claims.md/.csv           the sweep's claims: holds, contradicted, inconclusive or not
                              measured, with the numbers; printed first, and each verdict
                              logged to the parent run (tag and metric claim.<id>)

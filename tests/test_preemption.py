@@ -258,6 +258,7 @@ MEDIAN = f"""
 name: paused
 model: {{depth: 4, width: 32}}
 init: {{c: 0.25}}
+data: {{validation: 0.2}}
 train: {{epochs: 12, batch_size: 64}}  # checkpoints: a tenth of the epochs under median stopping
 scheduler: {{kind: median, grace_period: 1, min_samples_required: 2}}
 resources: {{cpu: {os.cpu_count()}}}

@@ -201,7 +201,13 @@ def test_lesion_probe_options_and_metrics() -> None:
         "lesion.error_k1",
         "lesion.error_kmax",
         "lesion.kmax",
+        "lesion.error_increase_k1",
+        "lesion.error_increase_kmax",
     }
+    unlesioned = 1 - metrics["lesion.whole"]  # the increase is over the same net's own error
+    for k in ("k1", "kmax"):
+        increase = metrics[f"lesion.error_increase_{k}"]
+        assert increase == pytest.approx(metrics[f"lesion.error_{k}"] - unlesioned)
 
 
 # -- the mnist family's conv0 -------------------------------------------------------------------

@@ -38,6 +38,7 @@ grid:
 SEARCH = """
 name: killsearch
 model: {depth: 8, width: 48}
+data: {validation: 0.2}
 train: {epochs: 4, batch_size: 32, lr: 0.02}
 search: {param: init.c, log_uniform: [0.05, 1.0], n_trials: 3, seed: 1}
 resources: {max_concurrent_trials: 2, seeds_per_trial: 1}
@@ -372,12 +373,22 @@ def test_a_killed_search_resumes_its_studies_without_duplicate_runs(tmp_path: Pa
         assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
         for trial in study.trials:
             seeds = [
-                r.data.metrics["test_acc"]
+                r
                 for r in finished
                 if r.data.tags["search_cell"] == cell
                 and float(r.data.tags["c"]) == trial.params["init.c"]
             ]
-            assert len(seeds) == 2 and trial.value == pytest.approx(sum(seeds) / 2)
+            assert len(seeds) == 2
+            # each seed told once: a finished one by its val_acc, a diverged one by the cell's
+            # worst value (so it is no seed's own number)
+            scores = sorted(trial.user_attrs["seed_scores"])
+            diverged = [r for r in seeds if r.data.tags["resablate.status"] == "diverged"]
+            assert trial.user_attrs["diverged_seeds"] == len(diverged)
+            ran = sorted(r.data.metrics["val_acc"] for r in seeds if r not in diverged)
+            if not diverged:
+                assert scores == pytest.approx(ran)
+            assert all(any(s == pytest.approx(v) for s in scores) for v in ran), (scores, ran)
+            assert trial.value == pytest.approx(sum(scores) / 2)
 
 
 @pytest.mark.slow
@@ -387,6 +398,7 @@ def test_an_int_search_runs_each_value_once_and_tells_repeats_its_score(tmp_path
         """
 name: intsearch
 model: {depth: 4, width: 16}
+data: {validation: 0.2}
 train: {epochs: 1, batch_size: 128}
 search: {param: model.width, int: [8, 9], n_trials: 5, sampler: random, seed: 0}
 grid: {seed: [0, 1]}

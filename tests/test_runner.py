@@ -213,6 +213,7 @@ def test_a_grid_runs_as_several_tune_runs_and_ctrl_c_stops_before_the_next(
 SEARCHED = """
 name: stopsearch
 model: {depth: 2, width: 8}
+data: {validation: 0.2}
 train: {epochs: 2}
 search: {param: init.c, log_uniform: [0.1, 2.0], n_trials: 4, seed: 3}
 resources: {max_concurrent_trials: 1, seeds_per_trial: 1}

@@ -18,6 +18,7 @@ GRID = """
 name: stopped
 model: {depth: 4, width: 32}
 init: {c: 0.25}
+data: {validation: 0.2}
 train: {epochs: 6, batch_size: 64}
 scheduler: {kind: asha, grace_period: 1, reduction_factor: 2}
 resources: {max_concurrent_trials: 1}
@@ -31,12 +32,12 @@ def test_scheduler_defaults_follow_the_objective() -> None:
     from resablate.spec import SchedulerSpec, SearchSpec
 
     assert SchedulerSpec().kind == "none"
-    assert SchedulerSpec(kind="asha").resolved(None) == ("test_acc", "max")
+    assert SchedulerSpec(kind="asha").resolved(None) == ("val_acc", "max")
     assert SchedulerSpec(kind="asha", metric="train_loss").resolved(None) == ("train_loss", "min")
     search = SearchSpec.model_validate(
-        {"uniform": [0, 1], "objective": {"metric": "test_loss", "direction": "min"}}
+        {"uniform": [0, 1], "objective": {"metric": "val_loss", "direction": "min"}}
     )
-    assert SchedulerSpec(kind="median").resolved(search) == ("test_loss", "min")
+    assert SchedulerSpec(kind="median").resolved(search) == ("val_loss", "min")
 
 
 @pytest.mark.parametrize(
@@ -55,7 +56,7 @@ def test_bad_schedulers_are_one_line(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    write(tmp_path / "b.yaml", f"name: bad\n{text}\n")
+    write(tmp_path / "b.yaml", f"name: bad\ndata: {{validation: 0.2}}\n{text}\n")
     ran = cli("sweep", "b.yaml", *args)
     assert ran.code == 2, ran.err
     assert ran.err.count("\n") == 1 and expected in ran.err, ran.err
@@ -110,6 +111,7 @@ def test_a_pruned_candidate_is_pruned_in_its_optuna_study(tmp_path: Path) -> Non
 name: prunedsearch
 model: {depth: 4, width: 32}
 init: {c: 0.25}
+data: {validation: 0.2}
 train: {epochs: 4, batch_size: 64}
 search: {param: train.lr, log_uniform: [0.000001, 0.1], n_trials: 6, sampler: random, seed: 0}
 scheduler: {kind: asha, grace_period: 1, reduction_factor: 2}
@@ -133,4 +135,4 @@ grid: {seed: [0]}
             assert run.data.tags["resablate.status"] == "pruned"
         else:
             assert trial.state == optuna.trial.TrialState.COMPLETE
-            assert trial.value == run.data.metrics["test_acc"]  # one seed: its value
+            assert trial.value == run.data.metrics["val_acc"]  # one seed: its value

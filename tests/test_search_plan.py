@@ -10,6 +10,7 @@ from tests.conftest import write
 SWEEP = """
 name: searched
 model: {depth: 4, width: 16}
+data: {validation: 0.2}
 train: {epochs: 2}
 search: {param: init.c, log_uniform: [0.1, 2.0], n_trials: 4}
 grid:
