@@ -143,13 +143,8 @@ def _check_where(origins: Origins, spec: SweepSpec) -> None:
     for path, wanted in spec.search.where.items():
         field = f"search.where.{path}"
         if path not in axes or path == "seed":
-            choices = [a for a in axes if a != "seed"]
-            raise SpecError(
-                origins.of(field),
-                field,
-                f"not a grid axis{did_you_mean(path, choices)}"
-                f" (axes: {', '.join(choices) or 'none'}); the search runs in the cells whose"
-                " grid values match",
+            _not_an_axis(
+                origins, field, path, axes, "the search runs in the cells whose grid values match"
             )
         if not any(matches({path: wanted}, {path: v}) for v in axes[path]):
             raise SpecError(
@@ -161,12 +156,12 @@ def _check_where(origins: Origins, spec: SweepSpec) -> None:
         field = "search.carry"
         wanted = spec.search.where.get(path)
         if path not in axes or path == "seed":
-            choices = [a for a in axes if a != "seed"]
-            raise SpecError(
-                origins.of(field),
+            _not_an_axis(
+                origins,
                 field,
-                f"{path!r} is not a grid axis{did_you_mean(path, choices)}; the best value"
-                " is carried to the other values of grid axes",
+                path,
+                axes,
+                "the best value is carried to the other values of grid axes",
             )
         if wanted is None or (isinstance(wanted, list) and len(wanted) != 1):
             raise SpecError(
@@ -175,6 +170,16 @@ def _check_where(origins: Origins, spec: SweepSpec) -> None:
                 f"{path} is carried, so the search tunes at one value of it: give"
                 f" search.where.{path} one of {axes[path]}",
             )
+
+
+def _not_an_axis(origins: Origins, field: str, path: str, axes: dict[str, Any], why: str) -> None:
+    choices = [a for a in axes if a != "seed"]
+    raise SpecError(
+        origins.of(field),
+        field,
+        f"{path!r} is not a grid axis{did_you_mean(path, choices)}"
+        f" (axes: {', '.join(choices) or 'none'}); {why}",
+    )
 
 
 def _check_probes(plan: Plan) -> None:

@@ -25,9 +25,8 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from resablate.catalog import trial_config
-from resablate.grid import Trial, cell_id, config_id, set_path
-from resablate.plan import Plan, search_cells, search_size
+from resablate.grid import Trial
+from resablate.plan import Plan, search_cells, search_size, with_value
 from resablate.results import DIVERGED, FINISHED, PRUNED, RUNNING, TrialRecord
 from resablate.spec import SearchSpec
 
@@ -167,17 +166,7 @@ class CellSearch:
         return candidate
 
     def _at(self, grid_trial: Trial, cell: str, value: float) -> Trial:
-        raw = {k: dict(v) if isinstance(v, dict) else v for k, v in grid_trial.config.items()}
-        set_path(raw, self.search.param, value)
-        config = trial_config(raw).model_dump(mode="json")
-        seed = config["seed"]
-        return Trial(
-            config_id(config),
-            config,
-            {**grid_trial.assignment, self.search.param: value},
-            cell_id(config),
-            tags={"search_cell": cell, "c": repr(value), "seed": str(seed)},
-        )
+        return with_value(grid_trial, self.search.param, value, cell)
 
     def score(self, record: TrialRecord) -> float | None:
         """A seed's score: the objective at the last (or best) epoch; None if it has none."""

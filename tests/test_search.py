@@ -156,8 +156,11 @@ def test_search_where_searches_the_matching_cells_and_runs_the_others_once(
 @pytest.mark.parametrize(
     ("where", "message"),
     [
-        ("{model.shortcutt: none}", r"search\.where\.model\.shortcutt: not a grid axis"),
-        ("{seed: 0}", r"search\.where\.seed: not a grid axis"),
+        (
+            "{model.shortcutt: none}",
+            r"search\.where\.model\.shortcutt: 'model\.shortcutt' is not a grid axis",
+        ),
+        ("{seed: 0}", r"search\.where\.seed: 'seed' is not a grid axis"),
         ("{model.shortcut: gate}", r"'gate' is not a value of grid axis model\.shortcut"),
     ],
 )
