@@ -76,15 +76,20 @@ def test_lesion_compares_the_resnet_with_a_plain_net_of_the_same_depth(
 def test_looks_linear_has_he_crelu_as_its_control_one_factor_per_arm(
     profile: str | None,
 ) -> None:
+    """Balduzzi et al.'s claim is trainability: plain CReLU nets across depth, Looks-Linear
+    against He + CReLU, each one factor from the plain pre-activation net."""
     found = arms(profile)
     base = resnet(profile)
-    preact = {**base, "activation": "full_preact"}
+    plain = {**base, "shortcut": "none"}
+    preact = {**plain, "activation": "full_preact"}
     control = {**preact, "act": "crelu"}  # He + CReLU
     looks_linear = {**control, "scheme": "looks_linear"}
-    assert preact in found and control in found and looks_linear in found
+    shallow = [{**arm, "depth": 4} for arm in (control, looks_linear)]
+    assert all(arm in found for arm in (plain, preact, control, looks_linear, *shallow))
     assert changed(looks_linear, control) == {"scheme"}
     assert changed(control, preact) == {"act"}
-    assert changed(preact, base) == {"activation"}
+    assert changed(preact, plain) == {"activation"}
+    assert changed(shallow[0], control) == {"layers"}  # the depth, in weight layers
     for arm in found:  # every arm is one step from another: the resnet, or a chain to it
         assert arm == base or any(len(changed(arm, other)) == 1 for other in found), arm
     assert {**base, "shortcut": "gate"} in found and {**base, "drop_path": 0.5} in found
@@ -93,14 +98,15 @@ def test_looks_linear_has_he_crelu_as_its_control_one_factor_per_arm(
 def test_cpu_profile_keeps_the_arms_and_shrinks_the_rest() -> None:
     full, cpu = make_plan(SWEEP), make_plan(SWEEP, profile="cpu")
     fewer_units = [{**a, "depth": 16 if a["depth"] == 25 else a["depth"]} for a in arms(None)]
-    assert fewer_units == arms("cpu") and len(arms(None)) == 9
-    assert len(full.trials) == 18  # 2 seeds
+    assert fewer_units == arms("cpu") and len(arms(None)) == 11
+    assert len(full.trials) == 33  # 3 seeds
     # 3 seeds for the arms the lesion and shattered-gradient claims compare, 1 for the rest
     seeds: dict[str, int] = {}
     for trial in cpu.trials:
         model = trial.config["model"]
         key = "-".join(str(model[k]) for k in MODEL) + trial.config["init"]["scheme"]
         seeds[key] = seeds.get(key, 0) + 1
-    assert sorted(seeds.values()) == [1, 1, 1, 1, 1, 3, 3, 3, 3]  # resnet, plain, plain24, plain1
+    # 3 for resnet, plain, the four CReLU arms, plain24, plain1; 1 for gate, sd, plainpre
+    assert sorted(seeds.values()) == [1, 1, 1] + [3] * 8
     assert {t.config["data"]["name"] for t in cpu.trials} == {"digits"}
     assert {t.config["model"]["channels"] for t in full.trials + cpu.trials} == {16}
