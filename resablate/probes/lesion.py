@@ -2,8 +2,10 @@
 
 Removing unit l's branch keeps its shortcut, x_{l+1} = h(x_l) (``ResNet.lesioned``). Residual
 networks degrade smoothly as more units are removed, like ensembles of shallower paths: test
-error rises gently with the number k of units removed at random. Plain networks, whose lesioned
-unit passes nothing on, collapse at k = 1.
+error rises gently with the number k of units removed at random. A plain unit (no shortcut) is
+bypassed, x_{l+1} = x_l, Veit et al.'s deletion of a layer: plain networks collapse at k = 1
+even so (zeroing the unit instead would zero everything after it, trained or not). A claim is on
+the increase in error over the same net unlesioned (``error_increase_*``), on nets that trained.
 """
 
 from __future__ import annotations
