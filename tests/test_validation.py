@@ -275,8 +275,13 @@ def test_a_search_scores_and_chooses_candidates_by_their_mean_validation_accurac
             " (e.g. 0.1) and use val_acc (search.objective.metric: val_acc)",
         ),
         (
-            "search: {uniform: [0.1, 1]}\ndata: {validation: 0.1}",
-            "search.objective.metric: test_acc (the default) chooses on the test set; use val_acc",
+            "search: {uniform: [0.1, 1], objective: {metric: test_acc}}\ndata: {validation: 0.1}",
+            "search.objective.metric: test_acc chooses on the test set; use val_acc",
+        ),
+        (
+            "search: {uniform: [0.1, 1]}",
+            "search.objective.metric: val_acc (the default) reads the validation set, but"
+            " data.validation is null; set data.validation",
         ),
         (
             "search: {uniform: [0.1, 1], objective: {metric: test_loss, direction: min}}",
@@ -294,8 +299,8 @@ def test_a_search_scores_and_chooses_candidates_by_their_mean_validation_accurac
         ),
         (
             "scheduler: {kind: asha}",
-            "scheduler.metric: test_acc (the default) chooses on the test set; set"
-            " data.validation (e.g. 0.1) and use val_acc (scheduler.metric: val_acc)",
+            "scheduler.metric: val_acc (the default) reads the validation set, but"
+            " data.validation is null; set data.validation",
         ),
         (
             "scheduler: {kind: median, metric: val_loss}",
