@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -343,19 +343,34 @@ def _shown(values: list[float]) -> str:
     return f"{min(values):.4g} to {max(values):.4g}"
 
 
+def _trained_configurations(
+    claim: ClaimSpec,
+    chosen: list[RunData],
+    keys: list[str],
+    untrained: set[str],
+    verdicts: list[str],
+    parts: list[str],
+) -> Iterator[tuple[str, list[RunData]]]:
+    """Each configuration of ``chosen`` (told apart by ``keys``) with its runs that trained; one
+    where none did is judged not measured here, into ``verdicts`` and ``parts``."""
+    for name, every in group(chosen, lambda r: label(r, keys)).items():
+        runs = [r for r in every if r.run_id not in untrained]
+        if runs:
+            yield name, runs
+        else:
+            verdicts.append(NOT_MEASURED)
+            parts.append(f"{name}: no run trained ({claim.trained})")
+
+
 def _trend(
     claim: ClaimSpec, chosen: list[RunData], cells: list[str], untrained: set[str]
 ) -> Verdict:
     spec = claim.trend
     assert spec is not None
     rest = [a for a in _varying(chosen, cells) if a != spec.over]
-    verdicts, parts = [], []
-    for name, every in group(chosen, lambda r: label(r, rest)).items():
-        runs = [r for r in every if r.run_id not in untrained]
-        if not runs:
-            verdicts.append(NOT_MEASURED)
-            parts.append(f"{name}: no run trained ({claim.trained})")
-            continue
+    verdicts: list[str] = []
+    parts: list[str] = []
+    for name, runs in _trained_configurations(claim, chosen, rest, untrained, verdicts, parts):
         points = [(number(r.params.get(spec.over)), value(r, claim)) for r in runs]
         known = [(x, v) for x, v in points if v is not None and math.isfinite(v)]
         xs = sorted({x for x, _ in known})
@@ -423,14 +438,10 @@ def _value(
 ) -> Verdict:
     kind = claim.kind
     spec = getattr(claim, kind)
-    verdicts, parts = [], []
+    verdicts: list[str] = []
+    parts: list[str] = []
     shown = _varying(chosen, cells)
-    for name, every in group(chosen, lambda r: label(r, shown)).items():
-        runs = [r for r in every if r.run_id not in untrained]
-        if not runs:
-            verdicts.append(NOT_MEASURED)
-            parts.append(f"{name}: no run trained ({claim.trained})")
-            continue
+    for name, runs in _trained_configurations(claim, chosen, shown, untrained, verdicts, parts):
         if spec.pool == "seeds":
             verdict, part = _pooled(claim, runs, probes)
             verdicts.append(verdict)
