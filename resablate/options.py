@@ -42,6 +42,7 @@ class SppProbe(Probe):
         "var_growth",
         "var_linearity",
         "var_linearity_all",
+        "var_slope",
         "fwd_last",
         "nf_ratio",
     )

@@ -147,6 +147,9 @@ def test_normalized_preactivation_variance_grows_linearly() -> None:
     assert var[-1] / var[0] < 8  # far from 2^7 exponential growth
     assert found["var_linearity"] > 0.99  # R² of a straight line through the variances
     assert found["var_linearity_all"] == found["var_linearity"]  # one stage: the same line
+    # each He branch after batch norm and ReLU adds 2·Var(relu(z)) = 1 − 1/π to the variance
+    assert found["var_slope"] == pytest.approx(statistics.mean(steps), rel=0.05)
+    assert found["var_slope"] == pytest.approx(1 - 1 / math.pi, abs=0.05)
     assert found["stage"] == [0] * 8
     assert found["var_growth"] == pytest.approx((var[-1] / var[0]) ** (1 / 7))
 
@@ -173,7 +176,20 @@ def test_linearity_skips_stages_of_fewer_than_three_units() -> None:
     found = laws([1.0, 2.0, 3.0, 0.5, 9.0], [0.0] * 5, stage=[0, 0, 0, 1, 1])
     assert found["var_linearity"] == pytest.approx(1.0)
     assert found["var_linearity_all"] < 0.5
+    assert found["var_slope"] == pytest.approx(1.0)  # stage 1 adds no line
     assert "var_linearity" not in laws([1.0, 2.0, 3.0], [0.0] * 3, stage=[0, 1, 1])
+
+
+def test_a_norm_after_the_addition_adds_no_variance_per_unit() -> None:
+    # the mutant of De & Smith's law: N(x + F(x)) resets the variance each unit, so its line is
+    # flat (slope near 0) although a small drift can still fit it with a high R²
+    net = net_of(WIDE, depth=16, width=256, activation="bn_after_add", norm="batch")
+    found = signal_propagation(net, *batch(), CE)
+    assert abs(found["var_slope"]) < 0.05
+    pre = signal_propagation(
+        net_of(WIDE, depth=16, width=256, activation="full_preact", norm="batch"), *batch(), CE
+    )
+    assert pre["var_slope"] > 20 * abs(found["var_slope"])
 
 
 def test_each_probe_records_the_numbers_its_spec_declares() -> None:

@@ -16,7 +16,7 @@ SIZES = {
     "shortcut_depth": (351, 125),
     "identity_mappings": (100, 15),
     "init_scale": (477, 189),
-    "signal_propagation": (180, 120),
+    "signal_propagation": (207, 177),
     "mnist_lecture": (33, 27),
 }
 # a further-reduced CPU profile for CI, and the metrics and probe artifacts each run must hold
@@ -120,7 +120,13 @@ VERDICTS: dict[str, dict[str, str]] = {
         "full-preact-beats-post-164": "not measured",
     },
     "init_scale": {},
-    "signal_propagation": {},
+    "signal_propagation": {
+        "he-doubles": "holds",
+        "bn-linear": "holds",
+        "bn-adds-branch-variance": "holds",
+        "nf-on-schedule": "holds",
+        "taki-bounded": "holds",
+    },
     "shortcut_depth": {
         "n1-cond-grows": "holds",
         "n2-cond-flat": "holds",

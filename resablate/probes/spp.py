@@ -120,6 +120,11 @@ def laws(
       unit index (scipy.stats.linregress): near 1 where it grows linearly within every stage
       (De & Smith 2020); ``var_linearity_all``: the same line through every unit, across the
       stages' resets (the two agree on a net of one stage);
+    - ``var_slope``: that line's slope, the variance each unit adds, averaged over those stages:
+      each He branch after batch norm and ReLU adds 2·Var(relu(z)) = 1 − 1/π ≈ 0.68 (its
+      second moment adds 2·E[relu(z)²] = 1; the rest is each channel's mean, W·E[relu(z)],
+      constant over the batch), a norm after the addition adds 0 (R² alone cannot tell: a flat series with a small
+      drift fits a line well);
     - ``fwd_last``: the last unit's variance;
     - ``nf_ratio`` (normalizer-free nets): the largest factor, either way, between a unit's
       variance and its expected β² schedule (Brock et al. 2021).
@@ -134,25 +139,27 @@ def laws(
             out[key] = (series[-1] / series[0]) ** (1.0 / (len(series) - 1))
     stage = stage or [0] * len(fwd)
     fits = [
-        r2
+        line
         for s in sorted(set(stage))
-        if (r2 := _linearity([v for v, t in zip(fwd, stage, strict=True) if t == s])) is not None
+        if (line := _line([v for v, t in zip(fwd, stage, strict=True) if t == s])) is not None
     ]
     if fits:
-        out["var_linearity"] = min(fits)
-    whole = _linearity(fwd)
+        out["var_linearity"] = min(r2 for r2, _ in fits)
+        out["var_slope"] = sum(slope for _, slope in fits) / len(fits)
+    whole = _line(fwd)
     if whole is not None:
-        out["var_linearity_all"] = whole
+        out["var_linearity_all"] = whole[0]
     if nf_expected and all(v > 0 for v in fwd):
         out["nf_ratio"] = max(max(v / e, e / v) for v, e in zip(fwd, nf_expected, strict=True))
     return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
-def _linearity(series: list[float]) -> float | None:
-    """R² of a line through ``series`` against its index; None for fewer than 3 points, or a
-    constant or non-finite series (no line to speak of)."""
+def _line(series: list[float]) -> tuple[float, float] | None:
+    """R² and slope of a least-squares line through ``series`` against its index; None for
+    fewer than 3 points, or a constant or non-finite series (no line to speak of)."""
     from scipy import stats
 
     if len(series) < 3 or len(set(series)) < 2 or not all(math.isfinite(v) for v in series):
         return None
-    return float(stats.linregress(range(len(series)), series).rvalue ** 2)
+    fit = stats.linregress(range(len(series)), series)
+    return float(fit.rvalue**2), float(fit.slope)
