@@ -123,8 +123,8 @@ def laws(
     - ``var_slope``: that line's slope, the variance each unit adds, averaged over those stages:
       each He branch after batch norm and ReLU adds 2·Var(relu(z)) = 1 − 1/π ≈ 0.68 (its
       second moment adds 2·E[relu(z)²] = 1; the rest is each channel's mean, W·E[relu(z)],
-      constant over the batch), a norm after the addition adds 0 (R² alone cannot tell: a flat series with a small
-      drift fits a line well);
+      constant over the batch), a norm after the addition adds 0 (R² alone cannot tell: a
+      flat series with a small drift fits a line well);
     - ``fwd_last``: the last unit's variance;
     - ``nf_ratio`` (normalizer-free nets): the largest factor, either way, between a unit's
       variance and its expected β² schedule (Brock et al. 2021).
