@@ -556,7 +556,10 @@ def table(
         return read[run.run_id, probe]
 
     found = evaluate(claims, runs, grid, probes)
-    with_mutant = [(v, m) for v in found if (m := v.claim.mutated()) is not None]
+    # a mutant says something only beside a measured verdict: it is judged where the claim is
+    with_mutant = [
+        (v, m) for v in found if v.verdict != NOT_MEASURED and (m := v.claim.mutated()) is not None
+    ]
     # the mutants are a family of their own: Holm over them, not over the claims
     for v, judged in zip(
         [v for v, _ in with_mutant],
@@ -605,15 +608,20 @@ def table(
 
 
 def mutants(claims: Sequence[ClaimSpec], found: Sequence[Verdict] = ()) -> str:
-    """How many claims name the broken variant that turns their verdict (``fails_when``), and of
-    those judged here on a mutant arm of this sweep (``mutant``), how many it turned: science.md
-    §7 asks it of every claim, and a claim without one has not shown it can fail."""
+    """How many claims name the broken variant that turns their verdict (``fails_when``); of
+    those measured here whose mutant arm this sweep holds (``mutant``), how many hold, and of
+    those how many the mutant turned (contradicted or inconclusive): science.md §7 asks it of
+    every claim, and a claim without one has not shown it can fail."""
     named = sum(c.fails_when is not None for c in claims)
     line = f"claims: {len(claims)}, with a mutant: {named}"
-    judged = [v.mutant for v in found if v.mutant is not None]
+    judged = [v for v in found if v.mutant is not None and v.mutant.verdict != NOT_MEASURED]
     if judged:
-        turned = sum(m.verdict in (CONTRADICTED, INCONCLUSIVE) for m in judged)
-        line += f"; judged on their mutant arm here: {len(judged)}, turned: {turned}"
+        holding = [v for v in judged if v.verdict == HOLDS]
+        turned = sum(v.mutant.verdict in (CONTRADICTED, INCONCLUSIVE) for v in holding)  # type: ignore[union-attr]
+        line += (
+            f"; judged on their mutant arm here: {len(judged)}, holding: {len(holding)},"
+            f" turned: {turned}"
+        )
     return line
 
 

@@ -394,3 +394,57 @@ def test_claims_md_counts_the_claims_that_name_their_mutant(tmp_path: Path) -> N
         "lr 0",
         "",
     ]
+
+
+def test_a_mutant_is_judged_only_beside_a_measured_claim_and_turns_only_a_holding_one(
+    tmp_path: Path,
+) -> None:
+    from resablate.claims import table
+    from resablate.figures import Report
+    from resablate.ledger import RunData, SweepRuns
+    from resablate.options import ClaimSpec
+
+    runs = [
+        RunData(
+            f"r{d}{s}", "finished", {"model.depth": str(d), "seed": str(s)}, {}, {"test_acc": a}
+        )
+        for d, a in ((4, 0.9), (8, 0.1))
+        for s in range(3)
+    ]
+    recorded = {"sweep.resolved.json": {}, "search.json": {}}
+    sweep = SweepRuns("mem", "e", "0", runs[0], runs, store=None, _parents=recorded)  # type: ignore[arg-type]
+    raw = [  # (where, the mutant's where)
+        ({"model.depth": 4}, {"model.depth": 8}),  # holds; its mutant (depth 8) does not
+        ({"model.depth": 4}, {"model.depth": 4}),  # a mutant that changes nothing: not turned
+        ({"model.depth": 16}, {"model.depth": 4}),  # not measured: its mutant says nothing
+    ]
+    claims = [
+        ClaimSpec.model_validate(
+            {
+                "id": f"c{i}",
+                "says": "s",
+                "where": where,
+                "metric": "test_acc",
+                "above": {"value": 0.5},
+                "fails_when": "another depth",
+                "mutant": {"where": mutant},
+            }
+        )
+        for i, (where, mutant) in enumerate(raw)
+    ]
+    report = Report(tmp_path)
+    found = table(sweep, claims, ["model.depth", "seed"], report)
+    assert [v.verdict for v in found] == ["holds", "holds", "not measured"]
+    assert [v.mutant.verdict if v.mutant else None for v in found] == [
+        "contradicted",
+        "holds",
+        None,
+    ]
+    assert report.claims[0] == (
+        "claims: 3, with a mutant: 3; judged on their mutant arm here: 2, holding: 2, turned: 1"
+    )
+    assert [r["mutant_verdict"] for r in rows(tmp_path / "claims.csv")] == [
+        "contradicted",
+        "holds",
+        "",
+    ]
