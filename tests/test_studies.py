@@ -112,11 +112,19 @@ def test_each_long_study_runs_a_reduced_cpu_profile_on_a_local_ray(
 # fail are re-run claim by claim); every claim of every study is checked below for its mutant
 VERDICTS: dict[str, dict[str, str]] = {
     "identity_mappings": {
+        "identity-beats-scaling": "holds",
+        "identity-beats-dropout": "holds",
+        "scaled-and-dropout-shortcuts-fail": "holds",
         "identity-beats-conv": "not measured",
         "gate-b6-trains": "not measured",
         "full-preact-beats-post-164": "not measured",
     },
-    "init_scale": {},
+    "init_scale": {
+        "he-unstable": "holds",
+        "taki-depth-aware": "inconclusive",
+        "taki-variance-bounded": "holds",
+        "he-bn-trains": "holds",
+    },
     "signal_propagation": {
         "he-doubles": "holds",
         "bn-linear": "holds",
@@ -131,7 +139,15 @@ VERDICTS: dict[str, dict[str, str]] = {
         "n2-beats-plain-xavier-depth-24": "not measured",
         "n2-beats-plain-orthogonal-depth-24": "not measured",
     },
-    "mnist_lecture": {},
+    "mnist_lecture": {
+        "resnet-survives-a-lesion": "holds",
+        "plain-collapses-under-a-lesion": "holds",
+        "plain24-gradients-white": "holds",
+        "resnet-gradients-brown": "holds",
+        "resnet-smoother-than-plain24": "holds",
+        "looks-linear-trains-deep-plain": "holds",
+        "he-crelu-degrades-with-depth": "holds",
+    },
 }
 
 
