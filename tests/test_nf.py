@@ -288,3 +288,32 @@ def test_deep_nf_nets_stay_in_the_band_that_removing_beta_breaks(shortcut: str) 
         assert nf_ratio(dense_nf(100, 512, shortcut, seed), 512, seed) < limit
     mutant = dense_nf(100, 512, shortcut, 0, scheme=nf_no_beta())
     assert nf_ratio(mutant, 512, 0) > 5 * limit
+
+
+def test_the_sweeps_nf_claim_reads_the_derived_band_and_removing_beta_breaks_it() -> None:
+    """signal_propagation's cpu arm: its threshold is band() of that arm (not tuned to the run),
+    and the sweep's own trials with β removed land outside it."""
+    from resablate.spec import TrialConfig
+
+    plan = make_plan(SWEEPS / "signal_propagation.yaml", profile="cpu")
+    [claim] = [c for c in plan.spec.claims if c.id == "nf-on-schedule"]
+    arms = [
+        TrialConfig.model_validate(t.config)
+        for t in plan.trials
+        if t.config["init"]["scheme"] == "nf" and t.config["model"]["depth"] == 200
+    ]
+    assert {c.model.shortcut for c in arms} == {"identity", "scalar", "conv"}
+    model = arms[0].model
+    units, width = model.depth // model.shortcut_depth, model.width
+    batch = plan.spec.probes.spp.batch
+    assert units >= 100  # science.md §4: a deep net, where β's removal shows
+    assert claim.below is not None
+    assert claim.below.value == pytest.approx(band(units, width, batch, 2), abs=0.005)
+    shape = DataShape((64,), 10)  # digits
+    for cfg in (c for c in arms if c.seed == 0 and c.model.shortcut in ("identity", "conv")):
+        found = []
+        for init in (cfg.init, cfg.init.model_copy(update={"scheme": nf_no_beta()})):
+            net = models.build(cfg.model, init, shape, torch.Generator().manual_seed(cfg.seed))
+            found.append(nf_ratio(net, batch, cfg.seed))
+        kept, broken = found
+        assert kept < claim.below.value < broken, (cfg.model.shortcut, kept, broken)
