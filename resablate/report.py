@@ -20,13 +20,16 @@ from resablate.figures import (
     SEED,
     Report,
     band,
+    figure,
+    finish,
     group,
     label,
-    legend,
     mean_std,
     number,
+    panels,
     pm,
     save,
+    suptitle,
 )
 from resablate.ledger import RunData, SweepRuns
 from resablate.options import ClaimSpec
@@ -57,15 +60,17 @@ def make_report(
     out: Path,
     claimed: list[ClaimSpec] | None = None,
     reference: dict[str, Any] | None = None,
+    keep: bool = False,
 ) -> tuple[Report, list[claims.Verdict]]:
     """Write every figure and table the sweep's data allows into ``out``, and test the claims.
     ``claimed`` and ``reference`` (the comparisons' reference configuration) are the sweep
-    file's when it is given; by default those recorded with the sweep."""
+    file's when it is given; by default those recorded with the sweep. ``keep``: the figures
+    stay open in ``Report.figures`` (a test reads their artists)."""
     import matplotlib
 
     matplotlib.use("Agg")
     out.mkdir(parents=True, exist_ok=True)
-    report = Report(out)
+    report = Report(out, keep=keep)
     grid = axes(sweep)
     if claimed is None:
         spec = sweep.recorded("sweep.resolved.json") or {}
@@ -136,32 +141,44 @@ def _summary(sweep: SweepRuns, finished: list[RunData], grid: list[str], report:
 def _degradation(
     sweep: SweepRuns, finished: list[RunData], grid: list[str], report: Report
 ) -> None:
-    """Final train and test error against depth, one line per configuration (Fig. 1, He 2015)."""
-    import matplotlib.pyplot as plt
-
-    depths = {r.params.get(DEPTH) for r in finished}
-    if DEPTH not in grid or len(depths) < 2:
-        report.skipped.append(("degradation.png", "the sweep has fewer than two depths"))
-        return
+    """Final train and test error against depth, one line per configuration that ran at two
+    depths or more (Fig. 1, He 2015): a single depth shows no degradation."""
     rest = [a for a in grid if a not in (DEPTH, SEED)]
     configs = group(finished, lambda r: label(r, rest))
-    fig, (train_ax, test_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    deep = [
+        r
+        for runs in configs.values()
+        if len({x.params.get(DEPTH) for x in runs}) > 1
+        for r in runs
+    ]
+    if DEPTH not in grid or not deep:
+        why = "no configuration finished at two depths or more"
+        report.skipped.append(("degradation.png", why))
+        return
+    lines = panels(deep, rest)
+    fig, grid_axes = figure(lines, 2)
     rows = []
-    for name, runs in configs.items():
-        by_depth = group(runs, lambda r: r.params[DEPTH])
-        xs = sorted(by_depth, key=int)
-        train = [[1 - r.metrics["train_acc"] for r in by_depth[d]] for d in xs]
-        test = [[1 - r.metrics["test_acc"] for r in by_depth[d]] for d in xs]
-        band(train_ax, [int(d) for d in xs], train, name)
-        band(test_ax, [int(d) for d in xs], test, name)
-        for d, tr, te in zip(xs, train, test, strict=True):
-            rows.append([name, int(d), len(tr), *mean_std(tr), *mean_std(te)])
-    for ax, what in ((train_ax, "final train error"), (test_ax, "final test error")):
-        ax.set_xlabel("depth")
-        ax.set_ylabel(what)
-        ax.set_xscale("log", base=2)
-        legend(ax, len(configs))
-    fig.suptitle(f"{sweep.experiment}: degradation (mean ± std over seeds)")
+    depths = sorted({int(r.params[DEPTH]) for r in deep})
+    for (title, found), (train_ax, test_ax) in zip(lines.rows, grid_axes, strict=True):
+        for name, runs in found.items():
+            by_depth = group(runs, lambda r: r.params[DEPTH])
+            xs = sorted(by_depth, key=int)
+            train = [[1 - r.metrics["train_acc"] for r in by_depth[d]] for d in xs]
+            test = [[1 - r.metrics["test_acc"] for r in by_depth[d]] for d in xs]
+            style = lines.styles[name]
+            band(train_ax, [int(d) for d in xs], train, name, **style)
+            band(test_ax, [int(d) for d in xs], test, name, **style)
+            where = f"{title} {name}".strip()
+            for d, tr, te in zip(xs, train, test, strict=True):
+                rows.append([where, int(d), len(tr), *mean_std(tr), *mean_std(te)])
+        for ax, what in ((train_ax, "final train error"), (test_ax, "final test error")):
+            ax.set_xlabel("depth")
+            ax.set_ylabel(what)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(depths, [str(d) for d in depths])
+            ax.minorticks_off()
+    finish(fig, grid_axes)
+    suptitle(fig, f"{sweep.experiment}: degradation (mean ± std over seeds)")
     save(fig, report, "degradation.png")
     header = ["configuration", "depth", "seeds", "train_error_mean", "train_error_std"]
     report.table("degradation.csv", [*header, "test_error_mean", "test_error_std"], rows)
@@ -173,7 +190,6 @@ def _best_over_lr(
     """Demystifying ResNet's Fig. 8: the learning rate is swept on a log scale and each
     configuration is represented by its best final training loss (the seed mean at its best lr).
     A diverged seed makes its lr's mean infinite: that lr cannot be the best."""
-    import matplotlib.pyplot as plt
 
     lrs = {r.params.get(LR) for r in sweep.runs}
     if LR not in grid or len(lrs) < 2:
@@ -213,21 +229,24 @@ def _best_over_lr(
     if DEPTH not in grid:
         return
     others = [a for a in rest if a != DEPTH]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    configs = group([r for r in finished if label(r, rest) in best], lambda r: label(r, others))
-    for name, runs in configs.items():
-        by_depth = group(runs, lambda r: label(r, rest))
-        points = sorted(
-            (number(runs_[0].params[DEPTH]), best[key][1]) for key, runs_ in by_depth.items()
-        )
-        finite = [(d, v) for d, v in points if all(math.isfinite(x) for x in v)]
-        if finite:
-            band(ax, [d for d, _ in finite], [v for _, v in finite], name)
-    ax.set_xlabel("depth")
-    ax.set_ylabel("best final training loss over lr")
-    ax.set_yscale("log")
-    legend(ax, len(configs))
-    fig.suptitle(f"{sweep.experiment}: best final loss over lr (mean ± std over seeds)")
+    chosen = [r for r in finished if label(r, rest) in best]
+    drawn = panels(chosen, others)
+    fig, grid_axes = figure(drawn, 1, size=(6.0, 3.6))
+    for (_, configs), (ax,) in zip(drawn.rows, grid_axes, strict=True):
+        for name, runs in configs.items():
+            by_depth = group(runs, lambda r: label(r, rest))
+            points = sorted(
+                (number(runs_[0].params[DEPTH]), best[key][1]) for key, runs_ in by_depth.items()
+            )
+            finite = [(d, v) for d, v in points if all(math.isfinite(x) for x in v)]
+            if finite:
+                xs, values = [d for d, _ in finite], [v for _, v in finite]
+                band(ax, xs, values, name, **drawn.styles[name])
+        ax.set_xlabel("depth")
+        ax.set_ylabel("best final training loss over lr")
+        ax.set_yscale("log")
+    finish(fig, grid_axes, integer_x=True)
+    suptitle(fig, f"{sweep.experiment}: best final loss over lr (mean ± std over seeds)")
     save(fig, report, "best_over_lr.png")
 
 
@@ -245,31 +264,31 @@ def _learning_curves(
     sweep: SweepRuns, finished: list[RunData], grid: list[str], report: Report
 ) -> None:
     """Train loss and test accuracy per epoch, mean ± std over seeds, per configuration."""
-    import matplotlib.pyplot as plt
-
-    configs = group(finished, lambda r: label(r, [a for a in grid if a != SEED]))
-    drawable = {n: runs for n, runs in configs.items() if _curves(runs, "train_loss")}
+    axes = [a for a in grid if a != SEED]
+    configs = group(finished, lambda r: label(r, axes))
+    drawable = [r for runs in configs.values() if _curves(runs, "train_loss") for r in runs]
     if not drawable:
         report.skipped.append(("learning_curves.png", "no finished trial with two epochs"))
         return
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for name, runs in drawable.items():
-        for ax, metric in ((loss_ax, "train_loss"), (acc_ax, "test_acc")):
-            found = _curves(runs, metric)
-            if found:
-                band(ax, *found, name)
-    loss_ax.set_yscale("log")
-    for ax, metric in ((loss_ax, "train loss"), (acc_ax, "test accuracy")):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        legend(ax, len(drawable))
-    fig.suptitle(f"{sweep.experiment}: learning curves (mean ± std over seeds)")
+    lines = panels(drawable, axes)
+    fig, grid_axes = figure(lines, 2)
+    for (_, found), (loss_ax, acc_ax) in zip(lines.rows, grid_axes, strict=True):
+        for name, runs in found.items():
+            for ax, metric in ((loss_ax, "train_loss"), (acc_ax, "test_acc")):
+                curve = _curves(runs, metric)
+                if curve:
+                    band(ax, *curve, name, **lines.styles[name])
+        loss_ax.set_yscale("log")
+        for ax, metric in ((loss_ax, "train loss"), (acc_ax, "test accuracy")):
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(metric)
+    finish(fig, grid_axes, integer_x=True)
+    suptitle(fig, f"{sweep.experiment}: learning curves (mean ± std over seeds)")
     save(fig, report, "learning_curves.png")
 
 
 def _search(sweep: SweepRuns, finished: list[RunData], grid: list[str], report: Report) -> None:
     """Each cell's candidates: the searched value against the seed mean of the objective."""
-    import matplotlib.pyplot as plt
 
     spec = sweep.recorded("sweep.resolved.json") or {}
     search = spec.get("search")
@@ -278,27 +297,29 @@ def _search(sweep: SweepRuns, finished: list[RunData], grid: list[str], report: 
         report.skipped.append(("search.png", "the sweep has no search"))
         return
     param, metric = search["param"], search["objective"]["metric"]
-    cells = group(searched, lambda r: label(r, [a for a in grid if a not in (SEED, param)]))
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    lines = panels(searched, [a for a in grid if a not in (SEED, param)])
+    fig, grid_axes = figure(lines, 1, size=(6.0, 3.6))
     rows = []
-    for name, runs in cells.items():
-        by_value = group(runs, lambda r: r.params[param])
-        points = []
-        for value, members in by_value.items():
-            scores = [r.metrics[metric] for r in members if r.status == FINISHED]
-            diverged = sum(r.status == DIVERGED for r in members)
-            if scores:
-                points.append((number(value), statistics.fmean(scores)))
-            rows.append([name, value, len(members), diverged, *_maybe(scores)])
-        if points:
-            xs, ys = zip(*sorted(points), strict=True)
-            ax.scatter(xs, ys, label=name, s=18)
-    if search.get("log_uniform"):
-        ax.set_xscale("log")
-    ax.set_xlabel(param)
-    ax.set_ylabel(f"{metric}, mean over finished seeds")
-    legend(ax, len(cells))
-    fig.suptitle(f"{sweep.experiment}: search of {param} per cell")
+    for (title, cells), (ax,) in zip(lines.rows, grid_axes, strict=True):
+        for name, runs in cells.items():
+            by_value = group(runs, lambda r: r.params[param])
+            points = []
+            for value, members in by_value.items():
+                scores = [r.metrics[metric] for r in members if r.status == FINISHED]
+                diverged = sum(r.status == DIVERGED for r in members)
+                if scores:
+                    points.append((number(value), statistics.fmean(scores)))
+                where = f"{title} {name}".strip()
+                rows.append([where, value, len(members), diverged, *_maybe(scores)])
+            if points:
+                xs, ys = zip(*sorted(points), strict=True)
+                ax.scatter(xs, ys, label=name, s=18, color=lines.styles[name]["color"])
+        if search.get("log_uniform"):
+            ax.set_xscale("log")
+        ax.set_xlabel(param)
+        ax.set_ylabel(f"{metric}, mean over finished seeds")
+    finish(fig, grid_axes)
+    suptitle(fig, f"{sweep.experiment}: search of {param} per cell")
     save(fig, report, "search.png")
     header = ["cell", param, "seeds", "diverged", f"{metric}_mean", f"{metric}_std"]
     report.table("search.csv", header, rows)
