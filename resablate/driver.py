@@ -208,7 +208,7 @@ def _sweep(
             outcome.crashed = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            _close(tracker, outcome)
+            _close(tracker, outcome, [t.cell for t in plan.trials])
     return outcome
 
 
@@ -322,11 +322,12 @@ def _journal(tracker: RunLog, resumed: Previous | None, folder: Path) -> Path:
     return journal
 
 
-def _close(tracker: RunLog, outcome: Outcome) -> None:
-    """The parent run's summary artifacts and metrics, then its end (killed if interrupted)."""
+def _close(tracker: RunLog, outcome: Outcome, order: list[str]) -> None:
+    """The parent run's summary artifacts and metrics, then its end (killed if interrupted);
+    the cells in the grid's ``order``."""
     if tracker.store.broken is not None:
         return  # the store failed: what it holds stays as it is, --resume closes the rest
-    outcome.cells = summarize(outcome.records)
+    outcome.cells = summarize(outcome.records, order)
     artifacts = {"summary.md": markdown(outcome.cells), "summary.csv": to_csv(outcome.cells)}
     if outcome.search:
         artifacts["search.json"] = json.dumps(outcome.search, indent=1)
