@@ -55,6 +55,22 @@ def axes(sweep: SweepRuns) -> list[str]:
     return found
 
 
+def in_grid_order(sweep: SweepRuns) -> None:
+    """Put the runs in the grid's order (the recorded plan's trials, by cell, then by trial), so
+    that every table and figure lists its cells as the console and ``summary.md`` did, whatever
+    order MLflow returns them in; runs of no planned cell (a search's candidates) keep theirs,
+    after them."""
+    plan = sweep.recorded("plan.json") or []
+    cells = {c: i for i, c in enumerate(dict.fromkeys(t.get("cell") for t in plan))}
+    trials = {t.get("id"): i for i, t in enumerate(plan)}
+    sweep.runs.sort(
+        key=lambda r: (
+            cells.get(r.tags.get("cell"), len(cells)),
+            trials.get(r.tags.get("trial_id"), len(trials)),
+        )
+    )
+
+
 def make_report(
     sweep: SweepRuns,
     out: Path,
@@ -72,6 +88,7 @@ def make_report(
     out.mkdir(parents=True, exist_ok=True)
     report = Report(out, keep=keep)
     grid = axes(sweep)
+    in_grid_order(sweep)
     if claimed is None:
         spec = sweep.recorded("sweep.resolved.json") or {}
         claimed = [ClaimSpec.model_validate(c) for c in spec.get("claims", [])]

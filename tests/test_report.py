@@ -448,3 +448,19 @@ def test_a_mutant_is_judged_only_beside_a_measured_claim_and_turns_only_a_holdin
         "holds",
         "",
     ]
+
+
+def test_the_report_lists_cells_in_the_grids_order(
+    recorded: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the console and the parent run's summary.md do, whatever order MLflow returns."""
+    monkeypatch.chdir(recorded)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    ran = cli("report", "r.yaml", "--out", "ordered")
+    assert ran.code == 0, ran.err
+    grid_order = [
+        f"depth={d} shortcut={s}" for d in (2, 4) for s in ("identity", "none")
+    ]  # model.depth varies slowest, as written
+    assert [r["cell"] for r in rows(recorded / "ordered" / "summary.csv")] == grid_order
+    degradation = [r["configuration"] for r in rows(recorded / "ordered" / "degradation.csv")]
+    assert list(dict.fromkeys(degradation)) == ["shortcut=identity", "shortcut=none"]
