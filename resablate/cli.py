@@ -9,6 +9,7 @@ import atexit
 import contextlib
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -153,8 +154,17 @@ def sweep(
     err = Console(stderr=True, quiet=quiet)
     outcome = run_sweep(plan, options, err.print)
     if not quiet:
-        show_outcome(outcome, spec)
+        show_outcome(outcome, spec, next_steps(sweep_file, tracking_uri))
     return exit_code(outcome)
+
+
+def next_steps(sweep_file: str, tracking_uri: str | None) -> list[str]:
+    """What a researcher runs after a sweep: the report first, then the MLflow UI."""
+    where = f" --tracking-uri {shlex.quote(tracking_uri)}" if tracking_uri else ""
+    return [
+        f"resablate report {shlex.quote(sweep_file)}{where}   # figures, tables, the claims",
+        f"resablate ui{where}   # the runs in MLflow's UI",
+    ]
 
 
 @cli.command()

@@ -4,6 +4,7 @@ value, where the results are (MLflow, Optuna's studies, checkpoints kept)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import click
@@ -17,9 +18,9 @@ if TYPE_CHECKING:
     from resablate.driver import Outcome
 
 
-def show_outcome(outcome: Outcome, spec: SweepSpec) -> None:
+def show_outcome(outcome: Outcome, spec: SweepSpec, steps: Sequence[str] = ()) -> None:
     """On a terminal a table; in a batch log (SLURM, a Ray Job, a pipe) markdown, every number
-    whole."""
+    whole; then where the results are and the ``steps`` to take next."""
     tracker = outcome.tracker
     title = f"{spec.name}: final metrics, mean ± std over seeds"
     if sys.stdout.isatty():
@@ -41,7 +42,10 @@ def show_outcome(outcome: Outcome, spec: SweepSpec) -> None:
         f"MLflow: experiment '{spec.tracking.experiment or spec.name}' "
         f"(id {tracker.experiment_id}), parent run {tracker.parent_id} in {tracker.uri}"
     )
-    out.print("Browse: resablate ui")
+    if steps:
+        out.print("Next:", highlight=False)
+        for step in steps:
+            out.print(f"  {step}", highlight=False, markup=False)
     if tracker.saved["checkpoints"]:
         out.print(tracker.saved_text(outcome.interrupted))
 

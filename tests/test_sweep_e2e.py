@@ -111,6 +111,10 @@ def test_smoke_sweep_prints_progress_and_the_cell_table(smoke) -> None:
     assert len(rows) == 6 and "…" not in table
     for row in rows:
         assert len(re.findall(r"\d+\.\d{4} ± \d+\.\d{4}", row)) == 4, row
+    # then what to run next: the report first, then the UI
+    steps = table.split("Next:")[1].splitlines()
+    assert steps[1].strip().startswith("resablate report ") and "smoke.yaml" in steps[1]
+    assert steps[2].strip().startswith("resablate ui")
 
 
 @pytest.mark.slow
