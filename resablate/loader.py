@@ -228,6 +228,13 @@ def apply_overrides(
 def profile_overrides(raw: dict[str, Any], source: str, profile: str | None) -> list[Override]:
     """Take the ``profiles:`` section out of a raw sweep file; the chosen profile's entries
     (dotted field -> value, as ``--set`` takes them) become overrides applied before ``--set``."""
+    if "profile" in raw:  # SweepSpec's record of the --profile applied, never the file's
+        raise SpecError(
+            source,
+            "profile",
+            "unknown top-level key; did you mean 'profiles:' (a mapping of profile names to"
+            " fields, chosen with --profile NAME)?",
+        )
     profiles = raw.pop("profiles", None) or {}
     if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
         raise SpecError(

@@ -225,3 +225,17 @@ def test_the_schema_is_data_importing_no_torch_and_no_builder() -> None:
         tree = ast.parse((ROOT / "resablate" / f"{module}.py").read_text(encoding="utf-8"))
         named = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         assert {m for m in named if m.startswith("resablate")} <= leaves, module
+
+
+@pytest.mark.parametrize("chosen", [None, "cpu"])
+def test_a_profile_key_in_the_file_is_refused_with_did_you_mean(
+    tmp_path: Path, chosen: str | None
+) -> None:
+    """`profile:` (singular) would be taken as the record of --profile and then ignored."""
+    sweep = write(tmp_path / "s.yaml", GOOD + "profile:\n  cpu: {train.epochs: 1}\n")
+    with pytest.raises(SpecError) as error:
+        load_sweep(sweep, profile=chosen)
+    assert str(error.value) == (
+        f"{sweep}: profile: unknown top-level key; did you mean 'profiles:' (a mapping of"
+        " profile names to fields, chosen with --profile NAME)?"
+    )
