@@ -237,7 +237,7 @@ def test_the_cifar_family_builds_one_layer_units_in_three_stages_or_one() -> Non
         assert {u.plan.widths[-1] for u in net.units} == widths
         assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     with pytest.raises(
-        ConfigError, match=r"1 stage\(s\): depth = 1·n·k \+ 2, legal depths are 4, 6"
+        ConfigError, match=r"1 stage\(s\): depth = 1·n·k \+ 2; nearest legal depths 100, 102, 98"
     ):
         models.check(ModelSpec(family="cifar", depth=101, stages=1), InitSpec(), shape)
     # the field came later: a config that leaves it at 3 keeps its trial id

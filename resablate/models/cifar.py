@@ -51,12 +51,16 @@ def check(spec: ModelSpec, init: InitSpec, shape: DataShape) -> None:
         raise ConfigError("model.shortcut_depth", "a bottleneck unit has at least 2 layers")
     per_unit = spec.stages * n
     if (spec.depth - 2) % per_unit or spec.depth < per_unit + 2:
-        legal = ", ".join(str(per_unit * k + 2) for k in (1, 2, 3, 6, 18))
+        near = max(1, round((spec.depth - 2) / per_unit))
+        candidates = {per_unit * k + 2 for k in range(max(1, near - 2), near + 3)}
+        nearest = sorted(candidates, key=lambda d: (abs(d - spec.depth), d))[:3]
+        every = ", ".join(str(per_unit * k + 2) for k in range(1, 5))
         stages = "" if spec.stages == 3 else f" and {spec.stages} stage(s)"
         raise ConfigError(
             "model.depth",
             f"{spec.depth} does not fit family cifar with shortcut_depth {n}{stages}:"
-            f" depth = {spec.stages}·n·k + 2, legal depths are {legal}, ...",
+            f" depth = {spec.stages}·n·k + 2; nearest legal depths"
+            f" {', '.join(map(str, nearest))} (all: {every}, ...)",
         )
     if len(shape.input_shape) != 3:
         raise ConfigError(
