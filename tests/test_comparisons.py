@@ -160,3 +160,18 @@ def test_the_reference_is_the_first_value_of_every_axis_unless_chosen() -> None:
     axes = ["model.shortcut", "model.gate_bias", "seed"]
     found = configurations(runs, axes)
     assert reference_of(found, axes, {"model.shortcut": "gate", "model.gate_bias": -6}) is not None
+
+
+def test_arms_equal_up_to_rounding_are_said_alike_with_no_warning() -> None:
+    """A plain net at chance on every seed: differences of 1e-16 are rounding, not spread, and
+    scipy's t-test on them warns of catastrophic cancellation; the table says no variance."""
+    import warnings
+
+    arm = {str(s): 1.0 - s * 1e-16 for s in range(3)}
+    ref = {str(s): 1.0 + s * 2e-16 for s in range(3)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found = one("plain", "train_loss", arm, ref)
+    assert found.test == "paired t, no variance" and found.p is None
+    spread = one("plain", "train_loss", {**arm, "2": 0.9}, ref)  # a real difference is tested
+    assert spread.test == "paired t" and spread.p is not None
