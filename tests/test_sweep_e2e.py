@@ -46,7 +46,7 @@ def test_smoke_sweep_records_one_parent_and_one_finished_child_per_trial(smoke) 
     [parent] = parents(client, experiment.experiment_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["resablate.spec_hash"] == plan.spec.hash()
-    assert parent.data.tags["resablate.n_trials"] == str(len(plan.trials)) == "12"
+    assert parent.data.tags["resablate.n_trials"] == str(len(plan.trials)) == "18"
     assert "resablate.version.torch" in parent.data.tags
     assert "resablate.version.ray" in parent.data.tags
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -99,13 +99,13 @@ def test_smoke_sweep_shows_the_science(smoke) -> None:
 @pytest.mark.slow
 def test_smoke_sweep_prints_progress_and_the_cell_table(smoke) -> None:
     _, ran, _ = smoke
-    assert "12/12" in ran.err  # the progress bar's last state
+    assert "18/18" in ran.err  # the progress bar's last state
     assert "Traceback" not in ran.err
     table = ran.out
     assert "mean ± std over seeds" in table
     for cell in ("depth=4 shortcut=identity", "depth=32 shortcut=none"):
         assert cell in table
-    assert table.count("2/0/0/0") == 6  # 6 cells, 2 seeds each, all finished
+    assert table.count("3/0/0/0") == 6  # 6 cells, 3 seeds each, all finished
     # stdout is not a terminal (a batch log): the summary is markdown, every number whole
     rows = [line for line in table.splitlines() if line.startswith("| depth=")]
     assert len(rows) == 6 and "…" not in table
