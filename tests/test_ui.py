@@ -97,3 +97,63 @@ def test_ui_without_a_store_is_one_line(tmp_path: Path) -> None:
         f"resablate: error: no MLflow store at {tmp_path / 'mlflow.db'}; run a sweep here first,"
         " or pass --tracking-uri"
     )
+
+
+def recorded_store(tmp_path: Path) -> dict[str, str]:
+    sweep = write(
+        tmp_path / "ui.yaml", "name: ui-demo\nmodel: {depth: 2, width: 8}\ntrain: {epochs: 1}\n"
+    )
+    assert run_process("sweep", str(sweep), "--inline", "--quiet", cwd=tmp_path).code == 0
+    return {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+
+
+@pytest.mark.slow
+def test_ui_on_a_busy_port_says_so_in_one_line_and_prints_no_link(tmp_path: Path) -> None:
+    env = recorded_store(tmp_path)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        ran = run_process("ui", "--port", str(port), cwd=tmp_path, env=env, timeout=120)
+    assert ran.code == 2
+    assert ran.out == ""  # no link to whatever holds the port
+    [line] = ran.err.strip().splitlines()
+    assert line.startswith(
+        f"resablate: error: port {port} on 127.0.0.1 is in use by pid {os.getpid()}"
+    )
+    assert line.endswith(f"pass --port {port + 1}, or stop what holds it")
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_ui_and_every_process_it_started(tmp_path: Path) -> None:
+    import psutil
+
+    env = recorded_store(tmp_path)
+    port = free_port()
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "resablate.cli", "ui", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 180
+        while not any("Stop with Ctrl-C" in line for line in lines):
+            assert time.monotonic() < deadline, lines
+            line = ui.stdout.readline()
+            assert line, f"ui exited: {lines}"
+            lines.append(line.strip())
+        started = psutil.Process(ui.pid).children(recursive=True)
+        assert started  # mlflow server and its workers
+        ui.send_signal(signal.SIGTERM)
+        assert ui.wait(timeout=60) == 0
+    finally:
+        if ui.poll() is None:
+            ui.kill()
+    _, alive = psutil.wait_procs(started, timeout=15)
+    assert not alive, [p.cmdline() for p in alive]
+    assert not listening_addresses(port)  # nothing left on the port
+    assert "Traceback" not in ui.stderr.read()
