@@ -128,6 +128,12 @@ def entrypoint(
     return shlex.join(words).replace(shlex.quote(RESULTS), RESULTS)
 
 
+# Ray's answer while no job agent has registered yet with a head that just started ("please try
+# again later"): submission retries for this long before it says so
+NO_AGENT = "No available agent to submit job"
+AGENT_WAIT_S = 60
+
+
 def submit(
     address: str,
     plan: Plan,
@@ -144,24 +150,29 @@ def submit(
     if yes:
         command += " --yes"
     name = f"resablate-{plan.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    try:
-        return str(
-            jobs.submit_job(
-                entrypoint=command,
-                submission_id=name,
-                runtime_env={
-                    "working_dir": str(folder),
-                    "excludes": EXCLUDES,
-                    "env_vars": dict(TRIAL_ENV),
-                },
-                metadata={"resablate.sweep": plan.spec.name},
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            return str(
+                jobs.submit_job(
+                    entrypoint=command,
+                    submission_id=name,
+                    runtime_env={
+                        "working_dir": str(folder),
+                        "excludes": EXCLUDES,
+                        "env_vars": dict(TRIAL_ENV),
+                    },
+                    metadata={"resablate.sweep": plan.spec.name},
+                )
             )
-        )
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-        raise UserError(
-            f"--address {address}: the cluster refused the job ({first[:300]})"
-        ) from None
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+            if NO_AGENT in first and time.monotonic() < deadline:
+                time.sleep(2)  # a head just started: its job agent registers within seconds
+                continue
+            raise UserError(
+                f"--address {address}: the cluster refused the job ({first[:300]})"
+            ) from None
 
 
 def listing(address: str) -> list[dict[str, str]]:

@@ -85,8 +85,9 @@ def check_recorded(folder: Path, study: str, expected: int) -> None:
 
 def run_as_a_user(folder: Path, study: str, *args: str) -> None:
     """``resablate sweep`` with the progress bar on an 80-column terminal, as a user runs it;
-    then every trial is checked in MLflow."""
-    found = planned(study, "--profile", "cpu", *args)
+    then every trial is checked in MLflow. ``args``: the sweep's options, --set among them."""
+    sets = [a for i, a in enumerate(args) if a == "--set" or (i and args[i - 1] == "--set")]
+    found = planned(study, "--profile", "cpu", *sets)
     expected = found["search"]["total_trials"] if "search" in found else found["n_trials"]
     sweep = SWEEPS / f"{study}.yaml"
     # a slower machine than this 2-core one may take twice as long: pytest's own limit is 600 s
