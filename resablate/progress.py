@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -14,9 +15,20 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
+from rich.text import Text
 
 from resablate.grid import Trial
 from resablate.results import DIVERGED, FAILED, PRUNED, RUNNING, TrialRecord
+
+
+class _TwoLines(Progress):
+    """rich's bar on the first line, each task's ``state`` field on the line below it."""
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        for task in self.tasks:
+            yield Text("  " + task.fields.get("state", ""), overflow="ellipsis", no_wrap=True)
 
 
 class SweepProgress:
@@ -24,24 +36,33 @@ class SweepProgress:
 
     def __init__(self, name: str, total: int, console: Console, done: int = 0) -> None:
         self.counts = {RUNNING: 0, FAILED: 0, DIVERGED: 0, PRUNED: 0}
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[state]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+
+        # the counts and times are never cut on an 80-column terminal: the name gives way first
+        # (an ellipsis past 24 characters), the bar takes the width that is left, and the trials'
+        # states have a line of their own below
+        def fixed(width: int) -> Column:
+            return Column(min_width=width, no_wrap=True)
+
+        label = Column(max_width=24, no_wrap=True)
+        self.bar = _TwoLines(
+            TextColumn("[bold]{task.description}", table_column=label),
+            BarColumn(bar_width=None, table_column=Column(ratio=1)),
+            MofNCompleteColumn(table_column=fixed(2 * len(str(total)) + 1)),
+            TimeElapsedColumn(table_column=fixed(7)),
+            TextColumn("ETA", table_column=fixed(3)),
+            TimeRemainingColumn(table_column=fixed(7)),
             console=console,
             transient=False,
+            expand=True,
         )
         # ``done``: trials an earlier invocation finished (a resumed sweep)
         self.task = self.bar.add_task(name, total=total, completed=done, state=self._state())
 
     def _state(self) -> str:
+        """``running N``, then the failed, diverged and pruned trials, each once there is one."""
         c = self.counts
-        state = f"running {c[RUNNING]} · failed {c[FAILED]} · diverged {c[DIVERGED]}"
-        return state + (f" · pruned {c[PRUNED]}" if c[PRUNED] else "")
+        shown = [f"{c[s]} {s}" for s in (FAILED, DIVERGED, PRUNED) if c[s]]
+        return " · ".join([f"running {c[RUNNING]}", *shown])
 
     def __enter__(self) -> SweepProgress:
         self.bar.start()
