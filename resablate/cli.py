@@ -101,6 +101,12 @@ def cli() -> None:
     help="With --resume: continue even though the sweep file (or --set) changed since that"
     " run started; the new file is recorded on the parent run.",
 )
+@click.option(
+    "--new",
+    is_flag=True,
+    help="Run the sweep again as a new parent run although its last run ended (without it,"
+    " that rerun is refused: every trial would be recorded twice).",
+)
 @STORAGE
 def sweep(
     sweep_file: str,
@@ -115,6 +121,7 @@ def sweep(
     resume: bool,
     yes: bool,
     force: bool,
+    new: bool,
     storage: str | None,
 ) -> int:
     """Run every trial of SWEEP.yaml and record it in MLflow.
@@ -129,6 +136,8 @@ def sweep(
 
     if force and not resume:
         raise UserError("--force only applies to --resume")
+    if new and resume:
+        raise UserError("--new starts a new parent run, --resume continues the last one: pick one")
     if address and inline:
         raise UserError("--inline runs the trials in this process; drop it to use --address")
     plan = make_plan(sweep_file, overrides, profile)
@@ -148,6 +157,7 @@ def sweep(
         quiet,
         resume=resume,
         force=force,
+        new=new,
         address=address,
         storage=storage if storage is None or "://" in storage else str(Path(storage).absolute()),
     )

@@ -43,6 +43,7 @@ class Options:
     quiet: bool = False
     resume: bool = False
     force: bool = False
+    new: bool = False  # a new parent run even though the last one of this sweep ran to its end
     address: str | None = None  # a running Ray cluster to join ("auto", "HOST:PORT")
     # Ray Tune's storage: trial folders and checkpoints (a shared folder, s3://, gs://);
     # None: results_dir
@@ -142,6 +143,24 @@ def check_resume(plan: Plan, previous: Previous | None, options: Options) -> Pre
     return previous
 
 
+def already_ran(plan: Plan, previous: Previous) -> str:
+    """The one-line refusal of a sweep whose last parent run ended: a rerun would record every
+    trial a second time, so it takes --new."""
+    name, source = plan.spec.name, plan.source
+    where = f"{source}: sweep '{name}' ran to its end as parent run {previous.run_id}"
+    report = f"`resablate report {source}` reads it"
+    if previous.spec_hash != plan.spec.hash():
+        return (
+            f"{where} with another grid (spec hash {previous.spec_hash} -> {plan.spec.hash()});"
+            " --new starts a new parent run for this one (report reads the latest), --resume"
+            " --force adds its new trials to that run"
+        )
+    left = previous.n_trials - len(previous.done)
+    again = f", --resume runs the {left} trial(s) that did not finish" if left > 0 else ""
+    done = f"{len(previous.done)} trial(s) finished"
+    return f"{where} ({done}); {report}{again}, --new runs it all again"
+
+
 def run_sweep(plan: Plan, options: Options, say: Callable[[str], Any]) -> Outcome:
     """Run (or resume) every trial of ``plan``; ``say`` prints a line for the user.
 
@@ -233,6 +252,8 @@ def _open(
             f" checkpoints, {tracker.closed} stale run(s) closed"
         )
         return
+    if previous is not None and not previous.unfinished and not options.new:
+        raise UserError(already_ran(plan, previous))
     if previous is not None and previous.unfinished:
         say(
             f"note: the last run of sweep '{spec.name}' ({previous.run_id},"

@@ -321,6 +321,34 @@ def test_resume_refuses_a_changed_sweep_unless_forced(tmp_path: Path, cli, monke
     assert {"sweep.resume_2.yaml", "plan.resume_2.json"} <= names
 
 
+def test_a_sweep_that_ran_to_its_end_is_not_run_twice_by_accident(
+    tmp_path: Path, cli, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    sweep = write(tmp_path / "k.yaml", GRID.replace("epochs: 5", "epochs: 1"))
+    two = ["--set", "grid.seed=[0,1]"]
+    assert cli("sweep", str(sweep), "--inline", "-q", *two).code == 0
+    _, runs = trial_runs(tmp_path, "killed")
+    [parent] = {r.data.tags["mlflow.parentRunId"] for r in runs}
+
+    again = cli("sweep", str(sweep), "--inline", "-q", *two)
+    assert again.code == 2 and again.err.count("\n") == 1, again.err
+    assert f"'killed' ran to its end as parent run {parent} (2 trial(s) finished)" in again.err
+    assert f"`resablate report {sweep}` reads it" in again.err and "--new runs it all" in again.err
+    changed = cli("sweep", str(sweep), "--inline", "-q", "--set", "grid.seed=[0,1,2]")
+    assert changed.code == 2 and "with another grid (spec hash" in changed.err, changed.err
+    assert "--resume --force adds its new trials" in changed.err
+    assert cli("sweep", str(sweep), "--new", "--resume", *two).code == 2
+    _, runs = trial_runs(tmp_path, "killed")
+    assert len(runs) == 2  # nothing was recorded by the refused reruns
+
+    assert cli("sweep", str(sweep), "--inline", "-q", "--new", *two).code == 0
+    _, runs = trial_runs(tmp_path, "killed")
+    parents = {r.data.tags["mlflow.parentRunId"] for r in runs}
+    assert len(runs) == 4 and len(parents) == 2 and parent in parents
+
+
 @pytest.mark.slow
 def test_a_second_driver_of_the_same_sweep_is_refused(tmp_path: Path) -> None:
     # trials long enough (minutes) that the first driver still runs whatever the machine's speed
