@@ -13,7 +13,9 @@ The torch-side modules are imported on first use: importing this module stays ch
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -208,14 +210,50 @@ def check_claims(spec: SweepSpec) -> None:
             )
 
 
-def describe() -> list[tuple[str, Any, str]]:
-    """(dotted path, default, legal values) of every trial-config field (``resablate fields``)."""
+@dataclass(frozen=True)
+class FieldInfo:
+    """What ``resablate fields`` shows of one trial-config field."""
+
+    path: str
+    default: Any
+    legal: str
+    help: str
+    # family -> its default where the family sets the field (basic units; model.* only)
+    by_family: dict[str, Any]
+    families: int  # how many families there are
+
+    def shown_default(self) -> str:
+        """``4``, or each family's own where they differ: ``mlp "mid", cifar "post", ...``,
+        then the schema's default for the families that leave the field alone, if it differs."""
+        shown = {name: json.dumps(v) for name, v in self.by_family.items()}
+        default = json.dumps(self.default)
+        if set(shown.values()) <= {default}:
+            return default
+        text = ", ".join(f"{name} {v}" for name, v in shown.items())
+        others = len(shown) < self.families and default not in shown.values()
+        return text + (f"; the others {default}" if others else "")
+
+
+def describe() -> list[FieldInfo]:
+    """Every trial-config field: its default (and each family's), legal values and meaning."""
+    from resablate.field_help import HELP
+    from resablate.models import FAMILIES
     from resablate.models.placement import NAMED, POSITIONS
 
     names = {path: ", ".join(r.names()) for path, r in registries().items()}
     names[PLACEMENT] = (
         f"{', '.join(NAMED)}; or {', '.join(POSITIONS)}, combined with '+', or linear"
     )
-    return [
-        (path, field.default, names.get(path) or legal(field)) for path, field in trial_fields()
-    ]
+    families = {name: FAMILIES[name].defaults({}) for name in FAMILIES.names()}
+    out = []
+    for path, field in trial_fields():
+        section, _, leaf = path.partition(".")
+        by_family = {
+            name: found[leaf]
+            for name, found in families.items()
+            if section == "model" and leaf in found
+        }
+        legal_values = names.get(path) or legal(field)
+        help_ = HELP[path]
+        out.append(FieldInfo(path, field.default, legal_values, help_, by_family, len(families)))
+    return out

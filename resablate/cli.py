@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -164,13 +165,30 @@ def sweep(
     err = Console(stderr=True, quiet=quiet)
     outcome = run_sweep(plan, options, err.print)
     if not quiet:
-        show_outcome(outcome, spec, next_steps(sweep_file, tracking_uri))
+        again = [  # what makes --resume find the same sweep, its checkpoints and cluster
+            *(["--profile", profile] if profile else []),
+            *(a for o in overrides for a in ("--set", o)),
+            *(["--results-dir", results_dir] if results_dir != "resablate-runs" else []),
+            *(["--storage", storage] if storage else []),
+            *(["--address", address] if address else []),
+            *(["--inline"] if inline else []),
+        ]
+        resume_args = again if outcome.interrupted else None
+        show_outcome(outcome, spec, next_steps(sweep_file, tracking_uri, resume_args))
     return exit_code(outcome)
 
 
-def next_steps(sweep_file: str, tracking_uri: str | None) -> list[str]:
-    """What a researcher runs after a sweep: the report first, then the MLflow UI."""
+def next_steps(
+    sweep_file: str, tracking_uri: str | None, resume: list[str] | None = None
+) -> list[str]:
+    """What a researcher runs after a sweep: the report first, then the MLflow UI; after an
+    interrupted one, first the --resume with the sweep's own ``resume`` options."""
     where = f" --tracking-uri {shlex.quote(tracking_uri)}" if tracking_uri else ""
+    file = shlex.quote(sweep_file)
+    if resume is not None:
+        options = "".join(f" {shlex.quote(a)}" for a in resume)
+        first = f"resablate sweep {file}{options}{where} --resume   # the trials left"
+        return [first, *next_steps(sweep_file, tracking_uri)]
     return [
         f"resablate report {shlex.quote(sweep_file)}{where}   # figures, tables, the claims",
         f"resablate ui{where}   # the runs in MLflow's UI",
@@ -417,22 +435,38 @@ def report(
 
 @cli.command()
 def fields() -> int:
-    """List every field of a trial's config: its default and its legal values.
+    """List every field of a trial's config: what it means, its default and its legal values.
 
     Any of them can be set in a sweep file's sections, overridden with --set, and swept as a
-    grid axis by its dotted path (grid: {model.depth: [2, 4, 8]}).
+    grid axis by its dotted path (grid: {model.depth: [2, 4, 8]}). A model field a family sets
+    itself shows each family's default (mlp, mnist, cifar, imagenet: basic units).
     """
     from resablate.catalog import describe
 
-    shown = Table(
-        title="trial config fields (sweep sections seed, model, init, data, train)",
-        title_justify="left",
-    )
-    for column in ("field", "default", "legal values"):
-        shown.add_column(column)
-    for path, default, legal in describe():
-        shown.add_row(path, json.dumps(default), escape(legal))  # [int, ...] is not markup
-    Console().print(shown)
+    out = Console(highlight=False)
+    width = min(out.width, 100)
+
+    def wrapped(text: str, indent: str) -> str:
+        lines = textwrap.wrap(
+            text,
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent + "  ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        return "\n".join(lines)
+
+    out.print("Trial config fields (the sweep sections seed, model, init, data, train)\n")
+    section = None
+    for field in describe():
+        if field.path.partition(".")[0] != section and "." in field.path:
+            section = field.path.partition(".")[0]
+            out.print(f"\n[bold]{section}[/bold]")
+        out.print(f"[bold cyan]{field.path}[/bold cyan]")
+        out.print(escape(wrapped(field.help, "    ")))
+        out.print(escape(wrapped(f"default {field.shown_default()}", "    ")))
+        out.print(escape(wrapped(f"values  {field.legal}", "    ")))
     return 0
 
 

@@ -106,6 +106,13 @@ def _plan(trials: list[Trial]) -> list[dict[str, Any]]:
     return [{"id": t.id, "cell": t.cell, "grid": t.assignment} for t in trials]
 
 
+def killed_text(names: list[str], shown: int = 10) -> str:
+    """One line naming the trials an interrupted sweep left killed (the first ``shown``)."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    listed = "; ".join(names[:shown])
+    return f"killed, --resume continues them: {len(names)} trial(s): {listed}{more}"
+
+
 @dataclass(slots=True)
 class OpenRun:
     """A trial attempt's child run while it is open (dropped when the attempt ends: a
@@ -134,6 +141,7 @@ class RunLog:
         self.keep_checkpoint = False  # train.keep_checkpoint: a finished trial's is an artifact
         self.saved = {"checkpoints": 0, "largest": 0}  # checkpoints written, the largest's bytes
         self.closed = 0  # stale runs of a resumed invocation closed as killed
+        self.killed: list[str] = []  # the runs an interrupted invocation closed as killed
 
     @classmethod
     def open(cls, uri: str, experiment: str) -> RunLog:
@@ -245,10 +253,15 @@ class RunLog:
         left = [run.run_id for run in self.attempts.values()]
         left += [run_id for run_id, _, _ in self.resumable.values()]  # not continued this time
         for run_id in left:
-            if self.store.get_run(run_id).status == RUN_RUNNING:
+            run = self.store.get_run(run_id)
+            if run.status == RUN_RUNNING:
                 self.store.set_tag(run_id, "resablate.status", KILLED)
                 self.store.set_terminated(run_id, RUN_KILLED)
-        for artifact, text in (summary or {}).items():
+                self.killed.append(run.tags.get("mlflow.runName", run_id))
+        summary = dict(summary or {})
+        if self.killed and "summary.md" in summary:
+            summary["summary.md"] += f"\n{killed_text(self.killed)}\n"
+        for artifact, text in summary.items():
             self.store.log_text(self.parent_id, text, artifact)
         for key, value in self.counts.items():
             self.store.set_tag(self.parent_id, f"resablate.{key}", str(value))

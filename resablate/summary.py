@@ -59,9 +59,9 @@ def summarize(records: list[TrialRecord], order: Sequence[str] = ()) -> list[Cel
     return sorted(found, key=lambda c: rank.get(c.cell, len(rank)))
 
 
-def _cell(stats: CellStats, metric: str, digits: int = 4) -> str:
+def _cell(stats: CellStats, metric: str) -> str:
     found = stats.mean_std(metric)
-    return "—" if found is None else f"{found[0]:.{digits}f} ± {found[1]:.{digits}f}"
+    return "—" if found is None else pm(*found)
 
 
 STATUSES = (FINISHED, DIVERGED, PRUNED, FAILED)

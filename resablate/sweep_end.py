@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 
 from resablate.results import FAILED
+from resablate.runlog import killed_text
 from resablate.spec import SweepSpec
 from resablate.summary import markdown, table
 
@@ -36,6 +37,8 @@ def show_outcome(outcome: Outcome, spec: SweepSpec, steps: Sequence[str] = ()) -
             f" {cell['best']} ({spec.search.objective.metric if spec.search else ''}"
             f" {mean}, {cell['complete']} candidates)"
         )
+    if outcome.interrupted and tracker.killed:
+        out.print(killed_text(tracker.killed), highlight=False, markup=False)
     if outcome.journal:
         out.print(f"Optuna studies (one per cell): {outcome.journal}")
     out.print(

@@ -25,6 +25,21 @@ def test_fields_lists_every_field_and_every_registered_name(cli) -> None:
             assert name in ran.out
 
 
+def test_fields_says_what_each_field_means_and_each_familys_default(cli) -> None:
+    from resablate.field_help import HELP
+
+    assert set(HELP) == set(trial_paths())  # one line for every field, none for a stale one
+    out = cli("fields").out
+    text = " ".join(out.split())
+    for path in trial_paths():
+        assert " ".join(HELP[path].split()) in text, path
+    # a family's own default beside the schema's: cifar nets are post-activation, batch-normed
+    assert 'default mlp "mid", mnist "post", cifar "post", imagenet "post"' in text
+    assert 'default mlp "none", mnist "batch", cifar "batch", imagenet "batch"' in text
+    assert "default mlp 4, mnist 25, cifar 20, imagenet 18" in text
+    assert "default mnist 16, cifar 16, imagenet 64; the others null" in text
+
+
 def test_help_names_the_commands_and_examples(cli) -> None:
     ran = cli("--help")
     assert ran.code == 0

@@ -228,8 +228,17 @@ def ctrl_c(tmp_path: Path, sweep: Path, after: int, *flags: str) -> str:
     assert proc.returncode == 130, err.decode()[-2000:]
     assert "--resume" in err.decode()
     assert query(db)(PARENTS) == [("KILLED",)]
-    # the runs still going were closed as killed, not left running
+    # the runs still going were closed as killed, not left running, and the summary names them
     assert not [r for r in query(db)(CHILDREN) if r[1] == "RUNNING"]
+    client, runs = trial_runs(tmp_path, "killed")
+    killed = [r.data.tags["mlflow.runName"] for r in runs if r.info.status == "KILLED"]
+    [parent] = {r.data.tags["mlflow.parentRunId"] for r in runs}
+    summary = Path(client.download_artifacts(parent, "summary.md", str(tmp_path))).read_text()
+    if killed:  # (a Ctrl-C between two trials kills none)
+        [line] = [x for x in summary.splitlines() if x.startswith("killed, --resume continues")]
+        assert f": {len(killed)} trial(s): " in line and all(name in line for name in killed)
+    else:
+        assert "killed" not in summary
     return err.decode()
 
 

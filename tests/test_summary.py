@@ -83,3 +83,13 @@ def test_cells_come_in_the_grids_order_whatever_order_the_trials_ended_in() -> N
 )
 def test_numbers_keep_their_significant_digits(mean: float, std: float, text: str) -> None:
     assert pm(mean, std) == text
+
+
+def test_the_killed_trials_are_named_the_first_ten_of_them() -> None:
+    from resablate.runlog import killed_text
+
+    assert killed_text(["seed=0", "seed=1"]) == (
+        "killed, --resume continues them: 2 trial(s): seed=0; seed=1"
+    )
+    many = killed_text([f"seed={i}" for i in range(12)])
+    assert many.endswith("seed=8; seed=9 and 2 more") and ": 12 trial(s): seed=0;" in many
