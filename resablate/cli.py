@@ -209,11 +209,19 @@ def plan(sweep_file: str, overrides: tuple[str, ...], profile: str | None, as_js
 
     Nothing is trained and nothing is recorded: use it to check a sweep before running it.
     """
-    from resablate.plan import disk_text, local_resources, make_plan, slots_in, to_json
+    from resablate.plan import (
+        check_data,
+        disk_text,
+        local_resources,
+        make_plan,
+        slots_in,
+        to_json,
+    )
     from resablate.stacking import describe, stack_budget, stacks_text
 
     chosen = make_plan(sweep_file, overrides, profile)
     tell(chosen.notes)
+    tell(check_data(chosen))  # the data the trials read is there, or can be fetched
     found = to_json(chosen)
     slots = slots_in(chosen, local_resources())  # how they stack on this machine's Ray
     found["stacks"] = describe(chosen, slots, stack_budget(chosen, slots))

@@ -17,7 +17,10 @@ import contextlib
 import functools
 import math
 import os
+import shutil
 import socket
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +79,10 @@ def _nothing_to_fetch(spec: DataSpec) -> None:
     return None
 
 
+def _nothing_to_check(spec: DataSpec) -> str | None:
+    return None
+
+
 def _at_most(field: str, asked: int | None, have: int, why: str) -> None:
     if asked is not None and asked > have:
         raise ConfigError(field, f"{asked} {why}; use at most {have}")
@@ -96,6 +103,8 @@ class DataSource:
     per_channel: bool = False  # normalize each channel (images) rather than each feature
     standard_augment: bool = False  # what data.augment: null means
     prepare: Callable[[DataSpec], None] = _nothing_to_fetch  # make sure the files are on disk
+    # whether prepare can succeed, fetching and creating nothing (plan): a note, or UserError
+    check: Callable[[DataSpec], str | None] = _nothing_to_check
 
     def shape(self, spec: DataSpec) -> DataShape:
         natural = self.input_shape(spec)
@@ -256,6 +265,7 @@ class Torchvision:
             per_channel=True,
             standard_augment=self.name.startswith("cifar"),  # pad, crop, flip: He et al. 2016
             prepare=self.prepare,
+            check=self.check,
         )
 
     def missing(self, spec: DataSpec) -> list[str]:
@@ -310,6 +320,42 @@ class Torchvision:
         except Exception as exc:  # torchvision raises RuntimeError, OSError, ValueError, ...
             raise self.error(spec, "" if self.missing(spec) else _why(exc)) from exc
 
+    def _source_url(self) -> str:
+        import torchvision.datasets
+
+        cls = getattr(torchvision.datasets, self.dataset)
+        url = getattr(cls, "url", None) or cls.mirrors[0]
+        return str(url)
+
+    def check(self, spec: DataSpec) -> str | None:
+        """What ``prepare`` will find, fetching and creating nothing (``resablate plan``): None
+        when the files are there, a note when they are not but their server answers; a one-line
+        UserError when some are missing or the server cannot be reached."""
+        folder = data_root(spec) / self.folder
+        missing = self.missing(spec)
+        if not missing:
+            return None
+        if len(missing) < len(self.files):
+            raise self.error(spec, "; resablate does not download over the files already there")
+        url = urllib.parse.urlsplit(self._source_url())
+        host = url.hostname or ""
+        # the download goes through the proxy urllib reads from the environment, if any
+        proxy = urllib.request.getproxies().get(url.scheme)
+        via = (
+            urllib.parse.urlsplit(proxy)
+            if proxy and not urllib.request.proxy_bypass(host)
+            else url
+        )
+        port = via.port or (443 if via.scheme == "https" else 80)
+        reached = host if via is url else f"{host} (through the proxy {via.hostname}:{port})"
+        try:
+            socket.create_connection((via.hostname or "", port), DOWNLOAD_TIMEOUT_S).close()
+        except OSError as exc:
+            raise self.error(
+                spec, f" and this machine cannot reach {reached}{_why(exc)}"
+            ) from None
+        return f"data set {self.name} is not in {folder} yet: sweep downloads it from {reached}"
+
     def prepare(self, spec: DataSpec) -> None:
         """Download the files where none is there yet (torchvision's own download), then check
         they load. Files already in the folder are the user's: never downloaded over (a failed
@@ -330,13 +376,26 @@ class Torchvision:
                     "; resablate does not download over the files already there (copy the"
                     " missing ones in, or delete the folder to download them all)",
                 )
+        fresh = _first_missing(folder)  # what a failed download must not leave behind
         try:
             with _socket_timeout(DOWNLOAD_TIMEOUT_S):
                 self._read(spec, download=len(missing) == len(self.files))
         except Exception as exc:
+            if fresh is not None:
+                shutil.rmtree(fresh, ignore_errors=True)
             if self.missing(spec):
                 raise self.error(spec, f" and downloading them failed{_why(exc)}") from exc
             raise self.error(spec, _why(exc)) from exc
+
+
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost of ``folder`` and its parents that does not exist yet (None: it exists)."""
+    found, whole = None, folder.absolute()
+    for path in (whole, *whole.parents):
+        if path.exists():
+            return found
+        found = path
+    return found
 
 
 def _why(exc: Exception) -> str:
@@ -418,6 +477,13 @@ def prepare(spec: DataSpec) -> None:
     need nothing.
     """
     DATASETS[spec.name].prepare(spec)
+
+
+def check(spec: DataSpec) -> str | None:
+    """Whether :func:`prepare` can succeed, fetching and creating nothing: None when the files
+    are there (or bundled), a note when the download will fetch them, else a one-line
+    UserError (some files missing, or the server unreachable) with the fix."""
+    return DATASETS[spec.name].check(spec)
 
 
 def _whiten(train: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -229,6 +229,16 @@ def prepare_data(plan: Plan) -> None:
         data.prepare(DataSpec.model_validate(json.loads(key)))
 
 
+def check_data(plan: Plan) -> list[str]:
+    """``resablate plan``'s look at the data the trials read, fetching and creating nothing:
+    notes of what ``sweep`` will download; a one-line UserError for what it cannot get."""
+    from resablate import data
+
+    keys = dict.fromkeys(canonical(trial.config["data"]) for trial in plan.trials)
+    notes = (data.check(DataSpec.model_validate(json.loads(key))) for key in keys)
+    return [note for note in notes if note]
+
+
 def params(trial: Trial) -> int:
     """Trainable parameters of the network ``trial`` builds (counted without training)."""
     from resablate import data, models

@@ -208,6 +208,41 @@ def test_missing_files_give_one_line_naming_folder_files_and_fix(
     assert "downloading" not in str(loaded.value)
 
 
+CIFAR_SWEEP = "name: c\nmodel: {family: cifar, depth: 8}\ndata: {name: cifar10, root: %s}\n"
+
+
+def test_plan_says_when_the_data_cannot_be_fetched_and_nothing_is_left_behind(
+    tmp_path: Path, offline: None, cli
+) -> None:
+    root = tmp_path / "sets" / "here"
+    sweep = tmp_path / "c.yaml"
+    sweep.write_text(CIFAR_SWEEP % root)
+    planned = cli("plan", str(sweep))
+    assert planned.code == 2 and planned.err.count("\n") == 1, planned.err
+    assert planned.err.startswith(f"resablate: error: data set cifar10 is not in {root}")
+    assert "cannot reach www.cs.toronto.edu (through the proxy 127.0.0.1:" in planned.err
+    assert not (tmp_path / "sets").exists() and not planned.out
+    ran = cli("sweep", str(sweep), "--inline", "-q")  # its download fails: no empty folder left
+    assert ran.code == 2 and "downloading them failed" in ran.err
+    assert not (tmp_path / "sets").exists()
+
+
+def test_plan_notes_a_data_set_its_sweep_will_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli
+) -> None:
+    with socket.socket() as proxy:  # a proxy that accepts: the server is reachable
+        proxy.bind(("127.0.0.1", 0))
+        proxy.listen(16)
+        route_through(monkeypatch, proxy.getsockname()[1])
+        sweep = tmp_path / "c.yaml"
+        sweep.write_text(CIFAR_SWEEP % (tmp_path / "d"))
+        planned = cli("plan", str(sweep))
+    assert planned.code == 0, planned.err
+    folder = tmp_path / "d" / "cifar-10-batches-py"
+    assert f"data set cifar10 is not in {folder} yet: sweep downloads it from www.cs" in planned.err
+    assert not (tmp_path / "d").exists()
+
+
 def test_a_hanging_network_fails_within_the_socket_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
