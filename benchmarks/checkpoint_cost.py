@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from resablate import checkpoint
-from resablate.checkpoint import Checkpoints
-from resablate.train import run_stack
+from resablate.trial import checkpoint
+from resablate.trial.checkpoint import Checkpoints
+from resablate.trial.train import run_stack
 
 ITERATIONS = 64_000  # He et al. 2015, CIFAR-10
 STEPS_PER_EPOCH = 391  # 50k images, batch 128

@@ -66,8 +66,8 @@ def sweep_file(folder: Path, trials: int) -> Path:
 def planning(folder: Path, trials: int) -> tuple[int, float, float]:
     """(trials planned, seconds importing what planning needs, seconds planning)."""
     start = time.perf_counter()
-    from resablate import data, models  # noqa: F401 (torch: the models are checked)
-    from resablate.plan import make_plan
+    from resablate import models  # noqa: F401 (torch: the models are checked)
+    from resablate.sweep.plan import make_plan
 
     imported = time.perf_counter()
     plan = make_plan(sweep_file(folder, trials))
@@ -77,11 +77,11 @@ def planning(folder: Path, trials: int) -> tuple[int, float, float]:
 def memory(folder: Path, trials: int) -> tuple[list[tuple[float, int, float]], list[int]]:
     """(seconds, trials ended, driver RSS in MiB) as each trial ends, and the number of trials
     ended when each Ray Tune run's last trial ended."""
-    from resablate import stacking
-    from resablate.driver import Options, run_sweep
-    from resablate.grid import Trial
-    from resablate.plan import make_plan
     from resablate.results import TrialRecord
+    from resablate.spec.grid import Trial
+    from resablate.sweep import stacking
+    from resablate.sweep.driver import Options, run_sweep
+    from resablate.sweep.plan import make_plan
 
     plan = make_plan(sweep_file(folder, trials))
     # what the runner will do on this machine's local Ray (one CPU a trial, seeds unstacked)
@@ -123,7 +123,7 @@ def main() -> None:
     plan_size, run_size = (1000, 60) if args.smoke else (10_000, 5000)
     per_run = args.units_per_run or (20 if args.smoke else None)
     if per_run is not None:
-        from resablate import stacking
+        from resablate.sweep import stacking
 
         stacking.STACKS_PER_RUN, stacking.STACKS_PER_SLOT = per_run, 0  # exactly per_run
     with tempfile.TemporaryDirectory(prefix="resablate-scale-") as tmp:

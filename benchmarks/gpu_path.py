@@ -46,8 +46,8 @@ SWEEP = "name: gpu_path\nmodel: {depth: 4, width: 16}\nresources: {cpu: 1, gpu: 
 
 
 def driver_has_no_cuda_context(device: str, folder: Path) -> dict[str, Any]:
-    from resablate.plan import make_plan
-    from resablate.stacking import stack_budget
+    from resablate.sweep.plan import make_plan
+    from resablate.sweep.stacking import stack_budget
 
     sweep = folder / "gpu_path.yaml"
     sweep.write_text(SWEEP)
@@ -87,9 +87,9 @@ def lanczos_on_device(device: str, folder: Path) -> dict[str, Any]:
 
 
 def resume_on_device(device: str, folder: Path) -> dict[str, Any]:
-    from resablate import checkpoint
-    from resablate.checkpoint import Checkpoints
-    from resablate.train import run_stack
+    from resablate.trial import checkpoint
+    from resablate.trial.checkpoint import Checkpoints
+    from resablate.trial.train import run_stack
 
     def train(where: Path, resume: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         seen: list[dict[str, Any]] = []
@@ -120,8 +120,8 @@ def resume_on_device(device: str, folder: Path) -> dict[str, Any]:
 
 
 def cache_released(device: str, folder: Path) -> dict[str, Any]:
-    from resablate.spec import ProbesSpec
-    from resablate.stacking import train_stack
+    from resablate.spec.schema import ProbesSpec
+    from resablate.sweep.stacking import train_stack
 
     wide = {**BASE, "model": {**BASE["model"], "width": 512}}
     if device.startswith("cuda"):
@@ -138,8 +138,8 @@ def cache_released(device: str, folder: Path) -> dict[str, Any]:
 
 
 def probe_on_device(device: str, folder: Path) -> dict[str, Any]:
-    from resablate.spec import ProbesSpec
-    from resablate.train import probe_trial
+    from resablate.spec.schema import ProbesSpec
+    from resablate.trial.train import probe_trial
 
     probes = ProbesSpec.model_validate({"weights": {}, "spp": {"input": "data"}})
     here = probe_trial(copy.deepcopy(BASE), probes, 0, device=device)

@@ -27,10 +27,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from resablate import data, models
-from resablate.catalog import trial_config
-from resablate.compute import Compute
-from resablate.train import run_trial
+from resablate import models
+from resablate.spec.catalog import trial_config
+from resablate.trial import data
+from resablate.trial.compute import Compute
+from resablate.trial.train import run_trial
 
 
 def config(args: argparse.Namespace, device: str) -> dict[str, Any]:

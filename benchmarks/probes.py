@@ -12,11 +12,12 @@ import time
 
 import torch
 
-from resablate import data, models
-from resablate.optim import loss_fn
+from resablate import models
 from resablate.probes.measure import ProbeData, measure
-from resablate.spec import DataSpec, InitSpec, ModelSpec, ProbesSpec
-from resablate.train import run_trial
+from resablate.spec.schema import DataSpec, InitSpec, ModelSpec, ProbesSpec
+from resablate.trial import data
+from resablate.trial.optim import loss_fn
+from resablate.trial.train import run_trial
 
 
 def model(depth: int, width: int) -> ModelSpec:

@@ -74,7 +74,7 @@ def stack_sizes(largest: int) -> list[int]:
 
 def member_epoch_ms(k: int, epochs: int, device: str) -> float:
     """ms per member-epoch of a stack of k width-10 trials (after a warm-up epoch)."""
-    from resablate.train import run_stack
+    from resablate.trial.train import run_stack
 
     configs = [width10(i, (0.03, 0.1, 0.3)[i % 3], epochs) for i in range(k)]
     times: list[float] = []
@@ -90,7 +90,7 @@ def member_epoch_ms(k: int, epochs: int, device: str) -> float:
 
 def lecture_worker(args: argparse.Namespace) -> None:
     """One process's trial: prints its epoch times as JSON."""
-    from resablate.train import run_trial
+    from resablate.trial.train import run_trial
 
     times: list[float] = []
     run_trial(lecture(args, args.worker), lambda r: times.append(r["epoch_time"]), args.device)
@@ -122,8 +122,8 @@ def shared(args: argparse.Namespace, processes: int) -> float:
 
 
 def train_images(args: argparse.Namespace) -> int:
-    from resablate.catalog import trial_config
-    from resablate.data import DATASETS
+    from resablate.spec.catalog import trial_config
+    from resablate.trial.data import DATASETS
 
     cfg = trial_config(lecture(args, 0)).data
     return int(DATASETS["synthetic"].train_size(cfg))
@@ -157,8 +157,8 @@ def main() -> None:
     cuda = args.device == "cuda"
     args.samples = args.samples or (12_000 if cuda else 2_000)
     args.epochs = args.epochs or (3 if cuda else 2)
-    from resablate.batched import member_bytes
-    from resablate.stacking import HEADROOM, free_bytes
+    from resablate.sweep.stacking import HEADROOM, free_bytes
+    from resablate.trial.batched import member_bytes
 
     name = torch.cuda.get_device_name() if cuda else "CPU (one thread a trial)"
     print(f"device: {name}, torch {torch.__version__}")

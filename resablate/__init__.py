@@ -1,11 +1,11 @@
 """resablate: ablation studies of deep residual networks.
 
-YAML sweep -> loader.py (profiles, --set) -> schema (spec.py, options.py) checked against the
-registries (catalog.py) -> expanded trials (grid.py, plan.py) -> driver.py (stop.py: one stop
-path) -> runner.py: inline, or Ray Tune (tuning.py, cluster.py) running stacks of trials
-(stacking.py) and a search's candidates (search.py) -> one loop over a stack of networks
-(train.py, batched.py: data.py, models/, probes/) -> MLflow (runlog.py writes, ledger.py reads,
-store.py) -> summary, report.
+A folder per layer, in the order the data flows (README "How the code is laid out"):
+YAML -> :mod:`resablate.spec` (read and checked, no torch) -> :mod:`resablate.sweep` (plan,
+driver, runner; Ray only in :mod:`resablate.sweep.ray`, Optuna's searches) ->
+:mod:`resablate.trial` (one loop over a stack of networks: data, :mod:`resablate.models`,
+:mod:`resablate.probes`) -> :mod:`resablate.tracking` (MLflow, only there) ->
+:mod:`resablate.analysis` (report, claims); :mod:`resablate.cli` calls them.
 """
 
 __version__ = "0.1.0"

@@ -1,5 +1,5 @@
 """``python -m resablate``: the same as the ``resablate`` command."""
 
-from resablate.cli import run
+from resablate.cli.main import run
 
 run()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from resablate.errors import UserError
-from resablate.grid import Trial
+from resablate.spec.grid import Trial
 
 RUNNING, FINISHED, DIVERGED, FAILED = "running", "finished", "diverged", "failed"
 PRUNED = "pruned"  # stopped early by the sweep's scheduler (ASHA, median stopping)

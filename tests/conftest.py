@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from resablate.cli import main
+from resablate.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "sweeps"

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from resablate import models
-from resablate.data import DataShape
 from resablate.errors import ConfigError
 from resablate.probes.spp import noise_batch, signal_propagation
-from resablate.spec import InitSpec, ModelSpec
+from resablate.spec.schema import InitSpec, ModelSpec
+from resablate.trial.data import DataShape
 
 IMAGES = DataShape((3, 8, 8), 10)
 

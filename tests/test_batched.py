@@ -10,17 +10,17 @@ import mlflow
 import pytest
 import torch
 
-from resablate import data
-from resablate.batched import Plain, Vmapped, build, why_not
-from resablate.compute import Compute
 from resablate.errors import SpecError
-from resablate.plan import make_plan
 from resablate.results import DIVERGED, FINISHED
-from resablate.runlog import RunLog
-from resablate.runner import Session
-from resablate.spec import ProbesSpec, TrainSpec, TrialConfig
-from resablate.stacking import AUTO_STACK_MAX, STACKED, stack_size, stacks
-from resablate.train import run_stack, run_trial
+from resablate.spec.schema import ProbesSpec, TrainSpec, TrialConfig
+from resablate.sweep.plan import make_plan
+from resablate.sweep.runner import Session
+from resablate.sweep.stacking import AUTO_STACK_MAX, STACKED, stack_size, stacks
+from resablate.tracking.runlog import RunLog
+from resablate.trial import data
+from resablate.trial.batched import Plain, Vmapped, build, why_not
+from resablate.trial.compute import Compute
+from resablate.trial.train import run_stack, run_trial
 from tests.conftest import STEP_REL, assert_trained_alike, write
 
 BASE = {
@@ -366,7 +366,7 @@ def test_stacks_gather_the_init_scales_of_a_cell_unless_c_is_in_the_forward_pass
 def test_a_stacks_mode_is_every_modules_mode_as_train_sets_it() -> None:
     from torch import nn
 
-    from resablate.batched import Modes
+    from resablate.trial.batched import Modes
 
     config = TrialConfig.model_validate({**BASE, "model": {**BASE["model"], "norm": "batch"}})
     shape = data.load(config.data).shape

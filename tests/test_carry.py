@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from resablate.errors import SpecError
-from resablate.plan import carried, make_plan, search_cells, search_size, unsearched
+from resablate.sweep.plan import carried, make_plan, search_cells, search_size, unsearched
 from tests.conftest import run_terminal, trial_runs, write
 
 SWEEP = """

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import torch
 
-from resablate import checkpoint
-from resablate.checkpoint import Checkpoints
-from resablate.train import run_stack
+from resablate.trial import checkpoint
+from resablate.trial.checkpoint import Checkpoints
+from resablate.trial.train import run_stack
 
 BASE: dict[str, Any] = {
     "data": {"name": "digits"},

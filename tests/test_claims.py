@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from scipy import stats
 
-from resablate.claims import (
+from resablate.analysis.claims import (
     CONTRADICTED,
     HOLDS,
     INCONCLUSIVE,
@@ -19,10 +19,10 @@ from resablate.claims import (
     select,
     spearman,
 )
-from resablate.comparisons import holm
+from resablate.analysis.comparisons import holm
 from resablate.errors import SpecError, UserError
-from resablate.ledger import RunData
-from resablate.options import ClaimSpec
+from resablate.spec.options import ClaimSpec
+from resablate.tracking.ledger import RunData
 
 AXES = ["model.shortcut", "model.depth", "train.lr", "seed"]
 
@@ -200,7 +200,7 @@ def test_a_test_metric_is_read_at_the_lr_a_validation_metric_chose() -> None:
 def test_a_best_over_chosen_on_the_test_set_is_refused_in_one_line(
     tmp_path: Path, compare: dict[str, Any], metric: str, problem: str
 ) -> None:
-    from resablate.loader import load_sweep
+    from resablate.spec.loader import load_sweep
 
     spec = {**BETTER, "best_over": "train.lr", **compare}
     raw = {"id": "c", "says": "s", "metric": metric, "compare": spec}

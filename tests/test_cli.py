@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from resablate.catalog import registries
-from resablate.fields import trial_paths
+from resablate.spec.catalog import registries
+from resablate.spec.fields import trial_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ def test_fields_lists_every_field_and_every_registered_name(cli) -> None:
 
 
 def test_fields_says_what_each_field_means_and_each_familys_default(cli) -> None:
-    from resablate.field_help import HELP
+    from resablate.spec.field_help import HELP
 
     assert set(HELP) == set(trial_paths())  # one line for every field, none for a stale one
     out = cli("fields").out

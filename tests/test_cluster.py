@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from resablate.plan import make_plan
+from resablate.sweep.plan import make_plan
 from tests.conftest import run_process, write
 
 SWEEP = """

@@ -21,10 +21,11 @@ import jsonschema
 import pytest
 import yaml
 
-from resablate import cluster, data
 from resablate.errors import SpecError
-from resablate.plan import make_plan
-from resablate.spec import DataSpec
+from resablate.spec.schema import DataSpec
+from resablate.sweep.plan import make_plan
+from resablate.sweep.ray import cluster
+from resablate.trial import data
 from tests.conftest import ROOT, run_process, write
 from tests.kuberay_schema import VENDORED, manifests, uncut
 

@@ -7,7 +7,7 @@ import statistics
 import pytest
 from scipy import stats
 
-from resablate.comparisons import (
+from resablate.analysis.comparisons import (
     BOOTSTRAP_FROM,
     MIN_SEEDS,
     compare,
@@ -17,8 +17,8 @@ from resablate.comparisons import (
     p_greater,
     reference_of,
 )
-from resablate.ledger import RunData
 from resablate.results import DIVERGED, FINISHED
+from resablate.tracking.ledger import RunData
 
 AXES = ["model.shortcut", "seed"]
 

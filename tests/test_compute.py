@@ -9,15 +9,16 @@ import pytest
 import torch
 from torch import Tensor
 
-from resablate import data, models
-from resablate.catalog import trial_config
-from resablate.compute import Compute
+from resablate import models
 from resablate.errors import SpecError
-from resablate.grid import config_id
-from resablate.optim import loss_fn
-from resablate.plan import make_plan
-from resablate.spec import TrainSpec, TrialConfig
-from resablate.train import run_trial
+from resablate.spec.catalog import trial_config
+from resablate.spec.grid import config_id
+from resablate.spec.schema import TrainSpec, TrialConfig
+from resablate.sweep.plan import make_plan
+from resablate.trial import data
+from resablate.trial.compute import Compute
+from resablate.trial.optim import loss_fn
+from resablate.trial.train import run_trial
 from tests.conftest import STEP_REL, assert_trained_alike, relative_error, write
 
 MLP = {
@@ -134,7 +135,7 @@ def test_fractional_gpus_validate_and_more_than_one_must_be_whole(tmp_path) -> N
 
 
 def test_fields_added_later_leave_a_sweeps_spec_hash_unchanged() -> None:
-    from resablate.loader import load_sweep
+    from resablate.spec.loader import load_sweep
     from tests.conftest import ROOT
 
     # the hash smoke.yaml (then with seeds 0 and 1) had before train.precision, data.image,

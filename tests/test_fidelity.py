@@ -13,14 +13,15 @@ from typing import Any
 import pytest
 import torch
 
-from resablate import data, models
-from resablate.catalog import trial_config
-from resablate.data import DataShape
+from resablate import models
 from resablate.errors import ConfigError, SpecError
-from resablate.optim import loss_fn
-from resablate.plan import make_plan
 from resablate.probes.hessian import hessian_spectrum
-from resablate.spec import DataSpec, InitSpec, ModelSpec
+from resablate.spec.catalog import trial_config
+from resablate.spec.schema import DataSpec, InitSpec, ModelSpec
+from resablate.sweep.plan import make_plan
+from resablate.trial import data
+from resablate.trial.data import DataShape
+from resablate.trial.optim import loss_fn
 from tests.conftest import SWEEPS, write
 
 # -- He et al.'s warm-up for 110 layers and more -------------------------------------------------

@@ -35,9 +35,9 @@ grid:
 @pytest.fixture(scope="module")
 def drawn(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The report's figures of a recorded 36-trial sweep, kept open."""
-    from resablate.cli import main
-    from resablate.ledger import read_sweep
-    from resablate.report import HISTORIES, HISTORY_PREFIXES, make_report
+    from resablate.analysis.report import HISTORIES, HISTORY_PREFIXES, make_report
+    from resablate.cli.main import main
+    from resablate.tracking.ledger import read_sweep
 
     folder = tmp_path_factory.mktemp("many")
     write(folder / "many.yaml", MANY)
@@ -129,9 +129,9 @@ def test_a_probe_at_init_draws_one_line_per_net_whatever_the_lr(drawn: dict[str,
 
 
 def test_a_degradation_plot_needs_two_depths_of_one_configuration(tmp_path: Path) -> None:
-    from resablate.figures import Report
-    from resablate.ledger import RunData, SweepRuns
-    from resablate.report import _degradation
+    from resablate.analysis.figures import Report
+    from resablate.analysis.report import _degradation
+    from resablate.tracking.ledger import RunData, SweepRuns
 
     def run(i: int, depth: int, shortcut: str) -> RunData:
         params = {"model.depth": str(depth), "model.shortcut": shortcut, "seed": "0"}

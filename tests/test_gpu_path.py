@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from resablate.batched import data_bytes
-from resablate.compute import choose_device
 from resablate.errors import SpecError, UserError
-from resablate.plan import fit, make_plan, slots_in
-from resablate.stacking import gpu_free_bytes, stack_budget
+from resablate.sweep.plan import fit, make_plan, slots_in
+from resablate.sweep.stacking import gpu_free_bytes, stack_budget
+from resablate.trial.batched import data_bytes
+from resablate.trial.compute import choose_device
 from tests.conftest import ROOT, write
 
 
@@ -166,7 +166,7 @@ def test_the_gpu_path_device_check_rehearses_on_cpu(tmp_path: Path) -> None:
 
 def test_a_cluster_that_lacks_gpus_now_but_may_grow_to_them_waits(tmp_path: Path) -> None:
     """clusters/: a CPU head and 0-8 GPU workers that the autoscaler adds while trials wait."""
-    from resablate.cluster import check_resources
+    from resablate.sweep.ray.cluster import check_resources
 
     sweep = "name: g\nmodel: {depth: 2, width: 8}\nresources: {cpu: 1, gpu: 1}\n"
     plan = make_plan(write(tmp_path / "g.yaml", sweep))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from resablate.grid import cell_id, config_id
-from resablate.plan import make_plan
+from resablate.spec.grid import cell_id, config_id
+from resablate.sweep.plan import make_plan
 from tests.conftest import heavy_imports, write
 
 GOLDEN = Path(__file__).parent / "golden" / "grid_ids.json"

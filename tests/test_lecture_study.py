@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from resablate.plan import make_plan
+from resablate.sweep.plan import make_plan
 from tests.conftest import SWEEPS
 
 SWEEP = SWEEPS / "mnist_lecture.yaml"

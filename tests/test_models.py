@@ -12,10 +12,10 @@ import torch.nn.functional as F
 import torchvision
 
 from resablate import models
-from resablate.data import DataShape
 from resablate.errors import ConfigError
 from resablate.models.placement import NAMED, Placement, parse_placement
-from resablate.spec import InitSpec, ModelSpec
+from resablate.spec.schema import InitSpec, ModelSpec
+from resablate.trial.data import DataShape
 
 DIGITS = DataShape((64,), 10)
 IMAGES = DataShape((3, 8, 8), 10)

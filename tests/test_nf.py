@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from resablate import models
-from resablate.data import DataShape
 from resablate.errors import ConfigError
 from resablate.models.init import INITS, ScaledWS
-from resablate.plan import make_plan
 from resablate.probes.spp import noise_batch, signal_propagation
-from resablate.spec import InitSpec, ModelSpec
+from resablate.spec.schema import InitSpec, ModelSpec
+from resablate.sweep.plan import make_plan
+from resablate.trial.data import DataShape
 from tests.conftest import SWEEPS
 
 SHAPE = DataShape((3, 32, 32), 10)
@@ -293,7 +293,7 @@ def test_deep_nf_nets_stay_in_the_band_that_removing_beta_breaks(shortcut: str) 
 def test_the_sweeps_nf_claim_reads_the_derived_band_and_removing_beta_breaks_it() -> None:
     """signal_propagation's cpu arm: its threshold is band() of that arm (not tuned to the run),
     and the sweep's own trials with β removed land outside it."""
-    from resablate.spec import TrialConfig
+    from resablate.spec.schema import TrialConfig
 
     plan = make_plan(SWEEPS / "signal_propagation.yaml", profile="cpu")
     [claim] = [c for c in plan.spec.claims if c.id == "nf-on-schedule"]

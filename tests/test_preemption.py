@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import torch
 
-from resablate import checkpoint
-from resablate.plan import make_plan
-from resablate.train import run_stack, run_trial
+from resablate.sweep.plan import make_plan
+from resablate.trial import checkpoint
+from resablate.trial.train import run_stack, run_trial
 from tests.conftest import run_process, trial_runs, write
 from tests.test_resume import kill_hard, query, start, wait_until, workers
 

@@ -11,15 +11,16 @@ from typing import Any
 import pytest
 import torch
 
-from resablate import data, models
-from resablate.data import DataShape
-from resablate.optim import loss_fn
+from resablate import models
 from resablate.probes.hessian import hessian_spectrum
 from resablate.probes.lesion import lesion
 from resablate.probes.shattered import autocorrelation, shattered_gradients
 from resablate.probes.spp import laws, noise_batch, signal_propagation
 from resablate.probes.weights import weight_norms
-from resablate.spec import DataSpec, InitSpec, ModelSpec
+from resablate.spec.schema import DataSpec, InitSpec, ModelSpec
+from resablate.trial import data
+from resablate.trial.data import DataShape
+from resablate.trial.optim import loss_fn
 
 CE = loss_fn("ce", 10)
 
@@ -195,8 +196,8 @@ def test_a_norm_after_the_addition_adds_no_variance_per_unit() -> None:
 def test_each_probe_records_the_numbers_its_spec_declares() -> None:
     # a claim's metric is checked against ProbesSpec's `records` before a sweep runs: they must
     # be exactly the numbers the probes return
-    from resablate.options import ProbesSpec
     from resablate.probes.measure import ProbeData, measure, scalars
+    from resablate.spec.options import ProbesSpec
 
     # name -> its Probe class (the field's type is `SppProbe | None`)
     specs = {n: typing.get_args(f.annotation)[0] for n, f in ProbesSpec.model_fields.items()}

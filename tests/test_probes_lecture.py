@@ -13,10 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from resablate import data, models
-from resablate.data import DataShape
-from resablate.optim import loss_fn
-from resablate.options import LesionProbe
+from resablate import models
 from resablate.probes.lesion import lesion
 from resablate.probes.measure import PROBES, ProbeData, scalars
 from resablate.probes.shattered import (
@@ -25,8 +22,12 @@ from resablate.probes.shattered import (
     line_gradients,
     shattered_gradients,
 )
-from resablate.spec import DataSpec, InitSpec, ModelSpec, ProbesSpec
-from resablate.train import probe_trial
+from resablate.spec.options import LesionProbe
+from resablate.spec.schema import DataSpec, InitSpec, ModelSpec, ProbesSpec
+from resablate.trial import data
+from resablate.trial.data import DataShape
+from resablate.trial.optim import loss_fn
+from resablate.trial.train import probe_trial
 
 IMAGES = DataShape((1, 8, 8), 10)
 VECTORS = DataShape((16,), 10)
@@ -256,8 +257,8 @@ def test_mnist_full_preact_ends_with_norm_and_relu_before_pooling_and_trains() -
         "ReLU",
         "Linear",
     ]
-    from resablate.catalog import trial_config
-    from resablate.train import run_trial
+    from resablate.spec.catalog import trial_config
+    from resablate.trial.train import run_trial
 
     config = {
         "model": {"family": "mnist", "depth": 8, "channels": 8, "activation": "full_preact"},

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from resablate.spec import ProbesSpec
-from resablate.train import run_trial
+from resablate.spec.schema import ProbesSpec
+from resablate.trial.train import run_trial
 from tests.conftest import run_terminal, trial_runs, write
 
 SWEEP = """

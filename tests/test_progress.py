@@ -7,8 +7,8 @@ import io
 import pytest
 from rich.console import Console
 
-from resablate.progress import SweepProgress
 from resablate.results import DIVERGED, FAILED, PRUNED
+from resablate.sweep.progress import SweepProgress
 
 
 def rendered(name: str, total: int, width: int, **counts: int) -> list[str]:

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from resablate.catalog import trial_config
 from resablate.errors import ConfigError, SpecError
-from resablate.loader import load_sweep
-from resablate.optim import OPTIMIZERS, SCHEDULES, Clock, lr_schedule
-from resablate.recipes import RECIPES
-from resablate.spec import TrainSpec, TrialConfig
+from resablate.spec.catalog import trial_config
+from resablate.spec.loader import load_sweep
+from resablate.spec.recipes import RECIPES
+from resablate.spec.schema import TrainSpec, TrialConfig
+from resablate.trial.optim import OPTIMIZERS, SCHEDULES, Clock, lr_schedule
 from tests.conftest import write
 
 LR = 0.1

@@ -27,7 +27,7 @@ grid:
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 8-trial sweep in its own folder's default store."""
-    from resablate.cli import main
+    from resablate.cli.main import main
 
     folder = tmp_path_factory.mktemp("reported")
     write(folder / "r.yaml", SWEEP)
@@ -366,10 +366,10 @@ def test_report_draws_the_hessian_during_training_from_mlflows_numbers(
 
 def test_claims_md_counts_the_claims_that_name_their_mutant(tmp_path: Path) -> None:
     """science.md §7: each claim names the broken variant that turns its verdict."""
-    from resablate.claims import table
-    from resablate.figures import Report
-    from resablate.ledger import RunData, SweepRuns
-    from resablate.options import ClaimSpec
+    from resablate.analysis.claims import table
+    from resablate.analysis.figures import Report
+    from resablate.spec.options import ClaimSpec
+    from resablate.tracking.ledger import RunData, SweepRuns
 
     runs = [
         RunData(f"r{s}", "finished", {"model.depth": "4", "seed": str(s)}, {}, {"test_acc": 0.9})
@@ -399,10 +399,10 @@ def test_claims_md_counts_the_claims_that_name_their_mutant(tmp_path: Path) -> N
 def test_a_mutant_is_judged_only_beside_a_measured_claim_and_turns_only_a_holding_one(
     tmp_path: Path,
 ) -> None:
-    from resablate.claims import table
-    from resablate.figures import Report
-    from resablate.ledger import RunData, SweepRuns
-    from resablate.options import ClaimSpec
+    from resablate.analysis.claims import table
+    from resablate.analysis.figures import Report
+    from resablate.spec.options import ClaimSpec
+    from resablate.tracking.ledger import RunData, SweepRuns
 
     runs = [
         RunData(

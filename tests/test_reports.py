@@ -19,7 +19,7 @@ RUN = """
 import json, sys, time
 import ray
 from ray import tune
-from resablate.tune_checkpoints import REPORT, REPORT_EVERY_S, Outbox
+from resablate.sweep.ray.tune_checkpoints import REPORT, REPORT_EVERY_S, Outbox
 
 
 def trainable(config):

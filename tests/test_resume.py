@@ -22,7 +22,7 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from resablate.plan import make_plan
+from resablate.sweep.plan import make_plan
 from tests.conftest import run_process, trial_runs, write
 
 GRID = """
@@ -495,7 +495,7 @@ def test_two_sweeps_share_one_sqlite_store_at_once(tmp_path: Path) -> None:
 def test_a_gpu_out_of_memory_is_named_with_its_fix() -> None:
     import torch
 
-    from resablate.stacking import failure_text
+    from resablate.sweep.stacking import failure_text
 
     try:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

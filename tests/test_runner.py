@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from resablate import stacking
-from resablate.driver import Options, run_sweep
 from resablate.errors import SpecError
-from resablate.grid import Trial
-from resablate.plan import make_plan
 from resablate.results import FAILED, FINISHED, TrialRecord
-from resablate.runlog import RunLog
-from resablate.runner import Session
-from resablate.stacking import runs_of
+from resablate.spec.grid import Trial
+from resablate.sweep import stacking
+from resablate.sweep.driver import Options, run_sweep
+from resablate.sweep.plan import make_plan
+from resablate.sweep.runner import Session
+from resablate.sweep.stacking import runs_of
+from resablate.tracking.runlog import RunLog
 from tests.conftest import trial_runs, write
 
 SWEEP = "name: runner\nmodel: {depth: 2, width: 8}\ntrain: {epochs: 2}\ngrid: {seed: [0, 1]}\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from resablate.train import run_trial
+from resablate.trial.train import run_trial
 
 
 @pytest.mark.slow

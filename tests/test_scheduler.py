@@ -11,7 +11,7 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from resablate.plan import make_plan
+from resablate.sweep.plan import make_plan
 from tests.conftest import run_process, trial_runs, write
 
 GRID = """
@@ -29,7 +29,7 @@ grid:
 
 
 def test_scheduler_defaults_follow_the_objective() -> None:
-    from resablate.spec import SchedulerSpec, SearchSpec
+    from resablate.spec.schema import SchedulerSpec, SearchSpec
 
     assert SchedulerSpec().kind == "none"
     assert SchedulerSpec(kind="asha").resolved(None) == ("val_acc", "max")

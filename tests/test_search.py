@@ -13,7 +13,7 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from resablate.search import best_trial
+from resablate.sweep.search import best_trial
 from tests.conftest import run_terminal, trial_runs, write
 
 # searches choose on the validation set (data.validation), never on the test set
@@ -176,8 +176,8 @@ def test_a_bad_search_where_is_refused_naming_the_field(
 def test_a_cells_candidates_and_seeds_are_handed_out_as_one_stack(tmp_path: Path) -> None:
     """Issue 21 (search candidates stack): the candidates a cell asks at once differ only in
     init.c; with their seeds they train as one stack (on a local Ray that runs one at a time)."""
-    from resablate.plan import make_plan
-    from resablate.search import CandidateQueue, CellSearch
+    from resablate.sweep.plan import make_plan
+    from resablate.sweep.search import CandidateQueue, CellSearch
 
     sweep = write(
         tmp_path / "s.yaml",

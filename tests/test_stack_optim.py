@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 import torch
 
-from resablate.batched import stack_key
-from resablate.optim import Clock
-from resablate.plan import make_plan
 from resablate.results import DIVERGED, FINISHED
-from resablate.spec import TrainSpec
-from resablate.stack_optim import Steps, order
-from resablate.stacking import stacks
-from resablate.train import run_stack
+from resablate.spec.schema import TrainSpec
+from resablate.sweep.plan import make_plan
+from resablate.sweep.stacking import stacks
+from resablate.trial.batched import stack_key
+from resablate.trial.optim import Clock
+from resablate.trial.stack_optim import Steps, order
+from resablate.trial.train import run_stack
 from tests.conftest import write
 from tests.test_batched import BASE, assert_alike, separately, stacked
 
@@ -176,8 +176,8 @@ def test_members_of_one_seed_and_init_measure_their_init_probes_once(monkeypatch
     their init probes are measured once and equal a separate run's bit for bit; another seed
     or another init (other weights) is measured on its own."""
     from resablate.probes import measure as probes
-    from resablate.spec import ProbesSpec
-    from resablate.train import run_trial
+    from resablate.spec.schema import ProbesSpec
+    from resablate.trial.train import run_trial
 
     spec = ProbesSpec.model_validate(INIT_PROBES)
     small = {"depth": 4, "width": 8}
@@ -233,9 +233,9 @@ CONV = {
 }
 MEASURE = """
 import json, sys, torch
-from resablate import data
-from resablate.spec import TrialConfig
-from resablate.train import run_stack
+from resablate.trial import data
+from resablate.spec.schema import TrialConfig
+from resablate.trial.train import run_stack
 
 
 def peak():  # this process's own high-water mark (ru_maxrss keeps a forking parent's across exec)
@@ -272,7 +272,7 @@ def peak_growth(config: dict[str, Any], k: int) -> int:
 
 
 def test_a_members_memory_is_estimated_on_the_meta_device() -> None:
-    from resablate.batched import member_bytes
+    from resablate.trial.batched import member_bytes
 
     estimate = member_bytes(CONV)
     per_member = (peak_growth(CONV, 6) - peak_growth(CONV, 2)) / 4  # measured: 77 MB
@@ -294,8 +294,8 @@ resources: {cpu: 1, seeds_per_trial: 8}
 
 
 def test_no_stack_is_larger_than_its_slots_memory_allows(tmp_path: Path) -> None:
-    from resablate.batched import data_bytes, member_bytes
-    from resablate.stacking import describe
+    from resablate.sweep.stacking import describe
+    from resablate.trial.batched import data_bytes, member_bytes
 
     plan = make_plan(write(tmp_path / "s.yaml", SIZED))
     member = member_bytes(plan.trials[0].config)
@@ -332,7 +332,7 @@ def test_plan_says_how_the_trials_stack_and_why_some_train_alone(tmp_path: Path,
 def test_a_stack_trains_on_its_trials_cpus_as_threads_and_gives_them_back(tmp_path: Path) -> None:
     # both backends train through train_stack with trial_threads(plan): a Ray worker and
     # --inline compute with resources.cpu threads (not torch's default of one per core)
-    from resablate.stacking import train_stack, trial_threads
+    from resablate.sweep.stacking import train_stack, trial_threads
 
     sweep = "name: t\nmodel: {depth: 2, width: 8}\ntrain: {epochs: 2}\n"
     for cpu, threads in ((1, 1), (2.5, 2), (0.5, 1)):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from resablate import stop
+from resablate.sweep import stop
 
 
 def _press(sig: int) -> None:
@@ -54,7 +54,7 @@ def test_a_stop_signal_during_a_store_write_lets_the_write_finish(tmp_path: Path
     write can leave its write lock held, and closing the runs then waits on it)."""
     from mlflow.tracking import MlflowClient
 
-    from resablate.store import Store
+    from resablate.tracking.store import Store
 
     class CtrlCMidWrite(MlflowClient):
         def set_tag(self, *args: object, **kwargs: object) -> None:

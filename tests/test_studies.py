@@ -175,7 +175,7 @@ def test_each_cpu_profile_shows_its_studys_claims(
     tmp_path: Path, study: str, sets: list[str]
 ) -> None:
     """The whole cpu profile, as a user runs it, then ``report --check`` judges its claims."""
-    from resablate.plan import make_plan
+    from resablate.sweep.plan import make_plan
 
     sweep = str(SWEEPS / f"{study}.yaml")
     if study in AT_INIT:  # what makes one epoch enough
@@ -206,7 +206,7 @@ def test_each_cpu_profile_shows_its_studys_claims(
 @pytest.mark.parametrize("study", list(SIZES))
 def test_every_claim_of_every_study_names_its_mutant(study: str) -> None:
     """science.md §7: a claim no broken arm can turn is a test of the code, not a claim."""
-    from resablate.plan import make_plan
+    from resablate.sweep.plan import make_plan
 
     claims = make_plan(SWEEPS / f"{study}.yaml").spec.claims
     assert claims and all(c.fails_when for c in claims), [c.id for c in claims if not c.fails_when]

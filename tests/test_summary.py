@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from resablate.plan import make_plan
+from resablate.analysis.summary import pm, summarize, table
 from resablate.results import FINISHED, TrialRecord
-from resablate.summary import pm, summarize, table
+from resablate.sweep.plan import make_plan
 from tests.conftest import SWEEPS
 
 
@@ -86,7 +86,7 @@ def test_numbers_keep_their_significant_digits(mean: float, std: float, text: st
 
 
 def test_the_killed_trials_are_named_the_first_ten_of_them() -> None:
-    from resablate.runlog import killed_text
+    from resablate.tracking.runlog import killed_text
 
     assert killed_text(["seed=0", "seed=1"]) == (
         "killed, --resume continues them: 2 trial(s): seed=0; seed=1"

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from resablate import runlog
 from resablate.errors import StoreError
-from resablate.grid import Trial
-from resablate.ledger import Ledger
 from resablate.results import FINISHED, KILLED, RUNNING, TrialRecord
-from resablate.runlog import RunLog, flatten
-from resablate.store import RUN_FINISHED, RUN_KILLED, RUN_RUNNING, Store
+from resablate.spec.grid import Trial
+from resablate.tracking import runlog
+from resablate.tracking.ledger import Ledger
+from resablate.tracking.runlog import RunLog, flatten
+from resablate.tracking.store import RUN_FINISHED, RUN_KILLED, RUN_RUNNING, Store
 
 TRIAL = Trial("abc", {"seed": 0, "model": {"depth": 2}}, {"seed": 0}, "cell")
 

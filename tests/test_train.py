@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from resablate.catalog import trial_config
 from resablate.results import DIVERGED, FINISHED, RUNNING
-from resablate.spec import TrialConfig
-from resablate.train import run_trial
+from resablate.spec.catalog import trial_config
+from resablate.spec.schema import TrialConfig
+from resablate.trial.train import run_trial
 
 BASE = {
     "model": {"depth": 4, "width": 32},

@@ -13,16 +13,16 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from resablate import data
-from resablate.batched import EVAL_BATCH, build
-from resablate.catalog import trial_config
-from resablate.compute import Compute
-from resablate.driver import Options, Outcome, run_sweep
-from resablate.optim import loss_fn
-from resablate.plan import make_plan
 from resablate.results import FINISHED
-from resablate.spec import DataSpec
-from resablate.train import evaluate, run_stack, run_trial
+from resablate.spec.catalog import trial_config
+from resablate.spec.schema import DataSpec
+from resablate.sweep.driver import Options, Outcome, run_sweep
+from resablate.sweep.plan import make_plan
+from resablate.trial import data
+from resablate.trial.batched import EVAL_BATCH, build
+from resablate.trial.compute import Compute
+from resablate.trial.optim import loss_fn
+from resablate.trial.train import evaluate, run_stack, run_trial
 from tests.conftest import STEP_REL, TRAINED_ACC, TRAINED_REL, trial_runs, write
 
 SYNTHETIC = {"name": "synthetic", "samples": 400, "features": 6, "validation": 0.2}

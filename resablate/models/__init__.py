@@ -25,8 +25,8 @@ from resablate.models.shortcuts import SHORTCUTS, variance_law
 from resablate.registry import Registry
 
 if TYPE_CHECKING:
-    from resablate.data import DataShape
-    from resablate.spec import InitSpec, ModelSpec
+    from resablate.spec.schema import InitSpec, ModelSpec
+    from resablate.trial.data import DataShape
 
 __all__ = [
     "ACTS",

@@ -25,7 +25,7 @@ from resablate.models.placement import ACT, N, W, parse_placement
 from resablate.models.shortcuts import SHORTCUTS, Geometry, projects
 
 if TYPE_CHECKING:
-    from resablate.spec import InitSpec, ModelSpec
+    from resablate.spec.schema import InitSpec, ModelSpec
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from resablate.models.init import INITS, ScaledWS
 from resablate.models.network import ResNet, build_units, head, stem_tail
 
 if TYPE_CHECKING:
-    from resablate.data import DataShape
-    from resablate.spec import InitSpec, ModelSpec
+    from resablate.spec.schema import InitSpec, ModelSpec
+    from resablate.trial.data import DataShape
 
 DEPTHS = {
     18: [2, 2, 2, 2],

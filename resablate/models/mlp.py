@@ -19,8 +19,8 @@ from resablate.models.init import INITS, ScaledWS
 from resablate.models.network import ResNet, build_units
 
 if TYPE_CHECKING:
-    from resablate.data import DataShape
-    from resablate.spec import InitSpec, ModelSpec
+    from resablate.spec.schema import InitSpec, ModelSpec
+    from resablate.trial.data import DataShape
 
 
 def defaults(model: dict[str, Any]) -> dict[str, Any]:

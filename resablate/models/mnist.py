@@ -22,8 +22,8 @@ from resablate.models.network import ResNet, build_units
 from resablate.models.placement import parse_placement
 
 if TYPE_CHECKING:
-    from resablate.data import DataShape
-    from resablate.spec import InitSpec, ModelSpec
+    from resablate.spec.schema import InitSpec, ModelSpec
+    from resablate.trial.data import DataShape
 
 
 def defaults(model: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from resablate.models.placement import parse_placement
 from resablate.models.shortcuts import Geometry, projects, variance_law
 
 if TYPE_CHECKING:
-    from resablate.spec import InitSpec, ModelSpec
+    from resablate.spec.schema import InitSpec, ModelSpec
 
 
 class ResNet(nn.Module):

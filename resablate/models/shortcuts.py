@@ -18,7 +18,7 @@ from resablate.models.layers import SubsampleA, projection, weight
 from resablate.registry import Registry
 
 if TYPE_CHECKING:
-    from resablate.spec import ModelSpec
+    from resablate.spec.schema import ModelSpec
 
 
 @dataclass(frozen=True)

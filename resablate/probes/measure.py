@@ -23,7 +23,7 @@ from resablate.probes.weights import weight_norms
 from resablate.registry import Registry
 
 if TYPE_CHECKING:
-    from resablate.data import Tensors
+    from resablate.trial.data import Tensors
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ def laws(
       variance and its expected β² schedule (Brock et al. 2021).
 
     The series may be one seed's or, pooled, the mean over seeds of each unit's (a law of the
-    expectation is taken on the mean, :mod:`resablate.claims`).
+    expectation is taken on the mean, :mod:`resablate.analysis.claims`).
     """
     out: dict[str, float] = {"fwd_last": fwd[-1]} if fwd else {}
     moment = [v + s for v, s in zip(fwd, sq, strict=True)]

@@ -1,0 +1,1 @@
+"""The ``resablate`` command: argument parsing and printing; each command calls the layers."""

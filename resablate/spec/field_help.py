@@ -1,0 +1,77 @@
+"""One line per trial-config field, what ``resablate fields`` says it means (science.md's terms).
+
+The schema (:mod:`resablate.spec.schema`) holds each field's type, default and bounds; this holds
+its meaning, kept beside it by a test that every field has one line here and nothing else does.
+"""
+
+from __future__ import annotations
+
+HELP: dict[str, str] = {
+    "seed": "the trial's seed: its weights, batch order and augmentation (not the data split)",
+    # model (science.md 1, 2)
+    "model.family": "the network's family: dense mlp, or the mnist, cifar, imagenet conv nets",
+    "model.depth": "layers with weights, counted as the family's paper counts them",
+    "model.width": "mlp: the units' width d",
+    "model.channels": "conv families: the first stage's channels (the later stages double it)",
+    "model.kernel": "mnist family: the convolutions' kernel size",
+    "model.block": "cifar, imagenet: basic (two 3x3 convs) or bottleneck (1x1, 3x3, 1x1) units",
+    "model.stages": "cifar family: how many stages of units (3 in He et al. 2015)",
+    "model.stem": "imagenet family: imagenet (7x7 conv, max-pool) or cifar (3x3, no pool) stem",
+    "model.shortcut": "what the unit adds its branch to (science.md 1.2); none: a plain net",
+    "model.shortcut_depth": "n, the weight layers in each unit's branch",
+    "model.activation": "where the norm and the nonlinearity sit in a unit (science.md 1.3)",
+    "model.norm": "the normalization in each unit, or none",
+    "model.groups": "norm group: the number of groups",
+    "model.act": "the nonlinearity",
+    "model.downsample": "where a stage shrinks: A pads the identity with zeros, B projects",
+    "model.lambda": "shortcut scale: the shortcut's multiplier lambda",
+    "model.branch_scale": "shortcut scale: the branch's multiplier beta",
+    "model.gate_bias": "shortcut gate, shortcut_gate: the gate's initial bias b",
+    "model.p": "shortcut dropout: the probability of dropping the shortcut",
+    "model.alpha_init": "shortcut scalar: the learned scalar's initial value",
+    "model.drop_path": "stochastic depth: the last unit's drop rate (linear in the unit index)",
+    # init (science.md 3)
+    "init.scheme": "how the weights are drawn (science.md 3)",
+    "init.c": "the init scale c: multiplies the branch weights' variance (1: the scheme itself)",
+    "init.eps": "zero: the size of the perturbation of the zeroed weights",
+    "init.alpha": "nf: the residual branches' multiplier alpha",
+    # data (science.md 5)
+    "data.name": "the data set: bundled digits, synthetic, or a torchvision set",
+    "data.whiten": "flatten the inputs and keep this many whitened components",
+    "data.target": "label (class index) or onehot (for loss mse)",
+    "data.test_fraction": "digits, synthetic: the share of the examples held out as test set",
+    "data.split_seed": "the seed of the test, validation and subset splits (never a trial's)",
+    "data.root": "folder of the torchvision sets' files; null: $RESABLATE_DATA, else ./data",
+    "data.subset": "keep this many training examples (seeded by split_seed)",
+    "data.validation": "the training share held out for searches, schedulers, best_over",
+    "data.augment": "pad-crop-flip training batches; null: the set's standard (cifar: on)",
+    "data.samples": "synthetic: how many examples",
+    "data.features": "synthetic: the inputs' dimension",
+    "data.classes": "synthetic: how many classes its random teacher labels",
+    "data.image": "synthetic: shape the inputs as [C, H, W] images for the conv families",
+    # train (science.md 6)
+    "train.loss": "ce (cross-entropy) or mse (against one-hot targets)",
+    "train.optimizer": "the optimizer",
+    "train.lr": "the learning rate (the schedule's peak)",
+    "train.momentum": "sgd: the momentum",
+    "train.nesterov": "sgd: Nesterov momentum",
+    "train.weight_decay": "weight decay (adamw: decoupled, as torch.optim.AdamW)",
+    "train.epochs": "passes over the training set",
+    "train.max_iterations": "train this many optimizer steps instead of train.epochs",
+    "train.batch_size": "examples per step, or full (the whole training set per step)",
+    "train.schedule": "the lr schedule, stepped every optimizer step",
+    "train.milestones": "schedule step: when the lr is multiplied by gamma",
+    "train.milestone_unit": "what the milestones count: epochs or iterations",
+    "train.gamma": "schedule step: the lr's factor at each milestone",
+    "train.warmup_iterations": "linear lr warm-up over this many steps",
+    "train.warmup_lr": "He's ResNet-110 warm-up: this lr until the error falls below the next",
+    "train.warmup_until_error": "He's warm-up: the running training error that ends it",
+    "train.recipe": "a paper's training preset; the fields written beside it override it",
+    "train.diverge_above": "a training loss above this (or NaN) ends the trial as diverged",
+    "train.precision": "fp32, or bf16 autocast of the forward pass (weights stay fp32)",
+    "train.channels_last": "image models: channels-last memory layout",
+    "train.compile": "torch.compile the training forward pass",
+    "train.deterministic": "deterministic kernels, no cuDNN autotuning (bitwise reruns)",
+    "train.checkpoint_every": "epochs between checkpoints; null: a tenth, at least a minute apart",
+    "train.keep_checkpoint": "keep the final checkpoint as an MLflow artifact",
+}

@@ -1,0 +1,372 @@
+"""One trial: data + model + optimizer + lr schedule -> per-epoch metrics via a report callback.
+
+One loop (:func:`run_stack`) trains a stack of k >= 1 networks (:mod:`resablate.trial.batched`):
+one trial (:func:`run_trial`), or trials of one network and data stream as one computation, each
+with its own initialization, batches, optimizer and lr schedule (stack_optim.py), loss,
+divergence and reports.
+
+No ray, no mlflow: the runner passes ``report`` (Ray Tune's, or a plain function in-process).
+A loss that becomes NaN/inf or exceeds ``train.diverge_above`` ends the trial as ``diverged``:
+a result to analyse, not a crash (science.md §4).
+
+Optimizers, lr schedules and warm-ups are optim.py's (a stack's members' each: stack_optim.py);
+how the arithmetic runs (bf16, channels-last, compile, deterministic kernels) is compute.py's.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from resablate.results import DIVERGED, FINISHED, METRICS, RUNNING
+from resablate.spec.catalog import trial_config
+from resablate.spec.schema import ProbesSpec, TrialConfig
+from resablate.trial import batched, checkpoint, data, stack_optim
+from resablate.trial.batched import Stack
+from resablate.trial.compute import Compute
+from resablate.trial.optim import Clock, loss_fn, steps
+
+Report = Callable[[dict[str, Any]], None]
+SYNC_EVERY = 32  # GPU steps whose losses are read from the device together
+
+
+def epoch_report(
+    epoch: int,
+    clock: Clock,
+    train: tuple[float, float],
+    test: tuple[float, float],
+    lr: float,
+    seconds: float,
+    val: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """A finished epoch's report: (loss, accuracy) on the training batches, the validation set
+    (``data.validation``; left out without one) and the test set."""
+    validated = {} if val is None else {"val_loss": val[0], "val_acc": val[1]}
+    return {
+        "epoch": epoch,
+        "status": FINISHED if epoch == clock.epochs else RUNNING,
+        "train_loss": train[0],
+        "train_acc": train[1],
+        **validated,
+        "test_loss": test[0],
+        "test_acc": test[1],
+        "lr": lr,
+        "epoch_time": seconds,
+    }
+
+
+def diverged_report(epoch: int, last_finite: float, previous: dict[str, Any]) -> dict[str, Any]:
+    """The report that ends a diverged trial; the metrics are the last finished epoch's."""
+    return {
+        "epoch": epoch,
+        "status": DIVERGED,
+        "diverged_epoch": epoch,
+        "last_finite_loss": last_finite,
+        **{k: v for k, v in previous.items() if k in METRICS},
+    }
+
+
+@torch.no_grad()
+def evaluate(
+    stack: Stack, x: Tensor, y: Tensor, loss: Callable[[Tensor, Tensor], Tensor], batch: int
+) -> list[tuple[float, float]]:
+    """Each member's (mean loss, accuracy) over the whole set, in eval mode."""
+    stack.train(False)
+    total, correct = [0.0] * stack.size, [0] * stack.size
+    for xb, yb in zip(x.split(batch), y.split(batch), strict=True):
+        out = stack.evaluate(xb)  # (k, B, classes)
+        hits = (out.argmax(dim=2) == yb).sum(dim=1).tolist()
+        for i in range(stack.size):
+            total[i] += float(loss(out[i], yb)) * len(yb)
+            correct[i] += hits[i]
+    return [(total[i] / len(y), correct[i] / len(y)) for i in range(stack.size)]
+
+
+class Prober:
+    """Runs the probes due at an epoch on a copy of the network and adds their results to the
+    epoch's report; a fixed, seeded probe batch is drawn once from the training set."""
+
+    def __init__(
+        self,
+        probes: ProbesSpec | None,
+        tensors: data.Tensors,
+        loss: Callable[[Tensor, Tensor], Tensor],
+        seed: int,
+        last: int,
+    ) -> None:
+        self.chosen = probes.chosen() if probes else {}
+        self.last, self.seed = last, seed
+        if not self.chosen:
+            return
+        from resablate.probes.measure import ProbeData
+
+        order = torch.randperm(len(tensors.y_train), generator=torch.Generator().manual_seed(seed))
+        # the probe batch: the first samples of a seeded order, as many as the largest probe
+        # batch (a stack's members each hold theirs: not a copy of the training set each)
+        batches = [getattr(p, "batch", None) for p in self.chosen.values()]
+        size = max((b for b in batches if isinstance(b, int)), default=1)  # "full": x_train
+        order = order[:size].to(tensors.x_train.device)
+        self.data = ProbeData(
+            tensors.x_train[order],
+            tensors.y_train[order],
+            tensors.x_train,
+            tensors.y_train,
+            tensors.x_test,
+            tensors.y_test,
+            loss,
+            tensors.shape.classes,
+        )
+
+    def __call__(self, result: dict[str, Any], stack: Stack, index: int = 0) -> dict[str, Any]:
+        """``result`` with the probes due at its epoch, measured on member ``index``'s
+        network."""
+        epoch = result["epoch"]
+        due = {n: p.model_dump() for n, p in self.chosen.items() if p.due(epoch, self.last)}
+        if not due:
+            return result
+        from resablate.probes.measure import measure, scalars
+
+        found = measure(stack.network(index), self.data, due, self.seed + 3)
+        return {**result, **scalars(found), "probes": found}
+
+
+@dataclass
+class Member:
+    """One network of a stack: its trial's report, generators and running sums."""
+
+    index: int  # its place in the stack
+    report: Report
+    limit: float  # its train.diverge_above
+    shuffle: torch.Generator  # the order of the training set, drawn each epoch
+    augment: torch.Generator | None  # crops and flips, on the device
+    result: dict[str, Any]  # its last report
+    last_finite: float = math.nan  # its last training loss that did not diverge
+    total: float = 0.0  # this epoch: sum of batch loss x batch size
+    seen: int = 0  # this epoch: training examples read
+
+    def augmented(self, x: Tensor) -> Tensor:
+        return x if self.augment is None else data.augment_batch(x, self.augment)
+
+
+def stacked(tensors: list[Tensor]) -> Tensor:
+    """``torch.stack``, with a stack of one as a view: an ordinary trial copies nothing."""
+    return tensors[0][None] if len(tensors) == 1 else torch.stack(tensors)
+
+
+def read(pending: list[tuple[Tensor, int]], live: list[Member], epoch: int) -> None:
+    """Check the losses of ``pending`` steps in order, member by member: a loss that is NaN/inf
+    or over the member's limit ends it; it reports ``diverged`` and leaves ``live``."""
+    losses = torch.stack([value for value, _ in pending]).tolist()  # one device sync
+    for current, (_, size) in zip(losses, pending, strict=True):
+        for member in list(live):
+            loss = current[member.index]
+            if math.isfinite(loss) and loss <= member.limit:
+                member.last_finite = loss
+                member.total += loss * size
+                member.seen += size
+            else:
+                live.remove(member)
+                member.result = diverged_report(epoch, member.last_finite, member.result)
+                member.report(member.result)
+    pending.clear()
+
+
+def run_stack(
+    configs: Sequence[TrialConfig | dict[str, Any]],
+    reports: Sequence[Report],
+    device: str | torch.device = "cpu",
+    probes: ProbesSpec | None = None,
+    probe_only: bool = False,
+    sync_every: int | None = None,
+    checkpoints: checkpoint.Cadence | None = None,
+    resume: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Train k >= 1 trials as one stack (:mod:`resablate.trial.batched`): one trial, or trials that
+    :func:`resablate.trial.batched.check` lets train stacked (one network shape and data stream;
+    each its own seed, initialization and training recipe, :mod:`resablate.trial.stack_optim`).
+    ``reports[i]`` gets trial i's report after every epoch, as :func:`run_trial` describes them;
+    returns each trial's last report. A member that diverges reports so and leaves the stack's
+    loss; the others train on. Raises ValueError for configs that cannot train as one stack.
+
+    Every member gets its own trial's generators: initialization (``seed``), shuffle
+    (``seed + 1``), augmentation (``seed + 2``), probe batch (``seed``).
+
+    ``checkpoints`` saves the whole training state at the end of the epochs it says are due
+    (:mod:`resablate.trial.checkpoint`); ``resume`` (a checkpoint read back) continues from its
+    epoch: the epochs before it are neither trained nor reported again, nor are the init probes.
+    """
+    given = [c if isinstance(c, TrialConfig) else trial_config(c) for c in configs]
+    batched.check(given)
+    # the stack's order: members of one recipe next to each other (one optimizer for them)
+    places = stack_optim.order([c.train for c in given])
+    cfgs = [given[i] for i in places]
+    cfg = cfgs[0]
+    tensors = data.load(cfg.data).to(device)
+    compute = Compute(cfg.train, torch.device(device))
+    stack = batched.build(cfgs, tensors.shape, compute)
+    loss = loss_fn(cfg.train.loss, tensors.shape.classes)
+    n = len(tensors.y_train)
+    batch, clock = steps(cfg.train, n)  # the data stream's: the same for every member
+    optimizers = stack_optim.Steps(
+        stack.parameters(), stack.size > 1, [c.train for c in cfgs], clock
+    )
+    error_warmup = optimizers.error_warmup
+    members = [
+        Member(
+            i,
+            reports[place],
+            c.train.diverge_above,
+            torch.Generator(device="cpu").manual_seed(c.seed + 1),
+            torch.Generator(device=device).manual_seed(c.seed + 2) if tensors.augment else None,
+            {"epoch": 0, "status": RUNNING},
+        )
+        for i, (c, place) in enumerate(zip(cfgs, places, strict=True))
+    ]
+
+    def twins(a: Member, b: Member) -> bool:  # the same probe seed and network
+        return cfgs[a.index].seed == cfgs[b.index].seed and stack.same(a.index, b.index)
+
+    def results() -> list[dict[str, Any]]:  # in the order of ``configs``
+        return [members[places.index(i)].result for i in range(len(members))]
+
+    # each member's probes on its own network, with its own seed's probe batch
+    probers = [Prober(probes, tensors, loss, c.seed, clock.epochs) for c in cfgs]
+    live = list(members)  # the members that have not diverged
+    done = 0  # epochs trained before this call
+    if resume is not None:
+        done, live = checkpoint.restore(resume, stack, optimizers, members)
+        if checkpoints is not None:
+            checkpoints.saved(done)
+    else:
+        for member in members:
+            # members of one seed and one initial network (differing in their recipe) have
+            # the same init probes: measured once (on a copy of the same weights and probe batch)
+            twin = next((m for m in members[: member.index] if twins(m, member)), None)
+            if twin is not None and "probes" in twin.result:
+                member.result = copy.deepcopy(twin.result)
+            else:
+                member.result = probers[member.index](member.result, stack, member.index)
+            if "probes" in member.result:
+                member.report(member.result)
+    if probe_only:
+        return results()
+    # On a GPU, reading each step's losses would stall the device once per step: they are read
+    # in groups of SYNC_EVERY steps instead (He et al.'s warm-up reads every step). Each is
+    # still checked in order, so a divergence ends its member at the same epoch with the same
+    # last finite loss; only the steps of its group after it ran in vain.
+    group = sync_every or (SYNC_EVERY if compute.device.type == "cuda" else 1)
+    group = 1 if error_warmup is not None else group
+    for epoch in range(done + 1, clock.epochs + 1):
+        start = time.perf_counter()
+        stack.train(True)
+        for member in live:
+            member.total, member.seen = 0.0, 0
+        hits = torch.zeros(stack.size, dtype=torch.int64, device=device)  # correct, per member
+        pending: list[tuple[Tensor, int]] = []  # (each member's loss, batch size) not read yet
+        # near-equal batches: never a last batch of one sample (BatchNorm cannot train on it)
+        batches = [
+            torch.randperm(n, generator=m.shuffle).to(device).tensor_split(clock.steps_per_epoch)
+            for m in members
+        ]
+        count = clock.steps_in(epoch)
+        for step in range(count):
+            idx = stacked([b[step] for b in batches])  # (k, B)
+            xb, yb = tensors.x_train[idx], tensors.y_train[idx]  # (k, B, ...), (k, B)
+            if tensors.augment:  # on the device, in batches (pad 4, random crop, flip)
+                xb = stacked([m.augmented(xb[m.index]) for m in members])
+            out = stack(xb)  # (k, B, classes)
+            losses = stacked([loss(out[i], yb[i]) for i in range(stack.size)])  # (k,)
+            pending.append((losses.detach(), idx.shape[1]))
+            if len(pending) == group or step == count - 1:
+                read(pending, live, epoch)
+                if not live:
+                    return results()
+            optimizers.zero_grad()
+            # each member's gradient lands in its own slice of the stack's weights
+            trained = losses if len(live) == stack.size else losses[[m.index for m in live]]
+            trained.sum().backward()
+            optimizers.step()
+            hits += (out.detach().argmax(dim=2) == yb).sum(dim=1)
+            if error_warmup is not None:  # a stack of one (batched.why_not)
+                error_warmup.observe(1 - int(hits[0]) / members[0].seen)
+            optimizers.schedule()
+        at_once = max(batch, batched.EVAL_BATCH)
+        tested = evaluate(stack, tensors.x_test, tensors.y_test, loss, at_once)
+        validated: list[tuple[float, float] | None] = [None] * stack.size
+        if tensors.x_val is not None and tensors.y_val is not None:  # as the test set: unaugmented
+            validated = [*evaluate(stack, tensors.x_val, tensors.y_val, loss, at_once)]
+        correct = hits.tolist()
+        elapsed = time.perf_counter() - start  # the stack's: every member's epoch took this long
+        for member in live:
+            trained_on = (member.total / member.seen, correct[member.index] / member.seen)
+            lr, i = optimizers.lr(member.index), member.index
+            result = epoch_report(epoch, clock, trained_on, tested[i], lr, elapsed, validated[i])
+            member.result = probers[member.index](result, stack, member.index)
+            member.report(member.result)
+        if checkpoints is not None and checkpoints.due(epoch, clock.epochs):
+            checkpoints.save(checkpoint.capture(epoch, stack, optimizers, members, live))
+    return results()
+
+
+def run_trial(
+    config: TrialConfig | dict[str, Any],
+    report: Report = lambda result: None,
+    device: str | torch.device = "cpu",
+    probes: ProbesSpec | None = None,
+    probe_only: bool = False,
+    sync_every: int | None = None,
+) -> dict[str, Any]:
+    """Train one trial, calling ``report`` after every epoch; returns the last report.
+
+    The run lasts ``train.epochs`` epochs, or ``train.max_iterations`` optimizer steps when that
+    is set (its last epoch may then be partial). Each report holds ``epoch`` (1-based),
+    ``status`` (``running``, then ``finished`` or ``diverged`` on the last one),
+    ``train_loss``/``train_acc`` (mean over the epoch's batches), ``val_loss``/``val_acc`` (on
+    the validation set, where ``data.validation`` holds one out), ``test_loss``/``test_acc``,
+    ``lr`` (the learning rate at the end of the epoch: the one the next step would use, 0 after
+    a whole cosine run) and ``epoch_time``. A diverged report adds ``diverged_epoch`` and
+    ``last_finite_loss``.
+
+    ``sync_every`` steps' losses are read from the device together (default: 1 on a CPU,
+    ``SYNC_EVERY`` on a GPU); the results do not depend on it.
+
+    ``probes`` run on a copy of the network at the epochs they are due (``init`` is epoch 0,
+    reported before training); a report then holds ``probes`` (probe name -> its results) and
+    each numeric result as ``<probe>.<key>``. ``probe_only`` stops after the init probes.
+
+    He et al.'s warm-up (``train.warmup_lr``) ends after the first step at which the running
+    training error of the current epoch, 1 - (correct so far / samples so far), falls below
+    ``train.warmup_until_error``; the next step uses the scheduled lr.
+    """
+    [last] = run_stack([config], [report], device, probes, probe_only, sync_every)
+    return last
+
+
+def probe_trial(
+    config: TrialConfig | dict[str, Any],
+    probes: ProbesSpec,
+    epochs: int = 0,
+    device: str | torch.device = "cpu",
+) -> dict[str, dict[str, Any]]:
+    """Every chosen probe on a trial's network: at initialization, or after ``epochs`` epochs
+    of the trial's training recipe (whatever the probes' own ``at``/``every`` say)."""
+    cfg = config if isinstance(config, TrialConfig) else trial_config(config)
+    when: list[str] = ["end"] if epochs else ["init"]
+    forced = ProbesSpec.model_validate(
+        {
+            name: {**p.model_dump(), "at": when, "every": None}
+            for name, p in probes.chosen().items()
+        }
+    )
+    if epochs:
+        recipe = cfg.train.model_copy(update={"epochs": epochs, "max_iterations": None})
+        cfg = cfg.model_copy(update={"train": recipe})
+    last = run_trial(cfg, device=device, probes=forced, probe_only=not epochs)
+    return dict(last.get("probes", {}))
