@@ -12,6 +12,7 @@ import os
 import shlex
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ Examples:
 """
 
 
-def tell(notes: tuple[str, ...]) -> None:
+def tell(notes: Sequence[str]) -> None:
     """What the user should know that stops nothing, one line each on stderr."""
     for note in notes:
         click.echo(f"resablate: {note}", err=True)

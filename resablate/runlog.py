@@ -253,11 +253,11 @@ class RunLog:
         left = [run.run_id for run in self.attempts.values()]
         left += [run_id for run_id, _, _ in self.resumable.values()]  # not continued this time
         for run_id in left:
-            run = self.store.get_run(run_id)
-            if run.status == RUN_RUNNING:
+            found = self.store.get_run(run_id)
+            if found.status == RUN_RUNNING:
                 self.store.set_tag(run_id, "resablate.status", KILLED)
                 self.store.set_terminated(run_id, RUN_KILLED)
-                self.killed.append(run.tags.get("mlflow.runName", run_id))
+                self.killed.append(found.tags.get("mlflow.runName", run_id))
         summary = dict(summary or {})
         if self.killed and "summary.md" in summary:
             summary["summary.md"] += f"\n{killed_text(self.killed)}\n"
