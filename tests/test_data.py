@@ -222,6 +222,8 @@ def test_plan_says_when_the_data_cannot_be_fetched_and_nothing_is_left_behind(
     assert planned.err.startswith(f"resablate: error: data set cifar10 is not in {root}")
     assert "cannot reach www.cs.toronto.edu (through the proxy 127.0.0.1:" in planned.err
     assert not (tmp_path / "sets").exists() and not planned.out
+    assert planned.err.rstrip().endswith("a sweep that runs elsewhere: plan --no-data-check")
+    assert cli("plan", str(sweep), "--no-data-check").code == 0  # (where the files are)
     ran = cli("sweep", str(sweep), "--inline", "-q")  # its download fails: no empty folder left
     assert ran.code == 2 and "downloading them failed" in ran.err
     assert not (tmp_path / "sets").exists()

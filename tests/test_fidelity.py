@@ -56,8 +56,9 @@ def test_he_cifar_leaves_shallower_nets_and_a_chosen_warm_up_alone(
     assert resolved_train(tmp_path, 110, warmup_lr=0.02, warmup_until_error=0.5)["warmup_lr"] == (
         0.02
     )
-    ran = cli("plan", str(tmp_path / "s.yaml"), "--json")  # what `resablate plan --json` shows
-    assert ran.code == 0
+    # what `resablate plan --json` shows (CIFAR-10 itself is not on this machine)
+    ran = cli("plan", str(tmp_path / "s.yaml"), "--json", "--no-data-check")
+    assert ran.code == 0, ran.err
     [trial] = json.loads(ran.out)["trials"]
     assert trial["config"]["train"]["warmup_lr"] == 0.02
 

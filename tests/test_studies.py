@@ -46,7 +46,9 @@ LONGEST = {
 
 
 def planned(study: str, *args: str) -> dict:
-    ran = run_process("plan", str(SWEEPS / f"{study}.yaml"), "--json", *args, cwd=SWEEPS)
+    # at full scale the torchvision sets are not on this machine: the data is a sweep's concern
+    path = str(SWEEPS / f"{study}.yaml")
+    ran = run_process("plan", path, "--json", "--no-data-check", *args, cwd=SWEEPS)
     assert ran.code == 0, ran.err
     return json.loads(ran.out)
 

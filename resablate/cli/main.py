@@ -205,10 +205,23 @@ def next_steps(
     is_flag=True,
     help='One JSON object: {"sweep", "n_trials", "trials": [{"id", "config", "params"}]}.',
 )
-def plan(sweep_file: str, overrides: tuple[str, ...], profile: str | None, as_json: bool) -> int:
+@click.option(
+    "--no-data-check",
+    is_flag=True,
+    help="Do not look for the data sets here (a sweep that runs where they are, e.g. a cluster).",
+)
+def plan(
+    sweep_file: str,
+    overrides: tuple[str, ...],
+    profile: str | None,
+    as_json: bool,
+    no_data_check: bool,
+) -> int:
     """Validate SWEEP.yaml and list its trials (ids, grid values, parameter counts).
 
     Nothing is trained and nothing is recorded: use it to check a sweep before running it.
+    The data sets its trials read must be here or downloadable (nothing is fetched or created
+    to find out); --no-data-check leaves that to the machine the sweep runs on.
     """
     from resablate.sweep.plan import (
         check_data,
@@ -222,7 +235,11 @@ def plan(sweep_file: str, overrides: tuple[str, ...], profile: str | None, as_js
 
     chosen = make_plan(sweep_file, overrides, profile)
     tell(chosen.notes)
-    tell(check_data(chosen))  # the data the trials read is there, or can be fetched
+    if not no_data_check:  # the data the trials read is there, or can be fetched
+        try:
+            tell(check_data(chosen))
+        except UserError as exc:
+            raise UserError(f"{exc}; a sweep that runs elsewhere: plan --no-data-check") from None
     found = to_json(chosen)
     slots = slots_in(chosen, local_resources())  # how they stack on this machine's Ray
     found["stacks"] = describe(chosen, slots, stack_budget(chosen, slots))
