@@ -339,9 +339,9 @@ def test_a_sweep_on_two_nodes_is_refused_until_they_share_its_data_and_storage(
         fake_mnist(tmp_path / "good")
         code = (
             "import os, sys\n"
-            "from resablate import cluster\n"
+            "from resablate.sweep.ray import cluster\n"
             "from resablate.errors import UserError\n"
-            "from resablate.plan import make_plan\n"
+            "from resablate.sweep.plan import make_plan\n"
             "cluster.join(sys.argv[1])\n"
             "for overrides in ([f'data.root={sys.argv[3]}'], []):\n"
             "    try:\n"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from resablate.spec.grid import cell_id, config_id
 from resablate.sweep.plan import make_plan
-from tests.conftest import heavy_imports, write
+from tests.conftest import write
 
 GOLDEN = Path(__file__).parent / "golden" / "grid_ids.json"
 
@@ -85,10 +85,6 @@ def test_cells_ignore_the_seed(tmp_path: Path) -> None:
 def test_no_grid_is_one_trial(tmp_path: Path) -> None:
     plan = make_plan(write(tmp_path / "one.yaml", "name: one\n"))
     assert len(plan.trials) == 1 and plan.trials[0].assignment == {}
-
-
-def test_grid_module_imports_neither_ray_nor_torch() -> None:
-    assert heavy_imports("resablate.grid", "resablate.spec") == []
 
 
 NARROWED = """
