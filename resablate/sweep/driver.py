@@ -167,8 +167,13 @@ def already_ran(plan: Plan, previous: Previous) -> str:
     return f"{where} ({done}); {report}{again}, --new runs it all again"
 
 
-def run_sweep(plan: Plan, options: Options, say: Callable[[str], Any]) -> Outcome:
-    """Run (or resume) every trial of ``plan``; ``say`` prints a line for the user.
+def _silent(line: str) -> None:
+    return None
+
+
+def run_sweep(plan: Plan, options: Options, say: Callable[[str], Any] = _silent) -> Outcome:
+    """Run (or resume) every trial of ``plan``; ``say`` prints a line for the user (the CLI's
+    console; by default nothing: the outcome and MLflow hold what happened).
 
     Stop signals become a stop request for the whole run (stop.py); one that arrives before the
     parent run is opened raises :class:`~resablate.sweep.stop.Stopped` (nothing was recorded)."""
