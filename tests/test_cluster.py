@@ -270,6 +270,13 @@ def test_a_sweep_submitted_as_a_ray_job_runs_on_the_cluster_and_can_be_followed(
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert len({r.data.tags["ray.node_id"] for r in runs}) == 2  # both nodes ran trials
 
+    # the same sweep again is refused at submission, in one line, before any job exists
+    again = run_process(
+        "submit", "c.yaml", *jobs, "--tracking-uri", cluster.tracking, *shared,
+        cwd=cluster.folder, env=cluster.env,
+    )  # fmt: skip
+    assert again.code == 2 and again.err.count("\n") == 1, again.err
+    assert "'clustered' ran to its end as parent run" in again.err and "--new" in again.err
     long = write(cluster.folder / "l.yaml", SWEEP.replace("epochs: 4", "epochs: 200"))
     ran = run_process(
         "submit",
@@ -278,9 +285,11 @@ def test_a_sweep_submitted_as_a_ray_job_runs_on_the_cluster_and_can_be_followed(
         "--tracking-uri",
         cluster.tracking,
         *shared,
+        "--new",  # another grid of the same sweep, on purpose
         cwd=cluster.folder,
         env=cluster.env,
     )
+    assert ran.code == 0, ran.err[-3000:]
     second = ran.out.strip()
     time.sleep(5)
     stopped = run_process("stop", second, *jobs, cwd=cluster.folder, env=cluster.env)

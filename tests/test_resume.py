@@ -358,6 +358,28 @@ def test_a_sweep_that_ran_to_its_end_is_not_run_twice_by_accident(
     assert len(runs) == 4 and len(parents) == 2 and parent in parents
 
 
+def test_a_submission_checks_the_same_refusal_and_passes_resume_or_new_to_its_job(
+    tmp_path: Path, cli, monkeypatch
+) -> None:
+    from resablate.errors import UserError
+    from resablate.sweep.driver import Options, check_rerun
+    from resablate.sweep.ray.jobs import entrypoint
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    sweep = write(tmp_path / "k.yaml", GRID.replace("epochs: 5", "epochs: 1"))
+    plan = make_plan(sweep, ["grid.seed=[0]"])
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert cli("sweep", str(sweep), "--inline", "-q", "--set", "grid.seed=[0]").code == 0
+    with pytest.raises(UserError, match="'killed' ran to its end as parent run"):
+        check_rerun(plan, uri, Options())
+    check_rerun(plan, uri, Options(new=True))
+    check_rerun(plan, uri, Options(resume=True))
+    check_rerun(make_plan(sweep, ["grid.seed=[0]", "name=other"]), uri, Options())  # not run yet
+    words = entrypoint(plan, "http://mlflow:5000", None, tmp_path, flags=("--new",)).split()
+    assert words[:3] == ["resablate", "sweep", "k.yaml"] and words[-1] == "--new"
+
+
 @pytest.mark.slow
 def test_a_second_driver_of_the_same_sweep_is_refused(tmp_path: Path) -> None:
     # trials long enough (minutes) that the first driver still runs whatever the machine's speed

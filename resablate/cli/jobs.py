@@ -26,6 +26,12 @@ JOBS_ADDRESS = click.option(
 @JOBS_ADDRESS
 @tracking_uri("The MLflow server the cluster records to (default: MLFLOW_TRACKING_URI).")
 @click.option("--yes", is_flag=True, help="Allow a sweep of more than 1000 trials.")
+@click.option(
+    "--resume", is_flag=True, help="The job continues the sweep's last run (sweep --resume)."
+)
+@click.option(
+    "--new", is_flag=True, help="The job runs a sweep that ran to its end again (sweep --new)."
+)
 @STORAGE
 def submit(
     sweep_file: str,
@@ -34,6 +40,8 @@ def submit(
     address: str,
     tracking_uri: str | None,
     yes: bool,
+    resume: bool,
+    new: bool,
     storage: str | None,
 ) -> int:
     """Submit SWEEP.yaml to a Ray cluster as a Ray Job; print its id.
@@ -42,15 +50,21 @@ def submit(
     folder as its working directory and records to an MLflow server every node reaches (a sqlite
     store is refused). Follow it with `resablate logs ID --follow`; `resablate jobs` lists jobs.
     """
+    from resablate.errors import UserError
+    from resablate.sweep.driver import Options, check_rerun
     from resablate.sweep.plan import check_size, make_plan
     from resablate.sweep.ray import jobs
     from resablate.tracking.store import check_cluster_store, resolve_uri
 
+    if new and resume:
+        raise UserError("--new starts a new parent run, --resume continues the last one: pick one")
     plan = make_plan(sweep_file, overrides, profile)
     check_size(plan, yes)
     uri = resolve_uri(tracking_uri, plan.spec.tracking.uri)
     check_cluster_store(uri)
-    job = jobs.submit(address, plan, uri, profile, Path.cwd(), yes, storage)
+    check_rerun(plan, uri, Options(resume=resume, new=new))  # refused here, not in the job
+    flags = ("--resume",) * resume + ("--new",) * new
+    job = jobs.submit(address, plan, uri, profile, Path.cwd(), yes, storage, flags)
     click.echo(job)
     click.echo(f"follow it: resablate logs {job} --address {address} --follow", err=True)
     return 0

@@ -171,6 +171,22 @@ def _silent(line: str) -> None:
     return None
 
 
+def refuse_a_rerun(plan: Plan, previous: Previous | None, options: Options) -> None:
+    """Refuse to run again a sweep whose last parent run ended, unless --new or --resume."""
+    if previous is not None and not previous.unfinished and not (options.new or options.resume):
+        raise UserError(already_ran(plan, previous))
+
+
+def check_rerun(plan: Plan, uri: str, options: Options) -> None:
+    """:func:`refuse_a_rerun` against the store at ``uri`` before anything starts (a Ray Job's
+    submission: the refusal here, not in the job's log); creates nothing."""
+    store = open_store(uri)
+    found = store.get_experiment_by_name(plan.spec.tracking.experiment or plan.spec.name)
+    if found is not None:
+        previous = Ledger(store, found.experiment_id).find_previous(plan.spec.name)
+        refuse_a_rerun(plan, previous, options)
+
+
 def run_sweep(plan: Plan, options: Options, say: Callable[[str], Any] = _silent) -> Outcome:
     """Run (or resume) every trial of ``plan``; ``say`` prints a line for the user (the CLI's
     console; by default nothing: the outcome and MLflow hold what happened).
@@ -264,8 +280,7 @@ def _open(
             f" checkpoints, {tracker.closed} stale run(s) closed"
         )
         return
-    if previous is not None and not previous.unfinished and not options.new:
-        raise UserError(already_ran(plan, previous))
+    refuse_a_rerun(plan, previous, options)
     if previous is not None and previous.unfinished:
         say(
             f"note: the last run of sweep '{spec.name}' ({previous.run_id},"

@@ -103,7 +103,12 @@ def local_token() -> str | None:
 
 
 def entrypoint(
-    plan: Plan, uri: str, profile: str | None, folder: Path, storage: str | None = None
+    plan: Plan,
+    uri: str,
+    profile: str | None,
+    folder: Path,
+    storage: str | None = None,
+    flags: tuple[str, ...] = (),
 ) -> str:
     """The command the job runs on the head node, with the sweep file relative to ``folder``
     (``storage``: Ray Tune's, as the head node names it)."""
@@ -124,6 +129,7 @@ def entrypoint(
         words += ["--profile", profile]
     for override in plan.overrides:
         words += ["--set", override]
+    words += flags  # --resume, --new
     # the shell that runs the entrypoint expands ~ on the head node
     return shlex.join(words).replace(shlex.quote(RESULTS), RESULTS)
 
@@ -142,11 +148,13 @@ def submit(
     folder: Path,
     yes: bool,
     storage: str | None = None,
+    flags: tuple[str, ...] = (),
 ) -> str:
-    """Submit the sweep as a Ray Job; returns its submission id."""
+    """Submit the sweep as a Ray Job; returns its submission id. ``flags``: the job's own
+    --resume or --new."""
     check_data_roots(plan, submitted=True)  # the rest is checked on the cluster, by the job
     jobs = client(address)
-    command = entrypoint(plan, uri, profile, folder, storage)
+    command = entrypoint(plan, uri, profile, folder, storage, flags)
     if yes:
         command += " --yes"
     name = f"resablate-{plan.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
