@@ -200,3 +200,28 @@ grid: {seed: [0, 1]}
     assert sorted(t.config["seed"] for t in stack) == [0, 0, 1, 1]
     assert len({t.config["init"]["c"] for t in stack}) == 2
     assert {t.tags["resablate.stack_size"] for t in stack} == {"4"}
+
+
+def test_each_cell_keeps_enough_candidates_out_to_fill_the_slots_and_two_at_least() -> None:
+    from resablate.sweep.search import in_flight
+
+    assert in_flight(16, 3, 1) == 5  # 16 trial slots, 3 seeds a candidate, one cell
+    assert in_flight(4, 3, 1) == 2  # (16 cores at cpu: 4 per trial: before, 5 as for 16 slots)
+    assert in_flight(64, 2, 4) == 8 and in_flight(1, 3, 2) == 2
+
+
+@pytest.mark.slow
+def test_a_search_sizes_its_candidates_from_the_trials_share_of_the_cpus(tmp_path: Path) -> None:
+    """resources.cpu counts: on Ray, trials run at once = CPUs // cpu per trial (the search read
+    os.cpu_count() and asked for as many candidates as if each trial had one core)."""
+    from resablate.sweep.plan import make_plan
+    from resablate.sweep.ray.cluster import cluster_resources, ray_slots
+    from resablate.sweep.runner import Session
+
+    text = "name: s\nmodel: {depth: 2, width: 8}\nresources: {cpu: %d}\n"
+    one, two = (make_plan(write(tmp_path / f"{n}.yaml", text % n)) for n in (1, 2))
+    assert Session(two, "inline", tmp_path / "r").running_at_once() == 1
+    with Session(two, "ray", tmp_path / "r") as session:
+        cores = int(cluster_resources()["CPU"])
+        assert session.running_at_once() == max(1, cores // 2)
+        assert ray_slots(one) == cores

@@ -189,6 +189,12 @@ class Session:
             return None
         return ray_slots(self.plan)
 
+    def running_at_once(self) -> int:
+        """How many trials run at once now: one inline; on Ray (this machine's or a cluster's)
+        as many as its resources hold at each trial's share (resources.cpu, resources.gpu), at
+        most resources.max_concurrent_trials."""
+        return 1 if self.backend != "ray" else ray_slots(self.plan)
+
     def budget(self) -> int | None:
         """Bytes one stack may take (stacking.stack_budget) where the trials stack and run on
         this machine (inline, or its own Ray); None elsewhere (a cluster's workers are not

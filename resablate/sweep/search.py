@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -297,6 +296,8 @@ class Runs(Protocol):
 
     def slots(self) -> int | None: ...
 
+    def running_at_once(self) -> int: ...
+
     def budget(self) -> int | None: ...
 
 
@@ -384,6 +385,13 @@ class CandidateQueue:
         return list(self.known.values())
 
 
+def in_flight(slots: int, seeds: int, cells: int) -> int:
+    """Candidates each cell's study has out at once: enough to fill the ``slots`` the trials
+    run in (each candidate runs ``seeds`` trials), and at least two (the constant liar keeps
+    them apart)."""
+    return max(2, slots // (seeds * cells))
+
+
 def run_search(
     plan: Plan,
     session: Runs,
@@ -401,10 +409,7 @@ def run_search(
     """
     search = CellSearch(plan, journal)
     seeds = search_size(plan)["seeds"]
-    slots = plan.spec.resources.max_concurrent_trials or max(1, os.cpu_count() or 1)
-    # fill the slots, and at least two candidates per cell in flight (the constant liar keeps
-    # them apart)
-    per_cell = max(2, slots // (seeds * len(search.cells)))
+    per_cell = in_flight(session.running_at_once(), seeds, len(search.cells))
     records: list[TrialRecord] = done(search.told_trials())
     queue = CandidateQueue(plan, search, done, per_cell, session.slots(), session.budget())
     metric = (search.search.objective.metric,)  # scored at its last or best epoch
