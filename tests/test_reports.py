@@ -46,6 +46,7 @@ print(json.dumps(got))
 """
 
 
+@pytest.mark.slow  # a real Ray in a subprocess
 @pytest.mark.parametrize("each", [False, True])
 def test_epoch_reports_travel_in_batches_unless_a_scheduler_reads_each(
     tmp_path: Path, each: bool

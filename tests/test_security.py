@@ -7,6 +7,8 @@ import ast
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, run_process, write
 
 SECRET = "resablate-secret-7f3a9c"
@@ -29,6 +31,7 @@ def test_no_unsafe_deserialization_anywhere_in_the_package() -> None:
                 assert keywords.get("weights_only") == "True", path
 
 
+@pytest.mark.slow  # a whole sweep
 def test_no_secret_from_the_environment_reaches_mlflow(tmp_path: Path) -> None:
     sweep = write(
         tmp_path / "s.yaml",

@@ -271,6 +271,7 @@ def peak_growth(config: dict[str, Any], k: int) -> int:
     return int(done.stdout.split()[-1])
 
 
+@pytest.mark.slow  # peak memory measured in subprocesses
 def test_a_members_memory_is_estimated_on_the_meta_device() -> None:
     from resablate.trial.batched import member_bytes
 

@@ -53,7 +53,14 @@ def planned(study: str, *args: str) -> dict:
     return json.loads(ran.out)
 
 
-@pytest.mark.parametrize("study", list(SIZES))
+# planning signal_propagation's 207 ImageNet-family trials takes seconds: the slow tier's
+@pytest.mark.parametrize(
+    "study",
+    [
+        pytest.param(s, marks=[pytest.mark.slow] if s == "signal_propagation" else [])
+        for s in SIZES
+    ],
+)
 def test_every_study_plans_at_full_and_cpu_scale(study: str) -> None:
     full, cpu = SIZES[study]
     for args, expected in (([], full), (["--profile", "cpu"], cpu)):
