@@ -20,7 +20,7 @@ from resablate.models import cifar, imagenet, mlp, mnist
 from resablate.models.init import INITS
 from resablate.models.layers import ACTS, NORMS
 from resablate.models.network import ResNet
-from resablate.models.placement import ACT, POSITIONS, N, W, parse_placement
+from resablate.models.placement import ACT, POSITIONS, N, parse_placement
 from resablate.models.shortcuts import SHORTCUTS, variance_law
 from resablate.registry import Registry
 
@@ -38,7 +38,6 @@ __all__ = [
     "build",
     "check",
     "count_params",
-    "degenerate_hessian",
     "parse_placement",
 ]
 
@@ -132,32 +131,6 @@ def _check_combination(model: ModelSpec, init: InitSpec) -> None:
             "shortcut scalar already is SkipInit's α; use shortcut"
             " identity, or scalar with alpha_init: 0",
         )
-
-
-def degenerate_hessian(model: ModelSpec, init: InitSpec) -> str | None:
-    """Why the Hessian at this initialization says nothing about the theorems (None: it does).
-
-    Demystifying ResNet's Hessian theorems at the zero point assume σ(0) = 0 with derivatives at
-    0 (its Assumption 3). ReLU'(0) = 0 in PyTorch: a σ that reads a zero branch's pre-activation
-    (mid, post_branch) passes no gradient at the exact zero point, and the Hessian comes out
-    degenerate (an n = 2 Hessian of exactly zero, against the theorem)."""
-    ops = parse_placement(model.activation).ops(model.shortcut_depth)
-    reads_zero = ACT in ops[ops.index(W) + 1 :]  # a σ after the first weight
-    if init.scheme != "zero" or init.eps != 0 or model.act not in ("relu", "crelu"):
-        return None
-    if not reads_zero:
-        return None
-    return (
-        f"a Hessian at the exact zero point (init zero, eps 0) of a {model.act} net is"
-        f" degenerate: {model.act}'(0) = 0 stops every branch gradient there; use act tanh or"
-        " identity, or init.eps above 0"
-    )
-
-
-def c_in_forward(init: InitSpec) -> bool:
-    """Whether the init scale c enters the network's forward pass (a normalizer-free scheme's
-    α and β), not only its initial weights."""
-    return INITS[init.scheme].normalizer_free
 
 
 def init_in_forward(init: InitSpec) -> dict[str, Any]:

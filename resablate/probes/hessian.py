@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jacrev, jvp
+
+from resablate.models.placement import ACT, W, parse_placement
+
+if TYPE_CHECKING:
+    from resablate.spec.schema import InitSpec, ModelSpec
 
 # The exact Hessian is reverse-over-reverse (jacrev of jacrev) over this many of its rows at a
 # time: 2.7x faster than torch.func.hessian's forward-over-reverse over all rows at once for a
@@ -168,3 +173,23 @@ def hessian_spectrum(
         "method": chosen,
         "zero": False,
     }
+
+
+def degenerate_hessian(model: ModelSpec, init: InitSpec) -> str | None:
+    """Why the Hessian at this initialization says nothing about the theorems (None: it does).
+
+    Demystifying ResNet's Hessian theorems at the zero point assume σ(0) = 0 with derivatives at
+    0 (its Assumption 3). ReLU'(0) = 0 in PyTorch: a σ that reads a zero branch's pre-activation
+    (mid, post_branch) passes no gradient at the exact zero point, and the Hessian comes out
+    degenerate (an n = 2 Hessian of exactly zero, against the theorem)."""
+    ops = parse_placement(model.activation).ops(model.shortcut_depth)
+    reads_zero = ACT in ops[ops.index(W) + 1 :]  # a σ after the first weight
+    if init.scheme != "zero" or init.eps != 0 or model.act not in ("relu", "crelu"):
+        return None
+    if not reads_zero:
+        return None
+    return (
+        f"a Hessian at the exact zero point (init zero, eps 0) of a {model.act} net is"
+        f" degenerate: {model.act}'(0) = 0 stops every branch gradient there; use act tanh or"
+        " identity, or init.eps above 0"
+    )

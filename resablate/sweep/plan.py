@@ -186,7 +186,7 @@ def _check_probes(plan: Plan) -> None:
     """Probes that cannot measure what they claim on some trial of the grid."""
     if plan.spec.probes.hessian is None:
         return
-    from resablate import models
+    from resablate.probes.hessian import degenerate_hessian
 
     seen = set()
     for trial in plan.trials:
@@ -195,7 +195,7 @@ def _check_probes(plan: Plan) -> None:
             continue
         seen.add(key)
         model = ModelSpec.model_validate(trial.config["model"])
-        reason = models.degenerate_hessian(model, InitSpec.model_validate(trial.config["init"]))
+        reason = degenerate_hessian(model, InitSpec.model_validate(trial.config["init"]))
         if reason:
             where = f" (grid point {_point(trial.assignment)})" if trial.assignment else ""
             raise plan.error("probes.hessian", reason + where)
