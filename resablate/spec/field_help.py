@@ -19,7 +19,7 @@ HELP: dict[str, str] = {
     "model.stem": "imagenet family: imagenet (7x7 conv, max-pool) or cifar (3x3, no pool) stem",
     "model.shortcut": "what the unit adds its branch to (science.md 1.2); none: a plain net",
     "model.shortcut_depth": "n, the weight layers in each unit's branch",
-    "model.activation": "where the norm and the nonlinearity sit in a unit (science.md 1.3)",
+    "model.activation": "where the norm and the nonlinearity sit in a unit (science.md 1.4)",
     "model.norm": "the normalization in each unit, or none",
     "model.groups": "norm group: the number of groups",
     "model.act": "the nonlinearity",
