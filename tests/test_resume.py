@@ -330,14 +330,20 @@ def test_resume_refuses_a_changed_sweep_unless_forced(tmp_path: Path, cli, monke
     assert {"sweep.resume_2.yaml", "plan.resume_2.json"} <= names
 
 
-def test_a_sweep_that_ran_to_its_end_is_not_run_twice_by_accident(
-    tmp_path: Path, cli, monkeypatch
-) -> None:
+def ran_to_its_end(tmp_path: Path, cli, monkeypatch, seeds: str) -> Path:
+    """The one-epoch GRID sweep with ``seeds``, run to its end in ``tmp_path``'s store."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     sweep = write(tmp_path / "k.yaml", GRID.replace("epochs: 5", "epochs: 1"))
+    assert cli("sweep", str(sweep), "--inline", "-q", "--set", f"grid.seed={seeds}").code == 0
+    return sweep
+
+
+def test_a_sweep_that_ran_to_its_end_is_not_run_twice_by_accident(
+    tmp_path: Path, cli, monkeypatch
+) -> None:
     two = ["--set", "grid.seed=[0,1]"]
-    assert cli("sweep", str(sweep), "--inline", "-q", *two).code == 0
+    sweep = ran_to_its_end(tmp_path, cli, monkeypatch, "[0,1]")
     _, runs = trial_runs(tmp_path, "killed")
     [parent] = {r.data.tags["mlflow.parentRunId"] for r in runs}
 
@@ -365,12 +371,9 @@ def test_a_submission_checks_the_same_refusal_and_passes_resume_or_new_to_its_jo
     from resablate.sweep.driver import Options, check_rerun
     from resablate.sweep.ray.jobs import entrypoint
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    sweep = write(tmp_path / "k.yaml", GRID.replace("epochs: 5", "epochs: 1"))
+    sweep = ran_to_its_end(tmp_path, cli, monkeypatch, "[0]")
     plan = make_plan(sweep, ["grid.seed=[0]"])
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert cli("sweep", str(sweep), "--inline", "-q", "--set", "grid.seed=[0]").code == 0
     with pytest.raises(UserError, match="'killed' ran to its end as parent run"):
         check_rerun(plan, uri, Options())
     check_rerun(plan, uri, Options(new=True))

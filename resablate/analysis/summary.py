@@ -134,8 +134,7 @@ def table(cells: list[CellStats], title: str) -> Table:
     for metric in shown:
         out.add_column(metric, justify="right", no_wrap=True)
     for c, name in zip(cells, short_labels(cells), strict=True):
-        found = [c.mean_std(m) for m in shown]
-        out.add_row(name, _counts(c), *("—" if f is None else pm(*f) for f in found))
+        out.add_row(name, _counts(c), *(_cell(c, m) for m in shown))
     return out
 
 

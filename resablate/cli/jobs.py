@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from resablate.cli.options import STORAGE, overrides, tracking_uri
+from resablate.cli.options import STORAGE, one_of_new_and_resume, overrides, tracking_uri
 
 JOBS_ADDRESS = click.option(
     "--address",
@@ -50,14 +50,12 @@ def submit(
     folder as its working directory and records to an MLflow server every node reaches (a sqlite
     store is refused). Follow it with `resablate logs ID --follow`; `resablate jobs` lists jobs.
     """
-    from resablate.errors import UserError
     from resablate.sweep.driver import Options, check_rerun
     from resablate.sweep.plan import check_size, make_plan
     from resablate.sweep.ray import jobs
     from resablate.tracking.store import check_cluster_store, resolve_uri
 
-    if new and resume:
-        raise UserError("--new starts a new parent run, --resume continues the last one: pick one")
+    one_of_new_and_resume(new, resume)
     plan = make_plan(sweep_file, overrides, profile)
     check_size(plan, yes)
     uri = resolve_uri(tracking_uri, plan.spec.tracking.uri)

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from resablate import __version__
 from resablate.cli.jobs import jobs_, logs, stop, submit
-from resablate.cli.options import STORAGE, TRACKING_URI, overrides
+from resablate.cli.options import STORAGE, TRACKING_URI, one_of_new_and_resume, overrides
 from resablate.errors import UserError
 
 EXAMPLES = """
@@ -138,8 +138,7 @@ def sweep(
 
     if force and not resume:
         raise UserError("--force only applies to --resume")
-    if new and resume:
-        raise UserError("--new starts a new parent run, --resume continues the last one: pick one")
+    one_of_new_and_resume(new, resume)
     if address and inline:
         raise UserError("--inline runs the trials in this process; drop it to use --address")
     plan = make_plan(sweep_file, overrides, profile)

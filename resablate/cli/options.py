@@ -16,6 +16,14 @@ PROFILE_HELP = (
 )
 
 
+def one_of_new_and_resume(new: bool, resume: bool) -> None:
+    """``--new`` and ``--resume`` (sweep, submit) exclude each other."""
+    from resablate.errors import UserError
+
+    if new and resume:
+        raise UserError("--new starts a new parent run, --resume continues the last one: pick one")
+
+
 def tracking_uri(
     help: str = "MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here).",
 ) -> Callable[[click.decorators.FC], click.decorators.FC]:

@@ -217,6 +217,12 @@ def _point(assignment: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in assignment.items())
 
 
+def data_specs(plan: Plan) -> list[DataSpec]:
+    """The distinct data sets the plan's trials read."""
+    keys = dict.fromkeys(canonical(trial.config["data"]) for trial in plan.trials)
+    return [DataSpec.model_validate(json.loads(key)) for key in keys]
+
+
 def prepare_data(plan: Plan) -> None:
     """Make sure every data set the trials read is on disk (downloading it if it can) before
     anything starts; a missing one is a one-line UserError saying which files to put where.
@@ -225,8 +231,8 @@ def prepare_data(plan: Plan) -> None:
     runner keeps as their working directory too."""
     from resablate.trial import data
 
-    for key in dict.fromkeys(canonical(trial.config["data"]) for trial in plan.trials):
-        data.prepare(DataSpec.model_validate(json.loads(key)))
+    for spec in data_specs(plan):
+        data.prepare(spec)
 
 
 def check_data(plan: Plan) -> list[str]:
@@ -234,8 +240,7 @@ def check_data(plan: Plan) -> list[str]:
     notes of what ``sweep`` will download; a one-line UserError for what it cannot get."""
     from resablate.trial import data
 
-    keys = dict.fromkeys(canonical(trial.config["data"]) for trial in plan.trials)
-    notes = (data.check(DataSpec.model_validate(json.loads(key))) for key in keys)
+    notes = (data.check(spec) for spec in data_specs(plan))
     return [note for note in notes if note]
 
 

@@ -320,6 +320,14 @@ class Torchvision:
         except Exception as exc:  # torchvision raises RuntimeError, OSError, ValueError, ...
             raise self.error(spec, "" if self.missing(spec) else _why(exc)) from exc
 
+    def partly_there(self, spec: DataSpec) -> UserError:
+        """Some of the files are there, not all: they are the user's, never downloaded over."""
+        return self.error(
+            spec,
+            "; resablate does not download over the files already there (copy the missing ones"
+            " in, or delete the folder to download them all)",
+        )
+
     def _source_url(self) -> str:
         import torchvision.datasets
 
@@ -336,7 +344,7 @@ class Torchvision:
         if not missing:
             return None
         if len(missing) < len(self.files):
-            raise self.error(spec, "; resablate does not download over the files already there")
+            raise self.partly_there(spec)
         url = urllib.parse.urlsplit(self._source_url())
         host = url.hostname or ""
         # the download goes through the proxy urllib reads from the environment, if any
@@ -371,11 +379,7 @@ class Torchvision:
                     f" ({self.fetch}), or delete the folder to let resablate download it"
                 )
             if missing:
-                raise self.error(
-                    spec,
-                    "; resablate does not download over the files already there (copy the"
-                    " missing ones in, or delete the folder to download them all)",
-                )
+                raise self.partly_there(spec)
         fresh = _first_missing(folder)  # what a failed download must not leave behind
         try:
             with _socket_timeout(DOWNLOAD_TIMEOUT_S):
