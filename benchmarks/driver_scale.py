@@ -3,7 +3,7 @@
 planning  `resablate plan`'s work (validate, expand, resolve and hash every trial) for a
           10,000-trial grid (target: under 5 s)
 memory    the driver's resident memory while a sweep of many tiny trials runs on a local Ray,
-          which runs them as several Ray Tune runs (resablate.stacking.STACKS_PER_RUN trials each)
+          which runs them as several Ray Tune runs (capacity.STACKS_PER_RUN trials each)
           (target: flat as trials finish: no growth per finished trial beyond noise)
 
   python benchmarks/driver_scale.py            # 10,000-trial plan, 5,000 tiny trials run
@@ -79,13 +79,13 @@ def memory(folder: Path, trials: int) -> tuple[list[tuple[float, int, float]], l
     ended when each Ray Tune run's last trial ended."""
     from resablate.results import TrialRecord
     from resablate.spec.grid import Trial
-    from resablate.sweep import stacking
+    from resablate.sweep import capacity, stacking
     from resablate.sweep.driver import Options, run_sweep
     from resablate.sweep.plan import make_plan
 
     plan = make_plan(sweep_file(folder, trials))
     # what the runner will do on this machine's local Ray (one CPU a trial, seeds unstacked)
-    runs = stacking.runs_of(stacking.stacks(plan), os.cpu_count() or 1, scheduled=False)
+    runs = capacity.runs_of(stacking.stacks(plan), os.cpu_count() or 1, scheduled=False)
     ends = list(itertools.accumulate(len(run) for run in runs))
     samples: list[tuple[float, int, float]] = []
     start = time.perf_counter()
@@ -123,9 +123,9 @@ def main() -> None:
     plan_size, run_size = (1000, 60) if args.smoke else (10_000, 5000)
     per_run = args.units_per_run or (20 if args.smoke else None)
     if per_run is not None:
-        from resablate.sweep import stacking
+        from resablate.sweep import capacity
 
-        stacking.STACKS_PER_RUN, stacking.STACKS_PER_SLOT = per_run, 0  # exactly per_run
+        capacity.STACKS_PER_RUN, capacity.STACKS_PER_SLOT = per_run, 0  # exactly per_run
     with tempfile.TemporaryDirectory(prefix="resablate-scale-") as tmp:
         folder = Path(tmp)
         count, imports, seconds = planning(folder, plan_size)

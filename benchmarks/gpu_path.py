@@ -46,8 +46,8 @@ SWEEP = "name: gpu_path\nmodel: {depth: 4, width: 16}\nresources: {cpu: 1, gpu: 
 
 
 def driver_has_no_cuda_context(device: str, folder: Path) -> dict[str, Any]:
+    from resablate.sweep.capacity import stack_budget
     from resablate.sweep.plan import make_plan
-    from resablate.sweep.stacking import stack_budget
 
     sweep = folder / "gpu_path.yaml"
     sweep.write_text(SWEEP)
@@ -121,7 +121,7 @@ def resume_on_device(device: str, folder: Path) -> dict[str, Any]:
 
 def cache_released(device: str, folder: Path) -> dict[str, Any]:
     from resablate.spec.schema import ProbesSpec
-    from resablate.sweep.stacking import train_stack
+    from resablate.sweep.worker import train_stack
 
     wide = {**BASE, "model": {**BASE["model"], "width": 512}}
     if device.startswith("cuda"):

@@ -157,7 +157,7 @@ def main() -> None:
     cuda = args.device == "cuda"
     args.samples = args.samples or (12_000 if cuda else 2_000)
     args.epochs = args.epochs or (3 if cuda else 2)
-    from resablate.sweep.stacking import HEADROOM, free_bytes
+    from resablate.sweep.capacity import HEADROOM, free_bytes
     from resablate.trial.batched import member_bytes
 
     name = torch.cuda.get_device_name() if cuda else "CPU (one thread a trial)"

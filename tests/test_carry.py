@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from resablate.errors import SpecError
-from resablate.sweep.plan import carried, make_plan, search_cells, search_size, unsearched
+from resablate.sweep.plan import make_plan
+from resablate.sweep.search_grid import carried, search_cells, search_size, unsearched
 from tests.conftest import run_terminal, trial_runs, write
 
 SWEEP = """

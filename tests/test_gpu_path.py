@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from resablate.errors import SpecError, UserError
-from resablate.sweep.plan import fit, make_plan, slots_in
-from resablate.sweep.stacking import gpu_free_bytes, stack_budget
+from resablate.sweep.capacity import fit, gpu_free_bytes, slots_in, stack_budget
+from resablate.sweep.plan import make_plan
 from resablate.trial.batched import data_bytes
 from resablate.trial.compute import choose_device
 from tests.conftest import ROOT, write

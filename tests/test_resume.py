@@ -520,7 +520,7 @@ def test_two_sweeps_share_one_sqlite_store_at_once(tmp_path: Path) -> None:
 def test_a_gpu_out_of_memory_is_named_with_its_fix() -> None:
     import torch
 
-    from resablate.sweep.stacking import failure_text
+    from resablate.sweep.worker import failure_text
 
     try:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -14,11 +14,11 @@ from mlflow.tracking import MlflowClient
 from resablate.errors import SpecError
 from resablate.results import FAILED, FINISHED, TrialRecord
 from resablate.spec.grid import Trial
-from resablate.sweep import stacking
+from resablate.sweep import capacity
+from resablate.sweep.capacity import runs_of
 from resablate.sweep.driver import Options, run_sweep
 from resablate.sweep.plan import make_plan
 from resablate.sweep.runner import Session
-from resablate.sweep.stacking import runs_of
 from resablate.tracking.runlog import RunLog
 from tests.conftest import trial_runs, write
 
@@ -108,8 +108,8 @@ def test_ray_tune_keeps_statistics_of_the_epoch_only_and_mlflow_gets_every_metri
 
 
 def test_stacks_are_split_into_near_equal_tune_runs_in_order(monkeypatch) -> None:
-    monkeypatch.setattr(stacking, "STACKS_PER_RUN", 4)
-    monkeypatch.setattr(stacking, "STACKS_PER_SLOT", 2)
+    monkeypatch.setattr(capacity, "STACKS_PER_RUN", 4)
+    monkeypatch.setattr(capacity, "STACKS_PER_SLOT", 2)
     nine = [[Trial(str(i), {}, {}, "cell")] for i in range(9)]
 
     def sizes(chosen: list, slots: int, scheduled: bool = False) -> list[int]:
@@ -179,8 +179,8 @@ def test_a_grid_runs_as_several_tune_runs_and_ctrl_c_stops_before_the_next(
 ) -> None:
     """Ray Tune's bookkeeping of a run's trials is released only when the run returns: a grid
     runs as several runs in turn. A Ctrl-C that Tune takes as its run ends starts no other."""
-    monkeypatch.setattr(stacking, "STACKS_PER_RUN", 2)
-    monkeypatch.setattr(stacking, "STACKS_PER_SLOT", 1)
+    monkeypatch.setattr(capacity, "STACKS_PER_RUN", 2)
+    monkeypatch.setattr(capacity, "STACKS_PER_SLOT", 1)
     plan = make_plan(write(tmp_path / "chunked.yaml", CHUNKED))
     ids = [t.id for t in plan.trials]
 
@@ -233,8 +233,8 @@ def test_a_ctrl_c_in_a_search_starts_no_other_candidate(tmp_path: Path) -> None:
 def test_a_large_search_runs_as_several_tune_runs(tmp_path: Path, monkeypatch) -> None:
     """One searcher hands out every candidate; after STACKS_PER_RUN stacks its Tune run ends
     and the next continues the same studies, so the driver's memory stays flat."""
-    monkeypatch.setattr(stacking, "STACKS_PER_RUN", 3)
-    monkeypatch.setattr(stacking, "STACKS_PER_SLOT", 0)
+    monkeypatch.setattr(capacity, "STACKS_PER_RUN", 3)
+    monkeypatch.setattr(capacity, "STACKS_PER_SLOT", 0)
     sweep = SEARCHED.replace("name: stopsearch", "name: parts") + "grid: {seed: [0, 1]}\n"
     plan = make_plan(write(tmp_path / "parts.yaml", sweep))
     outcome = in_process(tmp_path, plan)

@@ -203,7 +203,7 @@ grid: {seed: [0, 1]}
 
 
 def test_each_cell_keeps_enough_candidates_out_to_fill_the_slots_and_two_at_least() -> None:
-    from resablate.sweep.search import in_flight
+    from resablate.sweep.capacity import in_flight
 
     assert in_flight(16, 3, 1) == 5  # 16 trial slots, 3 seeds a candidate, one cell
     assert in_flight(4, 3, 1) == 2  # (16 cores at cpu: 4 per trial: before, 5 as for 16 slots)

@@ -333,7 +333,7 @@ def test_plan_says_how_the_trials_stack_and_why_some_train_alone(tmp_path: Path,
 def test_a_stack_trains_on_its_trials_cpus_as_threads_and_gives_them_back(tmp_path: Path) -> None:
     # both backends train through train_stack with trial_threads(plan): a Ray worker and
     # --inline compute with resources.cpu threads (not torch's default of one per core)
-    from resablate.sweep.stacking import train_stack, trial_threads
+    from resablate.sweep.worker import train_stack, trial_threads
 
     sweep = "name: t\nmodel: {depth: 2, width: 8}\ntrain: {epochs: 2}\n"
     for cpu, threads in ((1, 1), (2.5, 2), (0.5, 1)):

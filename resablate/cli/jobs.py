@@ -51,8 +51,9 @@ def submit(
     store is refused). Follow it with `resablate logs ID --follow`; `resablate jobs` lists jobs.
     """
     from resablate.sweep.driver import Options, check_rerun
-    from resablate.sweep.plan import check_size, make_plan
+    from resablate.sweep.plan import make_plan
     from resablate.sweep.ray import jobs
+    from resablate.sweep.search_grid import check_size
     from resablate.tracking.store import check_cluster_store, resolve_uri
 
     one_of_new_and_resume(new, resume)

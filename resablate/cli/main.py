@@ -134,7 +134,9 @@ def sweep(
     """
     from resablate.sweep.driver import Options, run_sweep
     from resablate.sweep.end import exit_code, show_outcome
-    from resablate.sweep.plan import check_size, make_plan, prepare_data
+    from resablate.sweep.inventory import prepare_data
+    from resablate.sweep.plan import make_plan
+    from resablate.sweep.search_grid import check_size
 
     if force and not resume:
         raise UserError("--force only applies to --resume")
@@ -222,15 +224,10 @@ def plan(
     The data sets its trials read must be here or downloadable (nothing is fetched or created
     to find out); --no-data-check leaves that to the machine the sweep runs on.
     """
-    from resablate.sweep.plan import (
-        check_data,
-        disk_text,
-        local_resources,
-        make_plan,
-        slots_in,
-        to_json,
-    )
-    from resablate.sweep.stacking import describe, stack_budget, stacks_text
+    from resablate.sweep.capacity import disk_text, local_resources, slots_in, stack_budget
+    from resablate.sweep.inventory import check_data, to_json
+    from resablate.sweep.plan import make_plan
+    from resablate.sweep.stacking import describe, stacks_text
 
     chosen = make_plan(sweep_file, overrides, profile)
     tell(chosen.notes)
@@ -312,7 +309,8 @@ def probe(
     """
     import torch
 
-    from resablate.sweep.plan import make_plan, params, prepare_data
+    from resablate.sweep.inventory import params, prepare_data
+    from resablate.sweep.plan import make_plan
     from resablate.trial.compute import choose_device
     from resablate.trial.train import probe_trial
 

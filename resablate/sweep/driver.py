@@ -26,7 +26,8 @@ from resablate.analysis.summary import CellStats, markdown, summarize, to_csv
 from resablate.errors import UserError
 from resablate.results import RUNNING, Listener, TrialRecord
 from resablate.sweep import stop
-from resablate.sweep.plan import Plan, carried, search_size, unsearched, with_value
+from resablate.sweep.plan import Plan
+from resablate.sweep.search_grid import carried, search_size, unsearched, with_value
 from resablate.tracking.ledger import Ledger, Previous
 from resablate.tracking.runlog import RunLog
 from resablate.tracking.store import (

@@ -26,9 +26,9 @@ from resablate.errors import UserError
 from resablate.results import Events, Listener, TrialRecord
 from resablate.spec.grid import Trial
 from resablate.sweep import stop
-from resablate.sweep.plan import Plan, local_resources
+from resablate.sweep.capacity import local_resources, stack_budget
+from resablate.sweep.plan import Plan
 from resablate.sweep.ray.cluster import (
-    autoscaler_most,
     check_data_roots,
     check_nodes,
     check_resources,
@@ -37,16 +37,9 @@ from resablate.sweep.ray.cluster import (
     start_ray,
     stop_ray,
 )
-from resablate.sweep.stacking import (
-    failure_text,
-    resume_point,
-    stack_budget,
-    stack_id,
-    stacking,
-    stacks,
-    train_stack,
-    trial_threads,
-)
+from resablate.sweep.ray.compat import autoscaler_most
+from resablate.sweep.stacking import resume_point, stack_id, stacking, stacks
+from resablate.sweep.worker import failure_text, train_stack, trial_threads
 from resablate.trial import checkpoint
 
 BACKENDS = ("ray", "inline")
@@ -196,7 +189,7 @@ class Session:
         return 1 if self.backend != "ray" else ray_slots(self.plan)
 
     def budget(self) -> int | None:
-        """Bytes one stack may take (stacking.stack_budget) where the trials stack and run on
+        """Bytes one stack may take (capacity.stack_budget) where the trials stack and run on
         this machine (inline, or its own Ray); None elsewhere (a cluster's workers are not
         this machine)."""
         slots = self.slots()

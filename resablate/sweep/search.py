@@ -27,7 +27,9 @@ from optuna.storages.journal import JournalFileBackend
 from resablate.results import DIVERGED, FINISHED, PRUNED, RUNNING, TrialRecord
 from resablate.spec.grid import Trial
 from resablate.spec.schema import SearchSpec
-from resablate.sweep.plan import Plan, search_cells, search_size, with_value
+from resablate.sweep.capacity import in_flight
+from resablate.sweep.plan import Plan
+from resablate.sweep.search_grid import search_cells, search_size, with_value
 
 SAMPLERS = {
     "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
@@ -383,13 +385,6 @@ class CandidateQueue:
     def records(self) -> list[TrialRecord]:
         """What earlier invocations finished of this search's candidates."""
         return list(self.known.values())
-
-
-def in_flight(slots: int, seeds: int, cells: int) -> int:
-    """Candidates each cell's study has out at once: enough to fill the ``slots`` the trials
-    run in (each candidate runs ``seeds`` trials), and at least two (the constant liar keeps
-    them apart)."""
-    return max(2, slots // (seeds * cells))
 
 
 def run_search(

@@ -11,16 +11,11 @@ many as keep every trial slot busy).
 from __future__ import annotations
 
 import dataclasses
-import functools
-import gc
-import json
-import subprocess
-import sys
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from resablate.spec.grid import Trial, canonical
+from resablate.sweep.capacity import fits, trial_bytes
 from resablate.sweep.plan import Plan
 
 AUTO_STACK_MAX = 8  # seeds_per_trial: auto stacks at most this many trials in one worker
@@ -88,79 +83,6 @@ def keyed(trials: Sequence[Trial]) -> dict[str, list[Trial]]:
     return together
 
 
-HEADROOM = 0.5  # a stack may fill this share of the memory free for its slot
-
-
-def free_bytes(gpu: bool) -> int:
-    """Memory free on this machine now: the current GPU's (``gpu``, asked in this process:
-    it opens a CUDA context here), or main memory."""
-    if gpu:
-        import torch
-
-        return int(torch.cuda.mem_get_info()[0])
-    import psutil
-
-    return int(psutil.virtual_memory().available)
-
-
-# The free memory of the GPU a trial would get, asked in a child process that exits: a CUDA
-# context in the driver holds ~0.5 GB of GPU 0 for the whole sweep, and under the
-# exclusive-process compute mode no trial could then use that GPU.
-FREE_GPU = "import torch; print(torch.cuda.mem_get_info()[0])"
-
-
-def gpu_free_bytes(timeout: float = 120) -> int | None:
-    """The free bytes of the first visible GPU, asked in a child process (None: it could not
-    tell, e.g. no GPU, or one held in exclusive mode)."""
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", FREE_GPU], capture_output=True, text=True, timeout=timeout
-        )
-        return int(done.stdout.strip()) if done.returncode == 0 else None
-    except (subprocess.TimeoutExpired, ValueError, OSError):
-        return None
-
-
-def stack_budget(plan: Plan, slots: int) -> int | None:
-    """Bytes one stack may take on this machine while ``slots`` stacks run at once: HEADROOM
-    of the free memory of a GPU times a trial's share of it (``resources.gpu``), or without
-    GPUs of the free main memory over the slots (None: not known). Opens no CUDA context in
-    this process (:func:`gpu_free_bytes`)."""
-    import torch
-
-    share = plan.spec.resources.gpu
-    if share > 0 and torch.cuda.is_available():
-        free = gpu_free_bytes()
-        return None if free is None else int(free * min(share, 1.0) * HEADROOM)
-    return int(free_bytes(False) / max(slots, 1) * HEADROOM)
-
-
-def fits(group: Sequence[Trial], budget: int) -> int:
-    """How many members of ``group`` (one stack key) fit in ``budget`` bytes beside the one copy
-    of the data set the stack holds, at least 1."""
-    from resablate.trial.batched import data_bytes
-    from resablate.trial.optim import state_slots
-
-    train = [t.config["train"] for t in group]
-    slots = max(state_slots(t["optimizer"], t["momentum"]) for t in train)
-    left = budget - data_bytes(group[0].config["data"])
-    return max(1, left // _member(group[0], slots))
-
-
-def _member(trial: Trial, slots: int | None = None) -> int:
-    """batched.member_bytes of ``trial`` (``slots`` tensors of optimizer state), cached."""
-    config = trial.config
-    key = canonical({k: config[k] for k in ("model", "init", "data", "train")})
-    return _member_bytes(key, slots)
-
-
-@functools.lru_cache(maxsize=1024)
-def _member_bytes(config: str, slots: int | None) -> int:
-    from resablate.trial.batched import member_bytes
-
-    return member_bytes(json.loads(config), slots)
-
-
 def describe(plan: Plan, slots: int, budget: int | None) -> dict[str, Any]:
     """How the plan's trials stack on a local Ray with ``slots`` trial slots and ``budget``
     bytes a stack (``resablate plan``): how many Ray Tune trials, how many stacks of each size,
@@ -198,7 +120,7 @@ def _alone(trial: Trial, budget: int | None) -> str:
         return str(exc)
     if reason:
         return reason
-    if budget is not None and 2 * _member(trial) > budget:  # fits() would give 1
+    if budget is not None and 2 * trial_bytes(trial) > budget:  # fits() would give 1
         return "two of its networks do not fit in a slot's memory"
     return "no other trial has its network and data stream"
 
@@ -229,54 +151,6 @@ def stack_size(groups: Sequence[int], slots: int) -> int:
     return 1
 
 
-def trial_threads(plan: Plan) -> int:
-    """torch's intra-op threads a trial trains with: its ``resources.cpu``, whole (at least 1)."""
-    return max(1, int(plan.spec.resources.cpu))
-
-
-def train_stack(
-    configs: list[dict[str, Any]],
-    reports: list[Callable[[dict[str, Any]], None]],
-    device: str,
-    probes: Any,
-    threads: int,
-    checkpoints: Any = None,
-    resume: dict[str, Any] | None = None,
-) -> None:
-    """Train a stack: one trial, or several stacked (probes run on each member's network), saving
-    checkpoints where ``checkpoints`` (a checkpoint.Cadence) says, from ``resume`` if given.
-
-    It computes on ``threads`` intra-op threads (:func:`trial_threads`), restored afterwards:
-    in a Ray worker and inline alike, so a trial rounds its sums the same way under Ray Tune
-    and ``--inline``, and two sweeps in one machine do not each spin a thread per core (two
-    ``--inline`` sweeps at once on 2 cores took 71 s with torch's default of 2 threads each,
-    12 s with one)."""
-    import torch
-
-    from resablate.trial.train import run_stack
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        run_stack(
-            configs, reports, device=device, probes=probes, checkpoints=checkpoints, resume=resume
-        )
-    finally:
-        torch.set_num_threads(before)
-        release(device)
-
-
-def release(device: str) -> None:
-    """Hand the GPU memory a finished stack cached back to the device: Ray reuses a worker for
-    the next trial (reuse_actors), whose process would otherwise keep this one's cached blocks
-    while other trials share the GPU."""
-    import torch
-
-    if torch.device(device).type == "cuda" and torch.cuda.is_initialized():
-        gc.collect()  # the stack's tensors held in reference cycles go first
-        torch.cuda.empty_cache()
-
-
 def resume_point(stack: list[Trial], points: dict[str, tuple[str, int]]) -> tuple[str, int] | None:
     """Where a stack starts from: the checkpoint (location, epoch) that --resume found for its
     trials, when all of them name the same one (a checkpoint holds its whole stack); None:
@@ -290,42 +164,3 @@ def resume_point(stack: list[Trial], points: dict[str, tuple[str, int]]) -> tupl
 def stack_id(stack: list[Trial]) -> str:
     """The Ray Tune trial's name for a stack: its trials' ids."""
     return "_".join(t.id for t in stack)
-
-
-def failure_text(exc: BaseException) -> str:
-    """A failed trial's error.txt: the traceback, after one line that names a GPU running out
-    of memory as such (with the fix) instead of leaving it to the traceback's last line."""
-    text = "".join(traceback.format_exception(exc))
-    import torch
-
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return (
-            "GPU out of memory: lower train.batch_size, give each trial more of a GPU"
-            " (resources.gpu) so that fewer trials share one, or set resources.seeds_per_trial:"
-            f" 1 (a stack holds one network per trial)\n{text}"
-        )
-    return text
-
-
-# A grid runs as several Ray Tune runs in turn, each of at most max(STACKS_PER_RUN,
-# STACKS_PER_SLOT x the trials that run at once) stacks, so that no run waits long on its last
-# trials. Tune keeps every trial's bookkeeping (its Trial, the running statistics of its
-# automatic result keys, experiment-state snapshots of all its trials) until its run returns, and
-# more per trial the longer the run (39 KiB per trial over the first 1,000 of one 3,000-trial
-# run): the driver of one run of a 10,000-trial grid would grow by hundreds of MiB. Each run costs
-# a Tune start (~5 s on 2 cores: new workers) and the idle tail of its last trials.
-STACKS_PER_RUN = 1000
-STACKS_PER_SLOT = 50
-
-
-def runs_of(chosen: list[list[Trial]], slots: int, scheduled: bool) -> list[list[list[Trial]]]:
-    """The stacks split into consecutive Tune runs of near-equal size, none over
-    max(STACKS_PER_RUN, STACKS_PER_SLOT x slots); one run under a scheduler, which compares
-    every trial with the others of its run."""
-    if not chosen:
-        return []
-    if scheduled:
-        return [chosen]
-    size = max(STACKS_PER_RUN, STACKS_PER_SLOT * slots)
-    parts, n = -(-len(chosen) // size), len(chosen)
-    return [chosen[k * n // parts : (k + 1) * n // parts] for k in range(parts)]

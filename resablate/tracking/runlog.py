@@ -216,7 +216,7 @@ class RunLog:
 
     def saved_text(self, interrupted: bool) -> str:
         """What the sweep's checkpoints took on disk, said at its end."""
-        from resablate.sweep.plan import size_text
+        from resablate.sweep.capacity import size_text
         from resablate.trial.checkpoint import KEEP
 
         written, largest = self.saved["checkpoints"], self.saved["largest"]

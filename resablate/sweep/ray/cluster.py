@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import secrets
-import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -22,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 from resablate.errors import UserError
 from resablate.spec.grid import canonical
 from resablate.spec.schema import DataSpec
-from resablate.sweep.plan import Plan, slots_in
+from resablate.sweep.capacity import slots_in
+from resablate.sweep.plan import Plan
+from resablate.sweep.ray.compat import TRIAL_ENV, single_machine
 
 if TYPE_CHECKING:
     from resablate.trial.data import Torchvision
@@ -68,27 +69,6 @@ def check_resources(
     return notes
 
 
-def autoscaler_most() -> dict[str, float] | None:
-    """What the joined cluster's autoscaler may grow it to, by resource (None: no autoscaler,
-    or Ray does not say). Ray has no public call for it: this reads Ray's own record of the
-    autoscaler's config as Ray Train does (ray._private.state, written against Ray 2.60)."""
-    try:
-        from ray._private.state import state
-
-        found = state.get_max_resources_from_cluster_config()
-    except Exception:  # a private API: if it moves, the cluster is taken as it is now
-        return None
-    return None if found is None else {k: float(v) for k, v in found.items()}
-
-
-# Read by the trial processes: Tune's own CSV/JSON/TensorBoard loggers duplicate what MLflow
-# records, and trials stay in their worker's working directory (a local Ray's: the driver's),
-# not a trial folder of their own.
-TRIAL_ENV = {
-    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
-    "RAY_AIR_NEW_OUTPUT": "0",
-    "RAY_CHDIR_TO_TRIAL_DIR": "0",
-}
 # Read by the trials where they run (data.py's data_root) and set where the driver runs: a
 # cluster's nodes start their workers with their own environment, so these travel with the
 # driver's runtime env too.
@@ -118,28 +98,23 @@ def job_env_vars() -> dict[str, str] | None:
 def start_ray(dashboard: bool, address: str | None = None) -> tuple[bool, str | None]:
     """Start a local Ray on 127.0.0.1 unless one is running, or join the cluster at
     ``address`` ("auto", "HOST:PORT"): (connected here, dashboard URL or None)."""
-    # Ray resolves 127.0.0.1 to the machine's network address unless it runs single-machine,
-    # which this switch selects (read when ray is imported): every Ray server binds 127.0.0.1.
-    # A driver that joins a cluster must not set it (its workers must reach the driver).
-    single = address is None and "ray" not in sys.modules
-    single = single and "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
-    if single:
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     for key, value in TRIAL_ENV.items():  # a local Ray's workers inherit this environment
         os.environ.setdefault(key, value)
-    import ray
+    # every server of a local Ray binds 127.0.0.1; a driver that joins a cluster must not ask it
+    # (the cluster's workers must reach the driver)
+    with single_machine(address is None):
+        import ray
 
-    if ray.is_initialized():
-        return False, None
-    if address is not None:
-        join(address)
-        return True, None
-    if dashboard and importlib.util.find_spec("aiohttp_cors") is None:
-        raise UserError(
-            "the Ray dashboard needs Ray's full install: pip install 'resablate[dashboard]'"
-            " (ray[default]), or run without --dashboard"
-        )
-    try:
+        if ray.is_initialized():
+            return False, None
+        if address is not None:
+            join(address)
+            return True, None
+        if dashboard and importlib.util.find_spec("aiohttp_cors") is None:
+            raise UserError(
+                "the Ray dashboard needs Ray's full install: pip install 'resablate[dashboard]'"
+                " (ray[default]), or run without --dashboard"
+            )
         context = ray.init(
             # a new Ray of our own, never whatever cluster `ray start` left recorded on this
             # machine (a dead one would hang us; a live one is joined only when --address says so)
@@ -149,9 +124,6 @@ def start_ray(dashboard: bool, address: str | None = None) -> tuple[bool, str | 
             log_to_driver=False,
             logging_level=logging.ERROR,
         )
-    finally:
-        if single:  # our Ray has it; a cluster this process starts later (`ray start`) must not
-            os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
     url = getattr(context, "dashboard_url", None) if dashboard else None
     return True, (f"http://{url}" if url and not url.startswith("http") else url)
 

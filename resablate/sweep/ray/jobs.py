@@ -19,7 +19,8 @@ from typing import Any
 
 from resablate.errors import UserError
 from resablate.sweep.plan import Plan
-from resablate.sweep.ray.cluster import TRIAL_ENV, check_data_roots
+from resablate.sweep.ray.cluster import check_data_roots
+from resablate.sweep.ray.compat import TRIAL_ENV, local_token
 
 # what the working directory upload leaves out: local results, stores, caches, data sets
 EXCLUDES = [".git", "mlruns", "mlflow.db", "resablate-runs", "reports", "data", "__pycache__"]
@@ -88,18 +89,6 @@ def _connect(address: str, token: str | None) -> Any:
             f"--address {address}: no Ray Jobs API answers ({first[:200]}); start the cluster's"
             " dashboard (ray start --head --dashboard-host=127.0.0.1) and tunnel to it"
         ) from None
-
-
-def local_token() -> str | None:
-    """This machine's Ray token, found where Ray finds it, whatever RAY_AUTH_MODE says (Ray's
-    own loader, the one `ray get-auth-token` uses: its order of places is Ray's to change)."""
-    from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]
-
-    loader = AuthenticationTokenLoader.instance()
-    loader.reset_cache()  # the environment may have changed since Ray first looked
-    if not loader.has_token(ignore_auth_mode=True):
-        return None
-    return str(loader.get_raw_token(ignore_auth_mode=True))
 
 
 def entrypoint(

@@ -22,9 +22,6 @@ import contextlib
 import functools
 import gc
 import itertools
-import logging
-import os
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -34,8 +31,10 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from resablate.results import PRUNED, RUNNING, Events, TrialRecord
 from resablate.spec.grid import Trial
-from resablate.sweep import stacking, stop
+from resablate.sweep import capacity, stacking, stop
+from resablate.sweep.capacity import runs_of
 from resablate.sweep.plan import Plan
+from resablate.sweep.ray import compat
 from resablate.sweep.ray.cluster import ray_slots
 from resablate.sweep.ray.tune_checkpoints import (
     CHECKPOINT,
@@ -49,14 +48,8 @@ from resablate.sweep.ray.tune_checkpoints import (
     polled,
     resume_state,
 )
-from resablate.sweep.stacking import (
-    failure_text,
-    runs_of,
-    stack_id,
-    stacks,
-    train_stack,
-    trial_threads,
-)
+from resablate.sweep.stacking import stack_id, stacks
+from resablate.sweep.worker import failure_text, train_stack, trial_threads
 from resablate.trial import checkpoint
 
 NODE = "ray_node_id"  # the key of a report that names the Ray node the trial runs on
@@ -154,7 +147,7 @@ class Forward(tune.Callback):
         return {}
 
     def setup(self, *args: Any, **info: Any) -> None:
-        stop.install()  # Tune has just pointed SIGUSR1 at its own handler: take it back
+        compat.take_back_signals()
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         if stop.REQUEST.requested and self.waiting is None:  # tell the trials, once
@@ -169,9 +162,7 @@ class Forward(tune.Callback):
     def location(self, trial: Any) -> str:
         """Where a Tune trial's checkpoints are: its folder in the run's storage, as a path or a
         URI of the storage's scheme."""
-        path = trial.storage.trial_fs_path
-        scheme, found, _ = self.storage.partition("://")
-        return f"{scheme}://{path}" if found else path
+        return compat.trial_folder(trial, self.storage)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.running.add(trial.trial_id)
@@ -230,20 +221,12 @@ class Forward(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._gone(trial)
-        self.events.failed(self.stacks[trial.config["trial_id"]], _error(trial))
+        self.events.failed(self.stacks[trial.config["trial_id"]], compat.trial_error(trial))
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        error = _error(trial)
+        error = compat.trial_error(trial)
         for ours in self.stacks[trial.config["trial_id"]]:
             self.events.retried(ours, error)
-
-
-def _error(trial: Any) -> str | None:
-    """The error Tune stored for a failed trial attempt (the worker's traceback, or why the
-    worker died)."""
-    if trial.error_file and os.path.exists(trial.error_file):
-        return Path(trial.error_file).read_text(errors="replace")
-    return None
 
 
 def _tune_keys(plan: Plan) -> tuple[str, ...]:
@@ -256,7 +239,7 @@ def _tune_keys(plan: Plan) -> tuple[str, ...]:
 
 def _scheduler(plan: Plan) -> Any:
     """Ray Tune's trial scheduler named by the sweep's ``scheduler:`` section (None: FIFO)."""
-    from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
+    from ray.tune.schedulers import ASHAScheduler
 
     chosen = plan.spec.scheduler
     if chosen.kind == "none":
@@ -273,17 +256,9 @@ def _scheduler(plan: Plan) -> Any:
             reduction_factor=chosen.reduction_factor,
         )
 
-    class Median(MedianStoppingRule):
-        # Ray's rule skips a report without the metric (the epoch-0 probe report, a run that
-        # diverged in its first epoch) but keeps a completing trial's last result and reads the
-        # metric from it later (KeyError, Ray 2.60): give it only results that hold the metric
-        def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
-            if metric in result and "epoch" in result:
-                super().on_trial_complete(tune_controller, trial, result)
-
-    return Median(
+    return compat.median_stopping(
+        metric,
         time_attr="epoch",
-        metric=metric,
         mode=mode,
         grace_period=chosen.grace_period,
         min_samples_required=chosen.min_samples_required,
@@ -317,16 +292,6 @@ def _ended(events: Events, stack: list[Trial]) -> bool:
     )
 
 
-def _quiet() -> None:
-    # a scheduler reads its metric from each epoch's report; the init report (probes at epoch 0)
-    # and a diverged one may lack it, which the scheduler skips but Tune would call an error
-    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    # Ctrl-C is the driver's (stop.py), not Tune's: Tune learns of it through StopRequested
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    for logger in ("ray", "ray.tune", "ray.train", "ray.data"):
-        logging.getLogger(logger).setLevel(logging.ERROR)
-
-
 def run_grid(
     plan: Plan,
     events: Events,
@@ -340,7 +305,7 @@ def run_grid(
     ``name``, ``name-part002``, ...; a stop request, or a run that returns with a stack not
     ended, ends the grid. ``points``: where --resume found unfinished trials' checkpoints (by
     trial id); a stack whose trials all have the same one starts from it."""
-    _quiet()
+    compat.quiet_tune()
     scheduled = plan.spec.scheduler.kind != "none"
     parts = runs_of(stacks(plan, slots, budget), slots or ray_slots(plan), scheduled)
     for k, part in enumerate(parts):
@@ -416,8 +381,7 @@ def _fit(
         ),
     )
     try:
-        with stop.saved():  # Tune points SIGUSR1 at its own handler for good
-            tuner.fit()
+        compat.fit(tuner)
     except Exception:
         if events.failure is not None:  # Tune wraps a callback's error in its TuneError
             raise events.failure from None
@@ -480,8 +444,8 @@ def run_queue(
     """Ray Tune runs of every stack that ``queue`` hands out, until it has none left: one run,
     or several in turn (``name``, ``name-part002``, ...) of at most max(STACKS_PER_RUN,
     STACKS_PER_SLOT x slots) stacks each, as a grid's; a stop request ends them."""
-    _quiet()
-    limit = max(stacking.STACKS_PER_RUN, stacking.STACKS_PER_SLOT * (slots or ray_slots(plan)))
+    compat.quiet_tune()
+    limit = max(capacity.STACKS_PER_RUN, capacity.STACKS_PER_SLOT * (slots or ray_slots(plan)))
     for k in itertools.count():
         chosen: dict[str, list[Trial]] = {}
         named = name if k == 0 else f"{name}-part{k + 1:03d}"
