@@ -32,6 +32,7 @@ from resablate.trial import batched, checkpoint, data, stack_optim
 from resablate.trial.batched import Stack
 from resablate.trial.compute import Compute
 from resablate.trial.optim import Clock, loss_fn, steps
+from resablate.trial.probing import Prober
 
 Report = Callable[[dict[str, Any]], None]
 SYNC_EVERY = 32  # GPU steps whose losses are read from the device together
@@ -87,54 +88,6 @@ def evaluate(
             total[i] += float(loss(out[i], yb)) * len(yb)
             correct[i] += hits[i]
     return [(total[i] / len(y), correct[i] / len(y)) for i in range(stack.size)]
-
-
-class Prober:
-    """Runs the probes due at an epoch on a copy of the network and adds their results to the
-    epoch's report; a fixed, seeded probe batch is drawn once from the training set."""
-
-    def __init__(
-        self,
-        probes: ProbesSpec | None,
-        tensors: data.Tensors,
-        loss: Callable[[Tensor, Tensor], Tensor],
-        seed: int,
-        last: int,
-    ) -> None:
-        self.chosen = probes.chosen() if probes else {}
-        self.last, self.seed = last, seed
-        if not self.chosen:
-            return
-        from resablate.probes.measure import ProbeData
-
-        order = torch.randperm(len(tensors.y_train), generator=torch.Generator().manual_seed(seed))
-        # the probe batch: the first samples of a seeded order, as many as the largest probe
-        # batch (a stack's members each hold theirs: not a copy of the training set each)
-        batches = [getattr(p, "batch", None) for p in self.chosen.values()]
-        size = max((b for b in batches if isinstance(b, int)), default=1)  # "full": x_train
-        order = order[:size].to(tensors.x_train.device)
-        self.data = ProbeData(
-            tensors.x_train[order],
-            tensors.y_train[order],
-            tensors.x_train,
-            tensors.y_train,
-            tensors.x_test,
-            tensors.y_test,
-            loss,
-            tensors.shape.classes,
-        )
-
-    def __call__(self, result: dict[str, Any], stack: Stack, index: int = 0) -> dict[str, Any]:
-        """``result`` with the probes due at its epoch, measured on member ``index``'s
-        network."""
-        epoch = result["epoch"]
-        due = {n: p.model_dump() for n, p in self.chosen.items() if p.due(epoch, self.last)}
-        if not due:
-            return result
-        from resablate.probes.measure import measure, scalars
-
-        found = measure(stack.network(index), self.data, due, self.seed + 3)
-        return {**result, **scalars(found), "probes": found}
 
 
 @dataclass
@@ -202,69 +155,108 @@ def run_stack(
     (:mod:`resablate.trial.checkpoint`); ``resume`` (a checkpoint read back) continues from its
     epoch: the epochs before it are neither trained nor reported again, nor are the init probes.
     """
-    given = [c if isinstance(c, TrialConfig) else trial_config(c) for c in configs]
-    batched.check(given)
-    # the stack's order: members of one recipe next to each other (one optimizer for them)
-    places = stack_optim.order([c.train for c in given])
-    cfgs = [given[i] for i in places]
-    cfg = cfgs[0]
-    tensors = data.load(cfg.data).to(device)
-    compute = Compute(cfg.train, torch.device(device))
-    stack = batched.build(cfgs, tensors.shape, compute)
-    loss = loss_fn(cfg.train.loss, tensors.shape.classes)
-    n = len(tensors.y_train)
-    batch, clock = steps(cfg.train, n)  # the data stream's: the same for every member
-    optimizers = stack_optim.Steps(
-        stack.parameters(), stack.size > 1, [c.train for c in cfgs], clock
-    )
-    error_warmup = optimizers.error_warmup
-    members = [
-        Member(
-            i,
-            reports[place],
-            c.train.diverge_above,
-            torch.Generator(device="cpu").manual_seed(c.seed + 1),
-            torch.Generator(device=device).manual_seed(c.seed + 2) if tensors.augment else None,
-            {"epoch": 0, "status": RUNNING},
-        )
-        for i, (c, place) in enumerate(zip(cfgs, places, strict=True))
-    ]
-
-    def twins(a: Member, b: Member) -> bool:  # the same probe seed and network
-        return cfgs[a.index].seed == cfgs[b.index].seed and stack.same(a.index, b.index)
-
-    def results() -> list[dict[str, Any]]:  # in the order of ``configs``
-        return [members[places.index(i)].result for i in range(len(members))]
-
-    # each member's probes on its own network, with its own seed's probe batch
-    probers = [Prober(probes, tensors, loss, c.seed, clock.epochs) for c in cfgs]
-    live = list(members)  # the members that have not diverged
+    run = StackRun(configs, reports, device, probes)
     done = 0  # epochs trained before this call
     if resume is not None:
-        done, live = checkpoint.restore(resume, stack, optimizers, members)
+        done, run.live = checkpoint.restore(resume, run.stack, run.optimizers, run.members)
         if checkpoints is not None:
             checkpoints.saved(done)
     else:
-        for member in members:
-            # members of one seed and one initial network (differing in their recipe) have
-            # the same init probes: measured once (on a copy of the same weights and probe batch)
-            twin = next((m for m in members[: member.index] if twins(m, member)), None)
-            if twin is not None and "probes" in twin.result:
-                member.result = copy.deepcopy(twin.result)
-            else:
-                member.result = probers[member.index](member.result, stack, member.index)
-            if "probes" in member.result:
-                member.report(member.result)
+        run.probe_init()
     if probe_only:
-        return results()
+        return run.results()
     # On a GPU, reading each step's losses would stall the device once per step: they are read
     # in groups of SYNC_EVERY steps instead (He et al.'s warm-up reads every step). Each is
     # still checked in order, so a divergence ends its member at the same epoch with the same
     # last finite loss; only the steps of its group after it ran in vain.
-    group = sync_every or (SYNC_EVERY if compute.device.type == "cuda" else 1)
-    group = 1 if error_warmup is not None else group
-    for epoch in range(done + 1, clock.epochs + 1):
+    group = sync_every or (SYNC_EVERY if run.compute.device.type == "cuda" else 1)
+    group = 1 if run.optimizers.error_warmup is not None else group
+    for epoch in range(done + 1, run.clock.epochs + 1):
         start = time.perf_counter()
+        correct = run.train_epoch(epoch, group)
+        if correct is None:  # every member diverged
+            return run.results()
+        run.end_epoch(epoch, correct, time.perf_counter() - start)
+        if checkpoints is not None and checkpoints.due(epoch, run.clock.epochs):
+            checkpoints.save(
+                checkpoint.capture(epoch, run.stack, run.optimizers, run.members, run.live)
+            )
+    return run.results()
+
+
+class StackRun:
+    """One call of :func:`run_stack`: the stack's networks, data, optimizers and members, in the
+    stack's order (members of one recipe next to each other: one optimizer for them)."""
+
+    def __init__(
+        self,
+        configs: Sequence[TrialConfig | dict[str, Any]],
+        reports: Sequence[Report],
+        device: str | torch.device,
+        probes: ProbesSpec | None,
+    ) -> None:
+        given = [c if isinstance(c, TrialConfig) else trial_config(c) for c in configs]
+        batched.check(given)
+        self.places = stack_optim.order([c.train for c in given])
+        self.cfgs = cfgs = [given[i] for i in self.places]
+        cfg = cfgs[0]
+        self.device = device
+        self.tensors = tensors = data.load(cfg.data).to(device)
+        self.compute = Compute(cfg.train, torch.device(device))
+        self.stack = batched.build(cfgs, tensors.shape, self.compute)
+        self.loss = loss_fn(cfg.train.loss, tensors.shape.classes)
+        self.n = len(tensors.y_train)
+        self.batch, self.clock = steps(cfg.train, self.n)  # the data stream's: every member's
+        self.optimizers = stack_optim.Steps(
+            self.stack.parameters(), self.stack.size > 1, [c.train for c in cfgs], self.clock
+        )
+        self.members = [
+            Member(
+                i,
+                reports[place],
+                c.train.diverge_above,
+                torch.Generator(device="cpu").manual_seed(c.seed + 1),
+                torch.Generator(device=device).manual_seed(c.seed + 2)
+                if tensors.augment
+                else None,
+                {"epoch": 0, "status": RUNNING},
+            )
+            for i, (c, place) in enumerate(zip(cfgs, self.places, strict=True))
+        ]
+        # each member's probes on its own network, with its own seed's probe batch
+        self.probers = [
+            Prober(probes, tensors, self.loss, c.seed, self.clock.epochs) for c in cfgs
+        ]
+        self.live = list(self.members)  # the members that have not diverged
+
+    def results(self) -> list[dict[str, Any]]:
+        """Each member's last report, in the order of the configs given."""
+        return [self.members[self.places.index(i)].result for i in range(len(self.members))]
+
+    def probe_init(self) -> None:
+        """Every member's init probes, reported as its epoch 0. Members of one seed and one
+        initial network (differing in their recipe) have the same ones: measured once (on a
+        copy of the same weights and probe batch)."""
+        for member in self.members:
+            twin = next((m for m in self.members[: member.index] if self._twins(m, member)), None)
+            if twin is not None and "probes" in twin.result:
+                member.result = copy.deepcopy(twin.result)
+            else:
+                member.result = self.probers[member.index](member.result, self.stack, member.index)
+            if "probes" in member.result:
+                member.report(member.result)
+
+    def _twins(self, a: Member, b: Member) -> bool:
+        """The same probe seed and network."""
+        return self.cfgs[a.index].seed == self.cfgs[b.index].seed and self.stack.same(
+            a.index, b.index
+        )
+
+    def train_epoch(self, epoch: int, group: int) -> list[int] | None:
+        """Train the live members one epoch, reading their losses ``group`` steps at a time:
+        each member's correct training predictions, or None once every member has diverged."""
+        stack, tensors, members, live = self.stack, self.tensors, self.members, self.live
+        optimizers, device = self.optimizers, self.device
         stack.train(True)
         for member in live:
             member.total, member.seen = 0.0, 0
@@ -272,47 +264,53 @@ def run_stack(
         pending: list[tuple[Tensor, int]] = []  # (each member's loss, batch size) not read yet
         # near-equal batches: never a last batch of one sample (BatchNorm cannot train on it)
         batches = [
-            torch.randperm(n, generator=m.shuffle).to(device).tensor_split(clock.steps_per_epoch)
+            torch.randperm(self.n, generator=m.shuffle)
+            .to(device)
+            .tensor_split(self.clock.steps_per_epoch)
             for m in members
         ]
-        count = clock.steps_in(epoch)
+        count = self.clock.steps_in(epoch)
         for step in range(count):
             idx = stacked([b[step] for b in batches])  # (k, B)
             xb, yb = tensors.x_train[idx], tensors.y_train[idx]  # (k, B, ...), (k, B)
             if tensors.augment:  # on the device, in batches (pad 4, random crop, flip)
                 xb = stacked([m.augmented(xb[m.index]) for m in members])
             out = stack(xb)  # (k, B, classes)
-            losses = stacked([loss(out[i], yb[i]) for i in range(stack.size)])  # (k,)
+            losses = stacked([self.loss(out[i], yb[i]) for i in range(stack.size)])  # (k,)
             pending.append((losses.detach(), idx.shape[1]))
             if len(pending) == group or step == count - 1:
                 read(pending, live, epoch)
                 if not live:
-                    return results()
+                    return None
             optimizers.zero_grad()
             # each member's gradient lands in its own slice of the stack's weights
             trained = losses if len(live) == stack.size else losses[[m.index for m in live]]
             trained.sum().backward()
             optimizers.step()
             hits += (out.detach().argmax(dim=2) == yb).sum(dim=1)
-            if error_warmup is not None:  # a stack of one (batched.why_not)
-                error_warmup.observe(1 - int(hits[0]) / members[0].seen)
+            if optimizers.error_warmup is not None:  # a stack of one (batched.why_not)
+                optimizers.error_warmup.observe(1 - int(hits[0]) / members[0].seen)
             optimizers.schedule()
-        at_once = max(batch, batched.EVAL_BATCH)
-        tested = evaluate(stack, tensors.x_test, tensors.y_test, loss, at_once)
+        return hits.tolist()
+
+    def end_epoch(self, epoch: int, correct: list[int], elapsed: float) -> None:
+        """Evaluate the live members, run the probes due and report the epoch; ``elapsed``: the
+        stack's epoch time (every member's epoch took this long)."""
+        stack, tensors = self.stack, self.tensors
+        at_once = max(self.batch, batched.EVAL_BATCH)
+        tested = evaluate(stack, tensors.x_test, tensors.y_test, self.loss, at_once)
         validated: list[tuple[float, float] | None] = [None] * stack.size
         if tensors.x_val is not None and tensors.y_val is not None:  # as the test set: unaugmented
-            validated = [*evaluate(stack, tensors.x_val, tensors.y_val, loss, at_once)]
-        correct = hits.tolist()
-        elapsed = time.perf_counter() - start  # the stack's: every member's epoch took this long
-        for member in live:
-            trained_on = (member.total / member.seen, correct[member.index] / member.seen)
-            lr, i = optimizers.lr(member.index), member.index
-            result = epoch_report(epoch, clock, trained_on, tested[i], lr, elapsed, validated[i])
-            member.result = probers[member.index](result, stack, member.index)
+            validated = [*evaluate(stack, tensors.x_val, tensors.y_val, self.loss, at_once)]
+        for member in self.live:
+            i = member.index
+            trained_on = (member.total / member.seen, correct[i] / member.seen)
+            lr = self.optimizers.lr(i)
+            result = epoch_report(
+                epoch, self.clock, trained_on, tested[i], lr, elapsed, validated[i]
+            )
+            member.result = self.probers[i](result, stack, i)
             member.report(member.result)
-        if checkpoints is not None and checkpoints.due(epoch, clock.epochs):
-            checkpoints.save(checkpoint.capture(epoch, stack, optimizers, members, live))
-    return results()
 
 
 def run_trial(
