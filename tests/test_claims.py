@@ -10,16 +10,10 @@ from typing import Any
 import pytest
 from scipy import stats
 
-from resablate.analysis.claims import (
-    CONTRADICTED,
-    HOLDS,
-    INCONCLUSIVE,
-    NOT_MEASURED,
-    evaluate,
-    select,
-    spearman,
-)
+from resablate.analysis.claims import evaluate
 from resablate.analysis.comparisons import holm
+from resablate.analysis.rank_correlation import spearman
+from resablate.analysis.verdicts import CONTRADICTED, HOLDS, INCONCLUSIVE, NOT_MEASURED, select
 from resablate.errors import SpecError, UserError
 from resablate.spec.options import ClaimSpec
 from resablate.tracking.ledger import RunData

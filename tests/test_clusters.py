@@ -25,7 +25,7 @@ from resablate.errors import SpecError
 from resablate.spec.schema import DataSpec
 from resablate.sweep.plan import make_plan
 from resablate.sweep.ray import cluster
-from resablate.trial import data
+from resablate.trial import vision_sets
 from tests.conftest import ROOT, run_process, write
 from tests.kuberay_schema import VENDORED, manifests, uncut
 
@@ -256,7 +256,7 @@ def test_the_nodes_resolve_the_data_folder_as_a_trial_does(
             monkeypatch.delenv("RESABLATE_DATA", raising=False)
         else:
             monkeypatch.setenv("RESABLATE_DATA", env)
-        expected = data.data_root(DataSpec(name="mnist", root=root))
+        expected = vision_sets.data_root(DataSpec(name="mnist", root=root))
         assert Path(cluster.data_setting(root, os.environ)).expanduser().resolve() == expected
 
 
@@ -276,7 +276,9 @@ def test_a_node_reports_missing_files_and_a_storage_folder_it_does_not_share(
     tmp_path: Path,
 ) -> None:
     # what the task on each node runs (here in this process: the same files are this machine's)
-    sets = [("mnist", str(fake_mnist(tmp_path / "full")), "MNIST/raw", list(data.MNIST_FILES))]
+    sets = [
+        ("mnist", str(fake_mnist(tmp_path / "full")), "MNIST/raw", list(vision_sets.MNIST_FILES))
+    ]
     shared = tmp_path / "shared"
     shared.mkdir()
     (shared / ".marker").write_text("token")
@@ -286,7 +288,7 @@ def test_a_node_reports_missing_files_and_a_storage_folder_it_does_not_share(
     lacks = "has t10k-labels-idx1-ubyte of data set mnist's files in"
     [problem] = cluster.look_on_node(sets, None)
     assert problem[0] == "data" and problem[1].startswith(lacks)
-    empty = [("mnist", str(tmp_path / "none"), "MNIST/raw", list(data.MNIST_FILES))]
+    empty = [("mnist", str(tmp_path / "none"), "MNIST/raw", list(vision_sets.MNIST_FILES))]
     assert cluster.look_on_node(empty, None)[0][1].startswith("has none of data set mnist's")
     # a folder of the same name that is not the one the driver wrote into: no marker, or another
     for marker, token in ((shared / ".other", "token"), (shared / ".marker", "another")):

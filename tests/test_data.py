@@ -18,7 +18,7 @@ from sklearn.datasets import load_digits
 from resablate.errors import ConfigError, SpecError, UserError
 from resablate.spec.schema import DataSpec
 from resablate.sweep.plan import make_plan
-from resablate.trial import data
+from resablate.trial import data, vision_sets
 from tests.conftest import write
 
 
@@ -126,8 +126,10 @@ def test_root_falls_back_to_env_then_to_data_in_the_working_folder(
 ) -> None:
     monkeypatch.delenv("RESABLATE_DATA", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert data.data_root(DataSpec(name="mnist")) == tmp_path.resolve() / "data"
-    assert data.data_root(DataSpec(name="mnist", root="sets")) == tmp_path.resolve() / "sets"
+    assert vision_sets.data_root(DataSpec(name="mnist")) == tmp_path.resolve() / "data"
+    assert (
+        vision_sets.data_root(DataSpec(name="mnist", root="sets")) == tmp_path.resolve() / "sets"
+    )
     fake_mnist(tmp_path / "elsewhere", "MNIST")
     monkeypatch.setenv("RESABLATE_DATA", str(tmp_path / "elsewhere"))
     assert data.load(DataSpec(name="mnist")).x_train.shape == (30, 1, 28, 28)
@@ -153,7 +155,7 @@ def test_shapes_need_no_files(tmp_path: Path) -> None:
 
 
 def test_expected_file_names_are_torchvisions() -> None:
-    vision = {v.name: v for v in data.TORCHVISION}
+    vision = {v.name: v for v in vision_sets.TORCHVISION}
     for name, mnist_like in [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")]:
         cls = getattr(torchvision.datasets, mnist_like)
         assert vision[name].folder == f"{mnist_like}/raw"
@@ -190,7 +192,7 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_missing_files_give_one_line_naming_folder_files_and_fix(
     tmp_path: Path, offline: None, name: str
 ) -> None:
-    vision = {v.name: v for v in data.TORCHVISION}[name]
+    vision = {v.name: v for v in vision_sets.TORCHVISION}[name]
     spec = DataSpec(name=name, root=str(tmp_path))
     start = time.perf_counter()
     with pytest.raises(UserError) as prepared:
@@ -250,7 +252,7 @@ def test_a_hanging_network_fails_within_the_socket_timeout(
 ) -> None:
     """A proxy that accepts connections and never answers, like a firewall that drops packets:
     without a socket timeout torchvision's download would wait for minutes."""
-    monkeypatch.setattr(data, "DOWNLOAD_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(vision_sets, "DOWNLOAD_TIMEOUT_S", 1.0)
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
@@ -273,7 +275,7 @@ def test_files_that_fail_the_checksum_are_named_and_never_downloaded_over(
 ) -> None:
     """torchvision would download the archive again over a user's files whose md5 fails (and
     offline say only that the download failed): the files are named, nothing is fetched."""
-    vision = {v.name: v for v in data.TORCHVISION}[name]
+    vision = {v.name: v for v in vision_sets.TORCHVISION}[name]
     folder = tmp_path / vision.folder
     folder.mkdir()
     for file in vision.files:
@@ -293,7 +295,7 @@ def test_files_that_fail_the_checksum_are_named_and_never_downloaded_over(
 def test_mnist_files_that_are_there_are_not_fetched_again(tmp_path: Path, offline: None) -> None:
     fake_mnist(tmp_path, "MNIST")
     data.prepare(DataSpec(name="mnist", root=str(tmp_path)))  # offline, and no download tried
-    (tmp_path / "MNIST" / "raw" / data.MNIST_FILES[0]).unlink()
+    (tmp_path / "MNIST" / "raw" / vision_sets.MNIST_FILES[0]).unlink()
     with pytest.raises(
         UserError, match=r"\(missing: train-images-idx3-ubyte\).*does not download"
     ):
@@ -303,7 +305,7 @@ def test_mnist_files_that_are_there_are_not_fetched_again(tmp_path: Path, offlin
 def test_unreadable_files_are_a_user_error_too(tmp_path: Path) -> None:
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for name in data.MNIST_FILES:
+    for name in vision_sets.MNIST_FILES:
         (raw / name).write_bytes(b"not idx")
     with pytest.raises(UserError, match=f"data set mnist could not be read from {raw}"):
         data.load(DataSpec(name="mnist", root=str(tmp_path)))

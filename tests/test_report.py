@@ -366,7 +366,7 @@ def test_report_draws_the_hessian_during_training_from_mlflows_numbers(
 
 def test_claims_md_counts_the_claims_that_name_their_mutant(tmp_path: Path) -> None:
     """science.md §7: each claim names the broken variant that turns its verdict."""
-    from resablate.analysis.claims import table
+    from resablate.analysis.claims_table import table
     from resablate.analysis.figures import Report
     from resablate.spec.options import ClaimSpec
     from resablate.tracking.ledger import RunData, SweepRuns
@@ -399,7 +399,7 @@ def test_claims_md_counts_the_claims_that_name_their_mutant(tmp_path: Path) -> N
 def test_a_mutant_is_judged_only_beside_a_measured_claim_and_turns_only_a_holding_one(
     tmp_path: Path,
 ) -> None:
-    from resablate.analysis.claims import table
+    from resablate.analysis.claims_table import table
     from resablate.analysis.figures import Report
     from resablate.spec.options import ClaimSpec
     from resablate.tracking.ledger import RunData, SweepRuns

@@ -1,29 +1,16 @@
 """A study's claims (the sweep file's ``claims:``) tested on its recorded runs.
 
 Each claim selects runs by grid values (``where``, and ``a`` / ``b`` for a comparison), reads one
-metric per run (its last value, or step 0 for ``at: init``) and ends in one verdict:
+metric per run (its last value, or step 0 for ``at: init``) and ends in one verdict
+(:mod:`resablate.analysis.verdicts`): holds, contradicted, inconclusive or not measured.
 
-- **holds**: the data show it (a significant test where the claim is statistical);
-- **contradicted**: the data show the opposite, or a value claim fails;
-- **inconclusive**: a test that is not significant, or too few seeds for one;
-- **not measured**: no recorded run is what the claim speaks of (a ``cpu`` profile without the
-  arm, a metric the runs did not record).
-
-``compare`` uses :func:`resablate.analysis.comparisons.one` (paired t over common seeds, Welch's t
-otherwise; the test's t-interval below 10 seeds, a bootstrap from 10; the probability that a
-beats b over seed pairs) with Holm's correction over the file's compare claims;
-``trend`` uses Spearman's rank correlation with a permutation p-value
-(scipy.stats.permutation_test: every pairing, exact, for up to 7 runs; 9,999 seeded resamples
-beyond), so a handful of depths is judged for what it is.
+``compare`` is judged on its two arms (:mod:`resablate.analysis.compare_claims`), with Holm's
+correction over the file's compare claims; ``trend`` uses Spearman's rank correlation with a
+permutation p-value (:mod:`resablate.analysis.rank_correlation`).
 A trend or value claim is judged on each configuration its ``where`` leaves, and holds only when
 it holds on every one. Statistics are scipy.stats'.
 
-``compare.best_over`` puts each arm at its best value of a grid axis, chosen by
-``compare.select_by`` (never by a test metric: :class:`resablate.spec.options.CompareClaim`). An
-optimum at the edge of the swept values is noted (widen the grid), and caps the verdict at
-inconclusive when it is the *losing* arm's: a wider grid could only improve that arm, so it might
-overturn the verdict; the winner's edge optimum could only make its win larger, so the verdict
-stands. ``trained`` leaves out the runs that did not train (the claim says how many), and
+``trained`` leaves out the runs that did not train (the claim says how many), and
 ``pool: seeds`` judges a signal-propagation law once per configuration, on the mean over its
 seeds of each unit's series (fewer than 8 seeds: inconclusive).
 """
@@ -33,75 +20,31 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from resablate.analysis.comparisons import MIN_SEEDS, _same, holm, one
-from resablate.analysis.figures import SEED, Report, group, label, number
-from resablate.errors import UserError
-from resablate.results import DIVERGED, FINISHED
-from resablate.spec.options import POOLED_AT_LEAST, SEARCH_KEY, ClaimSpec
+from resablate.analysis import compare_claims
+from resablate.analysis.comparisons import holm
+from resablate.analysis.figures import SEED, group, label, number, varying
+from resablate.analysis.rank_correlation import spearman
+from resablate.analysis.verdicts import (
+    CONTRADICTED,
+    HOLDS,
+    INCONCLUSIVE,
+    NOT_MEASURED,
+    Verdict,
+    axis_name,
+    excluded,
+    not_measured,
+    not_trained,
+    select,
+    value,
+)
+from resablate.spec.options import POOLED_AT_LEAST, ClaimSpec
 from resablate.tracking.ledger import RunData, SweepRuns
 
-HOLDS, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED = (
-    "holds",
-    "contradicted",
-    "inconclusive",
-    "not measured",
-)
-VERDICTS = (HOLDS, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED)
 ALPHA = 0.05
-PERMUTATIONS = 9999  # resamples when the pairings are too many to enumerate
 # a run and a probe's name -> the probe's recorded results by epoch (SweepRuns.probe)
 Probes = Callable[[RunData, str], Mapping[int, Mapping[str, Any]]]
-
-
-@dataclass
-class Verdict:
-    claim: ClaimSpec
-    verdict: str
-    measured: str  # the number(s) the verdict rests on, as text
-    p: float | None = None
-    p_holm: float | None = None
-    difference: float | None = None  # compare: mean(a) − mean(b)
-    p_beats: float | None = None  # compare: P(a beats b) over seed pairs, ties half
-    parts: list[str] = field(default_factory=list)  # per configuration, for a trend or value
-    notes: list[str] = field(default_factory=list)  # said after the numbers (excluded, edges)
-    at_edge: tuple[str, ...] = ()  # compare: the arms whose best_over optimum is at an edge
-    mutant: Verdict | None = None  # the claim judged on its mutant arm (claim.mutant)
-
-
-def select(runs: Sequence[RunData], chosen: Mapping[str, Any]) -> list[RunData]:
-    """The runs whose params have the ``chosen`` values (a list: any of its values); ``search:
-    tuned`` / ``written`` picks a search's runs at its best values / the grid's own runs."""
-    return [
-        run
-        for run in runs
-        if all(
-            any(
-                _origin(run) == v if axis == SEARCH_KEY else _same(run.params.get(axis), v)
-                for v in (want if isinstance(want, list) else [want])
-            )
-            for axis, want in chosen.items()
-        )
-    ]
-
-
-def _origin(run: RunData) -> str:
-    return "tuned" if "search_cell" in run.tags else "written"
-
-
-def value(run: RunData, claim: ClaimSpec) -> float | None:
-    """The run's value of the claim's metric: at init its step-0 value (whatever happened
-    later); at the last epoch its final value, ``claim.diverged`` (else NaN: against the claim)
-    for a diverged run; None when the run did not record it or ended otherwise."""
-    if claim.at == "init":
-        return next((v for step, v in run.history.get(claim.metric, []) if step == 0), None)
-    if run.status == DIVERGED:
-        return math.nan if claim.diverged is None else claim.diverged
-    if run.status != FINISHED:
-        return None
-    return run.metrics.get(claim.metric)
 
 
 def searched_best(sweep: SweepRuns, runs: list[RunData]) -> list[RunData]:
@@ -133,9 +76,9 @@ def evaluate(
     out = []
     for claim in claims:
         chosen = select(runs, claim.where)
-        untrained = _untrained(claim, chosen)
+        untrained = not_trained(claim, chosen)
         if claim.compare is not None:
-            out.append(_compare(claim, chosen, cells, untrained))
+            out.append(compare_claims.judge(claim, chosen, cells, untrained))
         elif claim.trend is not None:
             out.append(_trend(claim, chosen, cells, untrained))
         else:
@@ -147,194 +90,14 @@ def evaluate(
         found.p_holm = adjusted
         found.measured += f", Holm p = {adjusted:.3g}"
         if adjusted < ALPHA and found.difference is not None:
-            better = _better(found.claim, found.difference)
+            better = compare_claims.better(found.claim, found.difference)
             found.verdict = HOLDS if better else CONTRADICTED
         else:
             found.verdict = INCONCLUSIVE
     for found in out:
-        _edge_cap(found)
+        compare_claims.edge_cap(found)
         found.measured += "".join(f"; {note}" for note in found.notes)
     return out
-
-
-def _edge_cap(found: Verdict) -> None:
-    """A verdict that the losing arm's edge optimum could overturn is at most inconclusive."""
-    if found.verdict not in (HOLDS, CONTRADICTED) or found.difference is None:
-        return
-    loser = "b" if _better(found.claim, found.difference) else "a"
-    if loser in found.at_edge:
-        found.verdict = INCONCLUSIVE
-        found.notes.append(
-            f"inconclusive: the losing arm {loser}'s optimum is at the edge of the grid"
-        )
-
-
-def _untrained(claim: ClaimSpec, runs: list[RunData]) -> set[str]:
-    """The ids of the runs that fail the claim's ``trained`` precondition (none without one)."""
-    if claim.trained is None:
-        return set()
-    return {r.run_id for r in runs if not claim.trained.holds(_final(r, claim.trained.metric))}
-
-
-def _excluded(claim: ClaimSpec, runs: list[RunData], untrained: set[str]) -> str | None:
-    """The note that says how many of ``runs`` the precondition left out, if any."""
-    left = sum(r.run_id in untrained for r in runs)
-    if not left:
-        return None
-    return f"{left} of {len(runs)} runs excluded as not trained ({claim.trained})"
-
-
-def _final(run: RunData, metric: str) -> float | None:
-    """A run's last value of ``metric``: NaN for a diverged run, None for one that did not
-    finish or did not record it."""
-    if run.status == DIVERGED:
-        return math.nan
-    if run.status != FINISHED:
-        return None
-    return run.metrics.get(metric)
-
-
-def _not_measured(claim: ClaimSpec, why: str) -> Verdict:
-    return Verdict(claim, NOT_MEASURED, why)
-
-
-@dataclass
-class _Arm:
-    runs: list[RunData]
-    at: str = ""  # " at best lr=0.01" where it is chosen over best_over
-    edge: str | None = None  # the note when that best value is the smallest or largest swept
-    missing: str | None = None  # why no best value could be chosen
-
-
-def _configuration(claim: ClaimSpec, runs: list[RunData], cells: list[str], name: str) -> _Arm:
-    """One arm's runs, at its best ``best_over`` value where the claim has one: the best seed
-    mean of ``select_by`` at the last epoch (a diverged seed makes its value the worst), ties
-    to the smaller value. An arm that matches several configurations is an error in the
-    claim."""
-    assert claim.compare is not None
-    best_over, selection = claim.compare.best_over, claim.compare.selection(claim.metric)
-    arm = _Arm(runs)
-    if best_over is not None and selection is not None:
-        metric, way = selection
-        sign = 1.0 if way == "higher" else -1.0
-
-        def score(at: list[RunData]) -> float | None:
-            known = [v for v in (_final(r, metric) for r in at) if v is not None]
-            if not known:
-                return None
-            if any(math.isnan(v) for v in known):
-                return -math.inf
-            return sign * statistics.fmean(known)
-
-        by_value = group(runs, lambda r: r.params.get(best_over, "?"))
-        scores = {v: score(members) for v, members in by_value.items()}
-        scored = [v for v, found in scores.items() if found is not None]
-        if not scored:
-            return _Arm([], missing=f"{metric} (select_by) not recorded in arm {name}")
-        top = max(scored, key=lambda v: (scores[v], -number(v)))
-        arm.runs = by_value[top]
-        by = "" if metric == claim.metric else f" by {metric}"
-        arm.at = f" at best {_axis(best_over)}={top}{by}"
-        swept = sorted(number(v) for v in by_value)
-        if len(swept) == 1:
-            arm.edge = f"{name}: {_axis(best_over)} {top} is the only value swept: widen the grid"
-        elif number(top) in (swept[0], swept[-1]):
-            side = "largest" if number(top) == swept[-1] else "smallest"
-            arm.edge = f"{name}: best {_axis(best_over)} {top} is the {side} swept: widen the grid"
-    others = [a for a in _varying(arm.runs, cells) if a != best_over]
-    found = group(arm.runs, lambda r: label(r, others))
-    if len(found) > 1:
-        raise UserError(
-            f"claim {claim.id}: arm {name} matches {len(found)} configurations"
-            f" ({'; '.join(list(found)[:3])}...); name more grid axes in compare.{name}"
-        )
-    return arm
-
-
-def _compare(
-    claim: ClaimSpec, chosen: list[RunData], cells: list[str], untrained: set[str]
-) -> Verdict:
-    spec = claim.compare
-    assert spec is not None
-    every = {"a": select(chosen, spec.a), "b": select(chosen, spec.b)}
-    missing = [n for n, r in every.items() if not r]
-    if missing:
-        return _not_measured(claim, f"no run of arm {' or '.join(missing)} in this sweep")
-    kept = {n: [r for r in runs if r.run_id not in untrained] for n, runs in every.items()}
-    excluded = _excluded(claim, every["a"] + every["b"], untrained)
-    for name, runs in kept.items():
-        if not runs:
-            return _not_measured(claim, f"no run of arm {name} trained: {excluded}")
-    arms = {n: _configuration(claim, runs, cells, n) for n, runs in kept.items()}
-    for chosen_arm in arms.values():
-        if chosen_arm.missing:
-            return _not_measured(claim, chosen_arm.missing)
-    a_arm, b_arm = arms["a"], arms["b"]
-    apart = [x for x in _varying(a_arm.runs + b_arm.runs, cells) if x != spec.best_over]
-    a_name = label(a_arm.runs[0], apart) + a_arm.at
-    b_name = label(b_arm.runs[0], apart) + b_arm.at
-    a, b = _finals(a_arm.runs, claim), _finals(b_arm.runs, claim)
-    if not a or not b:
-        return _not_measured(claim, f"{claim.metric} not recorded in arm {'a' if not a else 'b'}")
-    if any(math.isnan(v) for v in [*a.values(), *b.values()]):
-        return Verdict(claim, INCONCLUSIVE, "a diverged run and no `diverged:` value to count it")
-    found = one(a_name, claim.metric, a, b)
-    beats = _beats(claim, found.p_greater)
-    measured = f"a − b = {found.difference:.4g}"
-    if found.low is not None:
-        measured += f" {found.shown_interval}"
-    measured += f" ({a_name} vs {b_name}; {found.test}"
-    shown = "" if beats is None else f", P(a beats b) = {beats:.2g}"
-    verdict = INCONCLUSIVE
-    if found.p is None:
-        if min(found.n, found.n_reference) >= MIN_SEEDS and found.difference != 0:
-            # no spread: every seed's difference alike; the sign is then beyond doubt
-            verdict = HOLDS if _better(claim, found.difference) else CONTRADICTED
-        measured += shown + ")"
-    else:
-        measured += f", p = {found.p:.3g}{shown})"
-    notes = [n for n in (excluded, a_arm.edge, b_arm.edge) if n]
-    edges = tuple(n for n, arm in arms.items() if arm.edge)
-    return Verdict(
-        claim,
-        verdict,
-        measured,
-        p=found.p,
-        difference=found.difference,
-        p_beats=beats,
-        notes=notes,
-        at_edge=edges,
-    )
-
-
-def _beats(claim: ClaimSpec, p_greater: float | None) -> float | None:
-    """P(a beats b) in the claim's better direction from P(a > b), ties half: for "lower",
-    P(a < b) = 1 − P(a > b), the ties' half staying with each side."""
-    assert claim.compare is not None
-    if p_greater is None:
-        return None
-    return p_greater if claim.compare.better == "higher" else 1.0 - p_greater
-
-
-def _better(claim: ClaimSpec, difference: float) -> bool:
-    """Whether the measured difference a − b points the way the claim says."""
-    assert claim.compare is not None
-    return difference > 0 if claim.compare.better == "higher" else difference < 0
-
-
-def _finals(runs: list[RunData], claim: ClaimSpec) -> dict[str, float]:
-    out = {}
-    for i, run in enumerate(runs):
-        found = value(run, claim)
-        if found is not None:
-            out[run.params.get(SEED, str(i))] = found
-    return out
-
-
-def _varying(runs: list[RunData], cells: list[str]) -> list[str]:
-    """The grid axes whose values differ among ``runs``: what tells their configurations apart
-    (the rest is the claim's selection)."""
-    return [a for a in cells if len({r.params.get(a) for r in runs}) > 1]
 
 
 def _shown(values: list[float]) -> str:
@@ -367,7 +130,7 @@ def _trend(
 ) -> Verdict:
     spec = claim.trend
     assert spec is not None
-    rest = [a for a in _varying(chosen, cells) if a != spec.over]
+    rest = [a for a in varying(chosen, cells) if a != spec.over]
     verdicts: list[str] = []
     parts: list[str] = []
     for name, runs in _trained_configurations(claim, chosen, rest, untrained, verdicts, parts):
@@ -385,7 +148,7 @@ def _trend(
             verdicts.append(HOLDS if spread <= spec.tolerance else CONTRADICTED)
             parts.append(
                 f"{name}: spread {spread:.3g} of mean {statistics.fmean(means):.4g}"
-                f" over {_axis(spec.over)} {xs[0]:g}–{xs[-1]:g} (tolerance {spec.tolerance:g})"
+                f" over {axis_name(spec.over)} {xs[0]:g}–{xs[-1]:g} (tolerance {spec.tolerance:g})"
             )
             continue
         rho, p = spearman([x for x, _ in known], [v for _, v in known])
@@ -398,35 +161,8 @@ def _trend(
             verdicts.append(INCONCLUSIVE)
         parts.append(f"{name}: ρ = {rho:.3g}, p = {p:.3g} ({len(known)} runs)")
     text = "; ".join(p.removeprefix("(all): ") for p in parts)
-    notes = [n for n in [_excluded(claim, chosen, untrained)] if n]
+    notes = [n for n in [excluded(claim, chosen, untrained)] if n]
     return Verdict(claim, _all(verdicts), text or "no run", parts=parts, notes=notes)
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """Spearman's ρ and its two-sided permutation p-value (exact up to 7 points, whose 5,040
-    pairings are all counted; seeded resamples beyond)."""
-    import numpy as np
-    from scipy import stats
-
-    rx, ry = stats.rankdata(x), stats.rankdata(y)
-    if np.ptp(rx) == 0 or np.ptp(ry) == 0:
-        return math.nan, 1.0
-
-    def rho(a: Any, axis: int = -1) -> Any:
-        a = a - a.mean(axis=axis, keepdims=True)
-        b = ry - ry.mean()
-        return (a * b).sum(axis=axis) / np.sqrt((a * a).sum(axis=axis) * (b * b).sum())
-
-    found = stats.permutation_test(
-        (rx,),
-        rho,
-        permutation_type="pairings",
-        vectorized=True,
-        n_resamples=PERMUTATIONS,
-        alternative="two-sided",
-        rng=0,
-    )
-    return float(found.statistic), float(found.pvalue)
 
 
 def _value(
@@ -440,7 +176,7 @@ def _value(
     spec = getattr(claim, kind)
     verdicts: list[str] = []
     parts: list[str] = []
-    shown = _varying(chosen, cells)
+    shown = varying(chosen, cells)
     for name, runs in _trained_configurations(claim, chosen, shown, untrained, verdicts, parts):
         if spec.pool == "seeds":
             verdict, part = _pooled(claim, runs, probes)
@@ -462,10 +198,10 @@ def _value(
         verdicts.append(HOLDS if holds else CONTRADICTED)
     if not verdicts:
         where = ", ".join(f"{k}={v}" for k, v in claim.where.items()) or "any run"
-        return _not_measured(claim, f"no run of this sweep records {claim.metric} at {where}")
+        return not_measured(claim, f"no run of this sweep records {claim.metric} at {where}")
     target = f"{kind} {spec.value:g}" + (f" ± {spec.tolerance:g}" if kind == "equals" else "")
     text = "; ".join(p.removeprefix("(all): ") for p in parts)
-    notes = [n for n in [_excluded(claim, chosen, untrained)] if n]
+    notes = [n for n in [excluded(claim, chosen, untrained)] if n]
     return Verdict(claim, _all(verdicts), f"{target}: {text}", parts=parts, notes=notes)
 
 
@@ -517,116 +253,3 @@ def _all(verdicts: list[str]) -> str:
     if INCONCLUSIVE in verdicts or (NOT_MEASURED in verdicts and HOLDS in verdicts):
         return INCONCLUSIVE
     return HOLDS if HOLDS in verdicts else NOT_MEASURED
-
-
-def _axis(path: str) -> str:
-    return path.rsplit(".", 1)[-1]
-
-
-def logged(verdicts: Sequence[Verdict]) -> tuple[dict[str, str], dict[str, float]]:
-    """The parent run's tags ``claim.<id>`` (the verdict) and metrics ``claim.<id>`` (1 where
-    the claim holds, 0 where it is contradicted; none for the other verdicts)."""
-    tags = {f"claim.{v.claim.id}": v.verdict for v in verdicts}
-    metrics = {
-        f"claim.{v.claim.id}": float(v.verdict == HOLDS)
-        for v in verdicts
-        if v.verdict in (HOLDS, CONTRADICTED)
-    }
-    return tags, metrics
-
-
-def table(
-    sweep: SweepRuns, claims: Sequence[ClaimSpec], grid: Sequence[str], report: Report
-) -> list[Verdict]:
-    """``claims.md`` and ``claims.csv``: each claim, what was measured and its verdict."""
-    if not claims:
-        report.skipped.append(("claims.md", "the sweep states no claims"))
-        return []
-    runs = searched_best(sweep, list(sweep.runs))
-    for metric in {c.metric for c in claims if c.at == "init"}:
-        for run in runs:  # step 0 of a metric whose history the report did not read
-            if metric not in run.history and metric in run.metrics:
-                run.history[metric] = sweep.store.get_metric_history(run.run_id, metric)
-    read: dict[tuple[str, str], Mapping[int, Mapping[str, Any]]] = {}
-
-    def probes(run: RunData, probe: str) -> Mapping[int, Mapping[str, Any]]:
-        """A run's probe results, downloaded once however many claims pool them."""
-        if (run.run_id, probe) not in read:
-            read[run.run_id, probe] = sweep.probe(run.run_id, probe)
-        return read[run.run_id, probe]
-
-    found = evaluate(claims, runs, grid, probes)
-    # a mutant says something only beside a measured verdict: it is judged where the claim is
-    with_mutant = [
-        (v, m) for v in found if v.verdict != NOT_MEASURED and (m := v.claim.mutated()) is not None
-    ]
-    # the mutants are a family of their own: Holm over them, not over the claims
-    for v, judged in zip(
-        [v for v, _ in with_mutant],
-        evaluate([m for _, m in with_mutant], runs, grid, probes),
-        strict=True,
-    ):
-        v.mutant = judged
-    counts = ", ".join(f"{sum(v.verdict == k for v in found)} {k}" for k in VERDICTS)
-    lines = [
-        f"# Claims: {counts}",  # the counts README's study table shows
-        "",
-        mutants(claims, found),
-        "",
-        "| claim | says | verdict | measured | mutant (fails_when) |",
-        "|---|---|---|---|---|",
-        *(
-            f"| {v.claim.id} | {v.claim.says} | **{v.verdict}** | {v.measured} |"
-            f" {_mutant_cell(v)} |"
-            for v in found
-        ),
-    ]
-    report.text("claims.md", lines)
-    report.claims = lines[2:]
-    header = ["claim", "kind", "metric", "at", "verdict", "p", "p_holm", "p_a_beats_b"]
-    header += ["measured", "says", "fails_when", "mutant_verdict", "mutant_measured"]
-    rows = [
-        [
-            v.claim.id,
-            v.claim.kind,
-            v.claim.metric,
-            v.claim.at,
-            v.verdict,
-            "" if v.p is None else v.p,
-            "" if v.p_holm is None else v.p_holm,
-            "" if v.p_beats is None else v.p_beats,
-            v.measured,
-            v.claim.says,
-            v.claim.fails_when or "",
-            v.mutant.verdict if v.mutant else "",
-            v.mutant.measured if v.mutant else "",
-        ]
-        for v in found
-    ]
-    report.table("claims.csv", header, rows)
-    return found
-
-
-def mutants(claims: Sequence[ClaimSpec], found: Sequence[Verdict] = ()) -> str:
-    """How many claims name the broken variant that turns their verdict (``fails_when``); of
-    those measured here whose mutant arm this sweep holds (``mutant``), how many hold, and of
-    those how many the mutant turned (contradicted or inconclusive): science.md §7 asks it of
-    every claim, and a claim without one has not shown it can fail."""
-    named = sum(c.fails_when is not None for c in claims)
-    line = f"claims: {len(claims)}, with a mutant: {named}"
-    judged = [v for v in found if v.mutant is not None and v.mutant.verdict != NOT_MEASURED]
-    if judged:
-        holding = [v for v in judged if v.verdict == HOLDS]
-        turned = sum(v.mutant.verdict in (CONTRADICTED, INCONCLUSIVE) for v in holding)  # type: ignore[union-attr]
-        line += (
-            f"; judged on their mutant arm here: {len(judged)}, holding: {len(holding)},"
-            f" turned: {turned}"
-        )
-    return line
-
-
-def _mutant_cell(found: Verdict) -> str:
-    said = found.claim.fails_when or "none named"
-    if found.mutant is None:
-        return said
-    return f"{said}: **{found.mutant.verdict}**"

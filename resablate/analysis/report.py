@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from resablate.analysis import claims, comparisons, probe_figures
+from resablate.analysis import claims_table, comparisons, probe_figures
 from resablate.analysis.figures import (
     DEPTH,
     SEED,
@@ -32,6 +32,7 @@ from resablate.analysis.figures import (
     suptitle,
 )
 from resablate.analysis.summary import STATUSES
+from resablate.analysis.verdicts import Verdict
 from resablate.results import DIVERGED, FINISHED, METRICS
 from resablate.spec.options import ClaimSpec
 from resablate.tracking.ledger import RunData, SweepRuns
@@ -77,7 +78,7 @@ def make_report(
     claimed: list[ClaimSpec] | None = None,
     reference: dict[str, Any] | None = None,
     keep: bool = False,
-) -> tuple[Report, list[claims.Verdict]]:
+) -> tuple[Report, list[Verdict]]:
     """Write every figure and table the sweep's data allows into ``out``, and test the claims.
     ``claimed`` and ``reference`` (the comparisons' reference configuration) are the sweep
     file's when it is given; by default those recorded with the sweep. ``keep``: the figures
@@ -92,7 +93,7 @@ def make_report(
     if claimed is None:
         spec = sweep.recorded("sweep.resolved.json") or {}
         claimed = [ClaimSpec.model_validate(c) for c in spec.get("claims", [])]
-    verdicts = claims.table(sweep, claimed, grid, report)
+    verdicts = claims_table.table(sweep, claimed, grid, report)
     finished = [r for r in sweep.runs if r.status == FINISHED]
     for draw in (
         _summary,

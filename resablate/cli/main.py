@@ -420,8 +420,9 @@ def report(
     Only what the sweep recorded is drawn; report.md names what was not and why. The files are
     also logged to the sweep's parent run (artifacts report/...), next to its runs in the UI.
     """
-    from resablate.analysis.claims import CONTRADICTED, logged
+    from resablate.analysis.claims_table import logged
     from resablate.analysis.report import HISTORIES, HISTORY_PREFIXES, make_report
+    from resablate.analysis.verdicts import CONTRADICTED
     from resablate.spec.loader import load_sweep
     from resablate.tracking.ledger import log_report, read_sweep
     from resablate.tracking.store import resolve_uri

@@ -3,27 +3,20 @@
 Each data set is a registry entry with ``shape(spec)`` (cheap: sizes only, no file access, used at
 plan time for every trial) and ``load(spec)`` (the tensors, cached per process so reused Ray actors
 load once). The bundled sets (``digits``, ``synthetic``) are split with ``data.test_fraction``;
-torchvision's keep their official train/test split and are read from ``data.root``, which
-:func:`prepare` fills before any trial starts. ``data.validation`` holds a seeded share of any
-set's training split out as a validation set: what searches and schedulers choose on, so that
-nothing is chosen on the test set (science.md §5). Trials move the tensors to their device,
-batch there and augment whole training batches there with :func:`augment_batch`: no DataLoader
-workers inside trials.
+torchvision's (:mod:`resablate.trial.vision_sets`) keep their official train/test split and are
+read from ``data.root``, which :func:`prepare` fills before any trial starts. ``data.validation``
+holds a seeded share of any set's training split out as a validation set: what searches and
+schedulers choose on, so that nothing is chosen on the test set (science.md §5). Trials move the
+tensors to their device, batch there and augment whole training batches there with
+:func:`augment_batch`: no DataLoader workers inside trials.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
-import os
-import shutil
-import socket
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from resablate.errors import ConfigError, UserError
+from resablate.errors import ConfigError
 from resablate.registry import Registry
+from resablate.trial.vision_sets import TORCHVISION, TORCHVISION_TEST, Torchvision
 
 if TYPE_CHECKING:
     from resablate.spec.schema import DataSpec
@@ -41,7 +35,6 @@ if TYPE_CHECKING:
 Splits = tuple[Tensor, Tensor, Tensor, Tensor]
 
 CROP_PADDING = 4  # pixels of zeros on each side before the random crop (CIFAR's standard)
-DOWNLOAD_TIMEOUT_S = 5.0  # per socket operation: an offline machine fails in seconds, not minutes
 
 
 @dataclass(frozen=True)
@@ -222,251 +215,25 @@ DATASETS.add(
 )
 
 
-# --- torchvision: official splits, files under data.root -----------------------------------------
+# --- torchvision: official splits, files under data.root (trial/vision_sets.py) ------------------
 
 
-def data_root(spec: DataSpec) -> Path:
-    """The absolute folder torchvision reads: ``data.root``, else $RESABLATE_DATA, else ./data."""
-    root = spec.root or os.environ.get("RESABLATE_DATA") or "data"
-    return Path(root).expanduser().resolve()
+def _torchvision(vision: Torchvision) -> DataSource:
+    return DataSource(
+        input_shape=lambda s: vision.input_shape,
+        classes=lambda s: vision.classes,
+        train_size=lambda s: vision.train_size,
+        test_size=lambda s: TORCHVISION_TEST,
+        splits=vision.splits,
+        per_channel=True,
+        standard_augment=vision.name.startswith("cifar"),  # pad, crop, flip: He et al. 2016
+        prepare=vision.prepare,
+        check=vision.check,
+    )
 
 
-@contextlib.contextmanager
-def _socket_timeout(seconds: float) -> Iterator[None]:
-    # torchvision's urlopen calls pass no timeout: a firewalled machine would hang for minutes
-    before = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(before)
-
-
-@dataclass(frozen=True)
-class Torchvision:
-    """A ``torchvision.datasets`` class, its sizes and the files it reads."""
-
-    name: str  # the YAML name
-    dataset: str  # class in torchvision.datasets
-    input_shape: tuple[int, int, int]
-    classes: int
-    train_size: int  # official training split; the official test split is the test set
-    folder: str  # where under data.root torchvision looks for the files
-    files: tuple[str, ...]  # what it expects there
-    fetch: str  # how to get them by hand
-
-    def source(self) -> DataSource:
-        return DataSource(
-            input_shape=lambda s: self.input_shape,
-            classes=lambda s: self.classes,
-            train_size=lambda s: self.train_size,
-            test_size=lambda s: TORCHVISION_TEST,
-            splits=self.splits,
-            per_channel=True,
-            standard_augment=self.name.startswith("cifar"),  # pad, crop, flip: He et al. 2016
-            prepare=self.prepare,
-            check=self.check,
-        )
-
-    def missing(self, spec: DataSpec) -> list[str]:
-        folder = data_root(spec) / self.folder
-        return [name for name in self.files if not (folder / name).is_file()]
-
-    def error(self, spec: DataSpec, failure: str) -> UserError:
-        """One line: the data set, the folder, the files expected there, what failed, the fix."""
-        folder = data_root(spec) / self.folder
-        missing = self.missing(spec)
-        if missing:
-            lacks = "" if len(missing) == len(self.files) else f" (missing: {', '.join(missing)})"
-            problem = f"data set {self.name} is not in {folder}{lacks}"
-        else:
-            problem = f"data set {self.name} could not be read from {folder}"
-        return UserError(
-            f"{problem}{failure}; torchvision expects the files {', '.join(self.files)} there:"
-            f" download them elsewhere ({self.fetch}) and copy them into that folder, or set"
-            f" data.root (or RESABLATE_DATA) to a folder that holds {self.folder}"
-        )
-
-    def _read(self, spec: DataSpec, download: bool) -> Splits:
-        import torchvision.datasets
-
-        cls = getattr(torchvision.datasets, self.dataset)
-        root = str(data_root(spec))
-        train = cls(root, train=True, download=download)
-        test = cls(root, train=False)
-        return (*_images(train.data, train.targets), *_images(test.data, test.targets))
-
-    def corrupt(self, spec: DataSpec) -> list[str]:
-        """The files that fail torchvision's integrity check (the md5 sums its CIFAR classes
-        hold; its MNIST classes check none once unpacked)."""
-        import torchvision.datasets
-        from torchvision.datasets.utils import check_integrity
-
-        cls = getattr(torchvision.datasets, self.dataset)
-        sums = [*getattr(cls, "train_list", []), *getattr(cls, "test_list", [])]
-        meta = getattr(cls, "meta", None)
-        if isinstance(meta, dict):
-            sums.append((meta["filename"], meta["md5"]))
-        folder = data_root(spec) / self.folder
-        return [
-            name
-            for name, md5 in sums
-            if (folder / name).is_file() and not check_integrity(str(folder / name), md5)
-        ]
-
-    def splits(self, spec: DataSpec) -> Splits:
-        try:
-            return self._read(spec, download=False)
-        except Exception as exc:  # torchvision raises RuntimeError, OSError, ValueError, ...
-            raise self.error(spec, "" if self.missing(spec) else _why(exc)) from exc
-
-    def partly_there(self, spec: DataSpec) -> UserError:
-        """Some of the files are there, not all: they are the user's, never downloaded over."""
-        return self.error(
-            spec,
-            "; resablate does not download over the files already there (copy the missing ones"
-            " in, or delete the folder to download them all)",
-        )
-
-    def _source_url(self) -> str:
-        import torchvision.datasets
-
-        cls = getattr(torchvision.datasets, self.dataset)
-        url = getattr(cls, "url", None) or cls.mirrors[0]
-        return str(url)
-
-    def check(self, spec: DataSpec) -> str | None:
-        """What ``prepare`` will find, fetching and creating nothing (``resablate plan``): None
-        when the files are there, a note when they are not but their server answers; a one-line
-        UserError when some are missing or the server cannot be reached."""
-        folder = data_root(spec) / self.folder
-        missing = self.missing(spec)
-        if not missing:
-            return None
-        if len(missing) < len(self.files):
-            raise self.partly_there(spec)
-        url = urllib.parse.urlsplit(self._source_url())
-        host = url.hostname or ""
-        # the download goes through the proxy urllib reads from the environment, if any
-        proxy = urllib.request.getproxies().get(url.scheme)
-        via = (
-            urllib.parse.urlsplit(proxy)
-            if proxy and not urllib.request.proxy_bypass(host)
-            else url
-        )
-        port = via.port or (443 if via.scheme == "https" else 80)
-        reached = host if via is url else f"{host} (through the proxy {via.hostname}:{port})"
-        try:
-            socket.create_connection((via.hostname or "", port), DOWNLOAD_TIMEOUT_S).close()
-        except OSError as exc:
-            raise self.error(
-                spec, f" and this machine cannot reach {reached}{_why(exc)}"
-            ) from None
-        return f"data set {self.name} is not in {folder} yet: sweep downloads it from {reached}"
-
-    def prepare(self, spec: DataSpec) -> None:
-        """Download the files where none is there yet (torchvision's own download), then check
-        they load. Files already in the folder are the user's: never downloaded over (a failed
-        checksum would make torchvision download the archive again and unpack it over them)."""
-        folder = data_root(spec) / self.folder
-        missing = self.missing(spec)
-        if len(missing) < len(self.files):  # some are there: check them, fetch nothing
-            bad = self.corrupt(spec)
-            if bad:
-                raise UserError(
-                    f"data set {self.name}: the files {', '.join(bad)} in {folder} fail"
-                    " torchvision's integrity check (md5); replace them with the originals"
-                    f" ({self.fetch}), or delete the folder to let resablate download it"
-                )
-            if missing:
-                raise self.partly_there(spec)
-        fresh = _first_missing(folder)  # what a failed download must not leave behind
-        try:
-            with _socket_timeout(DOWNLOAD_TIMEOUT_S):
-                self._read(spec, download=len(missing) == len(self.files))
-        except Exception as exc:
-            if fresh is not None:
-                shutil.rmtree(fresh, ignore_errors=True)
-            if self.missing(spec):
-                raise self.error(spec, f" and downloading them failed{_why(exc)}") from exc
-            raise self.error(spec, _why(exc)) from exc
-
-
-def _first_missing(folder: Path) -> Path | None:
-    """The outermost of ``folder`` and its parents that does not exist yet (None: it exists)."""
-    found, whole = None, folder.absolute()
-    for path in (whole, *whole.parents):
-        if path.exists():
-            return found
-        found = path
-    return found
-
-
-def _why(exc: Exception) -> str:
-    reason = " ".join(str(exc).split())  # torchvision's download errors span several lines
-    return f" ({type(exc).__name__}: {reason[:300]})" if reason else f" ({type(exc).__name__})"
-
-
-def _images(data: Tensor | np.ndarray, targets: Tensor | list[int]) -> tuple[Tensor, Tensor]:
-    """uint8 images as float (n, C, H, W): MNIST's are (n, H, W), CIFAR's (n, H, W, C)."""
-    x = torch.as_tensor(data)
-    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-    x = x.to(torch.float32, memory_format=torch.contiguous_format)
-    return x, torch.as_tensor(targets, dtype=torch.int64)
-
-
-TORCHVISION_TEST = 10_000  # the official test split of every set below
-
-MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
-TORCHVISION = (
-    Torchvision(
-        "mnist",
-        "MNIST",
-        (1, 28, 28),
-        10,
-        60_000,
-        "MNIST/raw",
-        MNIST_FILES,
-        "https://ossci-datasets.s3.amazonaws.com/mnist/, then gunzip them",
-    ),
-    Torchvision(
-        "fashion_mnist",
-        "FashionMNIST",
-        (1, 28, 28),
-        10,
-        60_000,
-        "FashionMNIST/raw",
-        MNIST_FILES,
-        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/, then gunzip them",
-    ),
-    Torchvision(
-        "cifar10",
-        "CIFAR10",
-        (3, 32, 32),
-        10,
-        50_000,
-        "cifar-10-batches-py",
-        (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"),
-        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, then unpack it",
-    ),
-    Torchvision(
-        "cifar100",
-        "CIFAR100",
-        (3, 32, 32),
-        100,
-        50_000,
-        "cifar-100-python",
-        ("train", "test", "meta"),
-        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz, then unpack it",
-    ),
-)
 for _vision in TORCHVISION:
-    DATASETS.add(_vision.name, _vision.source())
+    DATASETS.add(_vision.name, _torchvision(_vision))
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -476,9 +243,9 @@ def prepare(spec: DataSpec) -> None:
     """Make sure the files of ``spec``'s data set are on disk, before any trial starts.
 
     Missing files are fetched with torchvision's own download (socket timeout
-    ``DOWNLOAD_TIMEOUT_S``); where that fails, or the files do not load, raises a one-line
-    UserError naming the folder, the files torchvision expects there and the fix. Bundled sets
-    need nothing.
+    :data:`resablate.trial.vision_sets.DOWNLOAD_TIMEOUT_S`); where that fails, or the files do
+    not load, raises a one-line UserError naming the folder, the files torchvision expects there
+    and the fix. Bundled sets need nothing.
     """
     DATASETS[spec.name].prepare(spec)
 

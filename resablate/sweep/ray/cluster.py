@@ -26,7 +26,7 @@ from resablate.sweep.plan import Plan
 from resablate.sweep.ray.compat import TRIAL_ENV, single_machine
 
 if TYPE_CHECKING:
-    from resablate.trial.data import Torchvision
+    from resablate.trial.vision_sets import Torchvision
 
 
 def ray_slots(plan: Plan) -> int:
@@ -69,7 +69,7 @@ def check_resources(
     return notes
 
 
-# Read by the trials where they run (data.py's data_root) and set where the driver runs: a
+# Read by the trials where they run (vision_sets.py's data_root) and set where the driver runs: a
 # cluster's nodes start their workers with their own environment, so these travel with the
 # driver's runtime env too.
 FORWARDED = ("RESABLATE_DATA",)
@@ -205,7 +205,7 @@ CHECK_TIMEOUT_S = 120.0  # a node's first task starts a worker process (and unpa
 def vision_sets(plan: Plan) -> Iterator[tuple[DataSpec, Torchvision]]:
     """The distinct torchvision data specs the plan's trials read (files under data.root); the
     bundled sets (digits, synthetic) read none."""
-    from resablate.trial.data import TORCHVISION
+    from resablate.trial.vision_sets import TORCHVISION
 
     vision = {v.name: v for v in TORCHVISION}
     for key in dict.fromkeys(canonical(trial.config["data"]) for trial in plan.trials):
@@ -215,8 +215,8 @@ def vision_sets(plan: Plan) -> Iterator[tuple[DataSpec, Torchvision]]:
 
 
 def data_setting(root: str | None, environ: Mapping[str, str]) -> str:
-    """The data folder a trial reads, as written (data.py's data_root resolves it the same way;
-    repeated here so that the nodes' check imports no torch)."""
+    """The data folder a trial reads, as written (vision_sets.py's data_root resolves it the same
+    way; repeated here so that the nodes' check imports no torch)."""
     return root or environ.get("RESABLATE_DATA") or "data"
 
 
