@@ -19,7 +19,7 @@ PRUNED = "pruned"  # stopped early by the sweep's scheduler (ASHA, median stoppi
 # an attempt that did not end its trial: the sweep stopped under it, or Tune restarted it
 KILLED, RETRIED = "killed", "retried"
 # a trial that ended with one of these is a result: not run again on resume
-RESULTS = (FINISHED, DIVERGED, PRUNED)
+RESULT_STATUSES = (FINISHED, DIVERGED, PRUNED)
 # what every epoch reports; val_* only where data.validation holds a validation set out (what
 # searches and schedulers read: nothing is chosen on the test set, science.md §5)
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc")
@@ -145,7 +145,7 @@ class Events:
         """Whether every trial of ``stack`` ended with a result (finished, diverged, pruned):
         then its checkpoints can go."""
         found = [self.collector.records.get(t.id) for t in stack]
-        return all(r is not None and r.status in RESULTS for r in found)
+        return all(r is not None and r.status in RESULT_STATUSES for r in found)
 
     def checkpointed(self, trial: Trial, location: str, epoch: int, size: int) -> None:
         """The trial's state up to ``epoch`` is saved under ``location`` (``size`` bytes)."""

@@ -18,7 +18,7 @@ from resablate.sweep.runner import Session
 from resablate.sweep.stacking import AUTO_STACK_MAX, STACKED, stack_size, stacks
 from resablate.tracking.runlog import RunLog
 from resablate.trial import data
-from resablate.trial.batched import Plain, Vmapped, build, why_not
+from resablate.trial.batched import Single, Vmapped, build, why_not
 from resablate.trial.compute import Compute
 from resablate.trial.train import run_stack, run_trial
 from tests.conftest import STEP_REL, assert_trained_alike, write
@@ -142,7 +142,7 @@ def test_a_stack_of_one_is_the_plain_network_and_more_are_vmapped() -> None:
     cfgs = [TrialConfig.model_validate({**BASE, "seed": seed}) for seed in (0, 1)]
     shape = data.load(cfgs[0].data).shape
     compute = Compute(cfgs[0].train, torch.device("cpu"))
-    assert isinstance(build(cfgs[:1], shape, compute), Plain)  # no vmap: it may round otherwise
+    assert isinstance(build(cfgs[:1], shape, compute), Single)  # no vmap: it may round otherwise
     assert isinstance(build(cfgs, shape, compute), Vmapped)
 
 

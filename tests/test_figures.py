@@ -129,7 +129,7 @@ def test_a_probe_at_init_draws_one_line_per_net_whatever_the_lr(drawn: dict[str,
 
 
 def test_a_degradation_plot_needs_two_depths_of_one_configuration(tmp_path: Path) -> None:
-    from resablate.analysis.figures import Report
+    from resablate.analysis.figures import ReportFolder
     from resablate.analysis.report import _degradation
     from resablate.tracking.ledger import RunData, SweepRuns
 
@@ -141,14 +141,14 @@ def test_a_degradation_plot_needs_two_depths_of_one_configuration(tmp_path: Path
     grid = ["model.depth", "model.shortcut", "seed"]
     one_each = [run(0, 2, "identity"), run(1, 4, "none")]  # two depths, but of two nets
     sweep = SweepRuns("mem", "e", "0", one_each[0], one_each, store=None)  # type: ignore[arg-type]
-    report = Report(tmp_path)
+    report = ReportFolder(tmp_path)
     _degradation(sweep, one_each, grid, report)
     assert report.skipped == [
         ("degradation.png", "no configuration finished at two depths or more")
     ]
     assert not (tmp_path / "degradation.png").exists()
     both = [*one_each, run(2, 4, "identity")]  # identity at 2 and 4: its line alone
-    report = Report(tmp_path, keep=True)
+    report = ReportFolder(tmp_path, keep=True)
     _degradation(sweep, both, grid, report)
     assert report.drawn == ["degradation.png", "degradation.csv"]
     lines = [ln for ax in report.figures["degradation.png"].axes for ln in ax.get_lines()]

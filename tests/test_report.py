@@ -367,7 +367,7 @@ def test_report_draws_the_hessian_during_training_from_mlflows_numbers(
 def test_claims_md_counts_the_claims_that_name_their_mutant(tmp_path: Path) -> None:
     """science.md §7: each claim names the broken variant that turns its verdict."""
     from resablate.analysis.claims_table import table
-    from resablate.analysis.figures import Report
+    from resablate.analysis.figures import ReportFolder
     from resablate.spec.options import ClaimSpec
     from resablate.tracking.ledger import RunData, SweepRuns
 
@@ -383,7 +383,7 @@ def test_claims_md_counts_the_claims_that_name_their_mutant(tmp_path: Path) -> N
         )
         for i, extra in enumerate(({"fails_when": "labels shuffled"}, {"fails_when": "lr 0"}, {}))
     ]
-    report = Report(tmp_path)
+    report = ReportFolder(tmp_path)
     table(sweep, claims, ["model.depth", "seed"], report)
     lines = (tmp_path / "claims.md").read_text().splitlines()
     assert lines[0] == "# Claims: 3 holds, 0 contradicted, 0 inconclusive, 0 not measured"
@@ -400,7 +400,7 @@ def test_a_mutant_is_judged_only_beside_a_measured_claim_and_turns_only_a_holdin
     tmp_path: Path,
 ) -> None:
     from resablate.analysis.claims_table import table
-    from resablate.analysis.figures import Report
+    from resablate.analysis.figures import ReportFolder
     from resablate.spec.options import ClaimSpec
     from resablate.tracking.ledger import RunData, SweepRuns
 
@@ -432,7 +432,7 @@ def test_a_mutant_is_judged_only_beside_a_measured_claim_and_turns_only_a_holdin
         )
         for i, (where, mutant) in enumerate(raw)
     ]
-    report = Report(tmp_path)
+    report = ReportFolder(tmp_path)
     found = table(sweep, claims, ["model.depth", "seed"], report)
     assert [v.verdict for v in found] == ["holds", "holds", "not measured"]
     assert [v.mutant.verdict if v.mutant else None for v in found] == [

@@ -17,7 +17,7 @@ from resablate.sweep.plan import make_plan
 from resablate.sweep.stacking import stacks
 from resablate.trial.batched import stack_key
 from resablate.trial.optim import Clock
-from resablate.trial.stack_optim import Steps, order
+from resablate.trial.stack_optim import StackOptimizer, order
 from resablate.trial.train import run_stack
 from tests.conftest import write
 from tests.test_batched import BASE, assert_alike, separately, stacked
@@ -125,8 +125,8 @@ def test_each_recipe_is_one_optimizer_over_its_slice_of_the_stacked_weights() ->
     weights = [torch.zeros(4, 3, requires_grad=True)]
     sgd, adam = TrainSpec(lr=0.1), TrainSpec(optimizer="adam", lr=0.01)
     with pytest.raises(ValueError, match="next to each other"):
-        Steps(weights, True, [sgd, adam, sgd], Clock(1, 1))
-    steps = Steps(weights, True, [sgd, sgd, adam, TrainSpec(lr=0.2)], Clock(1, 1))
+        StackOptimizer(weights, True, [sgd, adam, sgd], Clock(1, 1))
+    steps = StackOptimizer(weights, True, [sgd, sgd, adam, TrainSpec(lr=0.2)], Clock(1, 1))
     assert [(p.start, p.stop) for p in steps.parts] == [(0, 2), (2, 3), (3, 4)]
     weights[0].grad = torch.ones(4, 3)
     steps.step()
@@ -134,7 +134,7 @@ def test_each_recipe_is_one_optimizer_over_its_slice_of_the_stacked_weights() ->
     moved = -weights[0].detach()[:, 0]
     assert moved.tolist() == pytest.approx([0.1, 0.1, 0.01, 0.2])
     assert [steps.lr(i) for i in range(4)] == [0.1, 0.1, 0.01, 0.2]
-    whole = Steps([torch.zeros(2, requires_grad=True)], True, [sgd, sgd], Clock(1, 1))
+    whole = StackOptimizer([torch.zeros(2, requires_grad=True)], True, [sgd, sgd], Clock(1, 1))
     assert len(whole.parts) == 1 and whole.parts[0].slices == []  # the weights themselves
 
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from resablate.analysis.claims import evaluate, searched_best
-from resablate.analysis.figures import Report
+from resablate.analysis.figures import ReportFolder
 from resablate.analysis.verdicts import (
     CONTRADICTED,
     HOLDS,
@@ -33,7 +33,7 @@ def logged(verdicts: Sequence[Verdict]) -> tuple[dict[str, str], dict[str, float
 
 
 def table(
-    sweep: SweepRuns, claims: Sequence[ClaimSpec], grid: Sequence[str], report: Report
+    sweep: SweepRuns, claims: Sequence[ClaimSpec], grid: Sequence[str], report: ReportFolder
 ) -> list[Verdict]:
     """``claims.md`` and ``claims.csv``: each claim, what was measured and its verdict."""
     if not claims:

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from resablate.analysis.figures import SEED, Report, label
+from resablate.analysis.figures import SEED, ReportFolder, label
 from resablate.results import FINISHED, METRICS
 from resablate.tracking.ledger import RunData, SweepRuns
 
@@ -212,7 +212,7 @@ def configurations(runs: Sequence[RunData], axes: Sequence[str]) -> dict[str, li
 def table(
     sweep: SweepRuns,
     grid: Sequence[str],
-    report: Report,
+    report: ReportFolder,
     chosen: Mapping[str, Any] | None = None,
 ) -> None:
     """``comparisons.md`` and ``comparisons.csv``: every configuration against the reference

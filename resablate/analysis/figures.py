@@ -19,7 +19,10 @@ DEPTH, SEED = "model.depth", "seed"
 
 
 @dataclass
-class Report:
+class ReportFolder:
+    """What `resablate report` writes into its folder: the figures drawn, those skipped and why,
+    the claims table, and report.md listing them."""
+
     out: Path
     drawn: list[str] = field(default_factory=list)  # file names
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (figure, why not)
@@ -234,7 +237,7 @@ def band(ax: Any, xs: list[float], series: list[list[float]], name: str, **style
     ax.fill_between(xs, low, high, alpha=0.2, color=line.get_color())
 
 
-def save(fig: Any, report: Report, name: str) -> None:
+def save(fig: Any, report: ReportFolder, name: str) -> None:
     if fig.get_layout_engine() is None:
         fig.tight_layout()
     fig.savefig(report.out / name, dpi=110)

@@ -12,7 +12,7 @@ from resablate.analysis.figures import (
     DEPTH,
     SEED,
     Panels,
-    Report,
+    ReportFolder,
     at_init,
     band,
     figure,
@@ -63,7 +63,7 @@ def _mean_curve(curves: list[list[float]]) -> list[float]:
 
 
 def signal_propagation(
-    sweep: SweepRuns, finished: list[RunData], grid: list[str], report: Report
+    sweep: SweepRuns, finished: list[RunData], grid: list[str], report: ReportFolder
 ) -> None:
     """Forward and backward variance per unit at initialization, log scale (mean over seeds);
     runs that differ only in how they train are one net at init, drawn once."""
@@ -98,7 +98,9 @@ HESSIAN_COLUMNS = ["configuration", "depth", "seeds", "cond_mean", "cond_std", "
 HESSIAN_COLUMNS += ["index_std", "zero_hessian"]
 
 
-def hessian(sweep: SweepRuns, finished: list[RunData], grid: list[str], report: Report) -> None:
+def hessian(
+    sweep: SweepRuns, finished: list[RunData], grid: list[str], report: ReportFolder
+) -> None:
     """Condition number and index at initialization against depth, per shortcut depth n; runs
     that differ only in how they train (the lr) are one net at init, counted once."""
     axes = [a for a in at_init(grid) if a != SEED]
@@ -143,7 +145,7 @@ def hessian(sweep: SweepRuns, finished: list[RunData], grid: list[str], report: 
 
 
 def hessian_training(
-    sweep: SweepRuns, finished: list[RunData], grid: list[str], report: Report
+    sweep: SweepRuns, finished: list[RunData], grid: list[str], report: ReportFolder
 ) -> None:
     """The Hessian's index and largest |λ| against the epoch, per configuration (Demystifying
     ResNet, Figs. 5-6), from the probes a sweep ran during training (``hessian: {every: k}``)."""
@@ -183,7 +185,7 @@ def hessian_training(
 
 
 def weight_norms(
-    sweep: SweepRuns, finished: list[RunData], grid: list[str], report: Report
+    sweep: SweepRuns, finished: list[RunData], grid: list[str], report: ReportFolder
 ) -> None:
     """The mean Frobenius norm of the weights over epochs (Demystifying ResNet Figs. 2-3)."""
     runs = [r for r in sweep.runs if len(r.history.get("weights.all", [])) > 1]
@@ -205,7 +207,9 @@ def weight_norms(
     save(fig, report, "weight_norms.png")
 
 
-def lesion(sweep: SweepRuns, finished: list[RunData], grid: list[str], report: Report) -> None:
+def lesion(
+    sweep: SweepRuns, finished: list[RunData], grid: list[str], report: ReportFolder
+) -> None:
     """Veit et al.'s lesion study after training: test error against the number k of units
     removed at random (a ResNet degrades smoothly, a plain net collapses at k = 1), and test
     accuracy with each single unit's branch removed."""
@@ -241,7 +245,9 @@ def lesion(sweep: SweepRuns, finished: list[RunData], grid: list[str], report: R
         report.table("lesion.csv", ["configuration", "k", "test_error", "seeds"], rows)
 
 
-def shattered(sweep: SweepRuns, finished: list[RunData], grid: list[str], report: Report) -> None:
+def shattered(
+    sweep: SweepRuns, finished: list[RunData], grid: list[str], report: ReportFolder
+) -> None:
     """Autocorrelation of input gradients by lag at init, against white and brown noise."""
     axes = [a for a in at_init(grid) if a != SEED]
     lines, found = _probe_panels(sweep, one_per_net(sweep.runs, axes), axes, "shattered")

@@ -18,7 +18,7 @@ from resablate.analysis import claims_table, comparisons, probe_figures
 from resablate.analysis.figures import (
     DEPTH,
     SEED,
-    Report,
+    ReportFolder,
     band,
     figure,
     finish,
@@ -78,16 +78,16 @@ def make_report(
     claimed: list[ClaimSpec] | None = None,
     reference: dict[str, Any] | None = None,
     keep: bool = False,
-) -> tuple[Report, list[Verdict]]:
+) -> tuple[ReportFolder, list[Verdict]]:
     """Write every figure and table the sweep's data allows into ``out``, and test the claims.
     ``claimed`` and ``reference`` (the comparisons' reference configuration) are the sweep
     file's when it is given; by default those recorded with the sweep. ``keep``: the figures
-    stay open in ``Report.figures`` (a test reads their artists)."""
+    stay open in ``ReportFolder.figures`` (a test reads their artists)."""
     import matplotlib
 
     matplotlib.use("Agg")
     out.mkdir(parents=True, exist_ok=True)
-    report = Report(out, keep=keep)
+    report = ReportFolder(out, keep=keep)
     grid = axes(sweep)
     in_grid_order(sweep)
     if claimed is None:
@@ -114,7 +114,9 @@ def make_report(
     return report, verdicts
 
 
-def _summary(sweep: SweepRuns, finished: list[RunData], grid: list[str], report: Report) -> None:
+def _summary(
+    sweep: SweepRuns, finished: list[RunData], grid: list[str], report: ReportFolder
+) -> None:
     """Mean ± std and median over seeds of the final metrics per cell (Identity Mappings
     reports the median of 5 runs), the status counts, the best c."""
     cell_axes = [a for a in grid if a != SEED]
@@ -157,7 +159,7 @@ def _summary(sweep: SweepRuns, finished: list[RunData], grid: list[str], report:
 
 
 def _degradation(
-    sweep: SweepRuns, finished: list[RunData], grid: list[str], report: Report
+    sweep: SweepRuns, finished: list[RunData], grid: list[str], report: ReportFolder
 ) -> None:
     """Final train and test error against depth, one line per configuration that ran at two
     depths or more (Fig. 1, He 2015): a single depth shows no degradation."""
@@ -203,7 +205,7 @@ def _degradation(
 
 
 def _best_over_lr(
-    sweep: SweepRuns, finished: list[RunData], grid: list[str], report: Report
+    sweep: SweepRuns, finished: list[RunData], grid: list[str], report: ReportFolder
 ) -> None:
     """Demystifying ResNet's Fig. 8: the learning rate is swept on a log scale and each
     configuration is represented by its best final training loss (the seed mean at its best lr).
@@ -279,7 +281,7 @@ def _curves(runs: list[RunData], metric: str) -> tuple[list[float], list[list[fl
 
 
 def _learning_curves(
-    sweep: SweepRuns, finished: list[RunData], grid: list[str], report: Report
+    sweep: SweepRuns, finished: list[RunData], grid: list[str], report: ReportFolder
 ) -> None:
     """Train loss and test accuracy per epoch, mean ± std over seeds, per configuration."""
     axes = [a for a in grid if a != SEED]
@@ -305,7 +307,9 @@ def _learning_curves(
     save(fig, report, "learning_curves.png")
 
 
-def _search(sweep: SweepRuns, finished: list[RunData], grid: list[str], report: Report) -> None:
+def _search(
+    sweep: SweepRuns, finished: list[RunData], grid: list[str], report: ReportFolder
+) -> None:
     """Each cell's candidates: the searched value against the seed mean of the objective."""
 
     spec = sweep.recorded("sweep.resolved.json") or {}

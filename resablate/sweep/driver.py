@@ -247,7 +247,7 @@ def _sweep(
         outcome = Outcome(tracker, 0)
         _open(plan, options, ledger, tracker, outcome, say)
         tracker.keep_checkpoint = plan.spec.train.keep_checkpoint
-        session.points = tracker.resume_points()
+        session.trial_points = tracker.resume_points()
         if outcome.resumed is not None:  # its Tune runs get folders of their own
             session.tag = f"-resume{outcome.resumed.resumes + 1}"
         try:

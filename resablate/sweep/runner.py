@@ -9,7 +9,7 @@ trial at the end of an epoch, where it saves a checkpoint and stops.
 
 Checkpoints: on Ray Tune they go into the run's storage (tuning.py); inline into
 ``<results_dir>/<sweep>/checkpoints/<stack id>/``. Either way a retried trial starts from its last
-one, ``--resume`` hands a trial the one its MLflow run names (``points``), and a finished trial's
+one, ``--resume`` hands a trial the one its MLflow run names (``trial_points``), and a finished trial's
 are deleted.
 """
 
@@ -81,7 +81,7 @@ class Session:
         self.storage = storage or str(results_dir.resolve())
         self.storage_given = storage is not None  # the default is this machine's folder
         # trial id -> (checkpoint location, epoch) of the trials --resume continues
-        self.points: dict[str, tuple[str, int]] = {}
+        self.trial_points: dict[str, tuple[str, int]] = {}
         self.tag = ""  # appended to the Tune runs' names (a resumed invocation's own folders)
         self.dashboard_url: str | None = None
         self.notes: list[str] = []  # what the user should know of the cluster it joined
@@ -146,7 +146,7 @@ class Session:
 
             named = (name or plan.spec.name) + self.tag
             slots, budget = self.slots(), self.budget()
-            run_grid(plan, events, self.storage, named, slots, self.points, budget)
+            run_grid(plan, events, self.storage, named, slots, self.trial_points, budget)
         return list(events.collector.records.values())
 
     def search(
@@ -171,7 +171,9 @@ class Session:
             from resablate.sweep.ray.tuning import run_queue
 
             named = name + self.tag
-            run_queue(self.plan, events, self.storage, named, queue, self.slots(), self.points)
+            run_queue(
+                self.plan, events, self.storage, named, queue, self.slots(), self.trial_points
+            )
         return list(events.collector.records.values())
 
     def slots(self) -> int | None:
@@ -211,7 +213,7 @@ class Session:
             stopping=lambda: stop.REQUEST.requested,
             final=train.keep_checkpoint,
         )
-        point = saved.adopt(resume_point(stack, self.points))
+        point = saved.adopt(resume_point(stack, self.trial_points))
         attempts = plan.spec.resources.max_failures + 1
         device = "cuda" if plan.spec.resources.gpu > 0 else "cpu"
         for attempt in range(1, attempts + 1):

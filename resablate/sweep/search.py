@@ -99,11 +99,14 @@ class CellSearch:
         out: list[Candidate] = []
         running = (optuna.trial.TrialState.RUNNING,)
         for cell, study in self.studies.items():
+            study_id = self.storage.get_study_id_from_name(cell)
             for frozen in study.get_trials(deepcopy=False, states=running):
                 value = frozen.params[self.search.param]
-                # the study's own handle on a trial it already holds (optuna.Trial is what
-                # Study.ask returns; here it is rebuilt from the stored trial's id)
-                trial = optuna.Trial(study, frozen._trial_id)
+                # a handle on a trial the study already holds, as Study.ask builds one (Optuna
+                # has no public call that returns it): its id from the storage, by its number
+                number = frozen.number
+                trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
+                trial = optuna.Trial(study, trial_id)
                 twin = next((c for c in out if c.cell == cell and c.value == value), None)
                 if twin is not None:
                     out.append(Candidate(cell, trial, value, twin=twin))

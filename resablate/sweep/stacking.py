@@ -151,11 +151,13 @@ def stack_size(groups: Sequence[int], slots: int) -> int:
     return 1
 
 
-def resume_point(stack: list[Trial], points: dict[str, tuple[str, int]]) -> tuple[str, int] | None:
+def resume_point(
+    stack: list[Trial], trial_points: dict[str, tuple[str, int]]
+) -> tuple[str, int] | None:
     """Where a stack starts from: the checkpoint (location, epoch) that --resume found for its
     trials, when all of them name the same one (a checkpoint holds its whole stack); None:
     from the start."""
-    found = {points.get(t.id) for t in stack}
+    found = {trial_points.get(t.id) for t in stack}
     if len(found) != 1:
         return None
     return found.pop()

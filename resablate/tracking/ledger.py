@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from resablate.errors import StoreError, UserError
-from resablate.results import KILLED, RESULTS, RETRIED, TrialRecord
+from resablate.results import KILLED, RESULT_STATUSES, RETRIED, TrialRecord
 from resablate.spec.grid import Trial
 from resablate.tracking.store import (
     RUN_FINISHED,
@@ -103,7 +103,7 @@ class Ledger:
             status = run.tags.get("resablate.status")
             if run.status == RUN_RUNNING:
                 previous.stale.append(run.run_id)
-            elif run.status == RUN_FINISHED and status in RESULTS and trial_id:
+            elif run.status == RUN_FINISHED and status in RESULT_STATUSES and trial_id:
                 previous.done.setdefault(trial_id, run)
             if (
                 trial_id

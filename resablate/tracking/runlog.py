@@ -30,7 +30,7 @@ from resablate.results import (
     FINISHED,
     KILLED,
     PRUNED,
-    RESULTS,
+    RESULT_STATUSES,
     RUNNING,
     TrialRecord,
     epoch_metrics,
@@ -365,7 +365,7 @@ class RunLog:
         run = self.attempts[record.trial.id]
         self._flush(run)
         self.counts[record.status] = self.counts.get(record.status, 0) + 1
-        if self.keep_checkpoint and run.checkpoint and record.status in RESULTS:
+        if self.keep_checkpoint and run.checkpoint and record.status in RESULT_STATUSES:
             self._keep(run)
         self.store.set_tag(run.run_id, "resablate.status", record.status)
         if record.error:

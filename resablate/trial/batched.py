@@ -3,7 +3,7 @@
 A stack takes one batch per member, (k, B, ...), and returns each member's outputs,
 (k, B, classes), in float32; the training loop is the same for every k.
 
-* :class:`Plain` (k = 1) is an ordinary trial's network, run as
+* :class:`Single` (k = 1) is an ordinary trial's network, run as
   :class:`resablate.trial.compute.Compute` says (bf16 autocast, channels-last, torch.compile).
   Everything a trial supports runs on it: BatchNorm, random layers, probes, an error-driven
   warm-up.
@@ -97,10 +97,12 @@ class Modes:
             self.net.train(mode)
             return
         for module in self.modules:
-            object.__setattr__(module, "training", mode)  # what Module.__setattr__ ends in
+            # Module.__setattr__ ends here, after lookups that cost 8x (246 modules: 45 µs, or
+            # 374 µs with `module.training = mode`, 802 µs with train()), twice an epoch
+            object.__setattr__(module, "training", mode)
 
 
-class Plain:
+class Single:
     """A stack of one: the trial's network, its forward pass as ``compute`` makes it."""
 
     size = 1
@@ -325,4 +327,4 @@ def build(configs: Sequence[TrialConfig], shape: DataShape, compute: Compute) ->
         torch.manual_seed(cfg.seed)  # for any draw not made from the explicit generator
         generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
         nets.append(models.build(cfg.model, cfg.init, shape, generator).to(compute.device))
-    return Plain(nets[0], compute) if len(nets) == 1 else Vmapped(nets)
+    return Single(nets[0], compute) if len(nets) == 1 else Vmapped(nets)

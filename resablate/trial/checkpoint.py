@@ -30,7 +30,7 @@ import torch
 
 if TYPE_CHECKING:
     from resablate.trial.batched import Stack
-    from resablate.trial.stack_optim import Steps
+    from resablate.trial.stack_optim import StackOptimizer
 
 
 class Member(Protocol):
@@ -60,7 +60,7 @@ def default_every(epochs: int) -> int:
 def capture(
     epoch: int,
     stack: Stack,
-    steps: Steps,
+    steps: StackOptimizer,
     members: Sequence[Member],
     live: Sequence[Member],
 ) -> dict[str, Any]:
@@ -98,7 +98,7 @@ def _device(stack: Stack) -> torch.device:
 def restore(
     saved: dict[str, Any],
     stack: Stack,
-    steps: Steps,
+    steps: StackOptimizer,
     members: Sequence[M],
 ) -> tuple[int, list[M]]:
     """Put ``saved`` back into a freshly built trial: (its epoch, the members still training)."""

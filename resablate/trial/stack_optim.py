@@ -73,7 +73,7 @@ class Part:
     slices: list[tuple[Tensor, Tensor]] = field(default_factory=list)
 
 
-class Steps:
+class StackOptimizer:
     """Every member's optimizer step and lr schedule, over a stack's weights (``params``: one
     tensor per weight, stacked on dim 0 when ``stacked``; else a single network's parameters).
     ``trains[i]`` is member i's train section: members with one recipe must be next to each

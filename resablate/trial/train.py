@@ -207,7 +207,7 @@ class StackRun:
         self.loss = loss_fn(cfg.train.loss, tensors.shape.classes)
         self.n = len(tensors.y_train)
         self.batch, self.clock = steps(cfg.train, self.n)  # the data stream's: every member's
-        self.optimizers = stack_optim.Steps(
+        self.optimizers = stack_optim.StackOptimizer(
             self.stack.parameters(), self.stack.size > 1, [c.train for c in cfgs], self.clock
         )
         self.members = [

@@ -64,14 +64,14 @@ def _trainable(
     probes: dict[str, Any],
     tune_keys: tuple[str, ...] = ("epoch",),
     every: int | None = None,
-    points: dict[str, Point] | None = None,
+    stack_points: dict[str, Point] | None = None,
     flag: Any = None,
     final: bool = False,
 ) -> None:
     """Ray Tune's function trainable: one stack (a trial, or several stacked), reporting every
     epoch of each of its trials (in batches, :class:`Outbox`), saving checkpoints (every
     ``every`` epochs; the default cadence when None; at the last epoch when ``final``) and
-    starting from one when there is one (:func:`resume_state`; ``points``: where --resume
+    starting from one when there is one (:func:`resume_state`; ``stack_points``: where --resume
     found each stack's)."""
     from resablate.spec.schema import ProbesSpec
 
@@ -86,7 +86,7 @@ def _trainable(
         outbox.add({**result, NODE: node, **named})
 
     key = tune_config["trial_id"]
-    state = resume_state(tune_config.get("resume") or (points or {}).get(key))
+    state = resume_state(tune_config.get("resume") or (stack_points or {}).get(key))
     if state is not None:
         tune.report({"epoch": state["epoch"], REPORT: [], RESUMED: state["epoch"]})
     stopping = polled(flag) if flag is not None else None
@@ -133,10 +133,10 @@ class Forward(tune.Callback):
         chosen: dict[str, list[Trial]],
         storage: str = "",
         flag: Any = None,
-        points: dict[str, Point] | None = None,
+        stack_points: dict[str, Point] | None = None,
     ) -> None:
         self.events, self.stacks = events, chosen  # a searcher adds stacks as it hands them out
-        self.storage, self.flag, self.points = storage, flag, points or {}
+        self.storage, self.flag, self.stack_points = storage, flag, stack_points or {}
         self.running: set[str] = set()  # Tune's ids of the trials running
         self.seen: set[str] = set()  # Tune's ids of the trials started in this run
         self.waiting: set[str] | None = None  # those running at a stop request, not yet saved
@@ -216,7 +216,7 @@ class Forward(tune.Callback):
             pruned = running and record is not None and record.epoch > 0
             self.events.finished(ours, PRUNED if pruned else None)
         if self.events.results(stack):
-            point = self.points.get(trial.config["trial_id"])
+            point = self.stack_points.get(trial.config["trial_id"])
             delete([self.location(trial), *([point[0]] if point else [])])
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -298,12 +298,12 @@ def run_grid(
     storage: str,
     name: str,
     slots: int | None = None,
-    points: dict[str, Point] | None = None,
+    trial_points: dict[str, Point] | None = None,
     budget: int | None = None,
 ) -> None:
     """Run the plan's stacks as one Ray Tune run, or several in turn (:func:`runs_of`), named
     ``name``, ``name-part002``, ...; a stop request, or a run that returns with a stack not
-    ended, ends the grid. ``points``: where --resume found unfinished trials' checkpoints (by
+    ended, ends the grid. ``trial_points``: where --resume found unfinished trials' checkpoints (by
     trial id); a stack whose trials all have the same one starts from it."""
     compat.quiet_tune()
     scheduled = plan.spec.scheduler.kind != "none"
@@ -315,9 +315,13 @@ def run_grid(
         configs = {key: [(t.id, t.config) for t in stack] for key, stack in chosen.items()}
         space = {"trial_id": tune.grid_search(list(chosen))}
         named = name if k == 0 else f"{name}-part{k + 1:03d}"
-        found = {key: stacking.resume_point(stack, points or {}) for key, stack in chosen.items()}
-        resume = {key: point for key, point in found.items() if point is not None}
-        _fit(plan, events, storage, named, chosen, resume, configs=configs, param_space=space)
+        found = {
+            key: stacking.resume_point(stack, trial_points or {}) for key, stack in chosen.items()
+        }
+        stack_points = {key: point for key, point in found.items() if point is not None}
+        _fit(
+            plan, events, storage, named, chosen, stack_points, configs=configs, param_space=space
+        )
         # Tune's controller and trials hold one another (reference cycles): collect them now,
         # or the driver keeps every finished run's bookkeeping until Python's rare full
         # collection, which is what running a grid as several runs is for
@@ -332,19 +336,19 @@ def _fit(
     storage: str,
     name: str,
     chosen: dict[str, list[Trial]],
-    points: dict[str, Point],
+    stack_points: dict[str, Point],
     configs: dict[str, list[tuple[str, dict[str, Any]]]] | None = None,
     param_space: dict[str, Any] | None = None,
     search_alg: Any = None,
 ) -> None:
     """One Ray Tune run: of the stacks in ``chosen`` (their configs passed once, ``configs``),
     or of those a searcher hands out (it adds them to ``chosen``; their configs travel in each
-    Tune trial's config). ``points``: the stacks' checkpoints to start from (by stack id; a
+    Tune trial's config). ``stack_points``: the stacks' checkpoints to start from (by stack id; a
     searcher adds to it); the run's checkpoints go into ``storage``."""
     # on the driver's node: it starts no worker on a node the trials need, and goes with the driver
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     flag = StopFlag.options(scheduling_strategy=here).remote()  # type: ignore[attr-defined]
-    forward = Forward(events, chosen, storage, flag, points)
+    forward = Forward(events, chosen, storage, flag, stack_points)
     resources = plan.spec.resources
     trainable = tune.with_parameters(
         _trainable,
@@ -354,7 +358,7 @@ def _fit(
         probes=plan.spec.probes.model_dump(mode="json"),
         tune_keys=_tune_keys(plan),
         every=_every(plan),
-        points=points,
+        stack_points=stack_points,
         flag=flag,
         final=plan.spec.train.keep_checkpoint,
     )
@@ -404,13 +408,13 @@ class Candidates(Searcher):
         records: dict[str, TrialRecord],
         chosen: dict[str, list[Trial]],
         limit: int,
-        points: dict[str, Point],
-        resume: dict[str, Point],
+        trial_points: dict[str, Point],
+        stack_points: dict[str, Point],
     ) -> None:
         super().__init__()
         self.queue, self.records, self.chosen, self.limit = queue, records, chosen, limit
-        self.points = points  # by trial id: where --resume found checkpoints
-        self.resume = resume  # by stack id: what the stacks handed out start from
+        self.trial_points = trial_points  # by trial id: where --resume found checkpoints
+        self.stack_points = stack_points  # by stack id: what the stacks handed out start from
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         records = self.records
@@ -421,9 +425,9 @@ class Candidates(Searcher):
             return Searcher.FINISHED if done else None  # type: ignore[return-value]
         key = stack_id(stack)
         self.chosen[key] = stack
-        point = stacking.resume_point(stack, self.points)
+        point = stacking.resume_point(stack, self.trial_points)
         if point is not None:
-            self.resume[key] = point
+            self.stack_points[key] = point
         return {"trial_id": key, "members": [(t.id, t.config) for t in stack], "resume": point}
 
     def on_trial_complete(
@@ -439,7 +443,7 @@ def run_queue(
     name: str,
     queue: Any,
     slots: int | None,
-    points: dict[str, Point] | None = None,
+    trial_points: dict[str, Point] | None = None,
 ) -> None:
     """Ray Tune runs of every stack that ``queue`` hands out, until it has none left: one run,
     or several in turn (``name``, ``name-part002``, ...) of at most max(STACKS_PER_RUN,
@@ -449,9 +453,11 @@ def run_queue(
     for k in itertools.count():
         chosen: dict[str, list[Trial]] = {}
         named = name if k == 0 else f"{name}-part{k + 1:03d}"
-        resume: dict[str, Point] = {}
-        searcher = Candidates(queue, events.collector.records, chosen, limit, points or {}, resume)
-        _fit(plan, events, storage, named, chosen, resume, search_alg=searcher)
+        stack_points: dict[str, Point] = {}
+        searcher = Candidates(
+            queue, events.collector.records, chosen, limit, trial_points or {}, stack_points
+        )
+        _fit(plan, events, storage, named, chosen, stack_points, search_alg=searcher)
         gc.collect()
         records = events.collector.records
         ended = all(_ended(events, stack) for stack in chosen.values())
