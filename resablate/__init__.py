@@ -38,6 +38,8 @@ _API = {
     # the registries a YAML name is looked up in
     "FAMILIES": "resablate.models",
     "SHORTCUTS": "resablate.models.shortcuts",
+    "PLACEMENTS": "resablate.models.placement",
+    "Placement": "resablate.models.placement",
     "NORMS": "resablate.models.layers",
     "ACTS": "resablate.models.layers",
     "INITS": "resablate.models.init",

@@ -13,7 +13,7 @@ import torchvision
 
 from resablate import models
 from resablate.errors import ConfigError
-from resablate.models.placement import NAMED, Placement, parse_placement
+from resablate.models.placement import PLACEMENTS, Placement, parse_placement
 from resablate.spec.schema import InitSpec, ModelSpec
 from resablate.trial.data import DataShape
 
@@ -154,7 +154,7 @@ def test_undefined_combinations_are_errors_with_the_reason(
 
 # -- every registered variant builds and trains a step -------------------------------------------
 
-PLACEMENTS = [*NAMED, "pre", "mid", "pre+mid+post_branch", "linear"]
+EVERY_PLACEMENT = [*PLACEMENTS, "pre", "mid", "pre+mid+post_branch", "linear"]
 FAMILY_SHAPES = {
     "mlp": DIGITS,
     "mnist": DataShape((1, 6, 6), 10),
@@ -183,7 +183,7 @@ def _trains_a_step(shape: DataShape, init: dict, **raw: Any) -> None:
 @pytest.mark.parametrize("family", list(FAMILY_SHAPES))
 @pytest.mark.parametrize("shortcut", models.SHORTCUTS.names())
 def test_every_shortcut_and_placement_builds_in_every_family(family: str, shortcut: str) -> None:
-    for placement, downsample in itertools.product(PLACEMENTS, ("A", "B")):
+    for placement, downsample in itertools.product(EVERY_PLACEMENT, ("A", "B")):
         raw = dict(FAMILY_RAW[family], family=family, shortcut=shortcut, activation=placement)
         raw.update(downsample=downsample, norm="batch")
         _trains_a_step(FAMILY_SHAPES[family], {}, **raw)  # all legal with relu

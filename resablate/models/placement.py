@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from resablate.registry import did_you_mean
+from resablate.registry import Registry, did_you_mean
 
 POSITIONS = ("pre", "mid", "post_branch")
 W, N, ACT = "W", "N", "σ"  # a weight layer, the norm, the activation
@@ -59,7 +59,8 @@ class Placement:
         return any(op == ACT and ops[i + 1 : i + 2] != [W] for i, op in enumerate(ops))
 
 
-NAMED = {
+PLACEMENTS: Registry[Placement] = Registry("activation placement")
+for _name, _placement in {
     "post": Placement("W N σ W N", after_add="σ", stem="conv_norm_act"),
     "bn_after_add": Placement("W N σ W", after_add="N σ", stem="conv_norm_act"),
     "relu_before_add": Placement("W N σ W N σ", stem="conv_norm_act"),
@@ -67,20 +68,21 @@ NAMED = {
         "σ W N σ W N", stem="conv_norm_act", final="act", preact_shortcut=True
     ),
     "full_preact": Placement("N σ W N σ W", stem="conv", final="norm_act", preact_shortcut=True),
-}
+}.items():
+    PLACEMENTS.add(_name, _placement)
 
 
 def parse_placement(name: str) -> Placement:
     """``'pre+mid'`` -> Placement('σ W N σ W N'); unknown names raise a ValueError."""
-    if name in NAMED:
-        return NAMED[name]
+    if name in PLACEMENTS:
+        return PLACEMENTS[name]
     parts = [] if name == "linear" else name.split("+")
     for part in parts:
         if part not in POSITIONS:
-            choices = [*NAMED, *POSITIONS, "linear"]
+            choices = [*PLACEMENTS, *POSITIONS, "linear"]
             raise ValueError(
                 f"unknown activation placement '{part}'{did_you_mean(part, choices)}"
-                f" (choices: {', '.join(NAMED)}; or positions {', '.join(POSITIONS)},"
+                f" (choices: {', '.join(PLACEMENTS)}; or positions {', '.join(POSITIONS)},"
                 " combinations such as pre+mid, or linear)"
             )
     if len(set(parts)) != len(parts):

@@ -239,12 +239,12 @@ class FieldInfo:
 def describe() -> list[FieldInfo]:
     """Every trial-config field: its default (and each family's), legal values and meaning."""
     from resablate.models import FAMILIES
-    from resablate.models.placement import NAMED, POSITIONS
+    from resablate.models.placement import PLACEMENTS, POSITIONS
     from resablate.spec.field_help import HELP
 
     names = {path: ", ".join(r.names()) for path, r in registries().items()}
     names[PLACEMENT] = (
-        f"{', '.join(NAMED)}; or {', '.join(POSITIONS)}, combined with '+', or linear"
+        f"{', '.join(PLACEMENTS)}; or {', '.join(POSITIONS)}, combined with '+', or linear"
     )
     families = {name: FAMILIES[name].defaults({}) for name in FAMILIES.names()}
     out = []

@@ -18,7 +18,7 @@ import yaml
 
 from resablate.errors import ConfigError, SpecError
 from resablate.registry import did_you_mean
-from resablate.spec import catalog
+from resablate.spec import catalog, plugins
 from resablate.spec.fields import dotted, fields_at, short, trial_paths
 from resablate.spec.schema import GridSpec, SweepSpec
 
@@ -369,6 +369,7 @@ def load(
     chosen = profile_overrides(raw, source, profile)
     raw, set_by = apply_overrides(raw, list(overrides), chosen)
     origins = Origins(source, set_by)
+    _load_plugins(raw.get("plugins"), Path(path).parent, origins)
     try:
         grid = parse_grid(raw.get("grid"), source)
         spec = catalog.sweep_spec({**raw, "grid": grid})
@@ -377,6 +378,20 @@ def load(
     except SpecError as exc:
         raise SpecError(origins.of(exc.field), exc.field, exc.problem) from None
     return Loaded(spec, origins)
+
+
+def _load_plugins(entries: Any, base: Path, origins: Origins) -> None:
+    """Import the sweep's ``plugins`` before its names are checked (spec/plugins.py)."""
+    if entries is None:
+        return
+    if not isinstance(entries, list) or not all(isinstance(e, str) and e for e in entries):
+        raise SpecError(
+            origins.of("plugins"), "plugins", "expected a list of module names or .py files"
+        )
+    try:
+        plugins.load(plugins.resolved(entries, base))
+    except ValueError as exc:
+        raise SpecError(origins.of("plugins"), "plugins", str(exc)) from None
 
 
 def load_sweep(

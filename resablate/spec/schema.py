@@ -311,7 +311,9 @@ class GridSpec(Section):
         return list(self.axes) + [p for group in self.zip for p in group]
 
 
-class SweepSpec(Section):
+class SweepSpec(Grown):
+    LATER = ("plugins",)  # spec hashes of earlier sweeps stand (--resume)
+
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     seed: int = 0
@@ -328,6 +330,7 @@ class SweepSpec(Section):
     profile: str | None = Field(None, pattern=NAME_PATTERN)  # the profiles: entry applied
     report: ReportSpec = ReportSpec()
     claims: list[ClaimSpec] = []  # what the study expects; `resablate report` tests them
+    plugins: list[str] = []  # modules that register the sweep's own variants (spec/plugins.py)
 
     @model_validator(mode="after")
     def _stackable(self) -> SweepSpec:

@@ -12,6 +12,7 @@ from typing import Any
 
 from resablate.errors import ConfigError, SpecError
 from resablate.registry import did_you_mean
+from resablate.spec import plugins
 from resablate.spec.catalog import trial_config
 from resablate.spec.grid import (
     EmptyGridError,
@@ -42,6 +43,10 @@ class Plan:
 
     def axes(self) -> list[str]:
         return self.spec.grid.paths()
+
+    def plugins(self) -> tuple[tuple[str, str], ...]:
+        """The sweep's plugins as every process that builds its networks imports them."""
+        return plugins.resolved(self.spec.plugins, Path(self.source).parent)
 
 
 def make_plan(

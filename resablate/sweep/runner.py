@@ -9,8 +9,8 @@ trial at the end of an epoch, where it saves a checkpoint and stops.
 
 Checkpoints: on Ray Tune they go into the run's storage (tuning.py); inline into
 ``<results_dir>/<sweep>/checkpoints/<stack id>/``. Either way a retried trial starts from its last
-one, ``--resume`` hands a trial the one its MLflow run names (``trial_points``), and a finished trial's
-are deleted.
+one, ``--resume`` hands a trial the one its MLflow run names (``trial_points``), and a finished
+trial's are deleted.
 """
 
 from __future__ import annotations
@@ -232,6 +232,7 @@ class Session:
                     trial_threads(plan),
                     checkpoints=saved,
                     resume=state,
+                    plugins=plan.plugins(),
                 )
             except (UserError, stop.Stopped):
                 raise  # the store failed (recording a result), or a stop: not the trial

@@ -24,9 +24,12 @@ def train_stack(
     threads: int,
     checkpoints: Any = None,
     resume: dict[str, Any] | None = None,
+    plugins: tuple[tuple[str, str], ...] = (),
 ) -> None:
     """Train a stack: one trial, or several stacked (probes run on each member's network), saving
-    checkpoints where ``checkpoints`` (a checkpoint.Cadence) says, from ``resume`` if given.
+    checkpoints where ``checkpoints`` (a checkpoint.Cadence) says, from ``resume`` if given;
+    the sweep's ``plugins`` (Plan.plugins) imported first, as in every process that builds its
+    networks.
 
     It computes on ``threads`` intra-op threads (:func:`trial_threads`), restored afterwards:
     in a Ray worker and inline alike, so a trial rounds its sums the same way under Ray Tune
@@ -35,8 +38,10 @@ def train_stack(
     12 s with one)."""
     import torch
 
+    from resablate.spec import plugins as sweep_plugins
     from resablate.trial.train import run_stack
 
+    sweep_plugins.load(plugins)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -67,6 +67,7 @@ def _trainable(
     stack_points: dict[str, Point] | None = None,
     flag: Any = None,
     final: bool = False,
+    plugins: tuple[tuple[str, str], ...] = (),
 ) -> None:
     """Ray Tune's function trainable: one stack (a trial, or several stacked), reporting every
     epoch of each of its trials (in batches, :class:`Outbox`), saving checkpoints (every
@@ -99,6 +100,7 @@ def _trainable(
             threads,
             checkpoints=Reported(every=every, stopping=stopping, final=final, outbox=outbox),
             resume=state,
+            plugins=plugins,
         )
         outbox.flush()
     except Exception as exc:
@@ -361,6 +363,7 @@ def _fit(
         stack_points=stack_points,
         flag=flag,
         final=plan.spec.train.keep_checkpoint,
+        plugins=plan.plugins(),
     )
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": resources.cpu, "gpu": resources.gpu}),
