@@ -31,7 +31,7 @@ grid:
   model.shortcut: [identity, none]
   init.c: {cs}
   seed: {seeds}
-resources: {{cpu: 1, seeds_per_trial: 1}}  # one Ray Tune trial per trial: the driver's worst case
+resources: {{cpu: 1, trials_per_stack: 1}}  # one Ray Tune trial per trial: the driver's worst case
 """
 
 

@@ -3,10 +3,10 @@ a fresh Python process timed from its start (imports and Ray's start included):
 
   plain      a Python loop calling resablate.train.run_trial, one trial after another
   resablate  `resablate sweep` (local Ray, MLflow sqlite store, summary): what a user runs; its
-             default resources.seeds_per_trial: auto trains the seeds of one configuration
+             default resources.trials_per_stack: auto trains the seeds of one configuration
              stacked as one computation (resablate.batched) while every core keeps a trial
   bare Tune  a Ray Tune script running run_trial with reuse_actors=True, nothing recorded
-  unstacked  `resablate sweep` of the same trials with resources.seeds_per_trial: 1 (each seed
+  unstacked  `resablate sweep` of the same trials with resources.trials_per_stack: 1 (each seed
              its own Ray Tune trial, as bare Ray Tune runs them)
 
 Every trial gets one CPU thread in all three (a small model trains fastest on one), so the plain
@@ -105,7 +105,7 @@ def main() -> None:
         seeds = json.dumps(list(range(trials)))
         sweep, unstacked = folder / "overhead.yaml", folder / "unstacked.yaml"
         sweep.write_text(SWEEP.format(name="overhead", epochs=epochs, seeds=seeds, stack=""))
-        one = ", seeds_per_trial: 1"
+        one = ", trials_per_stack: 1"
         unstacked.write_text(SWEEP.format(name="unstacked", epochs=epochs, seeds=seeds, stack=one))
         me = [sys.executable, str(Path(__file__).resolve())]
 
@@ -122,7 +122,7 @@ def main() -> None:
         }
     cores = os.cpu_count()
     print(f"{trials} digits trials (mlp depth 8 width 64, {epochs} epochs), {cores} cores")
-    print("(resablate: seeds_per_trial auto, the default; unstacked: seeds_per_trial 1)")
+    print("(resablate: trials_per_stack auto, the default; unstacked: trials_per_stack 1)")
     for name, wall in walls.items():
         print(f"{name:<20} {wall:7.2f} s wall  {wall / trials:6.2f} s per trial")
     for name in ("resablate", "resablate unstacked"):

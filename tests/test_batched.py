@@ -1,4 +1,4 @@
-"""Seeds of one configuration trained stacked (resources.seeds_per_trial) give the results of
+"""Seeds of one configuration trained stacked (resources.trials_per_stack) give the results of
 separate runs, seed by seed and epoch by epoch, and are recorded as separate trials."""
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ train: {epochs: 2, batch_size: 64, lr: 0.02}
 grid:
   model.norm: [none, batch]
   seed: [0, 1, 2]
-resources: {cpu: 1, seeds_per_trial: 2}
+resources: {cpu: 1, trials_per_stack: 2}
 """
 
 
@@ -223,7 +223,7 @@ def test_units_split_a_configurations_seeds_into_stacks_of_near_equal_size(
     tmp_path: Path,
 ) -> None:
     text = SWEEP.replace("seed: [0, 1, 2]", "seed: [0, 1, 2, 3, 4]").replace(
-        "seeds_per_trial: 2", "seeds_per_trial: 4"
+        "trials_per_stack: 2", "trials_per_stack: 4"
     )
     plan = make_plan(write(tmp_path / "s.yaml", text.replace("[none, batch]", "[none]")))
     found = stacks(plan)
@@ -250,9 +250,9 @@ def test_auto_stack_size_keeps_every_slot_busy(groups: list[int], slots: int, si
 
 
 def test_auto_stacks_only_on_a_local_ray_and_never_under_a_scheduler(tmp_path: Path) -> None:
-    text = SWEEP.replace("seeds_per_trial: 2", "seeds_per_trial: auto")
+    text = SWEEP.replace("trials_per_stack: 2", "trials_per_stack: auto")
     plan = make_plan(write(tmp_path / "s.yaml", text))
-    assert plan.spec.resources.seeds_per_trial == "auto"
+    assert plan.spec.resources.trials_per_stack == "auto"
     alone = sorted((t.id,) for t in plan.trials)
     assert sorted(tuple(t.id for t in u) for u in stacks(plan)) == alone  # inline, cluster
     assert sorted(len(u) for u in stacks(plan, slots=2)) == [1, 1, 1, 3]  # 3 seeds of norm none
@@ -263,27 +263,43 @@ def test_auto_stacks_only_on_a_local_ray_and_never_under_a_scheduler(tmp_path: P
     assert len(stacks(asha, slots=2)) == 6  # the scheduler stops seeds one by one
 
 
-def test_seeds_per_trial_1_and_auto_hash_alike_other_values_do_not(tmp_path: Path) -> None:
+def test_how_trials_stack_changes_no_spec_hash_so_a_sweep_resumes_whatever_its_grouping(
+    tmp_path: Path,
+) -> None:
     def spec_hash(value: str) -> str:
-        text = SWEEP.replace("seeds_per_trial: 2", f"seeds_per_trial: {value}")
+        text = SWEEP.replace("trials_per_stack: 2", f"trials_per_stack: {value}")
         return make_plan(write(tmp_path / f"{value}.yaml", text)).spec.hash()
 
-    assert spec_hash("1") == spec_hash("auto")  # sweeps recorded before auto resume
-    assert spec_hash("2") != spec_hash("auto")
+    assert spec_hash("1") == spec_hash("auto") == spec_hash("2") == spec_hash("8")
+    cpu = SWEEP.replace("cpu: 1", "cpu: 2")  # how much a trial gets is still the spec's
+    assert make_plan(write(tmp_path / "cpu.yaml", cpu)).spec.hash() != spec_hash("2")
+
+
+def test_seeds_per_trial_the_former_name_is_read_as_trials_per_stack(tmp_path: Path) -> None:
+    old = make_plan(
+        write(tmp_path / "old.yaml", SWEEP.replace("trials_per_stack", "seeds_per_trial"))
+    )
+    new = make_plan(write(tmp_path / "new.yaml", SWEEP))
+    assert old.spec.resources.trials_per_stack == 2
+    assert [[t.id for t in s] for s in stacks(old)] == [[t.id for t in s] for s in stacks(new)]
+    assert old.spec.hash() == new.spec.hash()
+    both = SWEEP.replace("trials_per_stack: 2", "trials_per_stack: 2, seeds_per_trial: 2")
+    with pytest.raises(SpecError, match=r"resources: .*both set; keep trials_per_stack"):
+        make_plan(write(tmp_path / "both.yaml", both))
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "many", "2.5", "true", "[2]"])
-def test_a_bad_seeds_per_trial_is_refused_with_the_fix(tmp_path: Path, value: str) -> None:
-    text = SWEEP.replace("seeds_per_trial: 2", f"seeds_per_trial: {value}")
+def test_a_bad_trials_per_stack_is_refused_with_the_fix(tmp_path: Path, value: str) -> None:
+    text = SWEEP.replace("trials_per_stack: 2", f"trials_per_stack: {value}")
     with pytest.raises(
-        SpecError, match=r"resources\.seeds_per_trial: .*expected auto .* 1 or more"
+        SpecError, match=r"resources\.trials_per_stack: .*expected auto .* 1 or more"
     ):
         make_plan(write(tmp_path / "s.yaml", text))
 
 
-def test_seeds_per_trial_and_a_scheduler_are_refused_together(tmp_path: Path) -> None:
+def test_trials_per_stack_and_a_scheduler_are_refused_together(tmp_path: Path) -> None:
     text = SWEEP + "scheduler: {kind: asha}\n"
-    with pytest.raises(SpecError, match=r"resources\.seeds_per_trial.*scheduler"):
+    with pytest.raises(SpecError, match=r"resources\.trials_per_stack.*scheduler"):
         make_plan(write(tmp_path / "s.yaml", text))
 
 
@@ -293,7 +309,7 @@ def test_a_stacked_sweep_records_one_run_per_trial_with_the_separate_metrics(
     tmp_path: Path, backend: str, stack: str
 ) -> None:
     path = write(
-        tmp_path / "s.yaml", SWEEP.replace("seeds_per_trial: 2", f"seeds_per_trial: {stack}")
+        tmp_path / "s.yaml", SWEEP.replace("trials_per_stack: 2", f"trials_per_stack: {stack}")
     )
     plan = make_plan(path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -347,7 +363,7 @@ grid:
   init.c: [0.25, 0.5, 1.0]
   init.scheme: [he, nf]
   seed: [0, 1]
-resources: {cpu: 1, seeds_per_trial: 8}
+resources: {cpu: 1, trials_per_stack: 8}
 """
 
 

@@ -139,6 +139,6 @@ def test_fields_added_later_leave_a_sweeps_spec_hash_unchanged() -> None:
     from tests.conftest import ROOT
 
     # the hash smoke.yaml (then with seeds 0 and 1) had before train.precision, data.image,
-    # resources.seeds_per_trial, ... existed: a sweep started then still resumes without --force
+    # resources.trials_per_stack, ... existed: a sweep started then still resumes without --force
     smoke = load_sweep(str(ROOT / "sweeps" / "smoke.yaml"), ["grid.seed=[0,1]"])
     assert smoke.hash() == "30959078ba1d1282"

@@ -28,7 +28,7 @@ name: preempted
 model: {{depth: 8, width: 48}}
 init: {{c: 0.25}}
 train: {{epochs: {EPOCHS}, batch_size: 32, lr: 0.02, checkpoint_every: 3}}
-resources: {{max_concurrent_trials: 1, seeds_per_trial: 1, max_failures: 1}}
+resources: {{max_concurrent_trials: 1, trials_per_stack: 1, max_failures: 1}}
 grid:
   seed: [0, 1]
 """

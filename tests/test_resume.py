@@ -30,7 +30,7 @@ name: killed
 model: {depth: 8, width: 48}
 init: {c: 0.25}
 train: {epochs: 5, batch_size: 32, lr: 0.02}
-resources: {max_concurrent_trials: 1, seeds_per_trial: 1}  # one seed at a time: kill points
+resources: {max_concurrent_trials: 1, trials_per_stack: 1}  # one seed at a time: kill points
 grid:
   seed: [0, 1, 2, 3, 4]
 """
@@ -41,7 +41,7 @@ model: {depth: 8, width: 48}
 data: {validation: 0.2}
 train: {epochs: 4, batch_size: 32, lr: 0.02}
 search: {param: init.c, log_uniform: [0.05, 1.0], n_trials: 3, seed: 1}
-resources: {max_concurrent_trials: 2, seeds_per_trial: 1}
+resources: {max_concurrent_trials: 2, trials_per_stack: 1}
 grid:
   model.shortcut: [identity, none]
   seed: [0, 1]
@@ -180,7 +180,7 @@ def test_a_sweep_killed_mid_stack_reruns_the_stack_and_records_each_seed_once(
     tmp_path: Path,
 ) -> None:
     text = GRID.replace("epochs: 5", "epochs: 60").replace(
-        "{max_concurrent_trials: 1, seeds_per_trial: 1}", "{max_concurrent_trials: 2}"
+        "{max_concurrent_trials: 1, trials_per_stack: 1}", "{max_concurrent_trials: 2}"
     )
     sweep = write(tmp_path / "k.yaml", text)  # auto: 2 stacks (2 + 3 seeds), one per slot
     db = tmp_path / "mlflow.db"
@@ -529,7 +529,7 @@ def test_a_gpu_out_of_memory_is_named_with_its_fix() -> None:
     first, *rest = text.splitlines()
     assert first.startswith("GPU out of memory: lower train.batch_size")
     assert "resources.gpu" in first and "Tried to allocate 2.00 GiB" in rest[-1]
-    assert "resources.seeds_per_trial: 1" in first
+    assert "resources.trials_per_stack: 1" in first
     assert failure_text(ValueError("x")).splitlines()[-1] == "ValueError: x"
 
 

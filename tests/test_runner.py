@@ -128,7 +128,7 @@ CHUNKED = """
 name: chunked
 model: {depth: 2, width: 8}
 train: {epochs: 2}
-resources: {max_concurrent_trials: 1, seeds_per_trial: 1}
+resources: {max_concurrent_trials: 1, trials_per_stack: 1}
 grid: {seed: [0, 1, 2, 3, 4]}
 """
 
@@ -216,7 +216,7 @@ model: {depth: 2, width: 8}
 data: {validation: 0.2}
 train: {epochs: 2}
 search: {param: init.c, log_uniform: [0.1, 2.0], n_trials: 4, seed: 3}
-resources: {max_concurrent_trials: 1, seeds_per_trial: 1}
+resources: {max_concurrent_trials: 1, trials_per_stack: 1}
 """
 
 

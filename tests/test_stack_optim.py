@@ -148,7 +148,7 @@ grid:
   train.lr: [0.01, 0.03]
   train.batch_size: [32, 64]
   seed: [0, 1]
-resources: {cpu: 1, seeds_per_trial: 8}
+resources: {cpu: 1, trials_per_stack: 8}
 """
 
 
@@ -217,7 +217,7 @@ def test_members_of_one_seed_and_init_measure_their_init_probes_once(monkeypatch
 
 def test_a_keys_trials_stack_with_their_seed_and_init_together(tmp_path: Path) -> None:
     sweep = write(tmp_path / "t.yaml", SIZED)  # 3 lrs x 4 seeds, one stack key
-    found = stacks(make_plan(sweep, ("resources.seeds_per_trial=5",)))
+    found = stacks(make_plan(sweep, ("resources.trials_per_stack=5",)))
     assert [len(s) for s in found] == [4, 4, 4]  # 12 trials, at most 5 a stack
     for stack in found:  # seeds in order, each seed's lrs next to each other
         seeds = [t.config["seed"] for t in stack]
@@ -290,7 +290,7 @@ train: {epochs: 1, batch_size: 64}
 grid:
   train.lr: [0.01, 0.02, 0.03]
   seed: [0, 1, 2, 3]
-resources: {cpu: 1, seeds_per_trial: 8}
+resources: {cpu: 1, trials_per_stack: 8}
 """
 
 

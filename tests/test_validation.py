@@ -236,7 +236,7 @@ train: {epochs: 2, batch_size: 128, lr: 0.05}
 search: {param: init.c, log_uniform: [0.01, 3.0], n_trials: 4, sampler: random, seed: 2,
          objective: {metric: val_acc}}
 grid: {seed: [0, 1]}
-resources: {seeds_per_trial: 1}
+resources: {trials_per_stack: 1}
 """
 
 

@@ -20,7 +20,7 @@ from resablate.errors import ConfigError, SpecError
 from resablate.registry import did_you_mean
 from resablate.spec import catalog, plugins
 from resablate.spec.fields import dotted, fields_at, short, trial_paths
-from resablate.spec.schema import GridSpec, SweepSpec
+from resablate.spec.schema import GridSpec, ResourcesSpec, SweepSpec
 
 # --------------------------------------------------------------------------------------------
 # YAML
@@ -174,6 +174,7 @@ def check_path(source: str, path: str) -> None:
         [f for f in SweepSpec.model_fields]
         + trial_paths()
         + [f"{s}.{f}" for s in ("resources", "tracking") for f in fields_at((s,))]
+        + [f"resources.{former}" for former in ResourcesSpec.FORMER_NAMES]
     )
     if path not in known:
         raise SpecError(source, path, f"unknown field{did_you_mean(path, known)}")

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, ConfigDict, Field, field_validator, model_validator
 
 from resablate.errors import ConfigError
 from resablate.spec.options import ClaimSpec, ProbesSpec, ReportSpec, SchedulerSpec, SearchSpec
@@ -255,7 +255,10 @@ class TrialConfig(Section):
 
 
 class ResourcesSpec(Grown):
-    LATER = ("seeds_per_trial",)  # spec hashes of earlier sweeps stand (--resume)
+    # how trials are grouped into workers changes no result: never in the spec's hash (a sweep
+    # resumes whatever its grouping) nor in a trial's config
+    UNHASHED = ("trials_per_stack",)
+    FORMER_NAMES: ClassVar[dict[str, str]] = {"seeds_per_trial": "trials_per_stack"}  # still read
 
     cpu: float = Field(1.0, gt=0.0)
     gpu: float = Field(0.0, ge=0.0)
@@ -264,21 +267,34 @@ class ResourcesSpec(Grown):
     # the trial's last checkpoint (train.checkpoint_every), in the same MLflow run
     max_failures: int = Field(0, ge=0)
     # trials trained together as one stacked computation in one worker: the seeds of a
-    # configuration and the arms that differ only in init or training recipe (resablate.batched;
+    # configuration and the arms that differ only in init or training recipe (trial/batched.py;
     # configurations it cannot stack run alone): fewer, fuller workers.
     # auto: on a local Ray, as many as leave every trial slot of the machine busy (at most
-    # AUTO_STACK_MAX); inline, on a cluster or under a scheduler, 1 (runner.stack_size)
-    seeds_per_trial: int | Literal["auto"] = "auto"
+    # AUTO_STACK_MAX); inline, on a cluster or under a scheduler, 1 (stacking.stack_size).
+    # seeds_per_trial, its first name (from when only seeds stacked), is read too.
+    trials_per_stack: int | Literal["auto"] = Field(
+        "auto", validation_alias=AliasChoices("trials_per_stack", *FORMER_NAMES)
+    )
 
-    @field_validator("seeds_per_trial", mode="before")
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and {"trials_per_stack", "seeds_per_trial"} <= set(raw):
+            raise ValueError(
+                "trials_per_stack and seeds_per_trial (its former name) are both set; keep"
+                " trials_per_stack"
+            )
+        return raw
+
+    @field_validator("trials_per_stack", mode="before")
     @classmethod
     def _stack(cls, value: Any) -> Any:
         whole = isinstance(value, int) and not isinstance(value, bool)
         if value == "auto" or (whole and value >= 1):
             return value
         raise ValueError(
-            "expected auto (stack seeds where it keeps every trial slot busy) or a whole number"
-            " of seeds per trial, 1 or more (1: each seed its own trial)"
+            "expected auto (stack trials where it keeps every trial slot busy) or a whole number"
+            " of trials per stack, 1 or more (1: each trial its own worker)"
         )
 
     @field_validator("gpu")
@@ -334,13 +350,13 @@ class SweepSpec(Grown):
 
     @model_validator(mode="after")
     def _stackable(self) -> SweepSpec:
-        stack = self.resources.seeds_per_trial
+        stack = self.resources.trials_per_stack
         if stack != "auto" and stack > 1 and self.scheduler.kind != "none":
             raise ConfigError(
-                "resources.seeds_per_trial",
-                f"{self.resources.seeds_per_trial} seeds stacked in one Ray Tune trial cannot be"
-                f" stopped one by one by scheduler {self.scheduler.kind}; set"
-                " resources.seeds_per_trial: 1 or scheduler.kind: none",
+                "resources.trials_per_stack",
+                f"{stack} trials stacked in one Ray Tune trial cannot be stopped one by one by"
+                f" scheduler {self.scheduler.kind}; set resources.trials_per_stack: 1 or"
+                " scheduler.kind: none",
             )
         return self
 
@@ -400,9 +416,5 @@ class SweepSpec(Grown):
         """Stable hash of the resolved spec (what ran, whatever the YAML's formatting)."""
         # what to compare and what to expect change no result
         dumped = self.model_dump(mode="json", exclude={"report", "claims"})
-        # how seeds are grouped into workers changes no result: 1 (the default before auto) and
-        # auto hash alike, so that sweeps recorded before auto resume
-        if dumped.get("resources", {}).get("seeds_per_trial") == 1:
-            del dumped["resources"]["seeds_per_trial"]
         text = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -4,7 +4,7 @@ A stack is one trial, or trials of one network architecture and data stream that
 seed, init and training recipe (batched.stack_key) and whose networks train stacked (the
 training loop's stack of k >= 1 networks): a Ray Tune trial trains one stack, and each of its
 trials still gets its own reports, MLflow run and ending. Which configurations can stack is the
-training loop's to say; how many trials go together is ``resources.seeds_per_trial`` (auto: as
+training loop's to say; how many trials go together is ``resources.trials_per_stack`` (auto: as
 many as keep every trial slot busy).
 """
 
@@ -18,7 +18,7 @@ from resablate.spec.grid import Trial, canonical
 from resablate.sweep.capacity import fits, trial_bytes
 from resablate.sweep.plan import Plan
 
-AUTO_STACK_MAX = 8  # seeds_per_trial: auto stacks at most this many trials in one worker
+AUTO_STACK_MAX = 8  # trials_per_stack: auto stacks at most this many trials in one worker
 STACKED = "resablate.stack_size"  # the MLflow tag of a trial trained in a stack: its size
 
 
@@ -26,7 +26,7 @@ def stacks(plan: Plan, slots: int | None = None, budget: int | None = None) -> l
     """The plan's trials in stacks: trials with one stack key together where their configuration
     allows it (:func:`resablate.trial.batched.why_not`), every other trial alone.
 
-    ``resources.seeds_per_trial`` caps a stack; ``auto`` (:func:`stack_size`) stacks only when
+    ``resources.trials_per_stack`` caps a stack; ``auto`` (:func:`stack_size`) stacks only when
     the trials run on a local Ray that runs ``slots`` trials at once, and no more than leaves
     every slot a stack. ``budget`` (bytes, :func:`stack_budget`; None: not known, e.g. on a
     cluster) caps a stack at as many members as fit in it
@@ -34,7 +34,7 @@ def stacks(plan: Plan, slots: int | None = None, budget: int | None = None) -> l
     A key's trials are split into stacks of near-equal size, those of one seed and init next
     to each other (their networks start the same: their init probes are measured once).
     """
-    chosen = plan.spec.resources.seeds_per_trial
+    chosen = plan.spec.resources.trials_per_stack
     if not stacking(plan, slots):
         return [[t] for t in plan.trials]
     groups = list(keyed(plan.trials).values())
@@ -59,9 +59,9 @@ def start(trial: Trial) -> tuple[int, str]:
 
 
 def stacking(plan: Plan, slots: int | None) -> bool:
-    """Whether the plan's trials stack at all: not with ``seeds_per_trial: 1``, and ``auto``
+    """Whether the plan's trials stack at all: not with ``trials_per_stack: 1``, and ``auto``
     only on a local Ray (``slots`` known) without a scheduler (it stops trials one by one)."""
-    chosen = plan.spec.resources.seeds_per_trial
+    chosen = plan.spec.resources.trials_per_stack
     scheduled = plan.spec.scheduler.kind != "none"
     return not (chosen == 1 or (chosen == "auto" and (slots is None or scheduled)))
 
@@ -90,10 +90,10 @@ def describe(plan: Plan, slots: int, budget: int | None) -> dict[str, Any]:
     found = stacks(plan, slots, budget)
     alone: dict[str, int] = {}
     why = None
-    if plan.spec.resources.seeds_per_trial == 1:
-        why = "resources.seeds_per_trial is 1"
+    if plan.spec.resources.trials_per_stack == 1:
+        why = "resources.trials_per_stack is 1"
     elif not stacking(plan, slots):
-        why = "a scheduler stops trials one by one (seeds_per_trial auto stacks none)"
+        why = "a scheduler stops trials one by one (trials_per_stack auto stacks none)"
     for stack in found:
         if len(stack) == 1:
             reason = why or _alone(stack[0], budget)

@@ -73,7 +73,7 @@ def failure_text(exc: BaseException) -> str:
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return (
             "GPU out of memory: lower train.batch_size, give each trial more of a GPU"
-            " (resources.gpu) so that fewer trials share one, or set resources.seeds_per_trial:"
+            " (resources.gpu) so that fewer trials share one, or set resources.trials_per_stack:"
             f" 1 (a stack holds one network per trial)\n{text}"
         )
     return text
