@@ -177,7 +177,8 @@ def test_a_cells_candidates_and_seeds_are_handed_out_as_one_stack(tmp_path: Path
     """Issue 21 (search candidates stack): the candidates a cell asks at once differ only in
     init.c; with their seeds they train as one stack (on a local Ray that runs one at a time)."""
     from resablate.sweep.plan import make_plan
-    from resablate.sweep.search import CandidateQueue, CellSearch
+    from resablate.sweep.search import CellSearch
+    from resablate.sweep.search_queue import CandidateQueue
 
     sweep = write(
         tmp_path / "s.yaml",

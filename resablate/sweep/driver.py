@@ -300,7 +300,7 @@ def _run(
     outcome: Outcome,
 ) -> None:
     from resablate.sweep.progress import SweepProgress
-    from resablate.sweep.search import run_search
+    from resablate.sweep.search_queue import run_search
 
     spec = plan.spec
     err = Console(stderr=True, quiet=options.quiet)

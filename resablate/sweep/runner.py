@@ -46,7 +46,7 @@ BACKENDS = ("ray", "inline")
 
 
 class Queue(Protocol):
-    """Hands out stacks to run (search.CandidateQueue). ``records``: the trials that ended so
+    """Hands out stacks to run (search_queue.CandidateQueue). ``records``: the trials that ended so
     far, which settle the stacks handed out before."""
 
     def next(self, records: dict[str, TrialRecord]) -> list[Trial] | None:

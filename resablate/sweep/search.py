@@ -5,20 +5,19 @@ its seed and without the searched parameter. Each cell has its own Optuna study,
 cell's id, in a journal file beside the sweep's results (several writers are safe, and any study
 opens with ``optuna.load_study(study_name=cell, storage=JournalStorage(...))`` or
 optuna-dashboard). A search is one Ray Tune run whose searcher (tuning.Candidates) hands out
-the candidates of a :class:`CandidateQueue`: each cell keeps a few candidates in flight (the
+the candidates of a search_queue.CandidateQueue: each cell keeps a few candidates in flight (the
 constant-liar TPE keeps them apart), a candidate's seeds run as Tune trials, and the candidate is
 told the mean over its seeds as soon as they all ended; the cell then asks its next.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage
@@ -27,9 +26,8 @@ from optuna.storages.journal import JournalFileBackend
 from resablate.results import DIVERGED, FINISHED, PRUNED, RUNNING, TrialRecord
 from resablate.spec.grid import Trial
 from resablate.spec.schema import SearchSpec
-from resablate.sweep.capacity import in_flight
 from resablate.sweep.plan import Plan
-from resablate.sweep.search_grid import search_cells, search_size, with_value
+from resablate.sweep.search_grid import search_cells, with_value
 
 SAMPLERS = {
     "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
@@ -288,129 +286,3 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     best = study.best_value
     tied = [t for t in study.trials if t.state.name == "COMPLETE" and t.value == best]
     return min(tied, key=lambda t: (t.user_attrs.get("diverged_seeds") or 0, t.number))
-
-
-class Runs(Protocol):
-    def search(
-        self,
-        listeners: Sequence[Any],
-        queue: CandidateQueue,
-        name: str,
-        history_of: tuple[str, ...] = (),
-    ) -> list[TrialRecord]: ...
-
-    def slots(self) -> int | None: ...
-
-    def running_at_once(self) -> int: ...
-
-    def budget(self) -> int | None: ...
-
-
-Done = Callable[[list[Trial]], list[TrialRecord]]
-
-
-class CandidateQueue:
-    """The stacks of every cell's candidates, handed out as trials end (runner.Queue).
-
-    Each cell keeps up to ``per_cell`` candidates in flight; a candidate is told the mean over
-    its seeds as soon as all of them ended, and the cell then asks the next. Trials an earlier
-    invocation finished (``done``) are not run again; the candidates it left untold come first.
-    """
-
-    def __init__(
-        self,
-        plan: Plan,
-        search: CellSearch,
-        done: Done,
-        per_cell: int,
-        slots: int | None,
-        budget: int | None = None,
-    ) -> None:
-        self.plan, self.search, self.done, self.per_cell = plan, search, done, per_cell
-        self.slots = slots  # trials the session runs at once (None: inline, a cluster)
-        self.budget = budget  # bytes a stack may take (None: not known)
-        self.flying: list[Candidate] = search.pending()
-        self.known: dict[str, TrialRecord] = {}
-        self.queued: list[list[Trial]] = []
-        self._queue(self.flying)
-
-    def _queue(self, candidates: list[Candidate]) -> None:
-        from resablate.sweep.stacking import stacks
-
-        wanted = [t for c in candidates for t in c.trials]
-        self.known.update({r.trial.id: r for r in self.done(wanted)})
-        todo = [t for t in wanted if t.id not in self.known]
-        if todo:  # a candidate's seeds stack like a grid's
-            some = dataclasses.replace(self.plan, trials=todo)
-            self.queued += stacks(some, self.slots, self.budget)
-
-    def settle(self, records: dict[str, TrialRecord]) -> None:
-        """Tell every candidate whose seeds all ended; ask new ones where a cell has room."""
-        by_id = {**self.known, **records}
-
-        def ended(candidate: Candidate) -> bool:
-            twin = candidate.twin
-            if twin is not None:
-                return twin not in self.flying
-            return all(
-                (r := by_id.get(t.id)) is not None and r.status != RUNNING
-                for t in candidate.trials
-            )
-
-        # candidates without a diverged seed first: a diverged one is scored as the worst value
-        # the cell has seen; a twin after the candidate it repeats
-        while ready := [c for c in self.flying if ended(c)]:
-            ready.sort(
-                key=lambda c: any(
-                    (r := by_id.get(t.id)) is not None and r.status == DIVERGED for t in c.trials
-                )
-            )
-            for candidate in ready:
-                self.search.tell(candidate, by_id)
-                self.flying.remove(candidate)
-        for cell in self.search.cells:
-            inflight = sum(c.cell == cell for c in self.flying)
-            room = min(self.per_cell, self.search.remaining(cell)) - inflight
-            if room > 0:
-                asked = self.search.ask_cell(cell, room, self.flying)
-                self.flying += asked
-                self._queue([c for c in asked if c.twin is None])
-
-    def next(self, records: dict[str, TrialRecord]) -> list[Trial] | None:
-        if not self.queued:
-            self.settle(records)
-        return self.queued.pop(0) if self.queued else None
-
-    def finished(self, records: dict[str, TrialRecord]) -> bool:
-        self.settle(records)
-        return not self.queued and not self.flying
-
-    def records(self) -> list[TrialRecord]:
-        """What earlier invocations finished of this search's candidates."""
-        return list(self.known.values())
-
-
-def run_search(
-    plan: Plan,
-    session: Runs,
-    listeners: Sequence[Any],
-    journal: Path,
-    done: Done = lambda trials: [],
-    tag: str = "",
-) -> tuple[list[TrialRecord], CellSearch]:
-    """Search every cell until each study has ``n_trials`` finished candidates: one run of the
-    session (one Ray Tune run) through a :class:`CandidateQueue`.
-
-    ``done`` returns the records of the trials an earlier invocation finished (a resumed sweep):
-    they are not run again. The candidates that invocation left untold are finished first.
-    ``tag`` keeps the Tune run names of one invocation apart from another's.
-    """
-    search = CellSearch(plan, journal)
-    seeds = search_size(plan)["seeds"]
-    per_cell = in_flight(session.running_at_once(), seeds, len(search.cells))
-    records: list[TrialRecord] = done(search.told_trials())
-    queue = CandidateQueue(plan, search, done, per_cell, session.slots(), session.budget())
-    metric = (search.search.objective.metric,)  # scored at its last or best epoch
-    found = session.search(listeners, queue, f"{plan.spec.name}-search{tag}", history_of=metric)
-    queue.settle({r.trial.id: r for r in found})  # what ended after the last hand-out
-    return records + queue.records() + found, search
