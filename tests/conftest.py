@@ -9,6 +9,7 @@ test ``@pytest.mark.slow`` when it runs a whole sweep or takes more than about 5
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -110,6 +111,23 @@ def run_terminal(
         if process.poll() is None:
             process.kill()
     return Ran(code, b"".join(chunks).decode(errors="replace"), "")
+
+
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty sqlite MLflow store with its schema in place: creating one takes seconds."""
+    from resablate.tracking.store import open_store
+
+    path = tmp_path_factory.mktemp("migrated") / "mlflow.db"
+    open_store(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def store_uri(tmp_path: Path, migrated_db: Path) -> str:
+    """The uri of an empty sqlite store of this test's own, ``tmp_path / "mlflow.db"``."""
+    shutil.copy(migrated_db, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
 def write(path: Path, text: str) -> Path:

@@ -291,7 +291,18 @@ def test_a_sweep_submitted_as_a_ray_job_runs_on_the_cluster_and_can_be_followed(
     )
     assert ran.code == 0, ran.err[-3000:]
     second = ran.out.strip()
-    time.sleep(5)
+    client = MlflowClient(tracking_uri=cluster.tracking)
+    [experiment] = {r.info.experiment_id for r in runs}
+    deadline = time.monotonic() + 180
+    # until the job's sweep trains (the first sweep's trials have all finished): the stop
+    # reaches a running sweep, not a job still starting
+    while not client.search_runs(
+        [experiment], "tags.trial_id != '' and attributes.status = 'RUNNING'", max_results=1
+    ):
+        if time.monotonic() > deadline:
+            found = run_process("logs", second, *jobs, cwd=cluster.folder, env=cluster.env)
+            pytest.fail(f"job {second} started no trial: {(found.err + found.out)[-3000:]}")
+        time.sleep(0.2)
     stopped = run_process("stop", second, *jobs, cwd=cluster.folder, env=cluster.env)
     assert stopped.code == 0 and f"job {second}: stopping" in stopped.out
     deadline = time.monotonic() + 120

@@ -82,12 +82,33 @@ def start(folder: Path, *args: str) -> subprocess.Popen:
     )
 
 
-def wait_until(proc: subprocess.Popen, check: Callable[[], bool], timeout: float = 120) -> None:
+def wait_until(
+    proc: subprocess.Popen,
+    check: Callable[[], bool],
+    timeout: float = 120,
+    point: str = "the kill point",
+) -> None:
     deadline = time.monotonic() + timeout
     while not check():
-        assert proc.poll() is None, f"the sweep ended before the kill point: {proc.stderr}"
-        assert time.monotonic() < deadline, "kill point not reached"
+        assert proc.poll() is None, f"the sweep ended before {point}: {proc.stderr}"
+        assert time.monotonic() < deadline, f"{point} not reached in {timeout} s"
         time.sleep(0.02)
+
+
+def signals(pid: int, mask: str) -> set[int]:
+    """The signals in mask ``mask`` of /proc/<pid>/status: SigCgt (caught by a handler),
+    SigPnd and ShdPnd (sent, not yet delivered)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{mask}:"):
+            bits = int(line.split()[1], 16)
+            return {n + 1 for n in range(64) if bits >> n & 1}
+    raise AssertionError(f"no {mask} in /proc/{pid}/status")
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time a process has used, all its threads, user and system (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def group_commands(pgid: int) -> set[str]:
@@ -285,9 +306,22 @@ def test_sigterm_requests_a_stop_and_a_second_signal_stops_at_once(tmp_path: Pat
     proc = start(tmp_path, str(write(tmp_path / "s.yaml", SLOW_EPOCH)), "--inline")
     try:
         wait_until(proc, lambda: db.exists() and bool(query(db)(CHILDREN)))  # training
+        assert signal.SIGTERM in signals(proc.pid, "SigCgt"), "SIGTERM would kill the driver"
         proc.send_signal(signal.SIGTERM)  # a request: read after the running epoch
-        time.sleep(1.0)
-        assert proc.poll() is None, "the first signal only requests the stop"
+
+        def delivered() -> bool:
+            return signal.SIGTERM not in signals(proc.pid, "SigPnd") | signals(proc.pid, "ShdPnd")
+
+        wait_until(proc, delivered, 30, "SIGTERM's delivery")
+        trained = cpu_seconds(proc.pid) + 0.5
+
+        def training_on() -> bool:
+            # a stop at once would close the trial's run: a request leaves it training
+            running = [status for _, status, _ in query(db)(CHILDREN)]
+            assert running in ([], ["RUNNING"]), f"the first signal stopped the trial: {running}"
+            return cpu_seconds(proc.pid) >= trained
+
+        wait_until(proc, training_on, 120, "half a CPU second of training after SIGTERM")
         pressed = time.monotonic()
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
@@ -297,7 +331,8 @@ def test_sigterm_requests_a_stop_and_a_second_signal_stops_at_once(tmp_path: Pat
     assert proc.returncode == 130, err.decode()[-2000:]
     assert "--resume" in err.decode()
     assert query(db)(PARENTS) == [("KILLED",)]
-    assert [status for _, status, _ in query(db)(CHILDREN)] == ["KILLED"]
+    # stopped inside its first epoch, which a request would have finished and logged
+    assert [(status, metrics) for _, status, metrics in query(db)(CHILDREN)] == [("KILLED", 0)]
 
 
 def test_resume_refuses_a_changed_sweep_unless_forced(tmp_path: Path, cli, monkeypatch) -> None:

@@ -142,15 +142,15 @@ def parse_override(text: str) -> tuple[str, Any]:
     path = path.strip()
     if not sep or not path:
         raise SpecError(source, "", "expected FIELD=VALUE, e.g. --set model.depth=8")
+    if not value_text.strip():  # an explicit null is a value (train.recipe=null)
+        raise SpecError(source, path, "empty value; write e.g. --set model.depth=8")
     try:
-        value = _load(value_text) if value_text.strip() else None
+        value = _load(value_text)
     except DuplicateKeyError as exc:
         field = path + ("" if exc.field.startswith("[") else ".") + exc.field
         raise SpecError(source, field, _twice(exc)) from None
     except yaml.YAMLError:
         raise SpecError(source, path, f"cannot read {value_text!r} as a YAML value") from None
-    if value is None:
-        raise SpecError(source, path, "empty value; write e.g. --set model.depth=8")
     check_path(source, path)
     return path, value
 
