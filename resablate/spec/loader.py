@@ -383,14 +383,8 @@ def load(
 
 def _load_plugins(entries: Any, base: Path, origins: Origins) -> None:
     """Import the sweep's ``plugins`` before its names are checked (spec/plugins.py)."""
-    if entries is None:
-        return
-    if not isinstance(entries, list) or not all(isinstance(e, str) and e for e in entries):
-        raise SpecError(
-            origins.of("plugins"), "plugins", "expected a list of module names or .py files"
-        )
     try:
-        plugins.load(plugins.resolved(entries, base))
+        plugins.load(plugins.resolved(plugins.entries(entries), base))
     except ValueError as exc:
         raise SpecError(origins.of("plugins"), "plugins", str(exc)) from None
 

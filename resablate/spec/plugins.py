@@ -18,8 +18,18 @@ import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 FIX = "put it next to the sweep file, give a path to a .py file, or add its folder to PYTHONPATH"
+
+
+def entries(raw: Any) -> list[str]:
+    """A sweep file's ``plugins:`` value as a list of entries (ValueError: not one)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(e, str) and e for e in raw):
+        raise ValueError("expected a list of module names or .py files")
+    return raw
 
 
 def resolved(entries: Sequence[str], base: str | Path) -> tuple[tuple[str, str], ...]:
