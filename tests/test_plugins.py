@@ -13,6 +13,7 @@ import torch
 import resablate
 from resablate.errors import SpecError
 from resablate.trial import data
+from tests.conftest import run_terminal
 
 # x' = h(x) + 0.5·F(x): a shortcut a user might try, and one whose sum a test can check by hand
 PLUGIN = """
@@ -123,16 +124,16 @@ def test_a_plugin_module_is_found_next_to_the_sweep_file(tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_a_plugged_sweep_trains_on_a_local_ray_whose_workers_import_the_plugin(
-    tmp_path: Path, monkeypatch
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    plan = resablate.make_plan(sweep_file(tmp_path))
-    outcome = resablate.run_sweep(plan, resablate.Options(quiet=True))  # Ray Tune, not inline
-    assert sorted(r.status for r in outcome.records) == ["finished", "finished"]
+    path = sweep_file(tmp_path)
+    ran = run_terminal("sweep", str(path), cwd=tmp_path)  # as a user runs it: Ray Tune, the bar
+    assert ran.code == 0, ran.out
+    assert "2/2" in ran.out, ran.out
     runs = resablate.read_sweep(f"sqlite:///{tmp_path / 'mlflow.db'}", "plugged")
     by_shortcut = {r.params["model.shortcut"]: r for r in runs.runs}
     assert set(by_shortcut) == {"half_branch", "identity"}
-    # the two arms differ in their sum only: the same seed, data and init, other accuracies
+    assert {r.status for r in runs.runs} == {"finished"}
+    # the two arms differ in their sum only: the same seed, data and init, other losses
     half, plain = (by_shortcut[k].metrics["train_loss"] for k in ("half_branch", "identity"))
     assert half != plain

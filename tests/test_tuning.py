@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from resablate.sweep.plan import make_plan
-from resablate.sweep.ray import compat, tuning
+from resablate.sweep.ray import compat
 from resablate.trial.checkpoint import default_every
 from tests.conftest import write
 
@@ -26,11 +26,20 @@ grid: {seed: [0, 1, 2]}
 """
 
 
+@pytest.fixture(scope="module")
+def tuning():
+    """tuning.py, imported when a test here runs: importing Ray in the test process at collection
+    would pin its network address for every later in-process Ray (compat.single_machine)."""
+    from resablate.sweep.ray import tuning
+
+    return tuning
+
+
 def plan_of(tmp_path: Path, extra: str = ""):
     return make_plan(write(tmp_path / "s.yaml", SWEEP + extra))
 
 
-def test_tune_reads_the_epoch_and_a_schedulers_metric_only(tmp_path: Path) -> None:
+def test_tune_reads_the_epoch_and_a_schedulers_metric_only(tmp_path: Path, tuning) -> None:
     assert tuning._tune_keys(plan_of(tmp_path)) == ("epoch",)
     asha = plan_of(tmp_path, "scheduler: {kind: asha, metric: val_loss}\n")
     assert tuning._tune_keys(asha) == ("epoch", "val_loss")
@@ -38,7 +47,7 @@ def test_tune_reads_the_epoch_and_a_schedulers_metric_only(tmp_path: Path) -> No
 
 
 def test_median_stopping_checkpoints_often_enough_to_resume_a_paused_trial(
-    tmp_path: Path,
+    tmp_path: Path, tuning
 ) -> None:
     fifo = plan_of(tmp_path)
     assert tuning._every(fifo) is None  # the default cadence (time-based)
