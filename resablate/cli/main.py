@@ -333,23 +333,28 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run() -> None:
-    """The ``resablate`` command (and ``python -m resablate``): :func:`main`, then the process
-    ends without Python's teardown of torch's, Ray's and MLflow's modules (about 2 s on a small
-    machine, for nothing). Exit handlers run and output is flushed first; by then every file
-    and run has been closed."""
+    """The ``resablate`` command (and ``python -m resablate``): :func:`main`, then every exit
+    handler, then the process ends without Python's teardown of modules (:func:`_end_now`)."""
+    code: list[int] = []
+    # registered before main() imports torch, Ray or MLflow: atexit runs it after their handlers
+    atexit.register(_end_now, code)
     try:
         main()
-        code: object = 0
     except SystemExit as exc:
-        code = exc.code
-    if code is not None and not isinstance(code, int):  # sys.exit("message")
-        print(code, file=sys.stderr)
-        code = 1
-    atexit._run_exitfuncs()  # what Python runs at exit (logging's flush, Ray's, weakref's)
+        code.append(exc.code if isinstance(exc.code, int) else int(exc.code is not None))
+        raise
+
+
+def _end_now(code: list[int]) -> None:
+    """The last exit handler: threads were joined and every other handler ran (logging's
+    flush, Ray's shutdown, MLflow's, temporary folders' removal); flush the output and end."""
+    if not code:  # an uncaught error: Python's own exit
+        return
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    os._exit(code or 0)
+    # os._exit: tearing down torch's, Ray's and MLflow's modules takes 1-3 s, and nothing needs it
+    os._exit(code[0])
 
 
 if __name__ == "__main__":
