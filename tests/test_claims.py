@@ -21,7 +21,7 @@ from resablate.analysis.claims import (
 )
 from resablate.analysis.comparisons import holm
 from resablate.errors import SpecError, UserError
-from resablate.spec.options import ClaimSpec
+from resablate.spec.claims import ClaimSpec
 from resablate.tracking.ledger import RunData
 
 AXES = ["model.shortcut", "model.depth", "train.lr", "seed"]

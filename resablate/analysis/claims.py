@@ -19,7 +19,7 @@ A trend or value claim is judged on each configuration its ``where`` leaves, and
 it holds on every one. Statistics are scipy.stats'.
 
 ``compare.best_over`` puts each arm at its best value of a grid axis, chosen by
-``compare.select_by`` (never by a test metric: :class:`resablate.spec.options.CompareClaim`). An
+``compare.select_by`` (never by a test metric: :class:`resablate.spec.claims.CompareClaim`). An
 optimum at the edge of the swept values is noted (widen the grid), and caps the verdict at
 inconclusive when it is the *losing* arm's: a wider grid could only improve that arm, so it might
 overturn the verdict; the winner's edge optimum could only make its win larger, so the verdict
@@ -40,7 +40,7 @@ from resablate.analysis.comparisons import MIN_SEEDS, _same, holm, one
 from resablate.analysis.figures import SEED, Report, group, label, number
 from resablate.errors import UserError
 from resablate.results import DIVERGED, FINISHED
-from resablate.spec.options import POOLED_AT_LEAST, SEARCH_KEY, ClaimSpec
+from resablate.spec.claims import POOLED_AT_LEAST, SEARCH_KEY, ClaimSpec
 from resablate.tracking.ledger import RunData, SweepRuns
 
 HOLDS, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED = (

@@ -34,7 +34,7 @@ from resablate.analysis.figures import (
 from resablate.analysis.summary import STATUSES
 from resablate.errors import UserError
 from resablate.results import DIVERGED, FINISHED, METRICS
-from resablate.spec.options import ClaimSpec
+from resablate.spec.claims import ClaimSpec
 from resablate.tracking.ledger import RunData, SweepRuns
 
 LR = "train.lr"

@@ -3,9 +3,9 @@ pydantic models with their types and ranges.
 
 A sweep file has the sections of one trial's config (``seed``, ``model``, ``init``, ``data``,
 ``train``: the base every trial starts from), a ``grid`` of dotted paths into that config, the
-sweep-level options of :mod:`resablate.spec.options` (``probes``, ``search``, ``scheduler``) and
-the sections that belong to the whole sweep (``name``, ``description``, ``resources``,
-``tracking``).
+sections of :mod:`resablate.spec.options` that belong to the whole sweep (``probes``,
+``search``, ``scheduler``, ``report``, ``resources``, ``tracking``), its ``claims``
+(:mod:`resablate.spec.claims`), ``name`` and ``description``.
 Field names are the YAML names of ../shared/science.md.
 
 This module is data only: it imports no torch and none of the modules that build variants.
@@ -23,7 +23,16 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from resablate.errors import ConfigError
-from resablate.spec.options import ClaimSpec, ProbesSpec, ReportSpec, SchedulerSpec, SearchSpec
+from resablate.spec.claims import ClaimSpec
+from resablate.spec.options import (
+    NAME_PATTERN,
+    ProbesSpec,
+    ReportSpec,
+    ResourcesSpec,
+    SchedulerSpec,
+    SearchSpec,
+    TrackingSpec,
+)
 from resablate.spec.section import Grown, Section
 
 __all__ = [
@@ -252,52 +261,6 @@ class TrialConfig(Section):
                 "train.batch_size", "batch norm needs 2 or more samples per batch; use 2 or more"
             )
         return self
-
-
-class ResourcesSpec(Grown):
-    LATER = ("seeds_per_trial",)  # spec hashes of earlier sweeps stand (--resume)
-
-    cpu: float = Field(1.0, gt=0.0)
-    gpu: float = Field(0.0, ge=0.0)
-    max_concurrent_trials: int | None = Field(None, ge=1)
-    # retries of a failed trial (an exception, a lost worker or node); each attempt goes on from
-    # the trial's last checkpoint (train.checkpoint_every), in the same MLflow run
-    max_failures: int = Field(0, ge=0)
-    # trials trained together as one stacked computation in one worker: the seeds of a
-    # configuration and the arms that differ only in init or training recipe (resablate.batched;
-    # configurations it cannot stack run alone): fewer, fuller workers.
-    # auto: on a local Ray, as many as leave every trial slot of the machine busy (at most
-    # AUTO_STACK_MAX); inline, on a cluster or under a scheduler, 1 (runner.stack_size)
-    seeds_per_trial: int | Literal["auto"] = "auto"
-
-    @field_validator("seeds_per_trial", mode="before")
-    @classmethod
-    def _stack(cls, value: Any) -> Any:
-        whole = isinstance(value, int) and not isinstance(value, bool)
-        if value == "auto" or (whole and value >= 1):
-            return value
-        raise ValueError(
-            "expected auto (stack seeds where it keeps every trial slot busy) or a whole number"
-            " of seeds per trial, 1 or more (1: each seed its own trial)"
-        )
-
-    @field_validator("gpu")
-    @classmethod
-    def _shareable(cls, value: float) -> float:
-        if value > 1 and value != int(value):
-            raise ValueError(
-                "GPUs per trial: trials share one GPU with a fraction below 1"
-                " (0.25: four trials per GPU) or take a whole number of them (1, 2, ...)"
-            )
-        return value
-
-
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # safe as a folder name and in a URL
-
-
-class TrackingSpec(Section):
-    uri: str | None = None
-    experiment: str | None = Field(None, pattern=NAME_PATTERN)
 
 
 class GridSpec(Section):
