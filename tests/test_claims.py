@@ -15,7 +15,7 @@ from resablate.analysis.comparisons import holm
 from resablate.analysis.rank_correlation import spearman
 from resablate.analysis.verdicts import CONTRADICTED, HOLDS, INCONCLUSIVE, NOT_MEASURED, select
 from resablate.errors import SpecError, UserError
-from resablate.spec.options import ClaimSpec
+from resablate.spec.claims import ClaimSpec
 from resablate.tracking.ledger import RunData
 
 AXES = ["model.shortcut", "model.depth", "train.lr", "seed"]

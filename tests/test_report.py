@@ -368,7 +368,7 @@ def test_claims_md_counts_the_claims_that_name_their_mutant(tmp_path: Path) -> N
     """science.md §7: each claim names the broken variant that turns its verdict."""
     from resablate.analysis.claims_table import table
     from resablate.analysis.figures import ReportFolder
-    from resablate.spec.options import ClaimSpec
+    from resablate.spec.claims import ClaimSpec
     from resablate.tracking.ledger import RunData, SweepRuns
 
     runs = [
@@ -401,7 +401,7 @@ def test_a_mutant_is_judged_only_beside_a_measured_claim_and_turns_only_a_holdin
 ) -> None:
     from resablate.analysis.claims_table import table
     from resablate.analysis.figures import ReportFolder
-    from resablate.spec.options import ClaimSpec
+    from resablate.spec.claims import ClaimSpec
     from resablate.tracking.ledger import RunData, SweepRuns
 
     runs = [

@@ -39,7 +39,7 @@ from resablate.analysis.verdicts import (
     select,
     value,
 )
-from resablate.spec.options import POOLED_AT_LEAST, ClaimSpec
+from resablate.spec.claims import POOLED_AT_LEAST, ClaimSpec
 from resablate.tracking.ledger import RunData, SweepRuns
 
 ALPHA = 0.05

@@ -16,7 +16,7 @@ from resablate.analysis.verdicts import (
     VERDICTS,
     Verdict,
 )
-from resablate.spec.options import ClaimSpec
+from resablate.spec.claims import ClaimSpec
 from resablate.tracking.ledger import RunData, SweepRuns
 
 

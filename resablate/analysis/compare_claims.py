@@ -6,7 +6,7 @@ beats b over seed pairs); :func:`resablate.analysis.claims.evaluate` then applie
 correction over the file's compare claims.
 
 ``compare.best_over`` puts each arm at its best value of a grid axis, chosen by
-``compare.select_by`` (never by a test metric: :class:`resablate.spec.options.CompareClaim`). An
+``compare.select_by`` (never by a test metric: :class:`resablate.spec.claims.CompareClaim`). An
 optimum at the edge of the swept values is noted (widen the grid), and caps the verdict at
 inconclusive when it is the *losing* arm's: a wider grid could only improve that arm, so it might
 overturn the verdict; the winner's edge optimum could only make its win larger, so the verdict
@@ -34,7 +34,7 @@ from resablate.analysis.verdicts import (
     value,
 )
 from resablate.errors import UserError
-from resablate.spec.options import ClaimSpec
+from resablate.spec.claims import ClaimSpec
 from resablate.tracking.ledger import RunData
 
 

@@ -33,8 +33,9 @@ from resablate.analysis.figures import (
 )
 from resablate.analysis.summary import STATUSES
 from resablate.analysis.verdicts import Verdict
+from resablate.errors import UserError
 from resablate.results import DIVERGED, FINISHED, METRICS
-from resablate.spec.options import ClaimSpec
+from resablate.spec.claims import ClaimSpec
 from resablate.tracking.ledger import RunData, SweepRuns
 
 LR = "train.lr"
@@ -349,3 +350,36 @@ def _search(
 
 def _maybe(values: list[float]) -> list[Any]:
     return list(mean_std(values)) if values else ["", ""]
+
+
+def report_sweep(
+    sweep_file: str | None,
+    experiment: str | None,
+    run_id: str | None,
+    out: str | None,
+    tracking_uri: str | None,
+    log: bool = True,
+) -> tuple[SweepRuns, Path, ReportFolder, list[Verdict]]:
+    """``resablate report``: read the sweep back, write its report into ``out`` (default
+    reports/<experiment>) and, with ``log``, log the files and verdicts to its parent run. The
+    claims and reference are the sweep file's when it is given, else those recorded."""
+    from resablate.spec.loader import load_sweep
+    from resablate.tracking.ledger import log_report, read_sweep
+    from resablate.tracking.store import resolve_uri
+
+    spec_uri, claimed, reference = None, None, None
+    if sweep_file is not None:
+        spec = load_sweep(sweep_file)
+        experiment = experiment or spec.tracking.experiment or spec.name
+        spec_uri, claimed = spec.tracking.uri, list(spec.claims)
+        reference = dict(spec.report.reference)
+    if experiment is None:
+        raise UserError("name the sweep: resablate report SWEEP.yaml, or --experiment NAME")
+    sweep = read_sweep(
+        resolve_uri(tracking_uri, spec_uri), experiment, run_id, HISTORIES, HISTORY_PREFIXES
+    )
+    folder = Path(out) if out else Path("reports") / experiment
+    done, verdicts = make_report(sweep, folder, claimed, reference)
+    if log:
+        log_report(sweep, folder, *claims_table.logged(verdicts))
+    return sweep, folder, done, verdicts

@@ -19,7 +19,7 @@ from typing import Any
 
 from resablate.analysis.comparisons import _same
 from resablate.results import DIVERGED, FINISHED
-from resablate.spec.options import SEARCH_KEY, ClaimSpec
+from resablate.spec.claims import SEARCH_KEY, ClaimSpec
 from resablate.tracking.ledger import RunData
 
 HOLDS, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED = (

@@ -1,4 +1,6 @@
-"""The ``resablate`` command line: argument parsing only; each subcommand calls the library.
+"""The ``resablate`` command line: the group, its sweep, plan, report and ui commands (probe,
+fields and the cluster's commands are in their own modules) and the process's exit; argument
+parsing only, each command calls the library.
 
 Every mistake a user can make ends in one line on stderr and exit code 2, before anything starts.
 """
@@ -9,22 +11,20 @@ import atexit
 import contextlib
 import json
 import os
-import shlex
 import sys
-import textwrap
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from resablate import __version__
+from resablate.cli.fields import fields
 from resablate.cli.jobs import jobs_, logs, stop, submit
 from resablate.cli.options import STORAGE, TRACKING_URI, one_of_new_and_resume, overrides
+from resablate.cli.printing import next_steps, show_plan, show_report, tell
+from resablate.cli.probe import probe
 from resablate.errors import UserError
+from resablate.sweep.command import RESULTS_DIR, sweep_options
 
 EXAMPLES = """
 \b
@@ -37,12 +37,6 @@ Examples:
   resablate report sweeps/smoke.yaml               # figures and tables from the recorded runs
   resablate submit sweeps/shortcut_depth.yaml --address http://127.0.0.1:8265 --tracking-uri http://mlflow:5000
 """
-
-
-def tell(notes: Sequence[str]) -> None:
-    """What the user should know that stops nothing, one line each on stderr."""
-    for note in notes:
-        click.echo(f"resablate: {note}", err=True)
 
 
 @click.group(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,7 +56,7 @@ def cli() -> None:
 @TRACKING_URI
 @click.option(
     "--results-dir",
-    default="resablate-runs",
+    default=RESULTS_DIR,
     show_default=True,
     metavar="DIR",
     help="Where Ray Tune keeps its trial folders (DIR/<sweep name>).",
@@ -146,7 +140,6 @@ def sweep(
     plan = make_plan(sweep_file, overrides, profile)
     tell(plan.notes)
     check_size(plan, yes)
-    spec = plan.spec
     if address is not None:  # a cluster reads its data where every node does: refused first
         from resablate.sweep.ray.cluster import check_data_roots
 
@@ -166,35 +159,11 @@ def sweep(
     )
     err = Console(stderr=True, quiet=quiet)
     outcome = run_sweep(plan, options, err.print)
-    if not quiet:
-        again = [  # what makes --resume find the same sweep, its checkpoints and cluster
-            *(["--profile", profile] if profile else []),
-            *(a for o in overrides for a in ("--set", o)),
-            *(["--results-dir", results_dir] if results_dir != "resablate-runs" else []),
-            *(["--storage", storage] if storage else []),
-            *(["--address", address] if address else []),
-            *(["--inline"] if inline else []),
-        ]
+    if not quiet:  # after an interrupted sweep, the --resume that finds it, its checkpoints
+        again = sweep_options(profile, overrides, results_dir, storage, address, inline)
         resume_args = again if outcome.interrupted else None
-        show_outcome(outcome, spec, next_steps(sweep_file, tracking_uri, resume_args))
+        show_outcome(outcome, plan.spec, next_steps(sweep_file, tracking_uri, resume_args))
     return exit_code(outcome)
-
-
-def next_steps(
-    sweep_file: str, tracking_uri: str | None, resume: list[str] | None = None
-) -> list[str]:
-    """What a researcher runs after a sweep: the report first, then the MLflow UI; after an
-    interrupted one, first the --resume with the sweep's own ``resume`` options."""
-    where = f" --tracking-uri {shlex.quote(tracking_uri)}" if tracking_uri else ""
-    file = shlex.quote(sweep_file)
-    if resume is not None:
-        options = "".join(f" {shlex.quote(a)}" for a in resume)
-        first = f"resablate sweep {file}{options}{where} --resume   # the trials left"
-        return [first, *next_steps(sweep_file, tracking_uri)]
-    return [
-        f"resablate report {shlex.quote(sweep_file)}{where}   # figures, tables, the claims",
-        f"resablate ui{where}   # the runs in MLflow's UI",
-    ]
 
 
 @cli.command()
@@ -241,130 +210,9 @@ def plan(
     found["stacks"] = describe(chosen, slots, stack_budget(chosen, slots))
     if as_json:
         click.echo(json.dumps(found))
-        return 0
-    shown = Table(title=f"{found['sweep']}: {found['n_trials']} trials", title_justify="left")
-    for column in ("#", "id", "grid", "params"):
-        shown.add_column(column, justify="right" if column in ("#", "params") else "left")
-    for i, trial in enumerate(found["trials"][:200]):
-        values = " ".join(f"{k}={v}" for k, v in trial["grid"].items()) or "(no grid)"
-        shown.add_row(str(i), trial["id"], values, f"{trial['params']:,}")
-    console = Console()
-    console.print(shown)
-    if found["n_trials"] > 200:
-        console.print(f"... and {found['n_trials'] - 200} more (use --json for all)")
-    if "search" in found:
-        size = found["search"]
-        outside = size["unsearched_trials"]
-        console.print(
-            f"search over {size['param']}: {size['cells']} cells ×"
-            f" {size['candidates_per_cell']} candidates × {size['seeds']} seeds"
-            + (f" + {outside} grid trials outside search.where" if outside else "")
-            + f" = {size['total_trials']} trials"
-        )
-    click.echo(disk_text(found["checkpoints"]))
-    click.echo(stacks_text(found["stacks"]))
+    else:
+        show_plan(found, disk_text(found["checkpoints"]), stacks_text(found["stacks"]))
     return 0
-
-
-@cli.command()
-@click.argument("sweep_file", metavar="SWEEP.yaml")
-@overrides
-@click.option(
-    "--trial",
-    "trial_ids",
-    multiple=True,
-    metavar="ID",
-    help="Probe only this trial (an id from `resablate plan`); repeatable.",
-)
-@click.option(
-    "--epochs",
-    default=0,
-    show_default=True,
-    type=click.IntRange(0),
-    help="Train this many epochs of the trial's recipe first (0: at initialization).",
-)
-@click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    metavar="auto|cpu|cuda[:N]",
-    help="Where to compute; auto: a GPU when the sweep's trials ask for one (resources.gpu)"
-    " and this machine has one, else the CPU.",
-)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object (the stable contract).")
-def probe(
-    sweep_file: str,
-    overrides: tuple[str, ...],
-    profile: str | None,
-    trial_ids: tuple[str, ...],
-    epochs: int,
-    device: str,
-    as_json: bool,
-) -> int:
-    """Run the probes of SWEEP.yaml's `probes:` section on its trials, in this process.
-
-    No Ray and no MLflow: a quick look at signal propagation, the Hessian spectrum, weight
-    norms, shattered gradients or lesions at initialization (or after --epochs of training).
-    --json prints {"sweep", "trials": [{"id", "config", "params", "<probe>": {...}}]}.
-    """
-    import torch
-
-    from resablate.sweep.inventory import params, prepare_data
-    from resablate.sweep.plan import make_plan
-    from resablate.trial.compute import choose_device
-    from resablate.trial.train import probe_trial
-
-    plan = make_plan(sweep_file, overrides, profile)
-    tell(plan.notes)
-    where = choose_device(device, plan.spec.resources.gpu, torch.cuda.device_count())
-    if not plan.spec.probes.chosen():
-        raise plan.error(
-            "probes",
-            "no probe chosen; add e.g. probes: {spp: {}, hessian: {}}"
-            " to the sweep, or --set probes.spp={}",
-        )
-    known = {t.id: t for t in plan.trials}
-    for trial_id in trial_ids:
-        if trial_id not in known:
-            raise UserError(
-                f"--trial {trial_id}: no such trial in {sweep_file};"
-                " `resablate plan` lists the ids"
-            )
-    chosen = [known[i] for i in trial_ids] if trial_ids else plan.trials
-    prepare_data(plan)
-    trials: list[dict[str, Any]] = []
-    for trial in chosen:
-        found = probe_trial(trial.config, plan.spec.probes, epochs, device=where)
-        trials.append({"id": trial.id, "config": trial.config, "params": params(trial), **found})
-    out = {"sweep": plan.spec.name, "trials": trials}
-    if as_json:
-        click.echo(json.dumps(out))
-        return 0
-    shown = Table(
-        title=f"{plan.spec.name}: probes at "
-        f"{'initialization' if not epochs else f'epoch {epochs}'}",
-        title_justify="left",
-    )
-    for column in ("id", "grid", "probe", "results"):
-        shown.add_column(column)
-    for trial, entry in zip(chosen, trials, strict=True):
-        for name in plan.spec.probes.chosen():
-            shown.add_row(trial.id, trial.label() or "(no grid)", name, _brief(entry[name]))
-    Console().print(shown)
-    return 0
-
-
-def _brief(found: dict) -> str:
-    """Scalars as numbers, curves as their first and last values."""
-    parts = []
-    for key, value in found.items():
-        if isinstance(value, list) and value and isinstance(value[0], (int, float)):
-            parts.append(f"{key}: {value[0]:.3g} … {value[-1]:.3g} ({len(value)})")
-        elif isinstance(value, (int, float)):
-            parts.append(f"{key}: {value:.4g}")
-        elif isinstance(value, str):
-            parts.append(f"{key}: {value}")
-    return "\n".join(parts)
 
 
 @cli.command()
@@ -420,77 +268,17 @@ def report(
     Only what the sweep recorded is drawn; report.md names what was not and why. The files are
     also logged to the sweep's parent run (artifacts report/...), next to its runs in the UI.
     """
-    from resablate.analysis.claims_table import logged
-    from resablate.analysis.report import HISTORIES, HISTORY_PREFIXES, make_report
+    from resablate.analysis.report import report_sweep
     from resablate.analysis.verdicts import CONTRADICTED
-    from resablate.spec.loader import load_sweep
-    from resablate.tracking.ledger import log_report, read_sweep
-    from resablate.tracking.store import resolve_uri
 
-    spec_uri, claimed, reference = None, None, None
-    if sweep_file is not None:
-        spec = load_sweep(sweep_file)
-        experiment = experiment or spec.tracking.experiment or spec.name
-        spec_uri, claimed = spec.tracking.uri, list(spec.claims)
-        reference = dict(spec.report.reference)
-    if experiment is None:
-        raise UserError("name the sweep: resablate report SWEEP.yaml, or --experiment NAME")
-    sweep = read_sweep(
-        resolve_uri(tracking_uri, spec_uri), experiment, run_id, HISTORIES, HISTORY_PREFIXES
+    sweep, folder, done, verdicts = report_sweep(
+        sweep_file, experiment, run_id, out, tracking_uri, log=not no_log
     )
-    folder = Path(out) if out else Path("reports") / experiment
-    done, verdicts = make_report(sweep, folder, claimed, reference)
-    if not no_log:
-        log_report(sweep, folder, *logged(verdicts))
-    for line in done.claims:
-        click.echo(line)
-    for name in done.drawn:
-        click.echo(str(folder / name))
-    for name, why in done.skipped:
-        click.echo(f"not drawn: {name} ({why})", err=True)
-    where = "" if no_log else f"; logged to parent run {sweep.parent.run_id} (artifacts report/)"
-    click.echo(f"report of {len(sweep.runs)} runs in {folder / 'report.md'}{where}", err=True)
+    show_report(sweep, folder, done, logged=not no_log)
     contradicted = [v.claim.id for v in verdicts if v.verdict == CONTRADICTED]
     if check and contradicted:
         click.echo(f"contradicted: {', '.join(contradicted)}", err=True)
         return 1
-    return 0
-
-
-@cli.command()
-def fields() -> int:
-    """List every field of a trial's config: what it means, its default and its legal values.
-
-    Any of them can be set in a sweep file's sections, overridden with --set, and swept as a
-    grid axis by its dotted path (grid: {model.depth: [2, 4, 8]}). A model field a family sets
-    itself shows each family's default (mlp, mnist, cifar, imagenet: basic units).
-    """
-    from resablate.spec.catalog import describe
-
-    out = Console(highlight=False)
-    width = min(out.width, 100)
-
-    def wrapped(text: str, indent: str) -> str:
-        lines = textwrap.wrap(
-            text,
-            width,
-            initial_indent=indent,
-            subsequent_indent=indent + "  ",
-            break_long_words=False,
-            break_on_hyphens=False,
-        )
-        return "\n".join(lines)
-
-    out.print("Trial config fields (the sweep sections seed, model, init, data, train)\n")
-    section = None
-    for field in describe():
-        if field.path.partition(".")[0] != section and "." in field.path:
-            section = field.path.partition(".")[0]
-            out.print(f"\n[bold]{section}[/bold]")
-        out.print(f"[bold cyan]{field.path}[/bold cyan]")
-        out.print(escape(wrapped(field.help, "    ")))
-        out.print(escape(wrapped(f"default {field.shown_default()}", "    ")))
-        out.print(escape(wrapped(f"values  {field.legal}", "    ")))
     return 0
 
 
@@ -516,7 +304,7 @@ def ui(tracking_uri: str | None, host: str, port: int) -> int:
     return serve_ui(resolve_uri(tracking_uri), host, port, click.echo)
 
 
-for command in (submit, jobs_, logs, stop):
+for command in (probe, fields, submit, jobs_, logs, stop):
     cli.add_command(command)
 
 
@@ -542,23 +330,28 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run() -> None:
-    """The ``resablate`` command (and ``python -m resablate``): :func:`main`, then the process
-    ends without Python's teardown of torch's, Ray's and MLflow's modules (about 2 s on a small
-    machine, for nothing). Exit handlers run and output is flushed first; by then every file
-    and run has been closed."""
+    """The ``resablate`` command (and ``python -m resablate``): :func:`main`, then every exit
+    handler, then the process ends without Python's teardown of modules (:func:`_end_now`)."""
+    code: list[int] = []
+    # registered before main() imports torch, Ray or MLflow: atexit runs it after their handlers
+    atexit.register(_end_now, code)
     try:
         main()
-        code: object = 0
     except SystemExit as exc:
-        code = exc.code
-    if code is not None and not isinstance(code, int):  # sys.exit("message")
-        print(code, file=sys.stderr)
-        code = 1
-    atexit._run_exitfuncs()  # what Python runs at exit (logging's flush, Ray's, weakref's)
+        code.append(exc.code if isinstance(exc.code, int) else int(exc.code is not None))
+        raise
+
+
+def _end_now(code: list[int]) -> None:
+    """The last exit handler: threads were joined and every other handler ran (logging's
+    flush, Ray's shutdown, MLflow's, temporary folders' removal); flush the output and end."""
+    if not code:  # an uncaught error: Python's own exit
+        return
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    os._exit(code or 0)
+    # os._exit: tearing down torch's, Ray's and MLflow's modules takes 1-3 s, and nothing needs it
+    os._exit(code[0])
 
 
 if __name__ == "__main__":

@@ -23,8 +23,9 @@ from pydantic import ValidationError
 from resablate.errors import ConfigError
 from resablate.registry import Registry, did_you_mean
 from resablate.results import METRICS
+from resablate.spec.claims import SEARCH_KEY
 from resablate.spec.fields import explain, legal, short, trial_fields
-from resablate.spec.options import SEARCH_KEY, SchedulerSpec, SearchSpec
+from resablate.spec.options import SchedulerSpec, SearchSpec
 from resablate.spec.recipes import RECIPES, recipe_defaults, with_recipe
 from resablate.spec.schema import SweepSpec, TrialConfig
 

@@ -3,9 +3,9 @@ pydantic models with their types and ranges.
 
 A sweep file has the sections of one trial's config (``seed``, ``model``, ``init``, ``data``,
 ``train``: the base every trial starts from), a ``grid`` of dotted paths into that config, the
-sweep-level options of :mod:`resablate.spec.options` (``probes``, ``search``, ``scheduler``) and
-the sections that belong to the whole sweep (``name``, ``description``, ``resources``,
-``tracking``).
+sections of :mod:`resablate.spec.options` that belong to the whole sweep (``probes``,
+``search``, ``scheduler``, ``report``, ``resources``, ``tracking``), its ``claims``
+(:mod:`resablate.spec.claims`), ``name`` and ``description``.
 Field names are the YAML names of ../shared/science.md.
 
 This module is data only: it imports no torch and none of the modules that build variants.
@@ -18,12 +18,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from resablate.errors import ConfigError
-from resablate.spec.options import ClaimSpec, ProbesSpec, ReportSpec, SchedulerSpec, SearchSpec
+from resablate.spec.claims import ClaimSpec
+from resablate.spec.options import (
+    NAME_PATTERN,
+    ProbesSpec,
+    ReportSpec,
+    ResourcesSpec,
+    SchedulerSpec,
+    SearchSpec,
+    TrackingSpec,
+)
 from resablate.spec.section import Grown, Section
 
 __all__ = [
@@ -252,68 +261,6 @@ class TrialConfig(Section):
                 "train.batch_size", "batch norm needs 2 or more samples per batch; use 2 or more"
             )
         return self
-
-
-class ResourcesSpec(Grown):
-    # how trials are grouped into workers changes no result: never in the spec's hash (a sweep
-    # resumes whatever its grouping) nor in a trial's config
-    UNHASHED = ("trials_per_stack",)
-    FORMER_NAMES: ClassVar[dict[str, str]] = {"seeds_per_trial": "trials_per_stack"}  # still read
-
-    cpu: float = Field(1.0, gt=0.0)
-    gpu: float = Field(0.0, ge=0.0)
-    max_concurrent_trials: int | None = Field(None, ge=1)
-    # retries of a failed trial (an exception, a lost worker or node); each attempt goes on from
-    # the trial's last checkpoint (train.checkpoint_every), in the same MLflow run
-    max_failures: int = Field(0, ge=0)
-    # trials trained together as one stacked computation in one worker: the seeds of a
-    # configuration and the arms that differ only in init or training recipe (trial/batched.py;
-    # configurations it cannot stack run alone): fewer, fuller workers.
-    # auto: on a local Ray, as many as leave every trial slot of the machine busy (at most
-    # AUTO_STACK_MAX); inline, on a cluster or under a scheduler, 1 (stacking.stack_size).
-    # seeds_per_trial, its first name (from when only seeds stacked), is read too.
-    trials_per_stack: int | Literal["auto"] = Field(
-        "auto", validation_alias=AliasChoices("trials_per_stack", *FORMER_NAMES)
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_name(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and {"trials_per_stack", "seeds_per_trial"} <= set(raw):
-            raise ValueError(
-                "trials_per_stack and seeds_per_trial (its former name) are both set; keep"
-                " trials_per_stack"
-            )
-        return raw
-
-    @field_validator("trials_per_stack", mode="before")
-    @classmethod
-    def _stack(cls, value: Any) -> Any:
-        whole = isinstance(value, int) and not isinstance(value, bool)
-        if value == "auto" or (whole and value >= 1):
-            return value
-        raise ValueError(
-            "expected auto (stack trials where it keeps every trial slot busy) or a whole number"
-            " of trials per stack, 1 or more (1: each trial its own worker)"
-        )
-
-    @field_validator("gpu")
-    @classmethod
-    def _shareable(cls, value: float) -> float:
-        if value > 1 and value != int(value):
-            raise ValueError(
-                "GPUs per trial: trials share one GPU with a fraction below 1"
-                " (0.25: four trials per GPU) or take a whole number of them (1, 2, ...)"
-            )
-        return value
-
-
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # safe as a folder name and in a URL
-
-
-class TrackingSpec(Section):
-    uri: str | None = None
-    experiment: str | None = Field(None, pattern=NAME_PATTERN)
 
 
 class GridSpec(Section):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from resablate.errors import UserError
+from resablate.sweep.command import sweep_options
 from resablate.sweep.plan import Plan
 from resablate.sweep.ray.cluster import check_data_roots
 from resablate.sweep.ray.compat import TRIAL_ENV, local_token
@@ -27,7 +28,9 @@ EXCLUDES = [".git", "mlruns", "mlflow.db", "resablate-runs", "reports", "data", 
 EXCLUDES += ["*.pyc", ".venv", "venv", ".mypy_cache", ".ruff_cache", ".pytest_cache"]
 
 
-RESULTS = "~/resablate-runs"  # on the head node: where a job's sweep keeps its results folder
+JOB_RESULTS_DIR = (
+    "~/resablate-runs"  # on the head node: where a job's sweep keeps its results folder
+)
 
 
 GET_TOKEN = (
@@ -109,18 +112,12 @@ def entrypoint(
             f"{plan.source}: the sweep file must be inside the folder submitted with it"
             f" ({folder.resolve()}); run resablate submit from the project's folder"
         ) from None
-    words = ["resablate", "sweep", str(relative), "--address", "auto", "--tracking-uri", uri]
     # Tune's folders, the lock and a search's Optuna journal outlive the job's working directory
-    words += ["--results-dir", RESULTS]
-    if storage:
-        words += ["--storage", storage]
-    if profile:
-        words += ["--profile", profile]
-    for override in plan.overrides:
-        words += ["--set", override]
+    options = sweep_options(profile, plan.overrides, JOB_RESULTS_DIR, storage, address="auto")
+    words = ["resablate", "sweep", str(relative), *options, "--tracking-uri", uri]
     words += flags  # --resume, --new
     # the shell that runs the entrypoint expands ~ on the head node
-    return shlex.join(words).replace(shlex.quote(RESULTS), RESULTS)
+    return shlex.join(words).replace(shlex.quote(JOB_RESULTS_DIR), JOB_RESULTS_DIR)
 
 
 # Ray's answer while no job agent has registered yet with a head that just started ("please try
