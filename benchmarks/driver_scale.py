@@ -66,8 +66,10 @@ def sweep_file(folder: Path, trials: int) -> Path:
 def planning(folder: Path, trials: int) -> tuple[int, float, float]:
     """(trials planned, seconds importing what planning needs, seconds planning)."""
     start = time.perf_counter()
-    from resablate import models  # noqa: F401 (torch: the models are checked)
-    from resablate.sweep.plan import make_plan
+    from resablate import (
+        make_plan,
+        models,  # noqa: F401 (torch: the models are checked)
+    )
 
     imported = time.perf_counter()
     plan = make_plan(sweep_file(folder, trials))
@@ -77,11 +79,10 @@ def planning(folder: Path, trials: int) -> tuple[int, float, float]:
 def memory(folder: Path, trials: int) -> tuple[list[tuple[float, int, float]], list[int]]:
     """(seconds, trials ended, driver RSS in MiB) as each trial ends, and the number of trials
     ended when each Ray Tune run's last trial ended."""
+    from resablate import Options, make_plan, run_sweep
     from resablate.results import TrialRecord
     from resablate.spec.grid import Trial
     from resablate.sweep import capacity, stacking
-    from resablate.sweep.driver import Options, run_sweep
-    from resablate.sweep.plan import make_plan
 
     plan = make_plan(sweep_file(folder, trials))
     # what the runner will do on this machine's local Ray (one CPU a trial, seeds unstacked)

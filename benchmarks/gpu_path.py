@@ -46,8 +46,8 @@ SWEEP = "name: gpu_path\nmodel: {depth: 4, width: 16}\nresources: {cpu: 1, gpu: 
 
 
 def driver_has_no_cuda_context(device: str, folder: Path) -> dict[str, Any]:
+    from resablate import make_plan
     from resablate.sweep.capacity import stack_budget
-    from resablate.sweep.plan import make_plan
 
     sweep = folder / "gpu_path.yaml"
     sweep.write_text(SWEEP)
@@ -138,8 +138,8 @@ def cache_released(device: str, folder: Path) -> dict[str, Any]:
 
 
 def probe_on_device(device: str, folder: Path) -> dict[str, Any]:
+    from resablate import probe_trial
     from resablate.spec.schema import ProbesSpec
-    from resablate.trial.train import probe_trial
 
     probes = ProbesSpec.model_validate({"weights": {}, "spp": {"input": "data"}})
     here = probe_trial(copy.deepcopy(BASE), probes, 0, device=device)

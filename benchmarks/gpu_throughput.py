@@ -27,11 +27,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from resablate import models
-from resablate.spec.catalog import trial_config
+from resablate import models, run_trial, trial_config
 from resablate.trial import data
 from resablate.trial.compute import Compute
-from resablate.trial.train import run_trial
 
 
 def config(args: argparse.Namespace, device: str) -> dict[str, Any]:

@@ -43,8 +43,7 @@ def plain(sweep: str, profile: str | None, threads: int | None) -> None:
     """The sweep's trials in a hand loop: run_trial, one after another."""
     import torch
 
-    from resablate.sweep.plan import make_plan
-    from resablate.trial.train import run_trial
+    from resablate import make_plan, run_trial
 
     if threads:
         torch.set_num_threads(threads)
@@ -79,7 +78,7 @@ def main() -> None:
         if args.smoke:
             sweep, profile = str(Path(folder) / "smoke.yaml"), ""
             Path(sweep).write_text(SMOKE)
-        from resablate.sweep.plan import make_plan
+        from resablate import make_plan
 
         plan = make_plan(sweep, (), profile or None)
         if plan.spec.search:

@@ -39,7 +39,7 @@ resources: {{cpu: 1{stack}}}
 
 
 def configs(sweep: Path) -> list[dict]:
-    from resablate.sweep.plan import make_plan
+    from resablate import make_plan
 
     return [t.config for t in make_plan(sweep).trials]
 
@@ -47,7 +47,7 @@ def configs(sweep: Path) -> list[dict]:
 def plain(sweep: Path) -> None:
     import torch
 
-    from resablate.trial.train import run_trial
+    from resablate import run_trial
 
     torch.set_num_threads(1)
     for config in configs(sweep):
@@ -61,7 +61,7 @@ def bare_tune(sweep: Path, storage: Path) -> None:
     def trainable(config: dict) -> None:
         import torch
 
-        from resablate.trial.train import run_trial
+        from resablate import run_trial
 
         torch.set_num_threads(1)
         keep = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")

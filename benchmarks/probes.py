@@ -12,12 +12,11 @@ import time
 
 import torch
 
-from resablate import models
+from resablate import models, run_trial
 from resablate.probes.measure import ProbeData, measure
 from resablate.spec.schema import DataSpec, InitSpec, ModelSpec, ProbesSpec
 from resablate.trial import data
 from resablate.trial.optim import loss_fn
-from resablate.trial.train import run_trial
 
 
 def model(depth: int, width: int) -> ModelSpec:

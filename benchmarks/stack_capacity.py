@@ -90,7 +90,7 @@ def member_epoch_ms(k: int, epochs: int, device: str) -> float:
 
 def lecture_worker(args: argparse.Namespace) -> None:
     """One process's trial: prints its epoch times as JSON."""
-    from resablate.trial.train import run_trial
+    from resablate import run_trial
 
     times: list[float] = []
     run_trial(lecture(args, args.worker), lambda r: times.append(r["epoch_time"]), args.device)
@@ -122,7 +122,7 @@ def shared(args: argparse.Namespace, processes: int) -> float:
 
 
 def train_images(args: argparse.Namespace) -> int:
-    from resablate.spec.catalog import trial_config
+    from resablate import trial_config
     from resablate.trial.data import DATASETS
 
     cfg = trial_config(lecture(args, 0)).data
