@@ -1,4 +1,5 @@
-"""The benchmark scripts run (in their --smoke mode) and print their measurements."""
+"""The benchmark scripts run (in their --smoke mode) and print their measurements; the three
+longest (overhead, driver scale, headline: about 2 minutes on 2 cores) under `pytest -m bench`."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ def run_benchmark(name: str, *args: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_overhead_benchmark_prints_wall_times_and_their_ratios() -> None:
     out = run_benchmark("overhead.py")
     line = r"^(plain loop|resablate|bare Ray Tune|resablate unstacked) +([\d.]+) s wall"
@@ -54,6 +56,7 @@ def test_overhead_benchmark_prints_wall_times_and_their_ratios() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_driver_scale_benchmark_plans_the_grid_and_samples_memory() -> None:
     out = run_benchmark("driver_scale.py")
     assert re.search(r"^planning +1000 trials +[\d.]+ s", out, re.M), out
@@ -107,6 +110,7 @@ def test_checkpoint_benchmark_prints_cost_per_checkpoint_and_share_of_a_trial() 
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_headline_benchmark_prints_the_four_walls_and_their_ratios() -> None:
     out = run_benchmark("headline.py")
     line = r"^(resablate default|resablate --inline|plain loop|plain loop, 1 thread) +([\d.]+) s"
