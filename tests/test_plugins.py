@@ -105,12 +105,17 @@ def test_without_its_plugin_the_sweep_is_refused_naming_the_shortcut(tmp_path: P
         ("nowhere.py", r"plugins: no file /.*/nowhere\.py; put it next to the sweep file"),
         ("no_such_module", r"plugins: no module 'no_such_module' \(looked in .*\); put it next"),
         ("broken.py", r"plugins: '/.*/broken\.py' could not be imported \(RuntimeError: boom\)"),
+        (
+            "valueerror.py",
+            r"plugins: '/.*/valueerror\.py' could not be imported \(ValueError: x\)",
+        ),
     ],
 )
 def test_a_plugin_that_cannot_be_imported_is_one_line_naming_it(
     tmp_path: Path, plugin: str, problem: str
 ) -> None:
     (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
+    (tmp_path / "valueerror.py").write_text("raise ValueError('x')\n")
     with pytest.raises(SpecError, match=problem) as found:
         resablate.make_plan(sweep_file(tmp_path, plugin=plugin))
     assert "\n" not in str(found.value)

@@ -23,6 +23,10 @@ from typing import Any
 FIX = "put it next to the sweep file, give a path to a .py file, or add its folder to PYTHONPATH"
 
 
+class _NotFound(ValueError):
+    """A plugin that is not where its entry says (not an error raised by the plugin's own code)."""
+
+
 def entries(raw: Any) -> list[str]:
     """A sweep file's ``plugins:`` value as a list of entries (ValueError: not one)."""
     if raw is None:
@@ -48,7 +52,7 @@ def load(plugins: Sequence[tuple[str, str]]) -> None:
     for entry, folder in plugins:
         try:
             _import(entry, folder)
-        except ValueError:
+        except _NotFound:
             raise
         except Exception as exc:
             why = f"{type(exc).__name__}: {exc}".splitlines()[0]
@@ -59,7 +63,7 @@ def _import(entry: str, folder: str) -> None:
     if not folder:  # a file
         path = Path(entry)
         if not path.is_file():
-            raise ValueError(f"no file {entry}; {FIX}")
+            raise _NotFound(f"no file {entry}; {FIX}")
         digest = hashlib.sha256(str(path).encode()).hexdigest()[:10]
         name = f"resablate_plugin_{path.stem}_{digest}"
         if name in sys.modules:
@@ -83,5 +87,5 @@ def _import(entry: str, folder: str) -> None:
     except ModuleNotFoundError as exc:
         if exc.name is not None and entry.startswith(exc.name):
             where = f"looked in {folder} and sys.path"
-            raise ValueError(f"no module {entry!r} ({where}); {FIX}") from None
+            raise _NotFound(f"no module {entry!r} ({where}); {FIX}") from None
         raise
