@@ -170,3 +170,24 @@ def test_reading_losses_in_groups_changes_no_result(lr: float) -> None:
     ]
     assert timeless[0] == timeless[1]
     assert every_step[-1]["status"] == ("diverged" if lr > 0.1 else "finished")
+
+
+@pytest.mark.parametrize("kind", ["ce", "mse"])
+def test_a_stacks_losses_are_each_members_own_loss(kind: str) -> None:
+    """One computation for the stack (optim.stack_loss), member by member what loss_fn gives on
+    its own batch; a stack of one bit for bit (a trial alone computes what it did unstacked)."""
+    import torch
+
+    from resablate.trial.optim import loss_fn, stack_loss
+
+    generator = torch.Generator().manual_seed(0)
+    out = torch.randn(5, 64, 10, generator=generator)
+    y = torch.randint(0, 10, (5, 64), generator=generator)
+    alone, stacked = loss_fn(kind, 10), stack_loss(kind, 10)
+    found = stacked(out, y)
+    assert found.shape == (5,)
+    for i in range(5):
+        assert float(found[i]) == pytest.approx(float(alone(out[i], y[i])), rel=1e-6)
+    assert torch.equal(stacked(out[:1], y[:1]), alone(out[0], y[0])[None])
+    swapped = stacked(out, y.roll(1, dims=0))  # another member's labels: another loss
+    assert not torch.allclose(swapped, found, rtol=1e-3)

@@ -21,7 +21,7 @@ from resablate.sweep.plan import make_plan
 from resablate.trial import data
 from resablate.trial.batched import EVAL_BATCH, build
 from resablate.trial.compute import Compute
-from resablate.trial.optim import loss_fn
+from resablate.trial.optim import stack_loss
 from resablate.trial.train import evaluate, run_stack, run_trial
 from tests.conftest import STEP_REL, TRAINED_ACC, TRAINED_REL, trial_runs, write
 
@@ -165,12 +165,12 @@ def test_the_validation_set_is_evaluated_as_it_is_never_augmented() -> None:
     tensors = data.load(cfg.data)
     assert tensors.augment and tensors.x_val is not None and tensors.y_val is not None
     stack = build([cfg], tensors.shape, Compute(cfg.train, torch.device("cpu")))
-    loss = loss_fn(cfg.train.loss, tensors.shape.classes)
-    [(val_loss, val_acc)] = evaluate(stack, tensors.x_val, tensors.y_val, loss, EVAL_BATCH)
+    losses = stack_loss(cfg.train.loss, tensors.shape.classes)
+    [(val_loss, val_acc)] = evaluate(stack, tensors.x_val, tensors.y_val, losses, EVAL_BATCH)
     assert report["val_loss"] == pytest.approx(val_loss, rel=STEP_REL)
     assert report["val_acc"] == pytest.approx(val_acc, abs=0.01)
     flipped = tensors.x_val.flip(3)  # what an augmented evaluation could see: far off
-    [(other, _)] = evaluate(stack, flipped, tensors.y_val, loss, EVAL_BATCH)
+    [(other, _)] = evaluate(stack, flipped, tensors.y_val, losses, EVAL_BATCH)
     assert abs(other - val_loss) > 100 * STEP_REL * val_loss
 
 

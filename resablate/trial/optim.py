@@ -151,6 +151,24 @@ def loss_fn(kind: str, classes: int) -> Callable[[Tensor, Tensor], Tensor]:
     return mse
 
 
+def stack_loss(kind: str, classes: int) -> Callable[[Tensor, Tensor], Tensor]:
+    """Each member's mean loss over its batch, in one computation for the whole stack:
+    (k, B, classes) outputs and (k, B) labels -> (k,). A stack of one takes :func:`loss_fn`'s
+    on a view of its batch: a trial alone computes what it computed unstacked, bit for bit."""
+    alone = loss_fn(kind, classes)
+
+    def losses(out: Tensor, y: Tensor) -> Tensor:
+        k = out.shape[0]
+        if k == 1:  # views (no copy, and no gradient kernel): the trial's own loss
+            return alone(out.flatten(0, 1), y.flatten())[None]
+        if kind == "ce":
+            each = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none")
+            return each.view(k, -1).mean(dim=1)
+        return (out - F.one_hot(y, classes).to(out.dtype)).pow(2).sum(dim=2).mean(dim=1)
+
+    return losses
+
+
 def steps(train: TrainSpec, n: int) -> tuple[int, Clock]:
     """(batch size, clock) of a run over ``n`` training examples."""
     batch = n if train.batch_size == "full" else min(train.batch_size, n)

@@ -31,7 +31,7 @@ from resablate.spec.schema import ProbesSpec, TrialConfig
 from resablate.trial import batched, checkpoint, data, stack_optim
 from resablate.trial.batched import Stack
 from resablate.trial.compute import Compute
-from resablate.trial.optim import Clock, loss_fn, steps
+from resablate.trial.optim import Clock, loss_fn, stack_loss, steps
 from resablate.trial.probing import Prober
 
 Report = Callable[[dict[str, Any]], None]
@@ -76,18 +76,22 @@ def diverged_report(epoch: int, last_finite: float, previous: dict[str, Any]) ->
 
 @torch.no_grad()
 def evaluate(
-    stack: Stack, x: Tensor, y: Tensor, loss: Callable[[Tensor, Tensor], Tensor], batch: int
+    stack: Stack, x: Tensor, y: Tensor, losses: Callable[[Tensor, Tensor], Tensor], batch: int
 ) -> list[tuple[float, float]]:
-    """Each member's (mean loss, accuracy) over the whole set, in eval mode."""
+    """Each member's (mean loss, accuracy) over the whole set, in eval mode; ``losses`` is
+    :func:`resablate.trial.optim.stack_loss`'s. The sums stay on the device (float64, as
+    Python's floats would add them) and are read once."""
     stack.train(False)
-    total, correct = [0.0] * stack.size, [0] * stack.size
+    total = torch.zeros(stack.size, dtype=torch.float64, device=x.device)
+    correct = torch.zeros(stack.size, dtype=torch.int64, device=x.device)
     for xb, yb in zip(x.split(batch), y.split(batch), strict=True):
         out = stack.evaluate(xb)  # (k, B, classes)
-        hits = (out.argmax(dim=2) == yb).sum(dim=1).tolist()
-        for i in range(stack.size):
-            total[i] += float(loss(out[i], yb)) * len(yb)
-            correct[i] += hits[i]
-    return [(total[i] / len(y), correct[i] / len(y)) for i in range(stack.size)]
+        labels = yb.expand(stack.size, -1)
+        total += losses(out, labels).double() * len(yb)
+        correct += (out.argmax(dim=2) == yb).sum(dim=1)
+    return [
+        (t / len(y), c / len(y)) for t, c in zip(total.tolist(), correct.tolist(), strict=True)
+    ]
 
 
 @dataclass
@@ -205,6 +209,7 @@ class StackRun:
         self.compute = Compute(cfg.train, torch.device(device))
         self.stack = batched.build(cfgs, tensors.shape, self.compute)
         self.loss = loss_fn(cfg.train.loss, tensors.shape.classes)
+        self.losses = stack_loss(cfg.train.loss, tensors.shape.classes)  # (k,): each member's
         self.n = len(tensors.y_train)
         self.batch, self.clock = steps(cfg.train, self.n)  # the data stream's: every member's
         self.optimizers = stack_optim.StackOptimizer(
@@ -276,7 +281,7 @@ class StackRun:
             if tensors.augment:  # on the device, in batches (pad 4, random crop, flip)
                 xb = stacked([m.augmented(xb[m.index]) for m in members])
             out = stack(xb)  # (k, B, classes)
-            losses = stacked([self.loss(out[i], yb[i]) for i in range(stack.size)])  # (k,)
+            losses = self.losses(out, yb)  # (k,)
             pending.append((losses.detach(), idx.shape[1]))
             if len(pending) == group or step == count - 1:
                 read(pending, live, epoch)
@@ -285,7 +290,8 @@ class StackRun:
             optimizers.zero_grad()
             # each member's gradient lands in its own slice of the stack's weights
             trained = losses if len(live) == stack.size else losses[[m.index for m in live]]
-            trained.sum().backward()
+            # one member's loss as a view: no sum, and no gradient kernel for it
+            (trained.sum() if len(trained) > 1 else trained.reshape(())).backward()
             optimizers.step()
             hits += (out.detach().argmax(dim=2) == yb).sum(dim=1)
             if optimizers.error_warmup is not None:  # a stack of one (batched.why_not)
@@ -298,10 +304,10 @@ class StackRun:
         stack's epoch time (every member's epoch took this long)."""
         stack, tensors = self.stack, self.tensors
         at_once = max(self.batch, batched.EVAL_BATCH)
-        tested = evaluate(stack, tensors.x_test, tensors.y_test, self.loss, at_once)
+        tested = evaluate(stack, tensors.x_test, tensors.y_test, self.losses, at_once)
         validated: list[tuple[float, float] | None] = [None] * stack.size
         if tensors.x_val is not None and tensors.y_val is not None:  # as the test set: unaugmented
-            validated = [*evaluate(stack, tensors.x_val, tensors.y_val, self.loss, at_once)]
+            validated = [*evaluate(stack, tensors.x_val, tensors.y_val, self.losses, at_once)]
         for member in self.live:
             i = member.index
             trained_on = (member.total / member.seen, correct[i] / member.seen)
