@@ -13,6 +13,7 @@ long); the trial's time is that step times He et al.'s 64k iterations.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -44,6 +45,8 @@ class Timed(Checkpoints):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="ResNet-20 and fewer steps")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args()
     depth, steps = (20, 2) if args.smoke else (110, 4)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -62,7 +65,7 @@ def main() -> None:
         timed = Timed(Path(folder), every=1)
         timed.took, timed.sizes = [], []
         reports: list[dict[str, Any]] = []
-        run_stack([config], [reports.append], checkpoints=timed)
+        run_stack([config], [reports.append], device=args.device, checkpoints=timed)
         read_start = time.perf_counter()
         checkpoint.read(timed.files()[0])
         read = time.perf_counter() - read_start
@@ -72,12 +75,30 @@ def main() -> None:
     trial = ITERATIONS * step
     epochs = ITERATIONS // STEPS_PER_EPOCH
     count = max(epochs // checkpoint.default_every(epochs), int(trial // checkpoint.EVERY_SECONDS))
-    print(f"ResNet-{depth}, CIFAR-sized images, batch 128, {torch.get_num_threads()} threads")
+    where = (
+        torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else f"{torch.get_num_threads()} threads"
+    )
+    print(f"ResNet-{depth}, CIFAR-sized images, batch 128, {where}")
     print(f"checkpoint  {save:.3f} s to write   {read:.3f} s to read   {size:.2f} MB")
     print(f"step        {step:.3f} s   a {ITERATIONS}-iteration trial: {trial / 3600:.2f} h")
     print(
         f"cadence     {count} checkpoints a trial: {100 * count * save / trial:.3f} % of its time"
     )
+    if args.json:
+        figures = {
+            "device": where,
+            "model": f"cifar ResNet-{depth}",
+            "write_s": save,
+            "read_s": read,
+            "size_mb": size,
+            "step_s": step,
+            "trial_h": trial / 3600,
+            "checkpoints_a_trial": count,
+            "share_of_trial": count * save / trial,
+        }
+        args.json.write_text(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":

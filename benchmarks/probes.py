@@ -3,12 +3,19 @@ model, and the exact Hessian's time at about 1k, 2k and 4k parameters.
 
     python benchmarks/probes.py            # digits, mlp depth 16 width 64
     python benchmarks/probes.py --smoke    # smaller, for CI
+    python benchmarks/probes.py --hessian-on cpu cuda --json F   # the headline study's Hessian
+
+--hessian-on times the headline study's exact Hessian probe (sweeps/shortcut_depth.yaml, its
+deepest trial at full scale, float64) on each device named, instead of the above.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -18,16 +25,51 @@ from resablate.spec.schema import DataSpec, InitSpec, ModelSpec, ProbesSpec
 from resablate.trial import data
 from resablate.trial.optim import loss_fn
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def model(depth: int, width: int) -> ModelSpec:
     raw = {"family": "mlp", "depth": depth, "width": width}
     return ModelSpec(**{**models.FAMILIES["mlp"].defaults(raw), **raw})
 
 
+def hessian_on(devices: list[str], profile: str | None, out: Path | None) -> None:
+    """The shortcut-depth study's Hessian probe (as its sweep sets it) on its deepest trial's
+    network at init, timed on each device (the first call on a device warms it up)."""
+    from resablate import make_plan, probe_trial
+
+    plan = make_plan(ROOT / "sweeps" / "shortcut_depth.yaml", (), profile)
+    trial = max(plan.trials, key=lambda t: t.config["model"]["depth"])
+    chosen = ProbesSpec(hessian=plan.spec.probes.hessian)
+    depth = trial.config["model"]["depth"]
+    figures: dict[str, Any] = {"trial": trial.id, "depth": depth}
+    for device in devices:
+        probe_trial(trial.config, chosen, device=device)  # warm-up
+        start = time.perf_counter()
+        found = probe_trial(trial.config, chosen, device=device)["hessian"]
+        took = time.perf_counter() - start
+        figures[device] = {"seconds": took, "max_abs": found["max_abs"], "cond": found["cond"]}
+        print(
+            f"exact Hessian on {device:5s} {took:8.3f} s a trial"
+            f"  (depth {depth}, max |λ| {found['max_abs']:.6g})"
+        )
+    if len(devices) == 2:
+        a, b = devices
+        print(f"{b}/{a} {figures[b]['seconds'] / figures[a]['seconds']:.2f}")
+    if out:
+        out.write_text(json.dumps(figures, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="a smaller model and sizes")
+    parser.add_argument("--hessian-on", nargs="+", help="devices: time the study's Hessian")
+    parser.add_argument("--profile", default=None, help="the study's profile (--hessian-on)")
+    parser.add_argument("--json", type=Path, help="write --hessian-on's figures to this file")
     args = parser.parse_args()
+    if args.hessian_on:
+        hessian_on(args.hessian_on, args.profile, args.json)
+        return
     depth, width = (4, 16) if args.smoke else (16, 64)
     torch.set_num_threads(1)
     digits = data.load(DataSpec())

@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -143,6 +144,10 @@ def main() -> None:
     parser.add_argument(
         "--epochs", type=int, default=None, help="epochs a measurement trains (3; CPU 2)"
     )
+    parser.add_argument(
+        "--stacks", nargs="+", default=None, help="the k measured: numbers or max (1 8 64 ... max)"
+    )
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.device == "cpu":
@@ -170,14 +175,33 @@ def main() -> None:
         f"width10: {member / 2**20:.2f} MiB a member (estimated); {free / 2**30:.1f} GiB free:"
         f" stacks of up to {allowed} fit (HEADROOM {HEADROOM}); measured up to {largest}"
     )
+    figures: dict[str, Any] = {
+        "device": name,
+        "member_mib": member / 2**20,
+        "free_gib": free / 2**30,
+        "fits": allowed,
+        "stacks": [],
+        "lecture": [],
+    }
+    sizes = stack_sizes(largest)
+    if args.stacks:
+        sizes = sorted({largest if k == "max" else min(int(k), largest) for k in args.stacks})
     alone = None
-    for k in stack_sizes(largest):
+    for k in sizes:
         ms = member_epoch_ms(k, max(args.epochs, 2), args.device)
         alone = alone or ms
         per_hour = 3600 / (ms / 1000 * STUDY_EPOCHS)
         print(
             f"  stack {k:5d}  {ms:9.3f} ms per member-epoch  x{alone / ms:7.1f} over alone"
             f"  {per_hour:10.0f} trials/hour"
+        )
+        figures["stacks"].append(
+            {
+                "k": k,
+                "ms_per_member_epoch": ms,
+                "member_epochs_per_s": 1000 / ms,
+                "trials_per_hour": per_hour,
+            }
         )
     images = train_images(args)
     print(
@@ -191,6 +215,11 @@ def main() -> None:
             f"  {p} at once  {rate:10.0f} images/s in all  {per_hour:8.1f} trials/hour"
             f" (10 epochs of 60,000 images)"
         )
+        figures["lecture"].append(
+            {"processes": p, "images_per_s": rate, "trials_per_hour": per_hour}
+        )
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":

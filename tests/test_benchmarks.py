@@ -1,5 +1,7 @@
 """The benchmark scripts run (in their --smoke mode) and print their measurements; the three
-longest (overhead, driver scale, headline: about 2 minutes on 2 cores) under `pytest -m bench`."""
+longest (overhead, driver scale, headline: about 2 minutes on 2 cores) under `pytest -m bench`.
+The scripts the device check runs (gpu_throughput, stack_capacity, checkpoint_cost, gpu_path)
+are checked through its rehearsal, tests/test_device_check.py."""
 
 from __future__ import annotations
 
@@ -64,49 +66,6 @@ def test_driver_scale_benchmark_plans_the_grid_and_samples_memory() -> None:
     ended = [int(n) for n in re.findall(r"^  run +\d+ +(\d+) trials ended +[\d.]+ MiB", out, re.M)]
     assert ended == [20, 40, 60], out  # every trial of the sweep ended, in runs of 20
     assert re.search(r"^growth +-?[\d.]+ KiB per finished trial after the first run", out, re.M)
-
-
-def test_gpu_throughput_benchmark_compares_the_trainer_with_a_hand_loop() -> None:
-    out = run_benchmark("gpu_throughput.py")
-    rates = dict(re.findall(r"^(hand loop|resablate) +(\d+) images/s", out, re.M))
-    assert set(rates) == {"hand loop", "resablate"} and min(map(int, rates.values())) > 0, out
-    assert re.search(r"^resablate/hand [\d.]+", out, re.M), out
-
-
-@pytest.mark.slow
-def test_stack_capacity_benchmark_prints_stacks_and_shared_device_rates() -> None:
-    out = run_benchmark("stack_capacity.py")
-    fit = re.search(r"stacks of up to (\d+) fit .* measured up to (\d+)$", out, re.M)
-    assert fit and int(fit[1]) >= int(fit[2]) == 8, out
-    line = (
-        r"^  stack +(\d+) +([\d.]+) ms per member-epoch +x +([\d.]+) over alone +(\d+) trials/hour"
-    )
-    rows = [(int(k), float(ms), float(x), int(h)) for k, ms, x, h in re.findall(line, out, re.M)]
-    assert [k for k, *_ in rows] == [1, 8], out
-    alone = rows[0][1]
-    for _, ms, speedup, per_hour in rows:  # each printed ratio is the printed times'
-        assert speedup == pytest.approx(alone / ms, abs=0.06)
-        assert per_hour == pytest.approx(3600 / (ms / 1000 * 400), rel=0.001, abs=1)
-    shared = re.findall(r"^  (\d) at once +(\d+) images/s in all +([\d.]+) trials/hour", out, re.M)
-    assert [p for p, *_ in shared] == ["1", "2"], out
-    for _, rate, per_hour in shared:
-        assert int(rate) > 0
-        assert float(per_hour) == pytest.approx(3600 * int(rate) / 600_000, abs=0.06)
-
-
-@pytest.mark.slow
-def test_checkpoint_benchmark_prints_cost_per_checkpoint_and_share_of_a_trial() -> None:
-    out = run_benchmark("checkpoint_cost.py")
-    found = re.search(
-        r"^checkpoint +([\d.]+) s to write +([\d.]+) s to read +([\d.]+) MB", out, re.M
-    )
-    assert found and float(found[3]) > 1.0, out  # ResNet-20's weights and momentum: ~2 MB
-    step = re.search(r"^step +([\d.]+) s +a 64000-iteration trial: +([\d.]+) h", out, re.M)
-    assert step and float(step[2]) == pytest.approx(64000 * float(step[1]) / 3600, rel=0.01), out
-    share = re.search(r"^cadence +(\d+) checkpoints a trial: ([\d.]+) %", out, re.M)
-    assert share, out
-    expected = 100 * int(share[1]) * float(found[1]) / (float(step[2]) * 3600)
-    assert float(share[2]) == pytest.approx(expected, abs=0.002), out
 
 
 @pytest.mark.slow
