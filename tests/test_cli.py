@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from resablate.spec.catalog import registries
 from resablate.spec.fields import trial_paths
 
@@ -55,6 +57,7 @@ def test_unknown_command_is_a_usage_error(cli) -> None:
     assert ran.code == 2 and "No such command 'swep'" in ran.err
 
 
+@pytest.mark.slow  # real processes, each importing the whole stack
 def test_the_command_ends_fast_yet_prints_everything_and_keeps_its_exit_code(
     cli, tmp_path: Path
 ) -> None:

@@ -67,6 +67,7 @@ def test_hessian_of_a_known_quadratic() -> None:
     assert (found["n_params"], found["method"], found["zero"]) == (20, "exact", False)
 
 
+@pytest.mark.slow  # 4,000 Hessian-vector products
 def test_exact_and_lanczos_agree_on_a_network_of_four_thousand_parameters() -> None:
     digits = data.load(DataSpec())
     net = net_of(digits.shape, depth=4, width=24)
@@ -202,7 +203,8 @@ def test_each_probe_records_the_numbers_its_spec_declares() -> None:
     # name -> its Probe class (the field's type is `SppProbe | None`)
     specs = {n: typing.get_args(f.annotation)[0] for n, f in ProbesSpec.model_fields.items()}
 
-    net = net_of(WIDE, {"scheme": "nf"}, depth=8, width=32, activation="full_preact", norm="none")
+    # small: the default Hessian probe is the exact spectrum
+    net = net_of(WIDE, {"scheme": "nf"}, depth=8, width=8, activation="full_preact", norm="none")
     x, y = batch(64)
     probe_data = ProbeData(x, y, x, y, x, y, CE, 10)
     chosen = {name: {**cls().model_dump(), "batch": 64} for name, cls in specs.items()}

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -24,6 +26,7 @@ def test_ruff_lint_and_format() -> None:
     assert fmt.returncode == 0, fmt.stdout
 
 
+@pytest.mark.slow  # a minute of CPU
 def test_mypy() -> None:
     typed = run("mypy", "resablate")
     assert typed.returncode == 0, typed.stdout
