@@ -140,7 +140,7 @@ def test_ray_tune_shares_the_device_four_ways_and_stacks_as_alone(
 ) -> None:
     checks = {c["check"]: c for c in rehearsal["steps"]["ray"]["figures"]["ray_gpu"]["checks"]}
     assert set(checks) == {"smoke", "share", "stacked"} and all(c["ok"] for c in checks.values())
-    assert checks["smoke"]["finished"] == 18
+    assert checks["smoke"]["finished"] == 6  # the rehearsal's smoke sweep: depth 4 only
     share = checks["share"]
     assert share["finished"] == 16 and share["most_at_once"] == 4
     assert share["trials_per_hour"] == pytest.approx(16 / share["wall_s"] * 3600, rel=0.01)
