@@ -29,12 +29,14 @@ import copy
 import json
 import math
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checks import run_checks
 
 BASE: dict[str, Any] = {  # a small trial on scikit-learn's bundled digits: no download
     "data": {"name": "digits"},
@@ -181,18 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     name = "CPU" if args.device == "cpu" else f"{args.device} (name read after the first check)"
     print(f"gpu_path: device {name}, torch {torch.__version__}")
-    results = []
-    with tempfile.TemporaryDirectory() as scratch:
-        for check in CHECKS:
-            folder = Path(scratch) / check.__name__
-            folder.mkdir()
-            try:
-                found = check(args.device, folder)
-            except Exception as exc:  # a check that raises failed: say how, go on
-                found = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            results.append({"check": check.__name__, **found})
-            figures = ", ".join(f"{k} {v}" for k, v in found.items() if k != "ok")
-            print(f"  {'ok    ' if found['ok'] else 'FAILED'} {check.__name__}: {figures}")
+    results = run_checks(CHECKS, lambda check, folder: check(args.device, folder))
     if args.device != "cpu":
         name = torch.cuda.get_device_name()
     (out / "gpu_path.json").write_text(

@@ -25,10 +25,12 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checks import run_checks
 
 ROOT = Path(__file__).resolve().parents[1]
 AT_ONCE = 4  # resources.gpu 0.25
@@ -174,18 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     small = args.device == "cpu"
     print(f"ray_gpu: device {args.device}, {os.cpu_count()} CPUs")
-    results = []
-    with tempfile.TemporaryDirectory() as scratch:
-        for check in CHECKS:
-            folder = Path(scratch) / check.__name__
-            folder.mkdir()
-            try:
-                found = check(args.device, folder, small)
-            except Exception as exc:  # a check that raises failed: say how, go on
-                found = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            results.append({"check": check.__name__, **found})
-            figures = ", ".join(f"{k} {v}" for k, v in found.items() if k != "ok")
-            print(f"  {'ok    ' if found['ok'] else 'FAILED'} {check.__name__}: {figures}")
+    results = run_checks(CHECKS, lambda check, folder: check(args.device, folder, small))
     (out / "ray_gpu.json").write_text(json.dumps({"device": args.device, "checks": results}))
     failed = [r["check"] for r in results if not r["ok"]]
     print(f"ray_gpu: {len(results) - len(failed)} of {len(results)} ok", *failed)
