@@ -1,5 +1,6 @@
 """The check loop of the device scripts (gpu_path.py, ray_gpu.py): each check in a scratch folder
-of its own, one line each (`ok` / `FAILED` with its numbers), a check that raises failed."""
+of its own, one line each (`ok` / `FAILED` with its numbers), a check that raises failed;
+then one line for all and the exit code."""
 
 from __future__ import annotations
 
@@ -26,3 +27,10 @@ def run_checks(
             figures = ", ".join(f"{k} {v}" for k, v in found.items() if k != "ok")
             print(f"  {'ok    ' if found['ok'] else 'FAILED'} {check.__name__}: {figures}")
     return results
+
+
+def finish(name: str, results: list[dict[str, Any]]) -> int:
+    """The closing line (how many held, the names of those that failed) and the exit code."""
+    failed = [r["check"] for r in results if not r["ok"]]
+    print(f"{name}: {len(results) - len(failed)} of {len(results)} ok", *failed)
+    return 1 if failed else 0

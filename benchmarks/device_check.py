@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,6 @@ class Step:
     limit: float
     figures: str = "json"  # how its figures come back: "json" (the file), "out" (a folder)
     count_runs: str | None = None  # the MLflow experiment whose finished runs it counts
-    env: dict[str, str] = field(default_factory=dict)
 
 
 def script(name: str, *args: str) -> list[str]:
@@ -145,7 +144,7 @@ def run_step(step: Step, scratch: Path, limit: float, log: Any) -> dict[str, Any
     command = [
         a.replace("{json}", str(figures_file)).replace("{out}", str(folder)) for a in step.command
     ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **step.env}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
     header = f"== {step.name} (limit {limit:.0f} s): {' '.join(command)}"
     print(header, flush=True)

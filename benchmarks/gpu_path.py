@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from checks import run_checks
+from checks import finish, run_checks
 
 BASE: dict[str, Any] = {  # a small trial on scikit-learn's bundled digits: no download
     "data": {"name": "digits"},
@@ -189,9 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "gpu_path.json").write_text(
         json.dumps({"device": name, "torch": torch.__version__, "checks": results}, indent=1)
     )
-    failed = [r["check"] for r in results if not r["ok"]]
-    print(f"gpu_path: {len(results) - len(failed)} of {len(results)} ok", *failed)
-    return 1 if failed else 0
+    return finish("gpu_path", results)
 
 
 if __name__ == "__main__":

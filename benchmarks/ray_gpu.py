@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from checks import run_checks
+from checks import finish, run_checks
 
 ROOT = Path(__file__).resolve().parents[1]
 AT_ONCE = 4  # resources.gpu 0.25
@@ -178,9 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ray_gpu: device {args.device}, {os.cpu_count()} CPUs")
     results = run_checks(CHECKS, lambda check, folder: check(args.device, folder, small))
     (out / "ray_gpu.json").write_text(json.dumps({"device": args.device, "checks": results}))
-    failed = [r["check"] for r in results if not r["ok"]]
-    print(f"ray_gpu: {len(results) - len(failed)} of {len(results)} ok", *failed)
-    return 1 if failed else 0
+    return finish("ray_gpu", results)
 
 
 if __name__ == "__main__":
