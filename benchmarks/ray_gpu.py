@@ -3,13 +3,13 @@ Ray, recorded in an MLflow sqlite store, each check one line (`ok` / `FAILED` wi
 and all in OUT/ray_gpu.json:
 
   smoke     sweeps/smoke.yaml (18 trials) with resources.gpu 0.25: every trial's run finished
-            (rehearsing: its 6 trials of depth 4, 2 epochs)
+            (rehearsing: its 6 trials of depth 4, 1 epoch)
   share     16 CIFAR ResNet-20 trials (synthetic images) with resources.gpu 0.25, one trial a
             Ray Tune trial: every run finished, and 4 ran at once (the most MLflow runs whose
-            start-to-end spans overlap), trials/hour
+            start-to-end spans overlap), trials/hour (rehearsing: 8 smaller trials)
   stacked   4 digits trials stacked as one Ray Tune trial (resources.trials_per_stack 4) on the
             GPU end with the metrics each ends with trained alone on it (resablate.run_trial in
-            this process), to float tolerance
+            this process), to float tolerance (rehearsing: 2 epochs)
 
     python benchmarks/ray_gpu.py --out DIR                   # on a GPU
     python benchmarks/ray_gpu.py --device cpu --out DIR      # the rehearsal: resources.cpu 0.5
@@ -103,7 +103,7 @@ def smoke(device: str, folder: Path, small: bool) -> dict[str, Any]:
     from resablate import make_plan
 
     path = ROOT / "sweeps" / "smoke.yaml"
-    sets = [*share_sets(device), *(["train.epochs=2", "grid.model.depth=[4]"] if small else [])]
+    sets = [*share_sets(device), *(["train.epochs=1", "grid.model.depth=[4]"] if small else [])]
     wall, runs = sweep(folder, path.read_text(), "smoke", *sets)
     planned = len(make_plan(path, sets).trials)  # 18; 6 rehearsing
     return {
@@ -115,11 +115,11 @@ def smoke(device: str, folder: Path, small: bool) -> dict[str, Any]:
 
 
 def share(device: str, folder: Path, small: bool) -> dict[str, Any]:
-    trials = 16
+    trials = 8 if small else 16
     text = SHARE.format(
         channels=4 if small else 16,
         samples=400 if small else 10_000,
-        epochs=3 if small else 4,
+        epochs=2 if small else 4,
         seeds=json.dumps(list(range(trials))),
     )
     wall, runs = sweep(folder, text, "share", *share_sets(device), "resources.trials_per_stack=1")
@@ -139,6 +139,7 @@ def stacked(device: str, folder: Path, small: bool) -> dict[str, Any]:
 
     sets = ["resources.cpu=1", f"resources.gpu={0 if device == 'cpu' else 1}"]
     sets.append("resources.trials_per_stack=4")
+    sets += ["train.epochs=2"] if small else []
     _, runs = sweep(folder, STACKED, "stacked", *sets)
     as_stack = {r.data.tags["trial_id"]: r.data.metrics for r in runs}
     sizes = sorted({r.data.tags.get("resablate.stack_size", "1") for r in runs})

@@ -23,6 +23,10 @@ from resablate.trial.compute import Compute
 from resablate.trial.train import run_stack, run_trial
 from tests.conftest import STEP_REL, assert_trained_alike, write
 
+# every test records in its tmp_path's mlflow.db, a copy of an empty store (conftest.store_uri):
+# MLflow takes seconds to create one, which the tests that create theirs still do
+pytestmark = pytest.mark.usefixtures("store_uri")
+
 BASE = {
     "model": {"depth": 4, "width": 32},
     "init": {"c": 0.5},

@@ -13,6 +13,10 @@ from resablate.sweep.plan import make_plan
 from resablate.sweep.search_grid import carried, search_cells, search_size, unsearched
 from tests.conftest import run_terminal, trial_runs, write
 
+# every test records in its tmp_path's mlflow.db, a copy of an empty store (conftest.store_uri):
+# MLflow takes seconds to create one, which the tests that create theirs still do
+pytestmark = pytest.mark.usefixtures("store_uri")
+
 SWEEP = """
 name: carried
 model: {width: 8, norm: none, shortcut_depth: 1, activation: relu_preact}

@@ -5,6 +5,7 @@ at init draws one line per net (the lr cannot change a net at init)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +34,14 @@ grid:
 
 
 @pytest.fixture(scope="module")
-def drawn(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def drawn(tmp_path_factory: pytest.TempPathFactory, migrated_db: Path) -> dict[str, Any]:
     """The report's figures of a recorded 36-trial sweep, kept open."""
     from resablate.analysis.report import HISTORIES, HISTORY_PREFIXES, make_report
     from resablate.cli.main import main
     from resablate.tracking.ledger import read_sweep
 
     folder = tmp_path_factory.mktemp("many")
+    shutil.copy(migrated_db, folder / "mlflow.db")  # an empty store (conftest.migrated_db)
     write(folder / "many.yaml", MANY)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)

@@ -22,6 +22,10 @@ from torch import nn
 import resablate
 from resablate.models.shortcuts import downsample
 
+# every test records in its tmp_path's mlflow.db, a copy of an empty store (conftest.store_uri):
+# MLflow takes seconds to create one, which the tests that create theirs still do
+pytestmark = pytest.mark.usefixtures("store_uri")
+
 
 class HalfBranch(nn.Module):
     def __init__(self, h):

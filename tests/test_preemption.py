@@ -76,6 +76,7 @@ def check_runs(folder: Path, sweep: Path, epochs: int = EPOCHS) -> dict[str, Any
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("store_uri")  # a copy of an empty store: see conftest
 def test_a_killed_worker_is_retried_from_its_last_checkpoint(tmp_path: Path) -> None:
     sweep = write(tmp_path / "p.yaml", SWEEP)
     db = tmp_path / "mlflow.db"
@@ -113,6 +114,7 @@ def test_a_killed_worker_is_retried_from_its_last_checkpoint(tmp_path: Path) -> 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["ray", "inline"])
+@pytest.mark.usefixtures("store_uri")  # a copy of an empty store: see conftest
 def test_a_killed_driver_resumes_the_partial_trial_from_its_checkpoint(
     tmp_path: Path, backend: str
 ) -> None:
@@ -147,6 +149,7 @@ def test_a_killed_driver_resumes_the_partial_trial_from_its_checkpoint(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("store_uri")  # a copy of an empty store: see conftest
 def test_a_damaged_checkpoint_is_skipped_for_the_one_before_it(tmp_path: Path) -> None:
     sweep = write(tmp_path / "p.yaml", SWEEP)
     db = tmp_path / "mlflow.db"
@@ -173,6 +176,7 @@ def test_a_damaged_checkpoint_is_skipped_for_the_one_before_it(tmp_path: Path) -
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("store_uri")  # a copy of an empty store: see conftest
 def test_a_stop_saves_the_running_epoch_and_resume_continues_it(tmp_path: Path) -> None:
     # long enough that the stop lands mid-trial, and no regular checkpoint is due before it
     text = SWEEP.replace("checkpoint_every: 3", "checkpoint_every: 500").replace("[0, 1]", "[0]")
@@ -203,6 +207,7 @@ def test_a_stop_saves_the_running_epoch_and_resume_continues_it(tmp_path: Path) 
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("store_uri")  # a copy of an empty store: see conftest
 def test_keep_checkpoint_logs_the_trained_network_and_deletes_the_rest(tmp_path: Path) -> None:
     text = SWEEP.replace("checkpoint_every: 3", "keep_checkpoint: true").replace("16", "3")
     sweep = write(tmp_path / "p.yaml", text.replace("[0, 1]", "[0]"))
@@ -269,6 +274,7 @@ grid:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("store_uri")  # a copy of an empty store: see conftest
 def test_median_stopping_pauses_trials_and_they_resume_from_their_checkpoints(
     tmp_path: Path,
 ) -> None:

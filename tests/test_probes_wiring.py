@@ -63,6 +63,7 @@ def test_probe_schedule_follows_at_and_every() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("store_uri")  # a copy of an empty store: see conftest
 def test_sweep_records_probe_metrics_and_curves_in_mlflow(tmp_path: Path) -> None:
     sweep = write(tmp_path / "probed.yaml", SWEEP)
     ran = run_terminal("sweep", str(sweep), cwd=tmp_path)  # on Ray, the progress bar on

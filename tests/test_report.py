@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 import statistics
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,12 @@ grid:
 
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def recorded(tmp_path_factory: pytest.TempPathFactory, migrated_db: Path) -> Path:
     """A finished 8-trial sweep in its own folder's default store."""
     from resablate.cli.main import main
 
     folder = tmp_path_factory.mktemp("reported")
+    shutil.copy(migrated_db, folder / "mlflow.db")  # an empty store (conftest.migrated_db)
     write(folder / "r.yaml", SWEEP)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)

@@ -25,6 +25,10 @@ from optuna.storages.journal import JournalFileBackend
 from resablate.sweep.plan import make_plan
 from tests.conftest import run_process, trial_runs, write
 
+# every test records in its tmp_path's mlflow.db, a copy of an empty store (conftest.store_uri):
+# MLflow takes seconds to create one, which the tests that create theirs still do
+pytestmark = pytest.mark.usefixtures("store_uri")
+
 GRID = """
 name: killed
 model: {depth: 8, width: 48}

@@ -22,6 +22,10 @@ from resablate.sweep.runner import Session
 from resablate.tracking.runlog import RunLog
 from tests.conftest import trial_runs, write
 
+# every test records in its tmp_path's mlflow.db, a copy of an empty store (conftest.store_uri):
+# MLflow takes seconds to create one, which the tests that create theirs still do
+pytestmark = pytest.mark.usefixtures("store_uri")
+
 SWEEP = "name: runner\nmodel: {depth: 2, width: 8}\ntrain: {epochs: 2}\ngrid: {seed: [0, 1]}\n"
 
 

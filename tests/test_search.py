@@ -16,6 +16,10 @@ from optuna.storages.journal import JournalFileBackend
 from resablate.sweep.search import best_trial
 from tests.conftest import run_terminal, trial_runs, write
 
+# every test records in its tmp_path's mlflow.db, a copy of an empty store (conftest.store_uri):
+# MLflow takes seconds to create one, which the tests that create theirs still do
+pytestmark = pytest.mark.usefixtures("store_uri")
+
 # searches choose on the validation set (data.validation), never on the test set
 SWEEP = """
 name: searched

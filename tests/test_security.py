@@ -32,6 +32,7 @@ def test_no_unsafe_deserialization_anywhere_in_the_package() -> None:
 
 
 @pytest.mark.slow  # a whole sweep
+@pytest.mark.usefixtures("store_uri")  # a copy of an empty store: see conftest
 def test_no_secret_from_the_environment_reaches_mlflow(tmp_path: Path) -> None:
     sweep = write(
         tmp_path / "s.yaml",

@@ -11,6 +11,10 @@ import pytest
 
 from tests.conftest import SWEEPS, run_process, run_terminal, trial_runs
 
+# every test records in its tmp_path's mlflow.db, a copy of an empty store (conftest.store_uri):
+# MLflow takes seconds to create one, which the tests that create theirs still do
+pytestmark = pytest.mark.usefixtures("store_uri")
+
 # study -> (trials at full scale, trials with --profile cpu; a search counts all its trials)
 SIZES = {
     "shortcut_depth": (351, 125),

@@ -24,6 +24,10 @@ from resablate.tracking.ledger import Ledger
 from resablate.tracking.runlog import RunLog, flatten
 from resablate.tracking.store import RUN_FINISHED, RUN_KILLED, RUN_RUNNING, Store
 
+# every test records in its tmp_path's mlflow.db, a copy of an empty store (conftest.store_uri):
+# MLflow takes seconds to create one, which the tests that create theirs still do
+pytestmark = pytest.mark.usefixtures("store_uri")
+
 TRIAL = Trial("abc", {"seed": 0, "model": {"depth": 2}}, {"seed": 0}, "cell")
 
 

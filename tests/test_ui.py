@@ -15,6 +15,10 @@ import pytest
 
 from tests.conftest import run_process, write
 
+# every test records in its tmp_path's mlflow.db, a copy of an empty store (conftest.store_uri):
+# MLflow takes seconds to create one, which the tests that create theirs still do
+pytestmark = pytest.mark.usefixtures("store_uri")
+
 
 def free_port() -> int:
     with socket.socket() as s:

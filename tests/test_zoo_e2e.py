@@ -11,6 +11,10 @@ import pytest
 from tests.conftest import run_process, run_terminal, trial_runs, write
 from tests.test_data import fake_mnist
 
+# every test records in its tmp_path's mlflow.db, a copy of an empty store (conftest.store_uri):
+# MLflow takes seconds to create one, which the tests that create theirs still do
+pytestmark = pytest.mark.usefixtures("store_uri")
+
 SWEEP = """
 name: mnist-zoo
 model: {family: mnist, depth: 2, channels: 4}
