@@ -15,17 +15,16 @@ from resablate.errors import SpecError
 from resablate.trial import data
 from tests.conftest import run_terminal
 
+# every test records in its tmp_path's mlflow.db, a copy of an empty store (conftest.store_uri):
+# MLflow takes seconds to create one, which the tests that create theirs still do
+pytestmark = pytest.mark.usefixtures("store_uri")
+
 # x' = h(x) + 0.5·F(x): a shortcut a user might try, and one whose sum a test can check by hand
 PLUGIN = """
 from torch import nn
 
 import resablate
 from resablate.models.shortcuts import downsample
-
-# every test records in its tmp_path's mlflow.db, a copy of an empty store (conftest.store_uri):
-# MLflow takes seconds to create one, which the tests that create theirs still do
-pytestmark = pytest.mark.usefixtures("store_uri")
-
 
 class HalfBranch(nn.Module):
     def __init__(self, h):

@@ -22,10 +22,6 @@ from ray import tune
 from resablate.sweep.ray import tune_checkpoints
 from resablate.sweep.ray.tune_checkpoints import REPORT, REPORT_EVERY_S, Outbox
 
-# every test records in its tmp_path's mlflow.db, a copy of an empty store (conftest.store_uri):
-# MLflow takes seconds to create one, which the tests that create theirs still do
-pytestmark = pytest.mark.usefixtures("store_uri")
-
 EPOCH = 0.13 * REPORT_EVERY_S  # eight epochs pass REPORT_EVERY_S, seven do not
 
 

@@ -14,10 +14,6 @@ from optuna.storages.journal import JournalFileBackend
 from resablate.sweep.plan import make_plan
 from tests.conftest import run_process, trial_runs, write
 
-# every test records in its tmp_path's mlflow.db, a copy of an empty store (conftest.store_uri):
-# MLflow takes seconds to create one, which the tests that create theirs still do
-pytestmark = pytest.mark.usefixtures("store_uri")
-
 GRID = """
 name: stopped
 model: {depth: 4, width: 32}
@@ -68,6 +64,7 @@ def test_bad_schedulers_are_one_line(
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("store_uri")  # a copy of an empty store: see conftest
 def test_asha_prunes_the_hopeless_trials_and_records_them_as_results(tmp_path: Path) -> None:
     sweep = write(tmp_path / "a.yaml", GRID)
     ran = run_process("sweep", str(sweep), "-q", cwd=tmp_path)
@@ -90,6 +87,7 @@ def test_asha_prunes_the_hopeless_trials_and_records_them_as_results(tmp_path: P
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("store_uri")  # a copy of an empty store: see conftest
 def test_median_stopping_prunes_a_trial_worse_than_the_median(tmp_path: Path) -> None:
     text = GRID.replace(
         "{kind: asha, grace_period: 1, reduction_factor: 2}",
@@ -108,6 +106,7 @@ def test_median_stopping_prunes_a_trial_worse_than_the_median(tmp_path: Path) ->
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("store_uri")  # a copy of an empty store: see conftest
 def test_a_pruned_candidate_is_pruned_in_its_optuna_study(tmp_path: Path) -> None:
     sweep = write(
         tmp_path / "s.yaml",

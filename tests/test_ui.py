@@ -15,10 +15,6 @@ import pytest
 
 from tests.conftest import run_process, write
 
-# every test records in its tmp_path's mlflow.db, a copy of an empty store (conftest.store_uri):
-# MLflow takes seconds to create one, which the tests that create theirs still do
-pytestmark = pytest.mark.usefixtures("store_uri")
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -41,6 +37,7 @@ def listening_addresses(port: int) -> set[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("store_uri")  # a copy of an empty store: see conftest
 def test_ui_serves_the_store_on_localhost_and_prints_the_runs_link(tmp_path: Path) -> None:
     sweep = write(
         tmp_path / "ui.yaml", "name: ui-demo\nmodel: {depth: 2, width: 8}\ntrain: {epochs: 1}\n"
@@ -112,6 +109,7 @@ def recorded_store(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("store_uri")  # a copy of an empty store: see conftest
 def test_ui_on_a_busy_port_says_so_in_one_line_and_prints_no_link(tmp_path: Path) -> None:
     env = recorded_store(tmp_path)
     with socket.socket() as busy:
@@ -129,6 +127,7 @@ def test_ui_on_a_busy_port_says_so_in_one_line_and_prints_no_link(tmp_path: Path
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("store_uri")  # a copy of an empty store: see conftest
 def test_sigterm_stops_the_ui_and_every_process_it_started(tmp_path: Path) -> None:
     import psutil
 

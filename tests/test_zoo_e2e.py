@@ -11,10 +11,6 @@ import pytest
 from tests.conftest import run_process, run_terminal, trial_runs, write
 from tests.test_data import fake_mnist
 
-# every test records in its tmp_path's mlflow.db, a copy of an empty store (conftest.store_uri):
-# MLflow takes seconds to create one, which the tests that create theirs still do
-pytestmark = pytest.mark.usefixtures("store_uri")
-
 SWEEP = """
 name: mnist-zoo
 model: {family: mnist, depth: 2, channels: 4}
@@ -26,6 +22,7 @@ grid:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("store_uri")  # a copy of an empty store: see conftest
 def test_mnist_family_on_mnist_files_in_the_working_folder_runs_on_ray(tmp_path: Path) -> None:
     fake_mnist(tmp_path / "data", "MNIST")  # ./data, relative to where the user runs the sweep
     sweep = write(tmp_path / "zoo.yaml", SWEEP)

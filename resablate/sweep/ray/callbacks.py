@@ -49,6 +49,7 @@ class Forward(tune.Callback):
         self.running: set[str] = set()  # Tune's ids of the trials running
         self.seen: set[str] = set()  # Tune's ids of the trials started in this run
         self.waiting: set[str] | None = None  # those running at a stop request, not yet saved
+        self.unregistered: dict[str, dict[str, Any]] = {}  # reported, Tune's save task pending
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its state (callbacks included) for resuming; the events and trials live
@@ -87,14 +88,8 @@ class Forward(tune.Callback):
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
         stack = self.stacks[trial.config["trial_id"]]
-        if CHECKPOINT in result:
-            [saved] = result[CHECKPOINT]
-            for member in stack:
-                self.events.checkpointed(
-                    member, self.location(trial), int(saved["epoch"]), int(saved["bytes"])
-                )
-            if self.waiting is not None:
-                self.waiting.discard(trial.trial_id)
+        if CHECKPOINT in result:  # told on when Tune has registered it (on_checkpoint)
+            [self.unregistered[trial.trial_id]] = result[CHECKPOINT]
             return
         if RESUMED in result:
             for member in stack:
@@ -105,6 +100,21 @@ class Forward(tune.Callback):
             named = ours.pop(TRIAL, None)
             member = next(t for t in stack if t.id == named) if named else stack[0]
             self.events.result(member, ours)
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Tune takes a reported checkpoint only once the worker's save task returns it, after
+        ``on_trial_result`` (and registers it in this same step): a run's checkpoint tag,
+        written here, never names one that a retry of its trial (max_failures) would not start
+        from, nor does a stop count a trial as saved before."""
+        saved = self.unregistered.pop(trial.trial_id, None)
+        if saved is None:
+            return
+        for member in self.stacks[trial.config["trial_id"]]:
+            self.events.checkpointed(
+                member, self.location(trial), int(saved["epoch"]), int(saved["bytes"])
+            )
+        if self.waiting is not None:
+            self.waiting.discard(trial.trial_id)
 
     def _gone(self, trial: Any) -> None:
         self.running.discard(trial.trial_id)
