@@ -101,7 +101,9 @@ class Forward(tune.Callback):
             member = next(t for t in stack if t.id == named) if named else stack[0]
             self.events.result(member, ours)
 
-    def on_checkpoint(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+    def on_checkpoint(
+        self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any
+    ) -> None:
         """Tune takes a reported checkpoint only once the worker's save task returns it, after
         ``on_trial_result`` (and registers it in this same step): a run's checkpoint tag,
         written here, never names one that a retry of its trial (max_failures) would not start
