@@ -10,6 +10,8 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -293,3 +295,98 @@ def test_median_stopping_pauses_trials_and_they_resume_from_their_checkpoints(
         status = run.data.tags["resablate.status"]
         assert status == "pruned" or (status == "finished" and len(steps) == 12)
     assert checkpoint_files(tmp_path / "resablate-runs") == []
+
+
+# Forward's order against Ray Tune's own: a worker dies after the driver saw a checkpoint's
+# report and before Tune's save task took it (Tune then retries from the one before)
+KILLED_BEFORE_SAVE = """
+import json, os, signal, sys, tempfile
+import ray
+from ray import tune
+from resablate.results import Events
+from resablate.spec.grid import Trial
+from resablate.sweep.ray.callbacks import Forward
+from resablate.sweep.ray.tune_checkpoints import CHECKPOINT, REPORT
+
+
+def trainable(config):
+    found = tune.get_checkpoint()
+    start = int(open(os.path.join(found.path, "epoch")).read()) if found else 0
+    for epoch in range(start + 1, 7):
+        tune.report({REPORT: [{"epoch": epoch, "start": start}]})
+        if epoch % 2 == 0:  # a checkpoint every second epoch, reported as tune_checkpoints does
+            folder = tempfile.mkdtemp()
+            with open(os.path.join(folder, "epoch"), "w") as handle:
+                handle.write(str(epoch))
+            mark = {"epoch": epoch, "pid": os.getpid(), CHECKPOINT: [{"epoch": epoch, "bytes": 1}]}
+            tune.report(mark, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+class Seen:
+    # a listener: the order in which the checkpoints' tags and the retry are written
+
+    def __init__(self):
+        self.order = []
+
+    def trial_started(self, trial):
+        pass
+
+    def trial_finished(self, record):
+        pass
+
+    def trial_result(self, trial, result):
+        self.order.append(["result", result["epoch"], result["start"]])
+
+    def trial_retried(self, trial, error):
+        self.order.append(["retried"])
+
+    def trial_checkpointed(self, trial, location, epoch, size):
+        self.order.append(["checkpointed", epoch])
+
+
+class KillAtFour(tune.Callback):
+    # after Forward has seen the epoch-4 checkpoint's report, before Tune's save task for it
+    # reaches the worker: the worker dies (a node lost at that moment)
+
+    killed = False
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if CHECKPOINT in result and result["epoch"] == 4 and not self.killed:
+            self.killed = True
+            os.kill(result["pid"], signal.SIGKILL)
+
+
+seen = Seen()
+events = Events([seen])
+forward = Forward(events, {"t0": [Trial("t0", {})]}, sys.argv[1])
+ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+run = tune.RunConfig(
+    storage_path=sys.argv[1],
+    callbacks=[forward, KillAtFour()],
+    failure_config=tune.FailureConfig(max_failures=1),
+    verbose=0,
+)
+tune.Tuner(trainable, param_space={"trial_id": "t0"}, run_config=run).fit()
+ray.shutdown()
+print(json.dumps(seen.order))
+"""
+
+
+@pytest.mark.slow  # a real Ray in a subprocess (see test_reports: importing ray here binds it)
+def test_a_checkpoint_is_tagged_only_once_tune_has_taken_it(tmp_path: Path) -> None:
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # bind 127.0.0.1
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_BEFORE_SAVE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    order = json.loads(done.stdout.strip().splitlines()[-1])
+    retry = order.index(["retried"])
+    tagged = [event[1] for event in order[:retry] if event[0] == "checkpointed"]
+    [restart] = {event[2] for event in order[retry:] if event[0] == "result"}
+    # the tag a run held when its worker died names the checkpoint its retry started from
+    assert tagged[-1] == restart == 2, order
+    assert [e[1] for e in order if e[0] == "checkpointed"] == [2, 4, 6], order
