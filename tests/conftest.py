@@ -8,6 +8,7 @@ test ``@pytest.mark.slow`` when it runs a whole sweep or takes more than about 5
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -45,6 +46,18 @@ def cli(capsys: pytest.CaptureFixture[str]):
         return Ran(code, captured.out, captured.err)
 
     return run
+
+
+def ray_script(script: str, *args: str) -> Any:
+    """Run a Python script that starts a local Ray in a process of its own (importing ray in the
+    test process would decide, for every later test, how a local Ray binds: cluster.start_ray's
+    single-machine switch); returns the JSON its last line of output prints."""
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # bind 127.0.0.1
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def run_process(*args: str, cwd: Path, timeout: float = 600, env: dict | None = None) -> Ran:

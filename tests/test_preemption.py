@@ -10,8 +10,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ import torch
 from resablate.sweep.plan import make_plan
 from resablate.trial import checkpoint
 from resablate.trial.train import run_stack, run_trial
-from tests.conftest import run_process, trial_runs, write
+from tests.conftest import ray_script, run_process, trial_runs, write
 from tests.test_resume import kill_hard, query, start, wait_until, workers
 
 EPOCHS = 16
@@ -372,18 +370,9 @@ print(json.dumps(seen.order))
 """
 
 
-@pytest.mark.slow  # a real Ray in a subprocess (see test_reports: importing ray here binds it)
+@pytest.mark.slow  # a real Ray in a process of its own (conftest.ray_script)
 def test_a_checkpoint_is_tagged_only_once_tune_has_taken_it(tmp_path: Path) -> None:
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # bind 127.0.0.1
-    done = subprocess.run(
-        [sys.executable, "-c", KILLED_BEFORE_SAVE, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    order = json.loads(done.stdout.strip().splitlines()[-1])
+    order = ray_script(KILLED_BEFORE_SAVE, str(tmp_path))
     retry = order.index(["retried"])
     tagged = [event[1] for event in order[:retry] if event[0] == "checkpointed"]
     [restart] = {event[2] for event in order[retry:] if event[0] == "result"}

@@ -7,13 +7,11 @@ this session, how a local Ray binds (cluster.start_ray's single-machine switch).
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import ray_script
 
 RUN = """
 import json, sys, types
@@ -58,17 +56,7 @@ print(json.dumps(got))
 def test_epoch_reports_travel_in_batches_unless_a_scheduler_reads_each(
     tmp_path: Path, each: bool
 ) -> None:
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # bind 127.0.0.1
-    mode = "each" if each else "batched"
-    done = subprocess.run(
-        [sys.executable, "-c", RUN, mode, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    got = json.loads(done.stdout.strip().splitlines()[-1])
+    got = ray_script(RUN, "each" if each else "batched", str(tmp_path))
     epochs = [r["epoch"] for batch in got for r in batch]
     assert epochs == list(range(1, 41))  # every report once, in order
     sizes = [len(batch) for batch in got]
